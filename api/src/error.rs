@@ -1,0 +1,261 @@
+//! One error shape for every failure: `{"code": "sold_out", "message": "..."}`.
+//!
+//! Codes are a stable snake_case enum listed in the OpenAPI document. Internal failures are
+//! logged with their cause chain and answer an opaque 500.
+
+use poem::{IntoResponse, Response, http::StatusCode};
+use poem_openapi::{
+    ApiResponse, Enum, Object,
+    payload::Json,
+    registry::{MetaResponses, Registry},
+};
+
+/// Every error code the API can answer with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    ValidationFailed,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    TooManyRequests,
+    EmailTaken,
+    InvalidCredentials,
+    AccountLocked,
+    DropNotFound,
+    SoldOut,
+    AlreadyReserved,
+    PurchaseLimitReached,
+    DropNotActive,
+    ReservationNotFound,
+    ReservationExpired,
+    ReservationReleased,
+    AlreadyPurchased,
+    IdempotencyKeyReused,
+    RequestInProgress,
+    ProductNotFound,
+    SlugTaken,
+    ProductInStock,
+    InvalidToken,
+    InvalidSignature,
+    WebhookDisabled,
+    InternalError,
+    ServiceUnavailable,
+}
+
+/// The body of every error response.
+#[derive(Clone, Debug, Object)]
+pub struct ErrorBody {
+    /// Stable, machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable explanation; wording may change.
+    pub message: String,
+}
+
+/// The documented error responses (for OpenAPI); [`ApiError`] is what handlers return.
+#[derive(ApiResponse)]
+#[allow(dead_code)]
+enum ErrorResponse {
+    /// Malformed request: bad JSON, a missing or invalid field.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing, invalid or revoked token, or bad webhook signature.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// Signed in, but not allowed.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such resource (or not yours).
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The request conflicts with the current state (sold out, already reserved, ...).
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// The resource existed but is no longer usable (an expired reservation).
+    #[oai(status = 410)]
+    Gone(Json<ErrorBody>),
+    /// Well-formed but unacceptable (an idempotency key reused for another request).
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
+    /// Rate limit or account lockout; `Retry-After` says when to try again.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+    /// Something failed on our side; the details are in our logs.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::ValidationFailed,
+            message,
+        )
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "this needs an admin account",
+        )
+    }
+
+    pub fn too_many(code: ErrorCode, message: impl Into<String>, retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        }
+    }
+
+    /// Logs the cause chain and answers an opaque 500.
+    pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut chain = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            chain.push_str(": ");
+            chain.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        tracing::error!(error = %chain, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::InternalError,
+            "something went wrong on our side",
+        )
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code,
+            message: self.message.clone(),
+        }
+    }
+}
+
+impl From<entity::Error> for ApiError {
+    fn from(error: entity::Error) -> Self {
+        use entity::Error as E;
+        let (status, code) = match &error {
+            E::DropNotFound => (StatusCode::NOT_FOUND, ErrorCode::DropNotFound),
+            E::SoldOut => (StatusCode::CONFLICT, ErrorCode::SoldOut),
+            E::AlreadyReserved => (StatusCode::CONFLICT, ErrorCode::AlreadyReserved),
+            E::PurchaseLimitReached => (StatusCode::CONFLICT, ErrorCode::PurchaseLimitReached),
+            E::DropNotActive => (StatusCode::CONFLICT, ErrorCode::DropNotActive),
+            E::ReservationNotFound => (StatusCode::NOT_FOUND, ErrorCode::ReservationNotFound),
+            E::ReservationExpired => (StatusCode::GONE, ErrorCode::ReservationExpired),
+            E::ReservationReleased => (StatusCode::GONE, ErrorCode::ReservationReleased),
+            E::AlreadyPurchased => (StatusCode::CONFLICT, ErrorCode::AlreadyPurchased),
+            E::EmailTaken => (StatusCode::CONFLICT, ErrorCode::EmailTaken),
+            E::ProductNotFound => (StatusCode::NOT_FOUND, ErrorCode::ProductNotFound),
+            E::SlugTaken => (StatusCode::CONFLICT, ErrorCode::SlugTaken),
+            E::ProductInStock => (StatusCode::CONFLICT, ErrorCode::ProductInStock),
+            E::InvalidToken => (StatusCode::NOT_FOUND, ErrorCode::InvalidToken),
+            E::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed),
+            E::Database(_) => return Self::internal(&error),
+        };
+        Self::new(status, code, error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = Json(self.body()).with_status(self.status).into_response();
+        if let Some(secs) = self.retry_after
+            && let Ok(value) = secs.to_string().parse()
+        {
+            response
+                .headers_mut()
+                .insert(poem::http::header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+impl ApiResponse for ApiError {
+    fn meta() -> MetaResponses {
+        ErrorResponse::meta()
+    }
+
+    fn register(registry: &mut Registry) {
+        ErrorResponse::register(registry);
+    }
+}
+
+impl From<ApiError> for poem::Error {
+    fn from(error: ApiError) -> Self {
+        poem::Error::from_response(error.into_response())
+    }
+}
+
+/// Gives poem's own errors (unknown route, wrong method, unreadable JSON, body too large) the
+/// same JSON shape as ours. Responses that already carry our JSON pass through untouched.
+pub async fn uniform(error: poem::Error) -> Response {
+    let status = error.status();
+    let message = error.to_string();
+    let response = error.into_response();
+    let is_json = response
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+        StatusCode::TOO_MANY_REQUESTS => ErrorCode::TooManyRequests,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::ServiceUnavailable,
+        s if s.is_client_error() => ErrorCode::BadRequest,
+        _ => ErrorCode::InternalError,
+    };
+    let message = match code {
+        ErrorCode::NotFound => "no such route".to_owned(),
+        ErrorCode::MethodNotAllowed => "method not allowed on this route".to_owned(),
+        ErrorCode::PayloadTooLarge => "request body is too large".to_owned(),
+        ErrorCode::InternalError => {
+            tracing::error!(%status, error = %message, "unhandled error");
+            "something went wrong on our side".to_owned()
+        }
+        _ => message,
+    };
+    let status = if status.is_server_error() && code != ErrorCode::ServiceUnavailable {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        status
+    };
+    ApiError::new(status, code, message).into_response()
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

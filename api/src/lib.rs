@@ -1,0 +1,12 @@
+//! The api tier: routes, auth, the WebSocket hub, and startup.
+
+pub mod auth;
+pub mod error;
+pub mod limiter;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod stock_cache;
+pub mod ws;
+
+pub use startup::Application;

@@ -1,0 +1,338 @@
+use chrono::{DateTime, Utc};
+use entity::{
+    drops::{self, DropView, ReserveOutcome},
+    idempotency::{self, Begin, IdempotencyKey},
+    models::{purchases, reservations},
+};
+use poem::{http::StatusCode, web::Data};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Header, Path},
+    payload::Json,
+    types::{ParseFromJSON, ToJSON},
+};
+use worker::{
+    events::{Event, ReservationExpired, StockUpdate},
+    jobs::ExpireReservation,
+};
+
+use super::ApiTags;
+use crate::{
+    auth::BearerAuth,
+    error::{ApiError, ApiResult, ErrorBody, ErrorCode},
+    state::AppState,
+};
+
+pub struct DropsApi;
+
+/// How far ahead `GET /api/drops` shows drops that have not opened yet.
+const UPCOMING_WINDOW_HOURS: i64 = 24;
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Drop {
+    id: i64,
+    name: String,
+    description: String,
+    price_cents: i64,
+    /// ISO 4217 code.
+    currency: String,
+    total_stock: i32,
+    available_stock: i32,
+    /// Grows with every stock change; matches `version` in `stock_update` frames.
+    version: i64,
+    starts_at: DateTime<Utc>,
+    ends_at: Option<DateTime<Utc>>,
+    /// How many one buyer may purchase.
+    max_per_user: i32,
+    /// `live` (reservable now) or `upcoming` (opens within 24 hours).
+    status: String,
+    /// Holds that are running now.
+    active_reservations: Vec<Holder>,
+    /// The last 10 purchases, newest first.
+    recent_buyers: Vec<Buyer>,
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct Holder {
+    reservation_id: i64,
+    display_name: String,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct Buyer {
+    display_name: String,
+    purchased_at: DateTime<Utc>,
+}
+
+impl Drop {
+    pub fn from_view(view: DropView, now: DateTime<Utc>) -> Self {
+        let d = view.drop;
+        Self {
+            status: if drops::is_open(&d, now) {
+                "live"
+            } else {
+                "upcoming"
+            }
+            .into(),
+            id: d.id,
+            name: d.name,
+            description: d.description,
+            price_cents: d.price_cents,
+            currency: d.currency,
+            total_stock: d.total_stock,
+            available_stock: d.available_stock,
+            version: d.stock_version,
+            starts_at: d.starts_at,
+            ends_at: d.ends_at,
+            max_per_user: d.max_per_user,
+            active_reservations: view
+                .active_reservations
+                .into_iter()
+                .map(|h| Holder {
+                    reservation_id: h.reservation_id,
+                    display_name: h.display_name,
+                    expires_at: h.expires_at,
+                })
+                .collect(),
+            recent_buyers: view
+                .recent_buyers
+                .into_iter()
+                .map(|b| Buyer {
+                    display_name: b.display_name,
+                    purchased_at: b.purchased_at,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A hold on one unit of a drop.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Reservation {
+    id: i64,
+    drop_id: i64,
+    /// `active`, `purchased`, `expired` or `released`.
+    status: String,
+    /// Buy before this instant; at it, the unit goes back on sale.
+    expires_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<reservations::Model> for Reservation {
+    fn from(r: reservations::Model) -> Self {
+        Self {
+            id: r.id,
+            drop_id: r.drop_id,
+            status: r.status,
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Purchase {
+    id: i64,
+    reservation_id: i64,
+    drop_id: i64,
+    amount_cents: i64,
+    currency: String,
+    purchased_at: DateTime<Utc>,
+}
+
+impl From<purchases::Model> for Purchase {
+    fn from(p: purchases::Model) -> Self {
+        Self {
+            id: p.id,
+            reservation_id: p.reservation_id,
+            drop_id: p.drop_id,
+            amount_cents: p.amount_cents,
+            currency: p.currency,
+            purchased_at: p.created_at,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum Reserved {
+    /// The unit is yours until `expiresAt`.
+    #[oai(status = 201)]
+    Created(Json<Reservation>),
+}
+
+#[derive(ApiResponse)]
+enum Purchased {
+    /// Bought.
+    #[oai(status = 201)]
+    Created(Json<Purchase>),
+}
+
+#[OpenApi(prefix_path = "/api/drops", tag = "ApiTags::Drops")]
+impl DropsApi {
+    /// Drops on sale now and opening soon
+    ///
+    /// Live drops and those opening within 24 hours, with who holds units right now and the
+    /// latest buyers.
+    #[oai(path = "/", method = "get")]
+    async fn list(&self, Data(state): Data<&AppState>) -> ApiResult<Json<Vec<Drop>>> {
+        let now = Utc::now();
+        let views = drops::list_public(
+            &state.db,
+            now,
+            chrono::Duration::hours(UPCOMING_WINDOW_HOURS),
+        )
+        .await?;
+        Ok(Json(
+            views.into_iter().map(|v| Drop::from_view(v, now)).collect(),
+        ))
+    }
+
+    /// One drop
+    #[oai(path = "/:dropId", method = "get")]
+    async fn get(
+        &self,
+        Data(state): Data<&AppState>,
+        #[oai(name = "dropId")] drop_id: Path<i64>,
+    ) -> ApiResult<Json<Drop>> {
+        let now = Utc::now();
+        Ok(Json(Drop::from_view(
+            drops::view(&state.db, drop_id.0, now).await?,
+            now,
+        )))
+    }
+
+    /// Hold one unit
+    ///
+    /// Holds one unit for you for `RESERVATION_TTL_SECS` (60 s by default). Buy it with
+    /// `POST /api/drops/{reservationId}/purchase` before `expiresAt`; after that it goes back
+    /// on sale. One active hold per drop per buyer.
+    #[oai(path = "/:dropId/reserve", method = "post")]
+    async fn reserve(
+        &self,
+        Data(state): Data<&AppState>,
+        auth: BearerAuth,
+        #[oai(name = "dropId")] drop_id: Path<i64>,
+    ) -> ApiResult<Reserved> {
+        let now = Utc::now();
+        if state.sold_out.refuses(drop_id.0, now) {
+            return Err(entity::Error::SoldOut.into());
+        }
+        let ttl = chrono::Duration::from_std(state.settings.reservation_ttl)
+            .unwrap_or(chrono::Duration::seconds(60));
+        let reserved = match drops::reserve(&state.db, drop_id.0, auth.0.user_id, ttl, now).await? {
+            ReserveOutcome::Reserved(r) => r,
+            ReserveOutcome::SoldOut(sold_out) => {
+                state.sold_out.record(drop_id.0, sold_out, now);
+                return Err(entity::Error::SoldOut.into());
+            }
+        };
+        let job = ExpireReservation {
+            reservation_id: reserved.reservation.id,
+        };
+        if let Err(error) = state
+            .queue
+            .expire_at(job, reserved.reservation.expires_at)
+            .await
+        {
+            // The hold is safe in the database; the sweep expires it on time anyway.
+            tracing::warn!(%error, "expiry job not enqueued");
+        }
+        state
+            .bus
+            .publish_or_log(&Event::StockUpdate(StockUpdate::from(reserved.stock)))
+            .await;
+        if let Some(old) = reserved.took_over {
+            state
+                .bus
+                .publish_or_log(&Event::ReservationExpired(ReservationExpired {
+                    reservation_id: old.id,
+                    drop_id: old.drop_id,
+                    user_id: old.user_id,
+                }))
+                .await;
+        }
+        Ok(Reserved::Created(Json(reserved.reservation.into())))
+    }
+
+    /// Buy a held unit
+    ///
+    /// The path id is the reservation's (as in the original sneaker-drop API). Send an
+    /// `Idempotency-Key` header to make retries safe: a retry with the same key returns the
+    /// first answer; the same key for another request is refused with 422.
+    #[oai(path = "/:reserveId/purchase", method = "post")]
+    async fn purchase(
+        &self,
+        Data(state): Data<&AppState>,
+        auth: BearerAuth,
+        #[oai(name = "reserveId")] reservation_id: Path<i64>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> ApiResult<Purchased> {
+        let user_id = auth.0.user_id;
+        let Some(raw_key) = idempotency_key.0 else {
+            return run_purchase(state, reservation_id.0, user_id).await;
+        };
+        let key = IdempotencyKey::parse(&raw_key).map_err(ApiError::bad_request)?;
+        let request_hash = format!("POST /api/drops/{}/purchase", reservation_id.0);
+        match idempotency::begin(&state.db, user_id, &key, &request_hash, Utc::now()).await? {
+            Begin::Proceed => {}
+            Begin::Replay { status, body } => return replay(status, &body),
+            Begin::Mismatch => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::IdempotencyKeyReused,
+                    "this Idempotency-Key was used for a different request",
+                ));
+            }
+            Begin::InFlight => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    ErrorCode::RequestInProgress,
+                    "a request with this Idempotency-Key is still being processed",
+                ));
+            }
+        }
+        let outcome = run_purchase(state, reservation_id.0, user_id).await;
+        let stored = match &outcome {
+            Ok(Purchased::Created(Json(purchase))) => Some((201, purchase.to_json_string())),
+            Err(e) if e.status.is_client_error() => {
+                Some((e.status.as_u16(), e.body().to_json_string()))
+            }
+            Err(_) => None,
+        };
+        match stored {
+            Some((status, body)) => {
+                idempotency::complete(&state.db, user_id, &key, status, body).await?
+            }
+            None => idempotency::abandon(&state.db, user_id, &key).await?,
+        }
+        outcome
+    }
+}
+
+async fn run_purchase(state: &AppState, reservation_id: i64, user_id: i64) -> ApiResult<Purchased> {
+    let purchase = drops::purchase(&state.db, reservation_id, user_id, Utc::now()).await?;
+    Ok(Purchased::Created(Json(purchase.into())))
+}
+
+fn replay(status: u16, body: &str) -> ApiResult<Purchased> {
+    let json: serde_json::Value = serde_json::from_str(body).map_err(|e| ApiError::internal(&e))?;
+    if status == 201 {
+        let purchase = Purchase::parse_from_json(Some(json))
+            .map_err(|e| ApiError::internal(&StrError(e.into_message())))?;
+        return Ok(Purchased::Created(Json(purchase)));
+    }
+    let error = ErrorBody::parse_from_json(Some(json))
+        .map_err(|e| ApiError::internal(&StrError(e.into_message())))?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT);
+    Err(ApiError::new(status, error.code, error.message))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StrError(String);

@@ -1,0 +1,85 @@
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use sea_orm::ConnectionTrait;
+
+use super::ApiTags;
+use crate::state::AppState;
+
+pub struct HealthApi;
+
+#[derive(Object)]
+struct Health {
+    /// `ok` when the check passed.
+    status: String,
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct Readiness {
+    /// `ok` or `unavailable`.
+    status: String,
+    /// `embedded` or `distributed`.
+    mode: String,
+    /// `ok` or the reason the database check failed.
+    database: String,
+    /// `ok`, the reason the Redis check failed, or absent in embedded mode.
+    redis: Option<String>,
+}
+
+#[derive(ApiResponse)]
+enum ReadyResponse {
+    /// Every dependency answered.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+    /// A dependency did not answer; the body says which.
+    #[oai(status = 503)]
+    NotReady(Json<Readiness>),
+}
+
+#[OpenApi(prefix_path = "/", tag = "ApiTags::Health")]
+impl HealthApi {
+    /// The process is up.
+    #[oai(path = "/healthz", method = "get")]
+    async fn healthz(&self) -> Json<Health> {
+        Json(Health {
+            status: "ok".into(),
+        })
+    }
+
+    /// The process can serve: the database (and Redis, in distributed mode) answer.
+    #[oai(path = "/readyz", method = "get")]
+    async fn readyz(&self, Data(state): Data<&AppState>) -> ReadyResponse {
+        let database = match state.db.execute_unprepared("SELECT 1").await {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("unreachable: {e}"),
+        };
+        let redis = match &state.redis {
+            None => None,
+            Some(conn) => Some(
+                match redis::cmd("PING")
+                    .query_async::<String>(&mut conn.clone())
+                    .await
+                {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => format!("unreachable: {e}"),
+                },
+            ),
+        };
+        let ready = database == "ok" && redis.as_deref().is_none_or(|r| r == "ok");
+        let body = Readiness {
+            status: if ready { "ok" } else { "unavailable" }.into(),
+            mode: match state.settings.mode() {
+                worker::settings::Mode::Embedded => "embedded",
+                worker::settings::Mode::Distributed => "distributed",
+            }
+            .into(),
+            database,
+            redis,
+        };
+        if ready {
+            ReadyResponse::Ready(Json(body))
+        } else {
+            ReadyResponse::NotReady(Json(body))
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Builds the application from settings and runs it until a shutdown signal.
+
+use std::{future::Future, sync::Arc, time::Instant};
+
+use chrono::Utc;
+use poem::{
+    Endpoint, EndpointExt, IntoEndpoint, Request, Response, Route, Server,
+    http::StatusCode,
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+    middleware::Cors,
+};
+use poem_openapi::OpenApiService;
+use tokio::sync::watch;
+use tracing::Instrument;
+use worker::{Infra, Settings, events::Event, runtime};
+
+use crate::{error, routes, state::AppState, ws};
+
+const DESCRIPTION: &str = include_str!("../API.md");
+
+pub struct Application {
+    acceptor: TcpAcceptor,
+    port: u16,
+    state: AppState,
+    infra: Infra,
+}
+
+impl Application {
+    /// Connects to the backends, migrates, makes sure the admin account exists, and binds the
+    /// listener (port 0 picks a free one).
+    ///
+    /// # Errors
+    /// A backend is unreachable, a migration fails, or the address cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let infra = Infra::connect(&settings).await?;
+        ensure_admin(&settings, &infra).await?;
+        let address = format!("{}:{}", settings.host, settings.port);
+        let acceptor = TcpListener::bind(address.clone())
+            .into_acceptor()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {address} (HOST, PORT): {e}"))?;
+        let port = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().map(std::net::SocketAddr::port))
+            .unwrap_or(settings.port);
+        let state = AppState::new(settings, infra.clone())?;
+        Ok(Self {
+            acceptor,
+            port,
+            state,
+            infra,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `signal` resolves, then stops accepting, finishes in-flight requests and
+    /// (embedded worker) in-flight jobs.
+    ///
+    /// # Errors
+    /// The server or the embedded worker failed.
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            acceptor,
+            port,
+            state,
+            infra,
+        } = self;
+        let settings = state.settings.clone();
+        let base = format!("http://{}:{port}", settings.host);
+        tracing::info!(
+            mode = ?settings.mode(),
+            swagger_ui = %format!("{base}/docs"),
+            "Honeydrop is listening on {base}; Swagger UI at {base}/docs"
+        );
+
+        let (stop, shutdown) = watch::channel(false);
+        let embedded_worker = settings.embed_worker.then(|| {
+            tokio::spawn(runtime::run(
+                settings.clone(),
+                infra.clone(),
+                runtime::unique_name("api-worker"),
+                shutdown.clone(),
+            ))
+        });
+        let cache_feed = tokio::spawn(feed_stock_cache(state.clone()));
+
+        let app = app(state);
+        let served = Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(app, signal, Some(std::time::Duration::from_secs(15)))
+            .await;
+        let _ = stop.send(true);
+        cache_feed.abort();
+        if let Some(worker) = embedded_worker {
+            worker.await??;
+        }
+        tracing::info!("stopped");
+        Ok(served?)
+    }
+}
+
+/// The whole HTTP surface: REST + OpenAPI + Swagger UI + WebSocket.
+pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
+    let api = OpenApiService::new(routes::apis(), "Honeydrop", env!("CARGO_PKG_VERSION"))
+        .description(DESCRIPTION);
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    let max_body = state.settings.max_body_bytes;
+    Route::new()
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .at("/ws", ws::upgrade)
+        .data(state)
+        .around(move |next, req| limit_body(next, req, max_body))
+        .catch_all_error(error::uniform)
+        .around(log_request)
+        .with(Cors::new())
+        .into_endpoint()
+        .map_to_response()
+}
+
+/// One log line per request, tagged with a request id (the caller's `X-Request-Id`, or a new
+/// one), which is echoed back.
+async fn log_request<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
+    let request_id = req
+        .header("x-request-id")
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let span = tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
+    let started = Instant::now();
+    let mut response = next
+        .call(req)
+        .instrument(span.clone())
+        .await
+        .map(poem::IntoResponse::into_response)?;
+    if let Ok(value) = request_id.parse() {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| tracing::info!(status, latency_ms, "handled"));
+    Ok(response)
+}
+
+/// Refuses bodies over `max` bytes with 413, whether or not they declare their length.
+async fn limit_body<E: Endpoint>(
+    next: Arc<E>,
+    mut req: Request,
+    max: usize,
+) -> poem::Result<Response> {
+    let too_large = || poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE);
+    let declared = req
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(len) if len > max => return Err(too_large()),
+        Some(_) => {}
+        None if req.header("transfer-encoding").is_some() => {
+            let body = req
+                .take_body()
+                .into_bytes_limit(max)
+                .await
+                .map_err(|_| too_large())?;
+            req.set_body(body);
+        }
+        None => {}
+    }
+    next.call(req).await.map(poem::IntoResponse::into_response)
+}
+
+/// Teaches this instance's sold-out cache about every stock change, from any instance.
+async fn feed_stock_cache(state: AppState) {
+    let mut events = state.bus.subscribe();
+    loop {
+        match events.recv().await {
+            Ok(Event::StockUpdate(update)) => state.sold_out.observe(&update),
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                // Missed updates: entries still age out within a second.
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn ensure_admin(settings: &Settings, infra: &Infra) -> anyhow::Result<()> {
+    let (Some(email), Some(password)) = (&settings.admin_email, &settings.admin_password) else {
+        return Ok(());
+    };
+    let email = entity::EmailAddress::parse(email)
+        .map_err(|e| anyhow::anyhow!("ADMIN_EMAIL is invalid: {e}"))?;
+    let password = entity::accounts::Password::parse(password.expose())
+        .map_err(|e| anyhow::anyhow!("ADMIN_PASSWORD is invalid: {e}"))?;
+    let admin = entity::accounts::ensure_admin(
+        &infra.db,
+        &email,
+        || entity::accounts::hash_password(&password),
+        Utc::now(),
+    )
+    .await?;
+    tracing::info!(admin = %admin.email, "admin account ready");
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! What every request handler can reach.
+
+use std::{ops::Deref, sync::Arc};
+
+use chrono::Utc;
+use worker::{Infra, Settings, events::EventBus, queue::Queue};
+
+use crate::{
+    auth::{CurrentUser, Jwt, PasswordPool, SessionCache},
+    error::ApiError,
+    limiter::Limiter,
+    stock_cache::SoldOutCache,
+};
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub settings: Settings,
+    pub db: sea_orm::DatabaseConnection,
+    pub queue: Queue,
+    pub bus: EventBus,
+    pub redis: Option<redis::aio::ConnectionManager>,
+    pub jwt: Jwt,
+    pub sessions: SessionCache,
+    pub passwords: PasswordPool,
+    pub limiter: Limiter,
+    pub sold_out: SoldOutCache,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// # Errors
+    /// argon2 failed to initialise.
+    pub fn new(settings: Settings, infra: Infra) -> Result<Self, entity::Error> {
+        Ok(Self(Arc::new(Inner {
+            jwt: Jwt::new(
+                settings.jwt_access_secret.expose(),
+                settings.access_token_ttl,
+            ),
+            limiter: Limiter::new(infra.redis.clone(), &settings.redis_prefix),
+            sessions: SessionCache::new(),
+            passwords: PasswordPool::new()?,
+            sold_out: SoldOutCache::default(),
+            db: infra.db,
+            queue: infra.queue,
+            bus: infra.bus,
+            redis: infra.redis,
+            settings,
+        })))
+    }
+
+    /// Turns an access token into the caller: a valid signature and claims, and a session
+    /// that is still live (checked at most once a [`crate::auth::SESSION_RECHECK`] per instance).
+    ///
+    /// # Errors
+    /// 401 `unauthorized` for anything else.
+    pub async fn authenticate(&self, token: &str) -> Result<CurrentUser, ApiError> {
+        let claims = self
+            .jwt
+            .verify(token)
+            .ok_or_else(|| ApiError::unauthorized("invalid or expired access token"))?;
+        let user_id: i64 = claims
+            .sub
+            .parse()
+            .map_err(|_| ApiError::unauthorized("invalid access token"))?;
+        if !self.sessions.recently_live(claims.sid) {
+            let live = entity::accounts::session_is_live(&self.db, claims.sid, Utc::now()).await?;
+            if !live {
+                return Err(ApiError::unauthorized(
+                    "this session has ended; sign in again",
+                ));
+            }
+            self.sessions.mark_live(claims.sid);
+        }
+        Ok(CurrentUser {
+            user_id,
+            session_id: claims.sid,
+            is_admin: claims.role == entity::accounts::role::ADMIN,
+        })
+    }
+}

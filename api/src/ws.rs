@@ -1,0 +1,227 @@
+//! `GET /ws`: live stock over WebSocket.
+//!
+//! Frames are JSON text, `{"event": ..., "data": {...}}`. On connect the server sends
+//! `snapshot`; then `stock_update`, `product_restocked`, and — on an authenticated socket —
+//! `reservation_expired` for the caller's own holds. A client may send `subscribe` (to filter
+//! drops), `auth` (with an access token) and `ping`.
+//!
+//! Each socket reads the process-wide broadcast on its own task, so a slow client only ever
+//! delays itself. A client that falls too far behind is sent a fresh `snapshot` (the latest
+//! value of every drop) instead of the frames it missed.
+
+use std::{collections::HashSet, time::Duration};
+
+use chrono::Utc;
+use futures::{SinkExt, StreamExt};
+use poem::{
+    IntoResponse, handler,
+    web::{
+        Data, Query,
+        websocket::{Message, WebSocket, WebSocketStream},
+    },
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use worker::events::Event;
+
+use crate::{error::ApiError, state::AppState};
+
+const PING_EVERY: Duration = Duration::from_secs(25);
+/// A socket that says nothing (not even a pong) for this long is closed.
+const IDLE_LIMIT: Duration = Duration::from_secs(75);
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "event", content = "data", rename_all = "snake_case")]
+enum ClientFrame {
+    Subscribe {
+        #[serde(default)]
+        drops: Option<Vec<i64>>,
+    },
+    Auth {
+        token: String,
+    },
+    Ping,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProductState {
+    product_id: i64,
+    slug: String,
+    name: String,
+    in_stock: bool,
+    stock_quantity: Option<i32>,
+}
+
+#[handler]
+pub async fn upgrade(
+    ws: WebSocket,
+    Query(query): Query<WsQuery>,
+    Data(state): Data<&AppState>,
+) -> poem::Result<impl IntoResponse> {
+    let user_id = match query.token {
+        Some(token) => Some(state.authenticate(&token).await?.user_id),
+        None => None,
+    };
+    let state = state.clone();
+    Ok(ws.on_upgrade(move |socket| serve(socket, state, user_id)))
+}
+
+struct Client {
+    user_id: Option<i64>,
+    /// `None`: every drop.
+    drops: Option<HashSet<i64>>,
+}
+
+impl Client {
+    fn wants(&self, event: &Event) -> bool {
+        match event {
+            Event::StockUpdate(u) => self.drops.as_ref().is_none_or(|d| d.contains(&u.drop_id)),
+            Event::ProductRestocked(_) => true,
+            Event::ReservationExpired(r) => self.user_id == Some(r.user_id),
+            Event::WorkerPong(_) => false,
+        }
+    }
+}
+
+async fn serve(socket: WebSocketStream, state: AppState, user_id: Option<i64>) {
+    // Subscribe before reading the snapshot, so nothing falls between the two.
+    let mut events = state.bus.subscribe();
+    let (mut sink, mut stream) = socket.split();
+    let mut client = Client {
+        user_id,
+        drops: None,
+    };
+    if send_snapshot(&mut sink, &state).await.is_err() {
+        return;
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            received = events.recv() => match received {
+                Ok(event) if client.wants(&event) => {
+                    let Ok(text) = serde_json::to_string(&event) else { continue };
+                    if sink.send(Message::Text(text)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => {
+                    if send_snapshot(&mut sink, &state).await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            },
+            incoming = stream.next() => {
+                last_heard = tokio::time::Instant::now();
+                match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        let reply = handle_frame(&text, &mut client, &state).await;
+                        if let Some(reply) = reply
+                            && sink.send(Message::Text(reply.to_string())).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > IDLE_LIMIT || sink.send(Message::Ping(Vec::new())).await.is_err() {
+                    let _ = sink.close().await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn handle_frame(
+    text: &str,
+    client: &mut Client,
+    state: &AppState,
+) -> Option<serde_json::Value> {
+    let frame = match serde_json::from_str::<ClientFrame>(text) {
+        Ok(frame) => frame,
+        Err(e) => {
+            return Some(error_frame(
+                "bad_request",
+                &format!("unreadable frame: {e}"),
+            ));
+        }
+    };
+    match frame {
+        ClientFrame::Subscribe { drops } => {
+            client.drops = drops.map(|d| d.into_iter().collect());
+            Some(
+                json!({"event": "subscribed", "data": {"drops": client.drops.as_ref().map(|d| {
+                    let mut ids: Vec<_> = d.iter().copied().collect();
+                    ids.sort_unstable();
+                    ids
+                })}}),
+            )
+        }
+        ClientFrame::Auth { token } => match state.authenticate(&token).await {
+            Ok(user) => {
+                client.user_id = Some(user.user_id);
+                Some(json!({"event": "authenticated", "data": {"userId": user.user_id}}))
+            }
+            Err(e) => Some(error_frame("unauthorized", &e.message)),
+        },
+        ClientFrame::Ping => Some(json!({"event": "pong", "data": {}})),
+    }
+}
+
+fn error_frame(code: &str, message: &str) -> serde_json::Value {
+    json!({"event": "error", "data": {"code": code, "message": message}})
+}
+
+async fn send_snapshot<S>(sink: &mut S, state: &AppState) -> Result<(), ()>
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    let snapshot = match snapshot(state).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e.message, "cannot build websocket snapshot");
+            error_frame(
+                "service_unavailable",
+                "cannot read current stock; reconnect shortly",
+            )
+        }
+    };
+    sink.send(Message::Text(snapshot.to_string()))
+        .await
+        .map_err(|_| ())
+}
+
+async fn snapshot(state: &AppState) -> Result<serde_json::Value, ApiError> {
+    let now = Utc::now();
+    let drops: Vec<_> = entity::drops::open_stock(&state.db, now)
+        .await?
+        .into_iter()
+        .map(worker::events::StockUpdate::from)
+        .collect();
+    let products: Vec<_> = entity::catalog::visible_products(&state.db)
+        .await?
+        .into_iter()
+        .map(|p| ProductState {
+            product_id: p.id,
+            slug: p.slug,
+            name: p.name,
+            in_stock: p.in_stock,
+            stock_quantity: p.stock_quantity,
+        })
+        .collect();
+    Ok(json!({"event": "snapshot", "data": {"drops": drops, "products": products}}))
+}

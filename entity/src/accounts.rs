@@ -1,0 +1,396 @@
+//! Accounts and sessions: users with argon2id password hashes, and refresh-token families.
+
+use argon2::{Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier};
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    sea_query::Expr,
+};
+
+use crate::{
+    EmailAddress, Error,
+    db::is_unique_violation,
+    error::Result,
+    models::{sessions, users},
+    tokens,
+};
+
+pub mod role {
+    pub const CUSTOMER: &str = "customer";
+    pub const ADMIN: &str = "admin";
+}
+
+/// A password we are willing to hash: 8 to 128 characters, never truncated.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    /// # Errors
+    /// A message saying which bound was broken.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let chars = raw.chars().count();
+        if chars < 8 {
+            return Err("password must be at least 8 characters".into());
+        }
+        if chars > 128 {
+            return Err("password must be at most 128 characters".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// For verifying a login attempt: any length up to the bound is checked against the hash,
+    /// so a login with a short password is just a wrong password.
+    ///
+    /// # Errors
+    /// Longer than 128 characters (refused before any hashing work).
+    pub fn for_login(raw: &str) -> Result<Self, String> {
+        if raw.chars().count() > 128 {
+            return Err("password must be at most 128 characters".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+/// 1 to 64 printable characters.
+#[derive(Clone, Debug)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    /// # Errors
+    /// Empty, too long, or containing control characters.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err("displayName must not be empty".into());
+        }
+        if name.chars().count() > 64 {
+            return Err("displayName must be at most 64 characters".into());
+        }
+        if name.chars().any(char::is_control) {
+            return Err("displayName must not contain control characters".into());
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn from_email(email: &EmailAddress) -> Self {
+        Self(email.local_part().chars().take(64).collect())
+    }
+}
+
+/// The OWASP minimum for argon2id, which is also the crate default.
+fn hasher() -> Argon2<'static> {
+    Argon2::default()
+}
+
+/// Hashes with argon2id. CPU-bound for ~20 ms: call it from a blocking thread.
+///
+/// # Errors
+/// Only if argon2 itself fails (it does not for valid parameters).
+pub fn hash_password(password: &Password) -> Result<String> {
+    hasher()
+        .hash_password(password.0.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Invalid(format!("cannot hash password: {e}")))
+}
+
+/// Whether `password` matches `stored`, and whether `stored` was made with weaker parameters
+/// than today's and should be replaced.
+pub fn verify_password(password: &Password, stored: &str) -> Verified {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return Verified {
+            matches: false,
+            needs_rehash: false,
+        };
+    };
+    let matches = hasher()
+        .verify_password(password.0.as_bytes(), stored)
+        .is_ok();
+    let current = Params::default();
+    let param = |name: &str| {
+        parsed
+            .params
+            .get(name)
+            .and_then(|v| v.decimal().ok())
+            .unwrap_or(0)
+    };
+    let needs_rehash = parsed.algorithm.as_str() != "argon2id"
+        || param("m") < current.m_cost()
+        || param("t") < current.t_cost()
+        || param("p") < current.p_cost();
+    Verified {
+        matches,
+        needs_rehash,
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Verified {
+    pub matches: bool,
+    pub needs_rehash: bool,
+}
+
+/// A hash of a random password, verified against when the account does not exist, so an
+/// unknown email costs the same time as a wrong password.
+///
+/// # Errors
+/// Only if argon2 fails.
+pub fn dummy_hash() -> Result<String> {
+    hash_password(&Password(tokens::generate()))
+}
+
+/// # Errors
+/// `EmailTaken`, or database failure.
+pub async fn create_user(
+    db: &impl ConnectionTrait,
+    email: &EmailAddress,
+    display_name: &DisplayName,
+    password_hash: String,
+    role: &str,
+    now: DateTime<Utc>,
+) -> Result<users::Model> {
+    let user = users::ActiveModel {
+        email: Set(email.as_str().to_owned()),
+        display_name: Set(display_name.0.clone()),
+        password_hash: Set(password_hash),
+        role: Set(role.to_owned()),
+        created_at: Set(now),
+        ..Default::default()
+    };
+    match users::Entity::insert(user).exec_with_returning(db).await {
+        Ok(u) => Ok(u),
+        Err(e) if is_unique_violation(&e) => Err(Error::EmailTaken),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// # Errors
+/// Database failure.
+pub async fn find_by_email(
+    db: &impl ConnectionTrait,
+    email: &EmailAddress,
+) -> Result<Option<users::Model>> {
+    Ok(users::Entity::find()
+        .filter(users::Column::Email.eq(email.as_str()))
+        .one(db)
+        .await?)
+}
+
+/// # Errors
+/// Database failure.
+pub async fn find_user(db: &impl ConnectionTrait, id: i64) -> Result<Option<users::Model>> {
+    Ok(users::Entity::find_by_id(id).one(db).await?)
+}
+
+/// # Errors
+/// Database failure.
+pub async fn set_password_hash(
+    db: &impl ConnectionTrait,
+    user_id: i64,
+    hash: String,
+) -> Result<()> {
+    users::Entity::update_many()
+        .col_expr(users::Column::PasswordHash, Expr::value(hash))
+        .filter(users::Column::Id.eq(user_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Makes sure `email` is an admin: creates the account, or promotes an existing one (its
+/// password is left as its owner set it).
+///
+/// # Errors
+/// Database failure.
+pub async fn ensure_admin(
+    db: &impl ConnectionTrait,
+    email: &EmailAddress,
+    password_hash: impl FnOnce() -> Result<String>,
+    now: DateTime<Utc>,
+) -> Result<users::Model> {
+    if let Some(user) = find_by_email(db, email).await? {
+        users::Entity::update_many()
+            .col_expr(users::Column::Role, Expr::value(role::ADMIN))
+            .filter(users::Column::Id.eq(user.id))
+            .exec(db)
+            .await?;
+        return Ok(users::Model {
+            role: role::ADMIN.to_owned(),
+            ..user
+        });
+    }
+    create_user(
+        db,
+        email,
+        &DisplayName::from_email(email),
+        password_hash()?,
+        role::ADMIN,
+        now,
+    )
+    .await
+}
+
+/// A new session and its first refresh token (returned once, stored only hashed).
+///
+/// # Errors
+/// Database failure.
+pub async fn start_session(
+    db: &impl ConnectionTrait,
+    user_id: i64,
+    lifetime: Duration,
+    now: DateTime<Utc>,
+) -> Result<(sessions::Model, String)> {
+    let token = tokens::generate();
+    let session = sessions::ActiveModel {
+        user_id: Set(user_id),
+        token_hash: Set(tokens::hash(&token)),
+        previous_token_hash: Set(None),
+        created_at: Set(now),
+        last_used_at: Set(now),
+        expires_at: Set(now + lifetime),
+        revoked_at: Set(None),
+        ..Default::default()
+    };
+    Ok((
+        sessions::Entity::insert(session)
+            .exec_with_returning(db)
+            .await?,
+        token,
+    ))
+}
+
+pub enum Refreshed {
+    /// The token was current: here is its successor.
+    Rotated {
+        session: sessions::Model,
+        refresh_token: String,
+    },
+    /// The token had already been rotated away: it was stolen or replayed, so the whole
+    /// session is now revoked.
+    ReuseDetected,
+    /// Unknown, revoked or past the session's absolute lifetime.
+    Invalid,
+}
+
+/// Exchanges a refresh token for a new one. Rotation is a compare-and-swap on the current
+/// hash, so two concurrent uses of one token cannot both succeed.
+///
+/// # Errors
+/// Database failure.
+pub async fn refresh(
+    db: &DatabaseConnection,
+    presented: &str,
+    now: DateTime<Utc>,
+) -> Result<Refreshed> {
+    let presented_hash = tokens::hash(presented);
+    let current = sessions::Entity::find()
+        .filter(sessions::Column::TokenHash.eq(&presented_hash))
+        .one(db)
+        .await?;
+    let Some(session) = current else {
+        let replayed = sessions::Entity::find()
+            .filter(sessions::Column::PreviousTokenHash.eq(&presented_hash))
+            .one(db)
+            .await?;
+        if let Some(session) = replayed {
+            revoke(db, session.id, now).await?;
+            return Ok(Refreshed::ReuseDetected);
+        }
+        return Ok(Refreshed::Invalid);
+    };
+    if session.revoked_at.is_some() || session.expires_at <= now {
+        return Ok(Refreshed::Invalid);
+    }
+    let next = tokens::generate();
+    let rotated = sessions::Entity::update_many()
+        .col_expr(
+            sessions::Column::TokenHash,
+            Expr::value(tokens::hash(&next)),
+        )
+        .col_expr(
+            sessions::Column::PreviousTokenHash,
+            Expr::value(presented_hash.clone()),
+        )
+        .col_expr(sessions::Column::LastUsedAt, Expr::value(now))
+        .filter(sessions::Column::Id.eq(session.id))
+        .filter(sessions::Column::TokenHash.eq(&presented_hash))
+        .filter(sessions::Column::RevokedAt.is_null())
+        .exec_with_returning(db)
+        .await?
+        .into_iter()
+        .next();
+    match rotated {
+        Some(session) => Ok(Refreshed::Rotated {
+            session,
+            refresh_token: next,
+        }),
+        // Someone rotated it between our read and our write: the same token used twice.
+        None => {
+            revoke(db, session.id, now).await?;
+            Ok(Refreshed::ReuseDetected)
+        }
+    }
+}
+
+/// # Errors
+/// Database failure.
+pub async fn revoke(db: &impl ConnectionTrait, session_id: i64, now: DateTime<Utc>) -> Result<()> {
+    sessions::Entity::update_many()
+        .col_expr(sessions::Column::RevokedAt, Expr::value(now))
+        .filter(sessions::Column::Id.eq(session_id))
+        .filter(sessions::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Whether the session behind an access token may still be used.
+///
+/// # Errors
+/// Database failure.
+pub async fn session_is_live(
+    db: &impl ConnectionTrait,
+    session_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let live = sessions::Entity::find_by_id(session_id)
+        .filter(sessions::Column::RevokedAt.is_null())
+        .filter(sessions::Column::ExpiresAt.gt(now))
+        .one(db)
+        .await?;
+    Ok(live.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_outside_8_to_128_characters_are_refused() {
+        assert!(Password::parse("short").is_err());
+        assert!(Password::parse(&"x".repeat(129)).is_err());
+        assert!(Password::parse(&"é".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn a_hash_made_with_weaker_parameters_asks_to_be_upgraded()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let password = Password::parse("correct horse")?;
+        let weak = Argon2::from(Params::new(8, 1, 1, None).map_err(|e| e.to_string())?)
+            .hash_password(b"correct horse")
+            .map_err(|e| e.to_string())?
+            .to_string();
+        let verified = verify_password(&password, &weak);
+        assert!(verified.matches && verified.needs_rehash);
+        let strong = hash_password(&password)?;
+        let verified = verify_password(&password, &strong);
+        assert!(verified.matches && !verified.needs_rehash);
+        assert!(!verify_password(&Password::parse("wrong horse")?, &strong).matches);
+        Ok(())
+    }
+}

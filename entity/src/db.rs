@@ -1,0 +1,59 @@
+//! Connection helpers shared by every operation.
+
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr,
+    TransactionOptions, TransactionTrait, sqlx::sqlite::SqliteConnectOptions,
+};
+
+/// Opens the pool. SQLite gets WAL, foreign keys and a busy timeout; Postgres a pool sized for
+/// a stampede on two cores.
+///
+/// # Errors
+/// The database cannot be reached.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10));
+    if url.starts_with("sqlite:") {
+        options
+            .max_connections(4)
+            .map_sqlx_sqlite_opts(|o: SqliteConnectOptions| {
+                o.foreign_keys(true)
+                    .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+            });
+    } else {
+        options.max_connections(48).min_connections(2);
+    }
+    Database::connect(options).await
+}
+
+/// Begins a transaction that writes. On SQLite it takes the write lock at `BEGIN`
+/// (`IMMEDIATE`), so a transaction that reads before it writes waits its turn instead of
+/// failing with `SQLITE_BUSY` on upgrade; on Postgres it is a plain `BEGIN`.
+///
+/// # Errors
+/// The database refused to begin.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
+}
+
+pub fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+pub fn is_foreign_key_violation(err: &DbErr) -> bool {
+    matches!(
+        err.sql_err(),
+        Some(SqlErr::ForeignKeyConstraintViolation(_))
+    )
+}

@@ -1,0 +1,41 @@
+use sea_orm::DbErr;
+
+/// Everything a domain operation can refuse, plus the database failing underneath it.
+/// The api maps each variant to a status and a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no drop with that id")]
+    DropNotFound,
+    #[error("this drop is sold out")]
+    SoldOut,
+    #[error("you already hold an item of this drop")]
+    AlreadyReserved,
+    #[error("you have bought as many of this drop as allowed")]
+    PurchaseLimitReached,
+    #[error("this drop is not open right now")]
+    DropNotActive,
+    #[error("no reservation with that id")]
+    ReservationNotFound,
+    #[error("this reservation has expired")]
+    ReservationExpired,
+    #[error("this reservation was released")]
+    ReservationReleased,
+    #[error("this reservation was already purchased")]
+    AlreadyPurchased,
+    #[error("an account with that email already exists")]
+    EmailTaken,
+    #[error("no product with that id or slug")]
+    ProductNotFound,
+    #[error("a product with that slug already exists")]
+    SlugTaken,
+    #[error("this product is in stock")]
+    ProductInStock,
+    #[error("that link is invalid or has been used")]
+    InvalidToken,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error")]
+    Database(#[from] DbErr),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,14 @@
+//! SeaORM entities: plain data, one module per table. Behaviour lives in the
+//! sibling domain modules.
+
+pub mod drops;
+pub mod email_messages;
+pub mod idempotency_keys;
+pub mod products;
+pub mod purchases;
+pub mod reservations;
+pub mod restock_events;
+pub mod sessions;
+pub mod subscriptions;
+pub mod users;
+pub mod webhook_deliveries;

@@ -1,0 +1,21 @@
+//! Schema history for Honeydrop. Migrations never import `entity`: they describe
+//! the schema as it was when each one was written.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_accounts;
+mod m20261121_000002_catalog;
+mod m20261121_000003_drops;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261121_000001_accounts::Migration),
+            Box::new(m20261121_000002_catalog::Migration),
+            Box::new(m20261121_000003_drops::Migration),
+        ]
+    }
+}

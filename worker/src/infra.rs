@@ -1,0 +1,119 @@
+//! Connecting to what both tiers share: the database (migrated), the job queue and the bus.
+
+use std::time::Duration;
+
+use migration::MigratorTrait;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait};
+
+use crate::{
+    events::{BusError, EventBus},
+    queue::{Queue, RedisStorages, SqliteStorages},
+    settings::{Mode, Settings},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InfraError {
+    #[error("cannot connect to the database (DATABASE_URL)")]
+    Database(#[source] sea_orm::DbErr),
+    #[error("cannot migrate the database")]
+    Migrate(#[source] sea_orm::DbErr),
+    #[error("cannot prepare the job tables")]
+    JobTables(#[source] apalis_sqlite::SqlxError),
+    #[error("cannot connect to redis (REDIS_URL)")]
+    Redis(#[from] redis::RedisError),
+    #[error("cannot start the event bus")]
+    Bus(#[from] BusError),
+}
+
+/// Handles every process needs, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Infra {
+    pub db: DatabaseConnection,
+    pub queue: Queue,
+    pub bus: EventBus,
+    /// Distributed mode only: for rate-limit counters and readiness checks.
+    pub redis: Option<redis::aio::ConnectionManager>,
+}
+
+impl Infra {
+    /// Connects, applies pending migrations, and wires the queue and bus for the mode.
+    ///
+    /// # Errors
+    /// A backend is unreachable or a migration fails.
+    pub async fn connect(settings: &Settings) -> Result<Self, InfraError> {
+        let db = entity::db::connect(settings.database_url.expose())
+            .await
+            .map_err(InfraError::Database)?;
+        migrate(&db).await?;
+        match (settings.mode(), &settings.redis_url) {
+            (Mode::Distributed, Some(url)) => {
+                let client = redis::Client::open(url.expose())?;
+                let manager = redis_manager(&client).await?;
+                let queue = Queue::Redis(RedisStorages::new(&manager, &settings.redis_prefix));
+                let bus = EventBus::redis(&client, &settings.redis_prefix).await?;
+                Ok(Self {
+                    db,
+                    queue,
+                    bus,
+                    redis: Some(manager),
+                })
+            }
+            _ => {
+                if db.get_database_backend() != DbBackend::Sqlite {
+                    // Embedded jobs live in SQLite; with Postgres and no Redis, keep them in a
+                    // SQLite file beside the data.
+                    return Err(InfraError::Database(sea_orm::DbErr::Custom(
+                        "embedded mode (REDIS_URL unset) needs a sqlite: DATABASE_URL; set REDIS_URL to use Postgres"
+                            .into(),
+                    )));
+                }
+                let pool = db.get_sqlite_connection_pool();
+                apalis_sqlite::SqliteStorage::migrations()
+                    .run(pool)
+                    .await
+                    .map_err(|e| InfraError::JobTables(e.into()))?;
+                let queue = Queue::Sqlite(SqliteStorages::new(pool));
+                Ok(Self {
+                    db,
+                    queue,
+                    bus: EventBus::in_process(),
+                    redis: None,
+                })
+            }
+        }
+    }
+}
+
+/// Several processes may start at once against one Postgres: serialise their migrations with
+/// an advisory lock held for the migrating transaction (Postgres DDL is transactional).
+async fn migrate(db: &DatabaseConnection) -> Result<(), InfraError> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        let txn = db.begin().await.map_err(InfraError::Migrate)?;
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(4863957206)")
+            .await
+            .map_err(InfraError::Migrate)?;
+        migration::Migrator::up(&txn, None)
+            .await
+            .map_err(InfraError::Migrate)?;
+        txn.commit().await.map_err(InfraError::Migrate)
+    } else {
+        migration::Migrator::up(db, None)
+            .await
+            .map_err(InfraError::Migrate)
+    }
+}
+
+/// A reconnecting Redis connection whose replies may take a while under load: redis-rs's
+/// 500 ms default response timeout can wedge a worker pool (apalis-redis issue 76).
+///
+/// # Errors
+/// Redis is unreachable.
+pub async fn redis_manager(
+    client: &redis::Client,
+) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_number_of_retries(6);
+    client.get_connection_manager_with_config(config).await
+}
