@@ -1,1 +1,429 @@
+//! The test harness: starts the real app on port 0 against real backends, one fresh database
+//! (and Redis namespace) per test, so tests run in parallel and never share state.
+//!
+//! Scenario tests are written once as `async fn name(backend: Backend)` and run against both
+//! backends with [`both_backends!`].
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::missing_panics_doc)]
 
+use std::{collections::HashMap, sync::OnceLock, time::Duration};
+
+use api::{Application, state::AppState};
+use chrono::Utc;
+use futures::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::{Value, json};
+use tokio::{sync::watch, task::JoinHandle};
+use tokio_tungstenite::tungstenite::Message;
+use worker::{Infra, Settings, runtime};
+
+pub use serde_json;
+
+/// Which backends a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file, in-process queue and bus, worker inside the api.
+    Embedded,
+    /// A fresh Postgres database and a Redis namespace, with a separate worker runtime.
+    PostgresRedis,
+}
+
+/// Runs `async fn $name(backend: Backend)` once per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn embedded() {
+                    super::$name($crate::Backend::Embedded).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres_redis() {
+                    super::$name($crate::Backend::PostgresRedis).await;
+                }
+            }
+        )+
+    };
+}
+
+pub fn test_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn test_redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+const START_SERVICES: &str = "start them with `bash scripts/services.sh` (or set TEST_DATABASE_URL / TEST_REDIS_URL)";
+
+/// A running store and what a test needs to poke at it.
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub backend: Backend,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub db: DatabaseConnection,
+    /// The variables the app was started with (to start more instances or workers).
+    pub vars: HashMap<String, String>,
+    /// The separate worker runtime started with a distributed app.
+    pub worker: Option<TestWorker>,
+    stop: watch::Sender<bool>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// A separately started worker runtime (distributed mode), stoppable on its own.
+pub struct TestWorker {
+    pub name: String,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestWorker {
+    /// Stops it gracefully and waits.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.handle).await;
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+/// Starts the app with extra (or overriding) settings variables.
+pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+    init_logs();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("HOST".into(), "127.0.0.1".into()),
+        ("PORT".into(), "0".into()),
+        ("DATA_DIR".into(), dir.path().display().to_string()),
+        ("JWT_ACCESS_SECRET".into(), "test-secret-that-is-at-least-32-bytes-long".into()),
+        ("SWEEP_INTERVAL_MS".into(), "200".into()),
+        ("AUTH_RATE_LIMIT_PER_MINUTE".into(), "100000".into()),
+    ]);
+    match backend {
+        Backend::Embedded => {
+            vars.insert("DATABASE_URL".into(), format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display()));
+        }
+        Backend::PostgresRedis => {
+            vars.insert("DATABASE_URL".into(), fresh_postgres_database().await);
+            vars.insert("REDIS_URL".into(), test_redis_url());
+            vars.insert("REDIS_PREFIX".into(), format!("hdtest:{}", uuid::Uuid::new_v4().simple()));
+            vars.insert("EMBED_WORKER".into(), "false".into());
+        }
+    }
+    for (k, v) in overrides {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let (address, port, state, stop, server) = start_instance(&vars).await;
+    let mut app = TestApp {
+        worker: None,
+        address,
+        port,
+        backend,
+        client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+        db: state.db.clone(),
+        state,
+        vars,
+        stop,
+        server: Some(server),
+        _dir: dir,
+    };
+    if backend == Backend::PostgresRedis {
+        // The worker tier runs beside the api, as the `worker` binary would.
+        app.worker = Some(app.spawn_worker().await);
+    }
+    app
+}
+
+type Instance = (String, u16, AppState, watch::Sender<bool>, JoinHandle<anyhow::Result<()>>);
+
+async fn start_instance(vars: &HashMap<String, String>) -> Instance {
+    let settings = Settings::from_vars(vars.clone()).expect("test settings");
+    let app = Application::build(settings).await.expect("app starts");
+    let port = app.port();
+    let state = app.state().clone();
+    let (stop, mut stopped) = watch::channel(false);
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    (format!("http://127.0.0.1:{port}"), port, state, stop, server)
+}
+
+/// A database of its own on the test Postgres, named so stale ones can be swept.
+async fn fresh_postgres_database() -> String {
+    let admin_url = test_database_url();
+    let admin = Database::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("Postgres is not reachable at {admin_url} ({e}); {START_SERVICES}"));
+    let mut redis = redis::Client::open(test_redis_url()).expect("redis url").get_multiplexed_async_connection().await;
+    if let Err(e) = &redis {
+        panic!("Redis is not reachable at {} ({e}); {START_SERVICES}", test_redis_url());
+    }
+    if let Ok(conn) = redis.as_mut() {
+        let _: Result<String, _> = redis::cmd("PING").query_async(conn).await;
+    }
+    drop_stale_databases(&admin).await;
+    let name = format!("hdtest_{}_{}", Utc::now().timestamp(), uuid::Uuid::new_v4().simple());
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b).to_owned();
+    format!("{base}/{name}")
+}
+
+/// Test databases older than two hours are left over from earlier runs.
+async fn drop_stale_databases(admin: &DatabaseConnection) {
+    let Ok(rows) = admin
+        .query_all_raw(sea_orm::Statement::from_string(
+            admin.get_database_backend(),
+            "SELECT datname FROM pg_database WHERE datname LIKE 'hdtest_%'",
+        ))
+        .await
+    else {
+        return;
+    };
+    let cutoff = Utc::now().timestamp() - 2 * 3600;
+    for row in rows {
+        let Ok(name) = row.try_get::<String>("", "datname") else { continue };
+        let created = name.split('_').nth(1).and_then(|t| t.parse::<i64>().ok()).unwrap_or(i64::MAX);
+        if created < cutoff {
+            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+        }
+    }
+}
+
+fn init_logs() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            worker::telemetry::init(worker::settings::LogFormat::Text);
+        }
+    });
+}
+
+/// A signed-in user as a test sees it.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub id: i64,
+    pub email: String,
+    pub token: String,
+    pub refresh_token: String,
+}
+
+/// An HTTP answer: status and JSON body (`Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    /// The error code of an error answer.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+        let mut req = self.client.request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        answer(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Answer {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    /// Signs up through the API (argon2 and all).
+    pub async fn signup(&self, email: &str, password: &str) -> TestUser {
+        let answer = self.post("/api/auth/signup", None, json!({"email": email, "password": password})).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "signup failed: {:?}", answer.body);
+        user_from(&answer.body)
+    }
+
+    /// A customer created straight in the database with a real session and access token:
+    /// for tests that need hundreds of buyers without paying for hundreds of argon2 hashes.
+    pub async fn customer(&self, name: &str) -> TestUser {
+        self.user_with_role(name, entity::accounts::role::CUSTOMER).await
+    }
+
+    pub async fn admin(&self) -> TestUser {
+        self.user_with_role(&format!("admin-{}", uuid::Uuid::new_v4().simple()), entity::accounts::role::ADMIN).await
+    }
+
+    async fn user_with_role(&self, name: &str, role: &str) -> TestUser {
+        static HASH: OnceLock<String> = OnceLock::new();
+        let hash = HASH.get_or_init(|| {
+            entity::accounts::hash_password(&entity::accounts::Password::parse("test-password").expect("password"))
+                .expect("hash")
+        });
+        let email = entity::EmailAddress::parse(&format!("{name}@example.com")).expect("email");
+        let display = entity::accounts::DisplayName::parse(name).expect("name");
+        let user = entity::accounts::create_user(&self.db, &email, &display, hash.clone(), role, Utc::now())
+            .await
+            .expect("create user");
+        let (session, refresh_token) =
+            entity::accounts::start_session(&self.db, user.id, chrono::Duration::days(1), Utc::now())
+                .await
+                .expect("session");
+        let token = self.state.jwt.issue(user.id, session.id, role).expect("token");
+        TestUser { id: user.id, email: user.email, token, refresh_token }
+    }
+
+    /// Creates a live drop through the admin API and returns its id.
+    pub async fn create_drop(&self, admin: &TestUser, total_stock: i32) -> i64 {
+        let answer = self
+            .post(
+                "/api/admin/drops",
+                Some(&admin.token),
+                json!({"name": format!("Drop {}", uuid::Uuid::new_v4().simple()), "priceCents": 12_000, "totalStock": total_stock}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "create drop failed: {:?}", answer.body);
+        answer.body["id"].as_i64().expect("drop id")
+    }
+
+    /// Checks `available + active holds + purchases = total` in the database.
+    pub async fn audit(&self, drop_id: i64) -> entity::drops::Audit {
+        entity::drops::audit(&self.db, drop_id).await.expect("audit")
+    }
+
+    /// Starts another worker runtime against the same backends (distributed mode only).
+    pub async fn spawn_worker(&self) -> TestWorker {
+        assert_eq!(self.backend, Backend::PostgresRedis, "separate workers need distributed mode");
+        let settings = Settings::from_vars(self.vars.clone()).expect("settings");
+        let infra = Infra::connect(&settings).await.expect("worker connects");
+        let name = runtime::unique_name("test-worker");
+        let (stop, shutdown) = watch::channel(false);
+        let handle = tokio::spawn(runtime::run(settings, infra, name.clone(), shutdown));
+        TestWorker { name, stop, handle }
+    }
+
+    /// Starts a second api instance on the same database and Redis (distributed mode).
+    pub async fn spawn_instance(&self) -> SecondInstance {
+        let (address, port, state, stop, server) = start_instance(&self.vars).await;
+        SecondInstance { address, port, state, _stop: stop, _server: server }
+    }
+
+    /// Opens `/ws` (with `?token=` when given) and returns the socket after its snapshot.
+    pub async fn websocket(&self, token: Option<&str>) -> (WsClient, Value) {
+        websocket(self.port, token).await
+    }
+
+    /// Stops the app gracefully and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        match self.server.take() {
+            Some(server) => server.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+pub struct SecondInstance {
+    pub address: String,
+    pub port: u16,
+    pub state: AppState,
+    _stop: watch::Sender<bool>,
+    _server: JoinHandle<anyhow::Result<()>>,
+}
+
+impl SecondInstance {
+    pub async fn websocket(&self, token: Option<&str>) -> (WsClient, Value) {
+        websocket(self.port, token).await
+    }
+}
+
+pub type WsClient = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn websocket(port: u16, token: Option<&str>) -> (WsClient, Value) {
+    let url = match token {
+        Some(t) => format!("ws://127.0.0.1:{port}/ws?token={t}"),
+        None => format!("ws://127.0.0.1:{port}/ws"),
+    };
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+    let snapshot = next_frame(&mut socket, Duration::from_secs(5)).await.expect("snapshot frame");
+    assert_eq!(snapshot["event"], "snapshot", "first frame: {snapshot}");
+    (socket, snapshot)
+}
+
+/// The next JSON text frame, or `None` after `within`.
+pub async fn next_frame(socket: &mut WsClient, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let message = tokio::time::timeout_at(deadline, socket.next()).await.ok()??.ok()?;
+        if let Message::Text(text) = message {
+            return serde_json::from_str(text.as_str()).ok();
+        }
+    }
+}
+
+/// Waits for a frame whose event is `event` and for which `matches` holds.
+pub async fn wait_for_frame(
+    socket: &mut WsClient,
+    event: &str,
+    within: Duration,
+    matches: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = next_frame(socket, left).await?;
+        if frame["event"] == event && matches(&frame["data"]) {
+            return Some(frame);
+        }
+    }
+}
+
+pub async fn send_frame(socket: &mut WsClient, frame: Value) {
+    socket.send(Message::Text(frame.to_string().into())).await.expect("frame sent");
+}
+
+pub async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap_or_default();
+    Answer { status, body: serde_json::from_str(&text).unwrap_or(Value::Null), headers }
+}
+
+pub fn user_from(body: &Value) -> TestUser {
+    TestUser {
+        id: body["user"]["id"].as_i64().expect("user id"),
+        email: body["user"]["email"].as_str().expect("email").to_owned(),
+        token: body["accessToken"].as_str().expect("access token").to_owned(),
+        refresh_token: body["refreshToken"].as_str().expect("refresh token").to_owned(),
+    }
+}
+
+/// Polls `check` until it returns `Some`, or gives up after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

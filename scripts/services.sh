@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Makes sure the services the tests talk to are running: PostgreSQL on 127.0.0.1:5432
+# (user postgres, trust auth) and Redis on 127.0.0.1:6379. Starts them where installed;
+# on Debian as root, installs them first; otherwise says what to install.
+set -euo pipefail
+
+say() { printf 'services: %s\n' "$*"; }
+is_root() { [ "$(id -u)" = 0 ]; }
+can_apt() { is_root && command -v apt-get >/dev/null 2>&1; }
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+postgres_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]; }
+
+ensure_postgres() {
+  if command -v pg_isready >/dev/null && postgres_up; then say "postgres is up"; return; fi
+  if ! command -v pg_ctlcluster >/dev/null; then
+    if can_apt; then
+      say "installing postgresql"
+      apt_install postgresql
+    else
+      say "PostgreSQL is not installed: install it (Debian: apt-get install postgresql) and start it on 127.0.0.1:5432"
+      exit 1
+    fi
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  # Tests connect as postgres over TCP without a password: trust local connections.
+  local hba="/etc/postgresql/$version/main/pg_hba.conf"
+  if is_root && [ -f "$hba" ] && ! grep -qE '^host\s+all\s+all\s+127\.0\.0\.1/32\s+trust' "$hba"; then
+    sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+  fi
+  say "starting postgres $version"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+    || pg_ctlcluster --skip-systemctl-redirect "$version" main reload 2>/dev/null || true
+  for _ in $(seq 1 30); do postgres_up && { say "postgres is up"; return; }; sleep 1; done
+  say "postgres did not come up on 127.0.0.1:5432"
+  exit 1
+}
+
+ensure_redis() {
+  if command -v redis-cli >/dev/null && redis_up; then say "redis is up"; return; fi
+  if ! command -v redis-server >/dev/null; then
+    if can_apt; then
+      say "installing redis"
+      apt_install redis-server
+    else
+      say "Redis is not installed: install it (Debian: apt-get install redis-server) and start it on 127.0.0.1:6379"
+      exit 1
+    fi
+  fi
+  say "starting redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  for _ in $(seq 1 30); do redis_up && { say "redis is up"; return; }; sleep 0.5; done
+  say "redis did not come up on 127.0.0.1:6379"
+  exit 1
+}
+
+ensure_postgres
+ensure_redis
