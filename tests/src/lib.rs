@@ -49,14 +49,16 @@ macro_rules! both_backends {
 }
 
 pub fn test_database_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn test_redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-const START_SERVICES: &str = "start them with `bash scripts/services.sh` (or set TEST_DATABASE_URL / TEST_REDIS_URL)";
+const START_SERVICES: &str =
+    "start them with `bash scripts/services.sh` (or set TEST_DATABASE_URL / TEST_REDIS_URL)";
 
 /// A running store and what a test needs to poke at it.
 pub struct TestApp {
@@ -102,18 +104,27 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         ("HOST".into(), "127.0.0.1".into()),
         ("PORT".into(), "0".into()),
         ("DATA_DIR".into(), dir.path().display().to_string()),
-        ("JWT_ACCESS_SECRET".into(), "test-secret-that-is-at-least-32-bytes-long".into()),
+        (
+            "JWT_ACCESS_SECRET".into(),
+            "test-secret-that-is-at-least-32-bytes-long".into(),
+        ),
         ("SWEEP_INTERVAL_MS".into(), "200".into()),
         ("AUTH_RATE_LIMIT_PER_MINUTE".into(), "100000".into()),
     ]);
     match backend {
         Backend::Embedded => {
-            vars.insert("DATABASE_URL".into(), format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display()));
+            vars.insert(
+                "DATABASE_URL".into(),
+                format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display()),
+            );
         }
         Backend::PostgresRedis => {
             vars.insert("DATABASE_URL".into(), fresh_postgres_database().await);
             vars.insert("REDIS_URL".into(), test_redis_url());
-            vars.insert("REDIS_PREFIX".into(), format!("hdtest:{}", uuid::Uuid::new_v4().simple()));
+            vars.insert(
+                "REDIS_PREFIX".into(),
+                format!("hdtest:{}", uuid::Uuid::new_v4().simple()),
+            );
             vars.insert("EMBED_WORKER".into(), "false".into());
         }
     }
@@ -126,7 +137,10 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         address,
         port,
         backend,
-        client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client"),
         db: state.db.clone(),
         state,
         vars,
@@ -141,7 +155,13 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
     app
 }
 
-type Instance = (String, u16, AppState, watch::Sender<bool>, JoinHandle<anyhow::Result<()>>);
+type Instance = (
+    String,
+    u16,
+    AppState,
+    watch::Sender<bool>,
+    JoinHandle<anyhow::Result<()>>,
+);
 
 async fn start_instance(vars: &HashMap<String, String>) -> Instance {
     let settings = Settings::from_vars(vars.clone()).expect("test settings");
@@ -152,26 +172,48 @@ async fn start_instance(vars: &HashMap<String, String>) -> Instance {
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.wait_for(|s| *s).await;
     }));
-    (format!("http://127.0.0.1:{port}"), port, state, stop, server)
+    (
+        format!("http://127.0.0.1:{port}"),
+        port,
+        state,
+        stop,
+        server,
+    )
 }
 
 /// A database of its own on the test Postgres, named so stale ones can be swept.
 async fn fresh_postgres_database() -> String {
     let admin_url = test_database_url();
-    let admin = Database::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("Postgres is not reachable at {admin_url} ({e}); {START_SERVICES}"));
-    let mut redis = redis::Client::open(test_redis_url()).expect("redis url").get_multiplexed_async_connection().await;
+    let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
+        panic!("Postgres is not reachable at {admin_url} ({e}); {START_SERVICES}")
+    });
+    let mut redis = redis::Client::open(test_redis_url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await;
     if let Err(e) = &redis {
-        panic!("Redis is not reachable at {} ({e}); {START_SERVICES}", test_redis_url());
+        panic!(
+            "Redis is not reachable at {} ({e}); {START_SERVICES}",
+            test_redis_url()
+        );
     }
     if let Ok(conn) = redis.as_mut() {
         let _: Result<String, _> = redis::cmd("PING").query_async(conn).await;
     }
     drop_stale_databases(&admin).await;
-    let name = format!("hdtest_{}_{}", Utc::now().timestamp(), uuid::Uuid::new_v4().simple());
-    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
-    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b).to_owned();
+    let name = format!(
+        "hdtest_{}_{}",
+        Utc::now().timestamp(),
+        uuid::Uuid::new_v4().simple()
+    );
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(b, _)| b)
+        .to_owned();
     format!("{base}/{name}")
 }
 
@@ -188,10 +230,18 @@ async fn drop_stale_databases(admin: &DatabaseConnection) {
     };
     let cutoff = Utc::now().timestamp() - 2 * 3600;
     for row in rows {
-        let Ok(name) = row.try_get::<String>("", "datname") else { continue };
-        let created = name.split('_').nth(1).and_then(|t| t.parse::<i64>().ok()).unwrap_or(i64::MAX);
+        let Ok(name) = row.try_get::<String>("", "datname") else {
+            continue;
+        };
+        let created = name
+            .split('_')
+            .nth(1)
+            .and_then(|t| t.parse::<i64>().ok())
+            .unwrap_or(i64::MAX);
         if created < cutoff {
-            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
         }
     }
 }
@@ -230,8 +280,16 @@ impl Answer {
 }
 
 impl TestApp {
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
-        let mut req = self.client.request(method, format!("{}{path}", self.address));
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.address));
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -251,38 +309,76 @@ impl TestApp {
 
     /// Signs up through the API (argon2 and all).
     pub async fn signup(&self, email: &str, password: &str) -> TestUser {
-        let answer = self.post("/api/auth/signup", None, json!({"email": email, "password": password})).await;
-        assert_eq!(answer.status, StatusCode::CREATED, "signup failed: {:?}", answer.body);
+        let answer = self
+            .post(
+                "/api/auth/signup",
+                None,
+                json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::CREATED,
+            "signup failed: {:?}",
+            answer.body
+        );
         user_from(&answer.body)
     }
 
     /// A customer created straight in the database with a real session and access token:
     /// for tests that need hundreds of buyers without paying for hundreds of argon2 hashes.
     pub async fn customer(&self, name: &str) -> TestUser {
-        self.user_with_role(name, entity::accounts::role::CUSTOMER).await
+        self.user_with_role(name, entity::accounts::role::CUSTOMER)
+            .await
     }
 
     pub async fn admin(&self) -> TestUser {
-        self.user_with_role(&format!("admin-{}", uuid::Uuid::new_v4().simple()), entity::accounts::role::ADMIN).await
+        self.user_with_role(
+            &format!("admin-{}", uuid::Uuid::new_v4().simple()),
+            entity::accounts::role::ADMIN,
+        )
+        .await
     }
 
     async fn user_with_role(&self, name: &str, role: &str) -> TestUser {
         static HASH: OnceLock<String> = OnceLock::new();
         let hash = HASH.get_or_init(|| {
-            entity::accounts::hash_password(&entity::accounts::Password::parse("test-password").expect("password"))
-                .expect("hash")
+            entity::accounts::hash_password(
+                &entity::accounts::Password::parse("test-password").expect("password"),
+            )
+            .expect("hash")
         });
         let email = entity::EmailAddress::parse(&format!("{name}@example.com")).expect("email");
         let display = entity::accounts::DisplayName::parse(name).expect("name");
-        let user = entity::accounts::create_user(&self.db, &email, &display, hash.clone(), role, Utc::now())
-            .await
-            .expect("create user");
-        let (session, refresh_token) =
-            entity::accounts::start_session(&self.db, user.id, chrono::Duration::days(1), Utc::now())
-                .await
-                .expect("session");
-        let token = self.state.jwt.issue(user.id, session.id, role).expect("token");
-        TestUser { id: user.id, email: user.email, token, refresh_token }
+        let user = entity::accounts::create_user(
+            &self.db,
+            &email,
+            &display,
+            hash.clone(),
+            role,
+            Utc::now(),
+        )
+        .await
+        .expect("create user");
+        let (session, refresh_token) = entity::accounts::start_session(
+            &self.db,
+            user.id,
+            chrono::Duration::days(1),
+            Utc::now(),
+        )
+        .await
+        .expect("session");
+        let token = self
+            .state
+            .jwt
+            .issue(user.id, session.id, role)
+            .expect("token");
+        TestUser {
+            id: user.id,
+            email: user.email,
+            token,
+            refresh_token,
+        }
     }
 
     /// Creates a live drop through the admin API and returns its id.
@@ -294,18 +390,29 @@ impl TestApp {
                 json!({"name": format!("Drop {}", uuid::Uuid::new_v4().simple()), "priceCents": 12_000, "totalStock": total_stock}),
             )
             .await;
-        assert_eq!(answer.status, StatusCode::CREATED, "create drop failed: {:?}", answer.body);
+        assert_eq!(
+            answer.status,
+            StatusCode::CREATED,
+            "create drop failed: {:?}",
+            answer.body
+        );
         answer.body["id"].as_i64().expect("drop id")
     }
 
     /// Checks `available + active holds + purchases = total` in the database.
     pub async fn audit(&self, drop_id: i64) -> entity::drops::Audit {
-        entity::drops::audit(&self.db, drop_id).await.expect("audit")
+        entity::drops::audit(&self.db, drop_id)
+            .await
+            .expect("audit")
     }
 
     /// Starts another worker runtime against the same backends (distributed mode only).
     pub async fn spawn_worker(&self) -> TestWorker {
-        assert_eq!(self.backend, Backend::PostgresRedis, "separate workers need distributed mode");
+        assert_eq!(
+            self.backend,
+            Backend::PostgresRedis,
+            "separate workers need distributed mode"
+        );
         let settings = Settings::from_vars(self.vars.clone()).expect("settings");
         let infra = Infra::connect(&settings).await.expect("worker connects");
         let name = runtime::unique_name("test-worker");
@@ -317,7 +424,13 @@ impl TestApp {
     /// Starts a second api instance on the same database and Redis (distributed mode).
     pub async fn spawn_instance(&self) -> SecondInstance {
         let (address, port, state, stop, server) = start_instance(&self.vars).await;
-        SecondInstance { address, port, state, _stop: stop, _server: server }
+        SecondInstance {
+            address,
+            port,
+            state,
+            _stop: stop,
+            _server: server,
+        }
     }
 
     /// Opens `/ws` (with `?token=` when given) and returns the socket after its snapshot.
@@ -349,15 +462,20 @@ impl SecondInstance {
     }
 }
 
-pub type WsClient = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type WsClient =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn websocket(port: u16, token: Option<&str>) -> (WsClient, Value) {
     let url = match token {
         Some(t) => format!("ws://127.0.0.1:{port}/ws?token={t}"),
         None => format!("ws://127.0.0.1:{port}/ws"),
     };
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
-    let snapshot = next_frame(&mut socket, Duration::from_secs(5)).await.expect("snapshot frame");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects");
+    let snapshot = next_frame(&mut socket, Duration::from_secs(5))
+        .await
+        .expect("snapshot frame");
     assert_eq!(snapshot["event"], "snapshot", "first frame: {snapshot}");
     (socket, snapshot)
 }
@@ -366,7 +484,10 @@ async fn websocket(port: u16, token: Option<&str>) -> (WsClient, Value) {
 pub async fn next_frame(socket: &mut WsClient, within: Duration) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let message = tokio::time::timeout_at(deadline, socket.next()).await.ok()??.ok()?;
+        let message = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .ok()??
+            .ok()?;
         if let Message::Text(text) = message {
             return serde_json::from_str(text.as_str()).ok();
         }
@@ -391,22 +512,35 @@ pub async fn wait_for_frame(
 }
 
 pub async fn send_frame(socket: &mut WsClient, frame: Value) {
-    socket.send(Message::Text(frame.to_string().into())).await.expect("frame sent");
+    socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .expect("frame sent");
 }
 
 pub async fn answer(response: reqwest::Response) -> Answer {
     let status = response.status();
     let headers = response.headers().clone();
     let text = response.text().await.unwrap_or_default();
-    Answer { status, body: serde_json::from_str(&text).unwrap_or(Value::Null), headers }
+    Answer {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        headers,
+    }
 }
 
 pub fn user_from(body: &Value) -> TestUser {
     TestUser {
         id: body["user"]["id"].as_i64().expect("user id"),
         email: body["user"]["email"].as_str().expect("email").to_owned(),
-        token: body["accessToken"].as_str().expect("access token").to_owned(),
-        refresh_token: body["refreshToken"].as_str().expect("refresh token").to_owned(),
+        token: body["accessToken"]
+            .as_str()
+            .expect("access token")
+            .to_owned(),
+        refresh_token: body["refreshToken"]
+            .as_str()
+            .expect("refresh token")
+            .to_owned(),
     }
 }
 

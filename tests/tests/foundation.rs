@@ -17,7 +17,11 @@ async fn health_readiness_and_docs_are_served(backend: Backend) {
     let ready = app.get("/readyz", None).await;
     assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.body);
     assert_eq!(ready.body["database"], "ok");
-    let expected_mode = if backend == Backend::Embedded { "embedded" } else { "distributed" };
+    let expected_mode = if backend == Backend::Embedded {
+        "embedded"
+    } else {
+        "distributed"
+    };
     assert_eq!(ready.body["mode"], expected_mode);
     if backend == Backend::PostgresRedis {
         assert_eq!(ready.body["redis"], "ok");
@@ -25,26 +29,56 @@ async fn health_readiness_and_docs_are_served(backend: Backend) {
 
     let spec = app.get("/openapi.json", None).await;
     assert_eq!(spec.status, StatusCode::OK);
-    for path in ["/api/auth/signup", "/api/drops", "/api/drops/{dropId}/reserve", "/api/drops/{reserveId}/purchase"] {
-        assert!(spec.body["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    for path in [
+        "/api/auth/signup",
+        "/api/drops",
+        "/api/drops/{dropId}/reserve",
+        "/api/drops/{reserveId}/purchase",
+    ] {
+        assert!(
+            spec.body["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
     }
-    assert!(spec.body["components"]["securitySchemes"]["BearerAuth"].is_object(), "bearer scheme not declared");
+    assert!(
+        spec.body["components"]["securitySchemes"]["BearerAuth"].is_object(),
+        "bearer scheme not declared"
+    );
     let codes = &spec.body["components"]["schemas"]["ErrorCode"]["enum"];
-    assert!(codes.as_array().is_some_and(|c| c.contains(&json!("sold_out"))), "error codes not listed: {codes}");
+    assert!(
+        codes
+            .as_array()
+            .is_some_and(|c| c.contains(&json!("sold_out"))),
+        "error codes not listed: {codes}"
+    );
 
-    let docs = app.client.get(format!("{}/docs/", app.address)).send().await.expect("docs");
+    let docs = app
+        .client
+        .get(format!("{}/docs/", app.address))
+        .send()
+        .await
+        .expect("docs");
     assert_eq!(docs.status(), StatusCode::OK);
-    assert!(docs.text().await.unwrap_or_default().contains("swagger"), "Swagger UI not served");
+    assert!(
+        docs.text().await.unwrap_or_default().contains("swagger"),
+        "Swagger UI not served"
+    );
 }
 
 async fn poems_own_errors_use_the_json_error_shape(backend: Backend) {
     let app = spawn_app(backend).await;
 
     let unknown = app.get("/no/such/route", None).await;
-    assert_eq!((unknown.status, unknown.code()), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
 
     let wrong_method = app.request(Method::DELETE, "/healthz", None, None).await;
-    assert_eq!((wrong_method.status, wrong_method.code()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    assert_eq!(
+        (wrong_method.status, wrong_method.code()),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
 
     let malformed = tests::answer(
         app.client
@@ -56,12 +90,28 @@ async fn poems_own_errors_use_the_json_error_shape(backend: Backend) {
             .expect("sent"),
     )
     .await;
-    assert_eq!((malformed.status, malformed.code()), (StatusCode::BAD_REQUEST, "bad_request"));
-    assert!(malformed.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(
+        (malformed.status, malformed.code()),
+        (StatusCode::BAD_REQUEST, "bad_request")
+    );
+    assert!(
+        malformed.body["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
 
     let huge = "x".repeat(200 * 1024);
-    let oversized = app.post("/api/auth/signup", None, json!({"email": "a@example.com", "password": huge})).await;
-    assert_eq!((oversized.status, oversized.code()), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"));
+    let oversized = app
+        .post(
+            "/api/auth/signup",
+            None,
+            json!({"email": "a@example.com", "password": huge}),
+        )
+        .await;
+    assert_eq!(
+        (oversized.status, oversized.code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
 
     // Chunked bodies have no Content-Length to check up front; they are cut off all the same.
     let stream = futures::stream::iter((0..17).map(|_| Ok::<_, std::io::Error>(vec![b' '; 4096])));
@@ -75,22 +125,45 @@ async fn poems_own_errors_use_the_json_error_shape(backend: Backend) {
             .expect("sent"),
     )
     .await;
-    assert_eq!((chunked.status, chunked.code()), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"));
+    assert_eq!(
+        (chunked.status, chunked.code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
 }
 
 async fn every_response_carries_a_request_id(backend: Backend) {
     let app = spawn_app(backend).await;
-    let echoed = app.client.get(format!("{}/healthz", app.address)).header("x-request-id", "abc-123").send().await.expect("sent");
+    let echoed = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(echoed.headers()["x-request-id"], "abc-123");
-    let fresh = app.client.get(format!("{}/healthz", app.address)).send().await.expect("sent");
-    assert!(fresh.headers().get("x-request-id").is_some_and(|v| v.len() >= 32));
+    let fresh = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("sent");
+    assert!(
+        fresh
+            .headers()
+            .get("x-request-id")
+            .is_some_and(|v| v.len() >= 32)
+    );
 }
 
 async fn the_app_shuts_down_gracefully(backend: Backend) {
     let app = spawn_app(backend).await;
     let address = app.address.clone();
     app.stop().await.expect("clean shutdown");
-    let after = reqwest::Client::new().get(format!("{address}/healthz")).timeout(Duration::from_secs(2)).send().await;
+    let after = reqwest::Client::new()
+        .get(format!("{address}/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
     assert!(after.is_err(), "still serving after shutdown");
 }
 
@@ -106,15 +179,24 @@ async fn embedded_data_survives_a_restart() {
     let dir = tempfile::tempdir().expect("dir");
     let data_dir = dir.path().display().to_string();
     let db = format!("sqlite://{}/honeydrop.db?mode=rwc", data_dir);
-    let overrides = [("DATA_DIR", data_dir.as_str()), ("DATABASE_URL", db.as_str())];
+    let overrides = [
+        ("DATA_DIR", data_dir.as_str()),
+        ("DATABASE_URL", db.as_str()),
+    ];
 
     let first = spawn_app_with(Backend::Embedded, &overrides).await;
-    first.signup("persistent@example.com", "a good password").await;
+    first
+        .signup("persistent@example.com", "a good password")
+        .await;
     first.stop().await.expect("stops");
 
     let second = spawn_app_with(Backend::Embedded, &overrides).await;
     let login = second
-        .post("/api/auth/login", None, json!({"email": "persistent@example.com", "password": "a good password"}))
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"email": "persistent@example.com", "password": "a good password"}),
+        )
         .await;
     assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
 }
@@ -130,29 +212,56 @@ async fn a_job_enqueued_by_the_api_runs_on_exactly_one_of_two_workers() {
     let prefix = app.vars["REDIS_PREFIX"].clone();
     let client = redis::Client::open(tests::test_redis_url()).expect("redis");
     let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
-    pubsub.subscribe(format!("{prefix}:events")).await.expect("subscribe");
+    pubsub
+        .subscribe(format!("{prefix}:events"))
+        .await
+        .expect("subscribe");
     let mut messages = pubsub.into_on_message();
 
     let mut tokens = Vec::new();
     let mut workers = std::collections::HashSet::new();
     for _ in 0..12 {
-        let ping = app.post("/api/admin/worker-ping", Some(&admin.token), json!({})).await;
+        let ping = app
+            .post("/api/admin/worker-ping", Some(&admin.token), json!({}))
+            .await;
         assert_eq!(ping.status, StatusCode::OK, "{:?}", ping.body);
-        workers.insert(ping.body["worker"].as_str().unwrap_or_default().split("-ping").next().unwrap_or_default().to_owned());
+        workers.insert(
+            ping.body["worker"]
+                .as_str()
+                .unwrap_or_default()
+                .split("-ping")
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        );
         tokens.push(ping);
     }
     // Give any duplicate delivery time to show up.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut pongs: Vec<Value> = Vec::new();
-    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(200), messages.next()).await {
-        let event: Value = serde_json::from_str(&message.get_payload::<String>().unwrap_or_default()).unwrap_or_default();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(200), messages.next()).await
+    {
+        let event: Value =
+            serde_json::from_str(&message.get_payload::<String>().unwrap_or_default())
+                .unwrap_or_default();
         if event["event"] == "worker_pong" {
             pongs.push(event["data"].clone());
         }
     }
-    assert_eq!(pongs.len(), 12, "each ping answered exactly once: {pongs:?}");
-    let distinct: std::collections::HashSet<_> = pongs.iter().map(|p| p["token"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(
+        pongs.len(),
+        12,
+        "each ping answered exactly once: {pongs:?}"
+    );
+    let distinct: std::collections::HashSet<_> = pongs
+        .iter()
+        .map(|p| p["token"].as_str().unwrap_or_default().to_owned())
+        .collect();
     assert_eq!(distinct.len(), 12);
-    assert!(workers.iter().all(|w| w.starts_with("test-worker-")), "{workers:?}");
+    assert!(
+        workers.iter().all(|w| w.starts_with("test-worker-")),
+        "{workers:?}"
+    );
     second.stop().await;
 }
