@@ -56,6 +56,16 @@ impl AppState {
         })))
     }
 
+    /// Announces a drop's new stock to every instance, and to this one's sold-out cache at
+    /// once (so the next request here does not wait for the event's round trip).
+    pub async fn publish_stock(&self, stock: entity::drops::Stock) {
+        let update = worker::events::StockUpdate::from(stock);
+        self.sold_out.observe(&update);
+        self.bus
+            .publish_or_log(&worker::events::Event::StockUpdate(update))
+            .await;
+    }
+
     /// Turns an access token into the caller: a valid signature and claims, and a session
     /// that is still live (checked at most once a [`crate::auth::SESSION_RECHECK`] per instance).
     ///

@@ -2,7 +2,6 @@ use chrono::{DateTime, Utc};
 use entity::{drops, models};
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
-use worker::events::{Event, StockUpdate};
 
 use super::ApiTags;
 use crate::{
@@ -145,12 +144,7 @@ impl AdminDropsApi {
             max_per_user: body.max_per_user.unwrap_or(1),
         };
         let drop = drops::create(&state.db, new, now).await?;
-        state
-            .bus
-            .publish_or_log(&Event::StockUpdate(StockUpdate::from(drops::Stock::from(
-                &drop,
-            ))))
-            .await;
+        state.publish_stock(drops::Stock::from(&drop)).await;
         Ok(Created::Created(Json(drop.into())))
     }
 
@@ -197,12 +191,7 @@ impl AdminDropsApi {
         };
         let drop = drops::update(&state.db, id.0, patch, Utc::now()).await?;
         if drop.stock_version != current.stock_version {
-            state
-                .bus
-                .publish_or_log(&Event::StockUpdate(StockUpdate::from(drops::Stock::from(
-                    &drop,
-                ))))
-                .await;
+            state.publish_stock(drops::Stock::from(&drop)).await;
         }
         Ok(Json(drop.into()))
     }

@@ -12,7 +12,7 @@ use poem_openapi::{
     types::{ParseFromJSON, ToJSON},
 };
 use worker::{
-    events::{Event, ReservationExpired, StockUpdate},
+    events::{Event, ReservationExpired},
     jobs::ExpireReservation,
 };
 
@@ -243,10 +243,7 @@ impl DropsApi {
             // The hold is safe in the database; the sweep expires it on time anyway.
             tracing::warn!(%error, "expiry job not enqueued");
         }
-        state
-            .bus
-            .publish_or_log(&Event::StockUpdate(StockUpdate::from(reserved.stock)))
-            .await;
+        state.publish_stock(reserved.stock).await;
         if let Some(old) = reserved.took_over {
             state
                 .bus

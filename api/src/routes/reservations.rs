@@ -2,7 +2,6 @@ use chrono::Utc;
 use entity::drops;
 use poem::web::Data;
 use poem_openapi::{ApiResponse, OpenApi, param::Path, payload::Json};
-use worker::events::{Event, StockUpdate};
 
 use super::{
     ApiTags,
@@ -32,10 +31,7 @@ impl ReservationsApi {
         id: Path<i64>,
     ) -> ApiResult<Released> {
         if let Some(ended) = drops::release(&state.db, id.0, auth.0.user_id, Utc::now()).await? {
-            state
-                .bus
-                .publish_or_log(&Event::StockUpdate(StockUpdate::from(ended.stock)))
-                .await;
+            state.publish_stock(ended.stock).await;
         }
         Ok(Released::NoContent)
     }
