@@ -182,7 +182,7 @@ async fn start_instance(vars: &HashMap<String, String>) -> Instance {
 }
 
 /// A database of its own on the test Postgres, named so stale ones can be swept.
-async fn fresh_postgres_database() -> String {
+pub async fn fresh_postgres_database() -> String {
     let admin_url = test_database_url();
     let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
         panic!("Postgres is not reachable at {admin_url} ({e}); {START_SERVICES}")
@@ -560,4 +560,30 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A binary of this workspace, built beside the test executable (`cargo nextest run
+/// --workspace` builds `api` and `worker`, whose own tests need them).
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }

@@ -50,7 +50,13 @@ pub enum Queue {
 
 impl SqliteStorages {
     pub fn new(pool: &apalis_sqlite::SqlitePool) -> Self {
-        let config = |name: &str| apalis_sqlite::Config::default().queue(name);
+        // Outcomes live in our own tables; apalis need not keep them.
+        let config = |name: &str| {
+            apalis_sqlite::Config::default()
+                .queue(name)
+                .batch_size(50)
+                .persist_results(false)
+        };
         Self {
             expire: SqliteStorage::new(pool).with_config(config(queues::EXPIRY)),
             notify: SqliteStorage::new(pool).with_config(config(queues::FANOUT)),
@@ -62,7 +68,14 @@ impl SqliteStorages {
 
 impl RedisStorages {
     pub fn new(conn: &redis::aio::ConnectionManager, prefix: &str) -> Self {
-        let config = |name: &str| apalis_redis::Config::default().queue(format!("{prefix}:{name}"));
+        // Outcomes live in our own tables, and nobody listens to apalis's own task events.
+        let config = |name: &str| {
+            apalis_redis::Config::default()
+                .queue(format!("{prefix}:{name}"))
+                .batch_size(50)
+                .persist_results(false)
+                .emit_events(false)
+        };
         Self {
             expire: RedisStorage::new(conn.clone()).with_config(config(queues::EXPIRY)),
             notify: RedisStorage::new(conn.clone()).with_config(config(queues::FANOUT)),
