@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 pub mod limiter;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod state;

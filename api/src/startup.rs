@@ -121,10 +121,10 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .at("/ws", ws::upgrade)
-        .data(state)
         .around(move |next, req| limit_body(next, req, max_body))
         .catch_all_error(error::uniform)
         .around(log_request)
+        .data(state)
         .with(Cors::new())
         .into_endpoint()
         .map_to_response()
@@ -139,6 +139,7 @@ async fn log_request<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Re
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let span = tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
     let started = Instant::now();
+    let state = req.data::<AppState>().cloned();
     let mut response = next
         .call(req)
         .instrument(span.clone())
@@ -148,6 +149,9 @@ async fn log_request<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Re
         response.headers_mut().insert("x-request-id", value);
     }
     let status = response.status().as_u16();
+    if let Some(state) = state {
+        state.metrics.count_status(status);
+    }
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| tracing::info!(status, latency_ms, "handled"));
     Ok(response)

@@ -26,6 +26,7 @@ pub struct Inner {
     pub passwords: PasswordPool,
     pub limiter: Limiter,
     pub sold_out: SoldOutCache,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Deref for AppState {
@@ -48,6 +49,7 @@ impl AppState {
             sessions: SessionCache::new(),
             passwords: PasswordPool::new()?,
             sold_out: SoldOutCache::default(),
+            metrics: crate::metrics::Metrics::default(),
             db: infra.db,
             queue: infra.queue,
             bus: infra.bus,

@@ -9,7 +9,7 @@
 //! delays itself. A client that falls too far behind is sent a fresh `snapshot` (the latest
 //! value of every drop) instead of the frames it missed.
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashSet, sync::atomic::Ordering::Relaxed, time::Duration};
 
 use chrono::Utc;
 use futures::{SinkExt, StreamExt};
@@ -91,6 +91,12 @@ impl Client {
 }
 
 async fn serve(socket: WebSocketStream, state: AppState, user_id: Option<i64>) {
+    state.metrics.websocket_clients.fetch_add(1, Relaxed);
+    connected(socket, &state, user_id).await;
+    state.metrics.websocket_clients.fetch_sub(1, Relaxed);
+}
+
+async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i64>) {
     // Subscribe before reading the snapshot, so nothing falls between the two.
     let mut events = state.bus.subscribe();
     let (mut sink, mut stream) = socket.split();
@@ -98,7 +104,7 @@ async fn serve(socket: WebSocketStream, state: AppState, user_id: Option<i64>) {
         user_id,
         drops: None,
     };
-    if send_snapshot(&mut sink, &state).await.is_err() {
+    if send_snapshot(&mut sink, state).await.is_err() {
         return;
     }
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -115,7 +121,7 @@ async fn serve(socket: WebSocketStream, state: AppState, user_id: Option<i64>) {
                 }
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => {
-                    if send_snapshot(&mut sink, &state).await.is_err() {
+                    if send_snapshot(&mut sink, state).await.is_err() {
                         return;
                     }
                 }
@@ -125,7 +131,7 @@ async fn serve(socket: WebSocketStream, state: AppState, user_id: Option<i64>) {
                 last_heard = tokio::time::Instant::now();
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
-                        let reply = handle_frame(&text, &mut client, &state).await;
+                        let reply = handle_frame(&text, &mut client, state).await;
                         if let Some(reply) = reply
                             && sink.send(Message::Text(reply.to_string())).await.is_err()
                         {

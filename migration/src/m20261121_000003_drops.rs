@@ -138,6 +138,18 @@ impl MigrationTrait for Migration {
             )
             .await?;
 
+        // Serves the per-buyer limit check on every reserve.
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_purchases_user_drop")
+                    .table(Purchases::Table)
+                    .col(Purchases::UserId)
+                    .col(Purchases::DropId)
+                    .to_owned(),
+            )
+            .await?;
+
         manager
             .create_table(
                 Table::create()

@@ -265,3 +265,46 @@ async fn a_job_enqueued_by_the_api_runs_on_exactly_one_of_two_workers() {
     );
     second.stop().await;
 }
+
+async fn metrics_count_what_happened(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin().await;
+    let drop_id = app.create_drop(&admin, 1).await;
+    let (a, b) = (app.customer("m1").await, app.customer("m2").await);
+    app.post(
+        &format!("/api/drops/{drop_id}/reserve"),
+        Some(&a.token),
+        json!({}),
+    )
+    .await;
+    app.post(
+        &format!("/api/drops/{drop_id}/reserve"),
+        Some(&b.token),
+        json!({}),
+    )
+    .await;
+    app.get("/nowhere", None).await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        text.contains("honeydrop_reservations_total{outcome=\"created\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("honeydrop_reservations_total{outcome=\"sold_out\"} 1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("honeydrop_http_responses_total{class=\"4xx\"} 0"),
+        "{text}"
+    );
+}
+
+both_backends!(metrics_count_what_happened);

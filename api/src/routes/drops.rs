@@ -1,3 +1,5 @@
+use std::sync::atomic::Ordering::Relaxed;
+
 use chrono::{DateTime, Utc};
 use entity::{
     drops::{self, DropView, ReserveOutcome},
@@ -221,6 +223,10 @@ impl DropsApi {
     ) -> ApiResult<Reserved> {
         let now = Utc::now();
         if state.sold_out.refuses(drop_id.0, now) {
+            state
+                .metrics
+                .reservations_sold_out_cached
+                .fetch_add(1, Relaxed);
             return Err(entity::Error::SoldOut.into());
         }
         let ttl = chrono::Duration::from_std(state.settings.reservation_ttl)
@@ -229,9 +235,11 @@ impl DropsApi {
             ReserveOutcome::Reserved(r) => r,
             ReserveOutcome::SoldOut(sold_out) => {
                 state.sold_out.record(drop_id.0, sold_out, now);
+                state.metrics.reservations_sold_out.fetch_add(1, Relaxed);
                 return Err(entity::Error::SoldOut.into());
             }
         };
+        state.metrics.reservations_created.fetch_add(1, Relaxed);
         let job = ExpireReservation {
             reservation_id: reserved.reservation.id,
         };
@@ -314,6 +322,7 @@ impl DropsApi {
 
 async fn run_purchase(state: &AppState, reservation_id: i64, user_id: i64) -> ApiResult<Purchased> {
     let purchase = drops::purchase(&state.db, reservation_id, user_id, Utc::now()).await?;
+    state.metrics.purchases.fetch_add(1, Relaxed);
     Ok(Purchased::Created(Json(purchase.into())))
 }
 

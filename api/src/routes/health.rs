@@ -1,5 +1,8 @@
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    payload::{Json, PlainText},
+};
 use sea_orm::ConnectionTrait;
 
 use super::ApiTags;
@@ -44,6 +47,12 @@ impl HealthApi {
         Json(Health {
             status: "ok".into(),
         })
+    }
+
+    /// Counters in Prometheus's text format
+    #[oai(path = "/metrics", method = "get")]
+    async fn metrics(&self, Data(state): Data<&AppState>) -> PlainText<String> {
+        PlainText(state.metrics.render())
     }
 
     /// The process can serve: the database (and Redis, in distributed mode) answer.

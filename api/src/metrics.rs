@@ -1,0 +1,75 @@
+//! Counters for `/metrics`, in Prometheus's text format. Atomics only: nothing on a hot path
+//! takes a lock to count.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+#[derive(Default)]
+pub struct Metrics {
+    pub http_2xx: AtomicU64,
+    pub http_4xx: AtomicU64,
+    pub http_5xx: AtomicU64,
+    pub reservations_created: AtomicU64,
+    pub reservations_sold_out: AtomicU64,
+    /// Sold-out answers given from the cache, without a database round trip.
+    pub reservations_sold_out_cached: AtomicU64,
+    pub purchases: AtomicU64,
+    pub websocket_clients: AtomicI64,
+}
+
+impl Metrics {
+    pub fn count_status(&self, status: u16) {
+        let counter = match status {
+            500.. => &self.http_5xx,
+            400.. => &self.http_4xx,
+            _ => &self.http_2xx,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut line = |name: &str, help: &str, kind: &str, samples: &[(&str, i64)]| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, value) in samples {
+                out.push_str(&format!("{name}{labels} {value}\n"));
+            }
+        };
+        let get = |c: &AtomicU64| i64::try_from(c.load(Relaxed)).unwrap_or(i64::MAX);
+        line(
+            "honeydrop_http_responses_total",
+            "HTTP responses by status class.",
+            "counter",
+            &[
+                ("{class=\"2xx\"}", get(&self.http_2xx)),
+                ("{class=\"4xx\"}", get(&self.http_4xx)),
+                ("{class=\"5xx\"}", get(&self.http_5xx)),
+            ],
+        );
+        line(
+            "honeydrop_reservations_total",
+            "Reserve attempts by outcome.",
+            "counter",
+            &[
+                ("{outcome=\"created\"}", get(&self.reservations_created)),
+                ("{outcome=\"sold_out\"}", get(&self.reservations_sold_out)),
+                (
+                    "{outcome=\"sold_out_cached\"}",
+                    get(&self.reservations_sold_out_cached),
+                ),
+            ],
+        );
+        line(
+            "honeydrop_purchases_total",
+            "Completed purchases.",
+            "counter",
+            &[("", get(&self.purchases))],
+        );
+        line(
+            "honeydrop_websocket_clients",
+            "Open WebSocket connections.",
+            "gauge",
+            &[("", self.websocket_clients.load(Relaxed))],
+        );
+        out
+    }
+}
