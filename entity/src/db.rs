@@ -7,12 +7,12 @@ use sea_orm::{
     TransactionOptions, TransactionTrait, sqlx::sqlite::SqliteConnectOptions,
 };
 
-/// Opens the pool. SQLite gets WAL, foreign keys and a busy timeout; Postgres a pool sized for
-/// a stampede on two cores.
+/// Opens the pool. SQLite gets WAL, foreign keys, a busy timeout and a few connections (it has
+/// one writer anyway); Postgres gets up to `max_connections`.
 ///
 /// # Errors
 /// The database cannot be reached.
-pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
@@ -28,7 +28,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
                     .busy_timeout(Duration::from_secs(10))
             });
     } else {
-        options.max_connections(48).min_connections(2);
+        options.max_connections(max_connections).min_connections(1);
     }
     Database::connect(options).await
 }

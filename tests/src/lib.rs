@@ -126,6 +126,8 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
                 format!("hdtest:{}", uuid::Uuid::new_v4().simple()),
             );
             vars.insert("EMBED_WORKER".into(), "false".into());
+            // Many tests run at once against one Postgres (max_connections 100 here).
+            vars.insert("DATABASE_MAX_CONNECTIONS".into(), "6".into());
         }
     }
     for (k, v) in overrides {

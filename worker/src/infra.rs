@@ -41,9 +41,12 @@ impl Infra {
     /// # Errors
     /// A backend is unreachable or a migration fails.
     pub async fn connect(settings: &Settings) -> Result<Self, InfraError> {
-        let db = entity::db::connect(settings.database_url.expose())
-            .await
-            .map_err(InfraError::Database)?;
+        let db = entity::db::connect(
+            settings.database_url.expose(),
+            settings.database_max_connections,
+        )
+        .await
+        .map_err(InfraError::Database)?;
         migrate(&db).await?;
         match (settings.mode(), &settings.redis_url) {
             (Mode::Distributed, Some(url)) => {

@@ -63,6 +63,7 @@ pub struct Settings {
     pub port: u16,
     pub data_dir: PathBuf,
     pub database_url: Secret,
+    pub database_max_connections: u32,
     pub redis_url: Option<Secret>,
     /// Prefix of every Redis key and channel, so several stores (or tests) share one Redis.
     pub redis_prefix: String,
@@ -214,6 +215,7 @@ impl Settings {
             host,
             port,
             database_url: Secret::new(database_url),
+            database_max_connections: env.positive("DATABASE_MAX_CONNECTIONS", 24)?,
             redis_url,
             redis_prefix: env.get("REDIS_PREFIX").unwrap_or("honeydrop").to_owned(),
             jwt_access_secret,
