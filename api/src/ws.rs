@@ -30,6 +30,8 @@ use crate::{error::ApiError, state::AppState};
 const PING_EVERY: Duration = Duration::from_secs(25);
 /// A socket that says nothing (not even a pong) for this long is closed.
 const IDLE_LIMIT: Duration = Duration::from_secs(75);
+/// A client whose socket takes no frame for this long is too slow to keep.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -115,7 +117,7 @@ async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i6
             received = events.recv() => match received {
                 Ok(event) if client.wants(&event) => {
                     let Ok(text) = serde_json::to_string(&event) else { continue };
-                    if sink.send(Message::Text(text)).await.is_err() {
+                    if send(&mut sink, Message::Text(text)).await.is_err() {
                         return;
                     }
                 }
@@ -133,7 +135,7 @@ async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i6
                     Some(Ok(Message::Text(text))) => {
                         let reply = handle_frame(&text, &mut client, state).await;
                         if let Some(reply) = reply
-                            && sink.send(Message::Text(reply.to_string())).await.is_err()
+                            && send(&mut sink, Message::Text(reply.to_string())).await.is_err()
                         {
                             return;
                         }
@@ -143,7 +145,7 @@ async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i6
                 }
             }
             _ = ping.tick() => {
-                if last_heard.elapsed() > IDLE_LIMIT || sink.send(Message::Ping(Vec::new())).await.is_err() {
+                if last_heard.elapsed() > IDLE_LIMIT || send(&mut sink, Message::Ping(Vec::new())).await.is_err() {
                     let _ = sink.close().await;
                     return;
                 }
@@ -206,9 +208,19 @@ where
             )
         }
     };
-    sink.send(Message::Text(snapshot.to_string()))
-        .await
-        .map_err(|_| ())
+    send(sink, Message::Text(snapshot.to_string())).await
+}
+
+/// Sends one frame, giving up on a client that has not taken it within [`SEND_TIMEOUT`]: its
+/// socket buffers are full, so it cannot keep up, and it is disconnected.
+async fn send<S>(sink: &mut S, message: Message) -> Result<(), ()>
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    match tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
 }
 
 async fn snapshot(state: &AppState) -> Result<serde_json::Value, ApiError> {
