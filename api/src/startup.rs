@@ -93,14 +93,14 @@ impl Application {
                 shutdown.clone(),
             ))
         });
-        let cache_feed = tokio::spawn(feed_stock_cache(state.clone()));
+        let relay = tokio::spawn(relay_events(state.clone()));
 
         let app = app(state);
         let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(app, signal, Some(std::time::Duration::from_secs(15)))
             .await;
         let _ = stop.send(true);
-        cache_feed.abort();
+        relay.abort();
         if let Some(worker) = embedded_worker {
             worker.await??;
         }
@@ -183,15 +183,24 @@ async fn limit_body<E: Endpoint>(
     next.call(req).await.map(poem::IntoResponse::into_response)
 }
 
-/// Teaches this instance's sold-out cache about every stock change, from any instance.
-async fn feed_stock_cache(state: AppState) {
+/// Fans every event from the bus out to this instance: the sold-out cache learns from stock
+/// changes, and each browser-facing event is serialised once and handed to every socket.
+async fn relay_events(state: AppState) {
     let mut events = state.bus.subscribe();
     loop {
         match events.recv().await {
-            Ok(Event::StockUpdate(update)) => state.sold_out.observe(&update),
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                // Missed updates: entries still age out within a second.
+            Ok(event) => {
+                if let Event::StockUpdate(update) = &event {
+                    state.sold_out.observe(update);
+                }
+                if let Some(frame) = ws::Frame::new(event) {
+                    // No sockets open is not an error.
+                    let _ = state.frames.send(Arc::new(frame));
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                // Sockets resynchronise from their own lag; cache entries age out within a second.
+                tracing::warn!(missed, "event relay fell behind");
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }

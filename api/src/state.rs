@@ -27,6 +27,8 @@ pub struct Inner {
     pub limiter: Limiter,
     pub sold_out: SoldOutCache,
     pub metrics: crate::metrics::Metrics,
+    /// Every browser-facing event, serialised once for all sockets.
+    pub frames: tokio::sync::broadcast::Sender<std::sync::Arc<crate::ws::Frame>>,
 }
 
 impl Deref for AppState {
@@ -50,6 +52,7 @@ impl AppState {
             passwords: PasswordPool::new()?,
             sold_out: SoldOutCache::default(),
             metrics: crate::metrics::Metrics::default(),
+            frames: tokio::sync::broadcast::channel(crate::ws::FRAME_BACKLOG).0,
             db: infra.db,
             queue: infra.queue,
             bus: infra.bus,

@@ -33,6 +33,26 @@ const IDLE_LIMIT: Duration = Duration::from_secs(75);
 /// A client whose socket takes no frame for this long is too slow to keep.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many frames a socket may fall behind before it is resynchronised with a snapshot.
+pub const FRAME_BACKLOG: usize = 8192;
+
+/// An event as sockets send it: serialised once, shared by every socket.
+pub struct Frame {
+    event: Event,
+    text: String,
+}
+
+impl Frame {
+    /// `None` for events browsers never see.
+    pub fn new(event: Event) -> Option<Self> {
+        if matches!(event, Event::WorkerPong(_)) {
+            return None;
+        }
+        let text = serde_json::to_string(&event).ok()?;
+        Some(Self { event, text })
+    }
+}
+
 #[derive(Deserialize)]
 pub struct WsQuery {
     token: Option<String>,
@@ -100,7 +120,7 @@ async fn serve(socket: WebSocketStream, state: AppState, user_id: Option<i64>) {
 
 async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i64>) {
     // Subscribe before reading the snapshot, so nothing falls between the two.
-    let mut events = state.bus.subscribe();
+    let mut frames = state.frames.subscribe();
     let (mut sink, mut stream) = socket.split();
     let mut client = Client {
         user_id,
@@ -114,10 +134,9 @@ async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i6
     let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            received = events.recv() => match received {
-                Ok(event) if client.wants(&event) => {
-                    let Ok(text) = serde_json::to_string(&event) else { continue };
-                    if send(&mut sink, Message::Text(text)).await.is_err() {
+            received = frames.recv() => match received {
+                Ok(frame) if client.wants(&frame.event) => {
+                    if send(&mut sink, Message::Text(frame.text.clone())).await.is_err() {
                         return;
                     }
                 }

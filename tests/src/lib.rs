@@ -567,18 +567,20 @@ where
 /// A binary of this workspace, built beside the test executable (`cargo nextest run
 /// --workspace` builds `api` and `worker`, whose own tests need them).
 pub fn binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
-    path
+    let exe = std::env::current_exe().expect("executable path");
+    // Test executables live in target/<profile>/deps, binaries in target/<profile>.
+    let found = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .find(|p| p.exists());
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} is missing beside {}: run `cargo build --workspace --bins` (with --release for benchmarks) first",
+            exe.display()
+        )
+    })
 }
 
 /// A port nobody listens on right now.

@@ -1,0 +1,180 @@
+//! Starts a store in distributed mode from the release binaries: one `api`, one `worker`,
+//! a fresh Postgres database and a fresh Redis namespace.
+
+use std::{
+    collections::HashMap,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
+
+pub const JWT_SECRET: &str = "benchmark-secret-of-at-least-32-bytes!!";
+
+pub struct Store {
+    pub base: String,
+    pub port: u16,
+    pub db: DatabaseConnection,
+    pub api: Child,
+    pub worker: Child,
+    /// From spawning the api to its first 200 on `/readyz`.
+    pub start_to_ready: Duration,
+    jwt: api::auth::Jwt,
+}
+
+impl Store {
+    pub async fn start(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let port = tests::free_port();
+        let mut env: HashMap<String, String> = HashMap::from([
+            ("PORT".into(), port.to_string()),
+            (
+                "DATA_DIR".into(),
+                std::env::temp_dir()
+                    .join(format!("hd-bench-{port}"))
+                    .display()
+                    .to_string(),
+            ),
+            (
+                "DATABASE_URL".into(),
+                tests::fresh_postgres_database().await,
+            ),
+            ("REDIS_URL".into(), tests::test_redis_url()),
+            (
+                "REDIS_PREFIX".into(),
+                format!("hdbench:{}", uuid::Uuid::new_v4().simple()),
+            ),
+            ("JWT_ACCESS_SECRET".into(), JWT_SECRET.into()),
+            ("RUST_LOG".into(), "warn".into()),
+            ("AUTH_RATE_LIMIT_PER_MINUTE".into(), "1000000".into()),
+        ]);
+        for (k, v) in extra {
+            env.insert((*k).into(), (*v).into());
+        }
+        // Migrate first, so the api's start-to-ready measures start-up, not schema creation.
+        let status = spawn("migration", &env, &["up"])?.wait()?;
+        if !status.success() {
+            bail!("migration up failed");
+        }
+        let started = Instant::now();
+        let api = spawn("api", &env, &[])?;
+        let base = format!("http://127.0.0.1:{port}");
+        wait_ready(&base).await?;
+        let start_to_ready = started.elapsed();
+        let worker = spawn("worker", &env, &[])?;
+        let db = entity::db::connect(&env["DATABASE_URL"], 8).await?;
+        let jwt = api::auth::Jwt::new(JWT_SECRET, Duration::from_secs(3600));
+        Ok(Self {
+            base,
+            port,
+            db,
+            api,
+            worker,
+            start_to_ready,
+            jwt,
+        })
+    }
+
+    /// `n` users with live sessions and access tokens, inserted in bulk: hashing thousands of
+    /// argon2 passwords would measure argon2, not the store.
+    pub async fn users(
+        &self,
+        prefix: &str,
+        n: usize,
+        role: &str,
+    ) -> anyhow::Result<Vec<(i64, String)>> {
+        use entity::models::{sessions, users};
+        let now = Utc::now();
+        let mut out = Vec::with_capacity(n);
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let rows = chunk.iter().map(|i| users::ActiveModel {
+                email: Set(format!("{prefix}{i}@bench.example")),
+                display_name: Set(format!("{prefix}{i}")),
+                password_hash: Set("$argon2id$v=19$m=19456,t=2,p=1$none$none".into()),
+                role: Set(role.into()),
+                created_at: Set(now),
+                ..Default::default()
+            });
+            let inserted = users::Entity::insert_many(rows)
+                .exec_with_returning(&self.db)
+                .await?;
+            let session_rows = inserted.iter().map(|u| sessions::ActiveModel {
+                user_id: Set(u.id),
+                token_hash: Set(entity::tokens::hash(&entity::tokens::generate())),
+                previous_token_hash: Set(None),
+                created_at: Set(now),
+                last_used_at: Set(now),
+                expires_at: Set(now + chrono::Duration::days(1)),
+                revoked_at: Set(None),
+                ..Default::default()
+            });
+            let sessions = sessions::Entity::insert_many(session_rows)
+                .exec_with_returning(&self.db)
+                .await?;
+            for (user, session) in inserted.iter().zip(sessions) {
+                out.push((user.id, self.jwt.issue(user.id, session.id, role)?));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn rss_mb(&self, which: &Child) -> f64 {
+        rss_mb(which.id())
+    }
+
+    pub fn stop(mut self) {
+        for child in [&mut self.api, &mut self.worker] {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        for child in [&mut self.api, &mut self.worker] {
+            for _ in 0..100 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(name: &str, env: &HashMap<String, String>, args: &[&str]) -> anyhow::Result<Child> {
+    Command::new(tests::binary(name))
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))
+}
+
+async fn wait_ready(base: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..2000 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bail!("{base} never became ready")
+}
+
+/// Resident set size of a process, from /proc.
+pub fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
