@@ -663,3 +663,45 @@ async fn restarting_the_worker_loses_no_expiry() {
         "expiries lost across a worker restart"
     );
 }
+
+/// Expiry runs from three places (the delayed job, the sweep, a takeover); whichever comes
+/// second must change nothing.
+async fn expiring_a_hold_twice_gives_its_unit_back_once(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[
+            ("RESERVATION_TTL_SECS", "1"),
+            ("SWEEP_INTERVAL_MS", "600000"),
+        ],
+    )
+    .await;
+    let admin = app.admin().await;
+    let drop_id = app.create_drop(&admin, 2).await;
+    let hold = reserve(&app, &app.customer("twice").await, drop_id).await;
+    let id = hold.body["id"].as_i64().unwrap();
+    let due = expires_at(&hold);
+
+    assert!(
+        entity::drops::expire(&app.db, id, due - chrono::Duration::milliseconds(1))
+            .await
+            .unwrap()
+            .is_none(),
+        "expired early"
+    );
+    let first = entity::drops::expire(&app.db, id, due).await.unwrap();
+    let second = entity::drops::expire(&app.db, id, due).await.unwrap();
+    let swept = entity::drops::expire_overdue(&app.db, due + chrono::Duration::seconds(5), 100)
+        .await
+        .unwrap();
+    // The delayed job may have got there first; either way exactly one expiry happened.
+    assert!(first.is_none() || second.is_none());
+    assert!(swept.iter().all(|e| e.reservation.id != id));
+    let audit = app.audit(drop_id).await;
+    assert_eq!(
+        (audit.available_stock, audit.active_holds),
+        (2, 0),
+        "{audit:?}"
+    );
+}
+
+both_backends!(expiring_a_hold_twice_gives_its_unit_back_once);
