@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 pub mod limiter;
+pub mod listing_cache;
 pub mod metrics;
 pub mod routes;
 pub mod startup;

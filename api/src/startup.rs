@@ -192,6 +192,7 @@ async fn relay_events(state: AppState) {
             Ok(event) => {
                 if let Event::StockUpdate(update) = &event {
                     state.sold_out.observe(update);
+                    state.drop_listing.invalidate();
                 }
                 if let Some(frame) = ws::Frame::new(event) {
                     // No sockets open is not an error.

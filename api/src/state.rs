@@ -27,6 +27,7 @@ pub struct Inner {
     pub limiter: Limiter,
     pub sold_out: SoldOutCache,
     pub metrics: crate::metrics::Metrics,
+    pub drop_listing: crate::listing_cache::ListingCache,
     /// Every browser-facing event, serialised once for all sockets.
     pub frames: tokio::sync::broadcast::Sender<std::sync::Arc<crate::ws::Frame>>,
 }
@@ -52,6 +53,7 @@ impl AppState {
             passwords: PasswordPool::new()?,
             sold_out: SoldOutCache::default(),
             metrics: crate::metrics::Metrics::default(),
+            drop_listing: crate::listing_cache::ListingCache::default(),
             frames: tokio::sync::broadcast::channel(crate::ws::FRAME_BACKLOG).0,
             db: infra.db,
             queue: infra.queue,
@@ -66,6 +68,7 @@ impl AppState {
     pub async fn publish_stock(&self, stock: entity::drops::Stock) {
         let update = worker::events::StockUpdate::from(stock);
         self.sold_out.observe(&update);
+        self.drop_listing.invalidate();
         self.bus
             .publish_or_log(&worker::events::Event::StockUpdate(update))
             .await;

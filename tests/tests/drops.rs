@@ -430,8 +430,28 @@ async fn the_drop_list_shows_holders_buyers_and_what_opens_soon(backend: Backend
         "a drop nine days out is not 'soon'"
     );
 
+    // The listing is cached briefly, but a stock change shows at once.
+    reserve(&app, &app.customer("latecomer").await, drop_id).await;
+    let relisted = app.get("/api/drops", None).await;
+    let live_again = relisted
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == drop_id)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        live_again["availableStock"], 7,
+        "a cached listing hid a stock change"
+    );
+    assert_eq!(
+        live_again["activeReservations"].as_array().unwrap().len(),
+        2
+    );
+
     let one = app.get(&format!("/api/drops/{drop_id}"), None).await;
-    assert_eq!(one.body["version"], live["version"]);
+    assert_eq!(one.body["version"], live_again["version"]);
     assert_eq!(
         app.get("/api/drops/424242", None).await.code(),
         "drop_not_found"

@@ -183,15 +183,18 @@ impl DropsApi {
     /// latest buyers.
     #[oai(path = "/", method = "get")]
     async fn list(&self, Data(state): Data<&AppState>) -> ApiResult<Json<Vec<Drop>>> {
+        let soon = chrono::Duration::hours(UPCOMING_WINDOW_HOURS);
+        let views = state
+            .drop_listing
+            .get_or_load(|| drops::list_public(&state.db, Utc::now(), soon))
+            .await?;
         let now = Utc::now();
-        let views = drops::list_public(
-            &state.db,
-            now,
-            chrono::Duration::hours(UPCOMING_WINDOW_HOURS),
-        )
-        .await?;
         Ok(Json(
-            views.into_iter().map(|v| Drop::from_view(v, now)).collect(),
+            views
+                .iter()
+                .cloned()
+                .map(|v| Drop::from_view(v, now))
+                .collect(),
         ))
     }
 
