@@ -66,12 +66,16 @@ impl AppState {
     /// Announces a drop's new stock to every instance, and to this one's sold-out cache at
     /// once (so the next request here does not wait for the event's round trip).
     pub async fn publish_stock(&self, stock: entity::drops::Stock) {
-        let update = worker::events::StockUpdate::from(stock);
-        self.sold_out.observe(&update);
-        self.drop_listing.invalidate();
+        self.note_stock_change(stock);
         self.bus
-            .publish_or_log(&worker::events::Event::StockUpdate(update))
+            .publish_or_log(&worker::events::Event::StockUpdate(stock.into()))
             .await;
+    }
+
+    /// What this instance learns at once from a change it made itself.
+    pub fn note_stock_change(&self, stock: entity::drops::Stock) {
+        self.sold_out.observe(&stock.into());
+        self.drop_listing.invalidate();
     }
 
     /// Turns an access token into the caller: a valid signature and claims, and a session

@@ -7,8 +7,8 @@
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -192,6 +192,84 @@ pub fn is_open(drop: &drops::Model, now: DateTime<Utc>) -> bool {
 /// `DropNotFound`, `DropNotActive`, `AlreadyReserved`, `PurchaseLimitReached`, or database
 /// failure. Sold out is an outcome, not an error, because it carries what may be cached.
 pub async fn reserve(
+    db: &DatabaseConnection,
+    drop_id: i64,
+    user_id: i64,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<ReserveOutcome> {
+    if db.get_database_backend() == DbBackend::Postgres
+        && let Some(reserved) =
+            reserve_in_one_statement(db, drop_id, user_id, now + ttl, now).await?
+    {
+        return Ok(ReserveOutcome::Reserved(reserved));
+    }
+    reserve_in_transaction(db, drop_id, user_id, ttl, now).await
+}
+
+/// The common case on Postgres, in one autocommit statement: take a unit if the drop is open,
+/// has stock and the buyer is under the limit, and record the hold. The drop's row is locked
+/// only while that one statement runs, which is what bounds a flash sale's throughput. `None`
+/// when any condition failed; the transactional path then works out which, and tries a
+/// takeover.
+async fn reserve_in_one_statement(
+    db: &DatabaseConnection,
+    drop_id: i64,
+    user_id: i64,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<Reserved>> {
+    const SQL: &str = r#"
+        WITH taken AS (
+            UPDATE drops
+               SET available_stock = available_stock - 1,
+                   stock_version = stock_version + 1,
+                   updated_at = $3
+             WHERE id = $1
+               AND available_stock > 0
+               AND starts_at <= $3
+               AND (ends_at IS NULL OR ends_at > $3)
+               AND (SELECT count(*) FROM purchases p WHERE p.drop_id = $1 AND p.user_id = $2) < max_per_user
+         RETURNING id, available_stock, stock_version
+        ), hold AS (
+            INSERT INTO reservations (drop_id, user_id, status, expires_at, created_at)
+            SELECT id, $2, 'active', $4, $3 FROM taken
+         RETURNING id, drop_id, user_id, status, expires_at, created_at, ended_at
+        )
+        SELECT hold.id, hold.drop_id, hold.user_id, hold.status, hold.expires_at, hold.created_at,
+               hold.ended_at, taken.available_stock, taken.stock_version
+          FROM hold CROSS JOIN taken"#;
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        SQL,
+        [
+            drop_id.into(),
+            user_id.into(),
+            now.into(),
+            expires_at.into(),
+        ],
+    );
+    let row = match db.query_one_raw(statement).await {
+        Ok(row) => row,
+        Err(e) if is_unique_violation(&e) => return Err(Error::AlreadyReserved),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(row) = row else { return Ok(None) };
+    let reservation = reservations::Model::from_query_result(&row, "")?;
+    let stock = Stock {
+        drop_id,
+        available_stock: row.try_get("", "available_stock")?,
+        version: row.try_get("", "stock_version")?,
+    };
+    Ok(Some(Reserved {
+        reservation,
+        stock,
+        took_over: None,
+    }))
+}
+
+/// The general path (all of SQLite, and Postgres's refusals and takeovers), in one transaction.
+async fn reserve_in_transaction(
     db: &DatabaseConnection,
     drop_id: i64,
     user_id: i64,

@@ -91,7 +91,7 @@ async fn an_expired_hold_gives_its_unit_back_and_says_so_live(backend: Backend) 
     assert_eq!(hold.status, StatusCode::CREATED);
     assert_eq!(hold.body["status"], "active");
     let taken = wait_for_frame(&mut socket, "stock_update", Duration::from_secs(5), |d| {
-        d["dropId"] == drop_id
+        d["dropId"] == drop_id && d["version"].as_i64() >= Some(1)
     })
     .await;
     assert_eq!(
@@ -100,7 +100,7 @@ async fn an_expired_hold_gives_its_unit_back_and_says_so_live(backend: Backend) 
     );
 
     let back = wait_for_frame(&mut socket, "stock_update", Duration::from_secs(8), |d| {
-        d["dropId"] == drop_id && d["availableStock"] == 3
+        d["dropId"] == drop_id && d["availableStock"] == 3 && d["version"].as_i64() >= Some(2)
     })
     .await
     .expect("stock_update after expiry");
@@ -278,7 +278,7 @@ async fn releasing_a_hold_puts_the_unit_back_at_once(backend: Backend) {
         .await;
     assert_eq!(released.status, StatusCode::NO_CONTENT);
     let frame = wait_for_frame(&mut socket, "stock_update", Duration::from_secs(5), |d| {
-        d["dropId"] == drop_id && d["availableStock"] == 1
+        d["dropId"] == drop_id && d["availableStock"] == 1 && d["version"].as_i64() >= Some(2)
     })
     .await;
     assert!(frame.is_some(), "no stock_update after release");
@@ -480,7 +480,7 @@ async fn adding_stock_is_broadcast_and_bad_drops_are_refused(backend: Backend) {
         (json!(5), json!(5))
     );
     let frame = wait_for_frame(&mut socket, "stock_update", Duration::from_secs(5), |d| {
-        d["dropId"] == drop_id
+        d["dropId"] == drop_id && d["version"].as_i64() >= Some(1)
     })
     .await;
     assert_eq!(frame.expect("broadcast")["data"]["availableStock"], 5);
@@ -641,7 +641,7 @@ async fn a_socket_on_one_instance_sees_a_reserve_made_through_another() {
     let (mut socket, _) = other.websocket(None).await;
     reserve(&app, &app.customer("remote").await, drop_id).await;
     let frame = wait_for_frame(&mut socket, "stock_update", Duration::from_secs(5), |d| {
-        d["dropId"] == drop_id
+        d["dropId"] == drop_id && d["version"].as_i64() >= Some(1)
     })
     .await;
     assert_eq!(

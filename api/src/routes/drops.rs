@@ -243,28 +243,39 @@ impl DropsApi {
             }
         };
         state.metrics.reservations_created.fetch_add(1, Relaxed);
-        let job = ExpireReservation {
-            reservation_id: reserved.reservation.id,
-        };
-        if let Err(error) = state
-            .queue
-            .expire_at(job, reserved.reservation.expires_at)
-            .await
-        {
-            // The hold is safe in the database; the sweep expires it on time anyway.
-            tracing::warn!(%error, "expiry job not enqueued");
-        }
-        state.publish_stock(reserved.stock).await;
-        if let Some(old) = reserved.took_over {
+        state.note_stock_change(reserved.stock);
+        // The hold is committed; the job and the events are follow-ups the buyer need not wait
+        // for (if this process dies first, the sweep expires the hold and the next change's
+        // version tells clients what they missed).
+        let follow_up = (state.clone(), reserved.clone());
+        tokio::spawn(async move {
+            let (state, reserved) = follow_up;
+            let job = ExpireReservation {
+                reservation_id: reserved.reservation.id,
+            };
+            if let Err(error) = state
+                .queue
+                .expire_at(job, reserved.reservation.expires_at)
+                .await
+            {
+                tracing::warn!(%error, "expiry job not enqueued; the sweep will expire the hold");
+            }
             state
                 .bus
-                .publish_or_log(&Event::ReservationExpired(ReservationExpired {
+                .publish_or_log(&Event::StockUpdate(reserved.stock.into()))
+                .await;
+            if let Some(old) = reserved.took_over {
+                let expired = ReservationExpired {
                     reservation_id: old.id,
                     drop_id: old.drop_id,
                     user_id: old.user_id,
-                }))
-                .await;
-        }
+                };
+                state
+                    .bus
+                    .publish_or_log(&Event::ReservationExpired(expired))
+                    .await;
+            }
+        });
         Ok(Reserved::Created(Json(reserved.reservation.into())))
     }
 
