@@ -44,7 +44,7 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().map(std::net::SocketAddr::port))
             .unwrap_or(settings.port);
-        let state = AppState::new(settings, infra.clone())?;
+        let state = AppState::new(settings, infra.clone()).await?;
         Ok(Self {
             acceptor,
             port,

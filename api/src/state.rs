@@ -18,6 +18,9 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub settings: Settings,
     pub db: sea_orm::DatabaseConnection,
+    /// Where holds are taken: on Postgres a pool that commits without waiting for the WAL
+    /// flush (see `entity::db::connect_for_holds`); on SQLite the same pool as `db`.
+    pub holds_db: sea_orm::DatabaseConnection,
     pub queue: Queue,
     pub bus: EventBus,
     pub redis: Option<redis::aio::ConnectionManager>,
@@ -42,8 +45,19 @@ impl Deref for AppState {
 impl AppState {
     /// # Errors
     /// argon2 failed to initialise.
-    pub fn new(settings: Settings, infra: Infra) -> Result<Self, entity::Error> {
+    pub async fn new(settings: Settings, infra: Infra) -> Result<Self, entity::Error> {
+        let holds_db = match infra.db.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                entity::db::connect_for_holds(
+                    settings.database_url.expose(),
+                    settings.database_max_connections,
+                )
+                .await?
+            }
+            _ => infra.db.clone(),
+        };
         Ok(Self(Arc::new(Inner {
+            holds_db,
             jwt: Jwt::new(
                 settings.jwt_access_secret.expose(),
                 settings.access_token_ttl,

@@ -725,3 +725,24 @@ async fn expiring_a_hold_twice_gives_its_unit_back_once(backend: Backend) {
 }
 
 both_backends!(expiring_a_hold_twice_gives_its_unit_back_once);
+
+/// Holds are taken on a pool that does not wait for the WAL flush; everything else (purchases
+/// above all) commits durably.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_holds_skip_the_wal_flush() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let app = spawn_app(Backend::PostgresRedis).await;
+    let show = |db: sea_orm::DatabaseConnection| async move {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SHOW synchronous_commit",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<String>("", "synchronous_commit").unwrap()
+    };
+    assert_eq!(show(app.state.holds_db.clone()).await, "off");
+    assert_eq!(show(app.db.clone()).await, "on");
+}

@@ -234,14 +234,15 @@ impl DropsApi {
         }
         let ttl = chrono::Duration::from_std(state.settings.reservation_ttl)
             .unwrap_or(chrono::Duration::seconds(60));
-        let reserved = match drops::reserve(&state.db, drop_id.0, auth.0.user_id, ttl, now).await? {
-            ReserveOutcome::Reserved(r) => r,
-            ReserveOutcome::SoldOut(sold_out) => {
-                state.sold_out.record(drop_id.0, sold_out, now);
-                state.metrics.reservations_sold_out.fetch_add(1, Relaxed);
-                return Err(entity::Error::SoldOut.into());
-            }
-        };
+        let reserved =
+            match drops::reserve(&state.holds_db, drop_id.0, auth.0.user_id, ttl, now).await? {
+                ReserveOutcome::Reserved(r) => r,
+                ReserveOutcome::SoldOut(sold_out) => {
+                    state.sold_out.record(drop_id.0, sold_out, now);
+                    state.metrics.reservations_sold_out.fetch_add(1, Relaxed);
+                    return Err(entity::Error::SoldOut.into());
+                }
+            };
         state.metrics.reservations_created.fetch_add(1, Relaxed);
         state.note_stock_change(reserved.stock);
         // The hold is committed; the job and the events are follow-ups the buyer need not wait
