@@ -74,6 +74,9 @@ async fn main() -> anyhow::Result<()> {
     if wanted("ws-fanout") {
         figures.extend(scenarios::ws_fanout().await?);
     }
+    if wanted("restock-fanout") {
+        figures.extend(scenarios::restock_fanout().await?);
+    }
     print_table(&figures);
     println!("{}", serde_json::to_string(&figures)?);
     Ok(())

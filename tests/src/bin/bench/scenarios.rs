@@ -613,3 +613,164 @@ pub async fn ws_fanout() -> anyhow::Result<Vec<Figure>> {
     store.stop();
     Ok(figures)
 }
+
+/// The benchmark's SMTP server: aiosmtpd with a handler that only counts.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+    out: std::path::PathBuf,
+}
+
+impl SmtpSink {
+    fn start() -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let out = std::env::temp_dir().join(format!(
+            "hd-bench-mail-{}.txt",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/smtp/bench_sink.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .arg("--out")
+            .arg(&out)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context(
+                "cannot start the SMTP sink (python3 with aiosmtpd; run scripts/services.sh)",
+            )?;
+        let stdout = child.stdout.take().context("sink stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let port = line
+            .trim()
+            .strip_prefix("READY ")
+            .context("sink did not start")?
+            .parse()?;
+        Ok(Self { child, port, out })
+    }
+
+    fn recipients(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.out);
+    }
+}
+
+pub async fn restock_fanout() -> anyhow::Result<Vec<Figure>> {
+    use entity::models::subscriptions;
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    const SUBSCRIBERS: usize = 20_000;
+
+    let sink = SmtpSink::start()?;
+    let smtp_url = format!("smtp://127.0.0.1:{}", sink.port);
+    let store = Store::start(&[("SMTP_URL", &smtp_url), ("MAIL_RATE_PER_SEC", "100000")]).await?;
+    let client = load::client(8)?;
+    let admin = store.users("admin", 1, "admin").await?.remove(0).1;
+    let product: Value = client
+        .post(format!("{}/api/admin/products", store.base))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "Bench honey", "slug": "bench-honey", "priceCents": 1200, "inStock": false}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let product_id = product["id"]
+        .as_i64()
+        .with_context(|| format!("product not created: {product}"))?;
+
+    // Confirmed subscribers, inserted directly: the double opt-in is not what is measured.
+    let now = Utc::now();
+    for chunk in (0..SUBSCRIBERS).collect::<Vec<_>>().chunks(2000) {
+        let rows = chunk.iter().map(|i| subscriptions::ActiveModel {
+            product_id: Set(product_id),
+            email: Set(format!("fan{i}@bench.example")),
+            status: Set("confirmed".into()),
+            confirm_token_hash: Set(entity::tokens::hash(&entity::tokens::generate())),
+            unsubscribe_token_hash: Set(entity::tokens::hash(&entity::tokens::generate())),
+            confirmation_sent_at: Set(Some(now)),
+            confirmed_at: Set(Some(now)),
+            notified_at: Set(None),
+            created_at: Set(now),
+            ..Default::default()
+        });
+        subscriptions::Entity::insert_many(rows)
+            .exec(&store.db)
+            .await?;
+    }
+
+    let started = std::time::Instant::now();
+    let restock = client
+        .patch(format!("{}/api/admin/products/{product_id}", store.base))
+        .bearer_auth(&admin)
+        .json(&json!({"inStock": true}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        restock.status().is_success(),
+        "restock refused: {}",
+        restock.text().await?
+    );
+    let mut received = 0;
+    while started.elapsed() < Duration::from_secs(180) {
+        received = sink.recipients().len();
+        if received >= SUBSCRIBERS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    // Anything still in flight that would make a duplicate has a moment to show up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let recipients = sink.recipients();
+    let distinct: std::collections::HashSet<&String> = recipients.iter().collect();
+    let figures = vec![
+        Figure::new(
+            "restock-fanout",
+            "confirmed subscribers",
+            SUBSCRIBERS as f64,
+            "",
+            "20000",
+        ),
+        Figure::new(
+            "restock-fanout",
+            "mails accepted by the SMTP server",
+            received as f64,
+            "",
+            "= 20000",
+        ),
+        Figure::new(
+            "restock-fanout",
+            "restock to last mail accepted",
+            elapsed.as_secs_f64(),
+            "s",
+            "",
+        ),
+        Figure::new(
+            "restock-fanout",
+            "mails per second",
+            received as f64 / elapsed.as_secs_f64().max(1e-9),
+            "/s",
+            ">= 1000",
+        ),
+        Figure::new(
+            "restock-fanout",
+            "duplicate mails",
+            (recipients.len() - distinct.len()) as f64,
+            "",
+            "= 0",
+        ),
+    ];
+    store.stop();
+    Ok(figures)
+}
