@@ -12,6 +12,7 @@ use crate::{
     events::EventBus,
     handlers,
     infra::Infra,
+    mailer::Mailer,
     queue::{Queue, Storages},
     settings::Settings,
 };
@@ -23,6 +24,7 @@ pub struct Deps {
     pub queue: Queue,
     pub bus: EventBus,
     pub settings: Settings,
+    pub mailer: Mailer,
     /// Unique per process (name-host-pid-random), as apalis requires.
     pub worker_name: String,
 }
@@ -59,7 +61,9 @@ pub async fn run(
     name: String,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let mailer = Mailer::from_settings(&settings)?;
     let deps = Arc::new(Deps {
+        mailer,
         db: infra.db.clone(),
         queue: infra.queue.clone(),
         bus: infra.bus.clone(),
