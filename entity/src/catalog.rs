@@ -565,31 +565,6 @@ async fn record(
     Ok(())
 }
 
-/// Records a delivery that was refused before it could be applied (its body unreadable).
-///
-/// # Errors
-/// Database failure.
-pub async fn record_refused(
-    db: &DatabaseConnection,
-    topic: &str,
-    detail: &str,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let delivery = CmsDelivery {
-        idempotency_key: None,
-        topic: topic.to_owned(),
-        entry_id: None,
-        version: None,
-        action: CmsAction::Reject(detail.to_owned()),
-    };
-    let result = CmsOutcome {
-        outcome: outcome::REJECTED,
-        detail: Some(detail.to_owned()),
-        change: None,
-    };
-    record(db, &delivery, None, &result, now).await
-}
-
 /// A sign-up: the subscription, and the confirmation email to send (if one is due).
 #[derive(Clone, Debug)]
 pub struct Subscribed {
