@@ -218,9 +218,11 @@ pub struct Outgoing {
     pub payload: Payload,
     /// This try's number, counting from 1.
     pub attempt: i32,
-    /// A fresh token for the link the email carries (confirm or unsubscribe); only its hash
-    /// is stored, so it is minted as the email is written and never kept.
-    pub token: String,
+    /// Fresh tokens for the links the email carries. Only their hashes are stored, so they
+    /// are minted as the email is written and never kept; the newest email's links are the
+    /// ones that work. The confirm token is set for confirmation emails only.
+    pub confirm_token: Option<String>,
+    pub unsubscribe_token: String,
 }
 
 /// The answer to "may I send this row now?".
@@ -289,13 +291,10 @@ pub async fn claim(
         Some(id) => subscriptions::Entity::find_by_id(id).one(&txn).await?,
         None => None,
     };
-    let token = tokens::generate();
-    let column = match (message.kind.as_str(), &subscription) {
-        (kind::CONFIRMATION, Some(sub)) if sub.status == subscription_status::PENDING => {
-            subscriptions::Column::ConfirmTokenHash
-        }
+    let pending_confirmation = match (message.kind.as_str(), &subscription) {
+        (kind::CONFIRMATION, Some(sub)) if sub.status == subscription_status::PENDING => true,
         (kind::RESTOCK_ALERT, Some(sub)) if sub.status != subscription_status::UNSUBSCRIBED => {
-            subscriptions::Column::UnsubscribeTokenHash
+            false
         }
         _ => {
             fail(
@@ -309,11 +308,21 @@ pub async fn claim(
             return Ok(Claim::Done);
         }
     };
-    subscriptions::Entity::update_many()
-        .col_expr(column, Expr::value(tokens::hash(&token)))
-        .filter(subscriptions::Column::Id.eq(message.subscription_id))
-        .exec(&txn)
-        .await?;
+    let unsubscribe_token = tokens::generate();
+    let mut update = subscriptions::Entity::update_many()
+        .col_expr(
+            subscriptions::Column::UnsubscribeTokenHash,
+            Expr::value(tokens::hash(&unsubscribe_token)),
+        )
+        .filter(subscriptions::Column::Id.eq(message.subscription_id));
+    let confirm_token = pending_confirmation.then(tokens::generate);
+    if let Some(token) = &confirm_token {
+        update = update.col_expr(
+            subscriptions::Column::ConfirmTokenHash,
+            Expr::value(tokens::hash(token)),
+        );
+    }
+    update.exec(&txn).await?;
     txn.commit().await?;
     Ok(Claim::Ready(Box::new(Outgoing {
         id: message.id,
@@ -321,7 +330,8 @@ pub async fn claim(
         recipient: message.recipient,
         payload,
         attempt: message.attempts + 1,
-        token,
+        confirm_token,
+        unsubscribe_token,
     })))
 }
 

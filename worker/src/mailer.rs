@@ -16,7 +16,7 @@ use lettre::{
         header::{HeaderName, HeaderValue},
     },
 };
-use minijinja::{Environment, context};
+use minijinja::{Environment, Value, context};
 
 use crate::settings::Settings;
 
@@ -131,14 +131,28 @@ impl Mailer {
         let permanent = |e: &dyn std::fmt::Display| SendError::Permanent(e.to_string());
         let to: Mailbox = outgoing.recipient.parse().map_err(|e| permanent(&e))?;
         let base = &self.base_url;
-        let product_url = format!("{base}/api/products/{}", outgoing.payload.product_slug);
-        let token = &outgoing.token;
+        // Links are built from the configured base URL, a slug ([a-z0-9-]) and a URL-safe
+        // token: nothing to escape, and escaping `/` would only make them unreadable.
+        let link = Value::from_safe_string;
+        let product_url = link(format!(
+            "{base}/api/products/{}",
+            outgoing.payload.product_slug
+        ));
+        let unsubscribe_url = format!(
+            "{base}/api/subscriptions/unsubscribe?token={}",
+            outgoing.unsubscribe_token
+        );
         let builder = Message::builder()
             .from(self.from.clone())
             .to(to)
             .message_id(None);
         let (builder, template, ctx) = match outgoing.kind.as_str() {
             kind::CONFIRMATION => {
+                let Some(token) = &outgoing.confirm_token else {
+                    return Err(SendError::Permanent(
+                        "a confirmation without a token".into(),
+                    ));
+                };
                 let confirm_url = format!("{base}/api/subscriptions/confirm?token={token}");
                 (
                     builder.subject(format!(
@@ -149,12 +163,12 @@ impl Mailer {
                     context! {
                         product_name => outgoing.payload.product_name,
                         product_url => product_url,
-                        confirm_url => confirm_url,
+                        confirm_url => link(confirm_url),
+                        unsubscribe_url => link(unsubscribe_url),
                     },
                 )
             }
             kind::RESTOCK_ALERT => {
-                let unsubscribe_url = format!("{base}/api/subscriptions/unsubscribe?token={token}");
                 (
                     builder
                         .subject(format!(
@@ -174,7 +188,7 @@ impl Mailer {
                     context! {
                         product_name => outgoing.payload.product_name,
                         product_url => product_url,
-                        unsubscribe_url => unsubscribe_url,
+                        unsubscribe_url => link(unsubscribe_url),
                     },
                 )
             }
