@@ -612,7 +612,64 @@ async fn signing_up_again_is_idempotent(backend: Backend) {
     assert_eq!(store.ledger().await.len(), 1);
 }
 
+async fn the_reconciler_recovers_lost_fan_out_and_send_jobs(backend: Backend) {
+    let store = common::store_with(
+        backend,
+        Smtp::Accepting,
+        &[
+            ("RECONCILE_INTERVAL_SECS", "1"),
+            ("MAIL_STUCK_AFTER_SECS", "1"),
+        ],
+    )
+    .await;
+    let id = store.publish("entry-1", 1, honey(false)).await.body["productId"]
+        .as_i64()
+        .unwrap();
+    let other = store
+        .publish(
+            "entry-2",
+            1,
+            json!({"name": "Clover Honey", "price": 8, "inStock": false}),
+        )
+        .await
+        .body["productId"]
+        .as_i64()
+        .unwrap();
+    store.confirmed_subscriber(id, "ann@example.com").await;
+
+    // Write the facts as the api would, but never enqueue their jobs: as if Redis lost them.
+    let now = chrono::Utc::now();
+    let restock = entity::catalog::ProductPatch {
+        in_stock: Some(true),
+        ..Default::default()
+    };
+    let change = entity::catalog::update(&store.app.db, id, restock, now)
+        .await
+        .expect("restocked");
+    assert!(change.restock.is_some());
+    let bob = entity::EmailAddress::parse("bob@example.com").unwrap();
+    let signed_up = entity::catalog::subscribe(&store.app.db, other, &bob, now)
+        .await
+        .expect("signed up");
+    assert!(signed_up.confirmation_message_id.is_some());
+
+    let alert = store.smtp.wait_for("ann@example.com", 2).await.remove(1);
+    assert_eq!(alert["subject"], "Heather Honey is back in stock");
+    let confirmation = store.smtp.wait_for("bob@example.com", 1).await.remove(0);
+    assert_eq!(
+        confirmation["subject"],
+        "Confirm: tell me when Clover Honey is back"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        store.smtp.messages_to("ann@example.com").len(),
+        2,
+        "the reconciler alerted twice"
+    );
+}
+
 both_backends!(
+    the_reconciler_recovers_lost_fan_out_and_send_jobs,
     a_signed_publish_creates_a_product,
     unpublishing_hides_the_product,
     a_restock_mails_every_confirmed_subscriber_exactly_once,
