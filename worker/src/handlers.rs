@@ -85,8 +85,22 @@ pub async fn reconcile(deps: &Deps, now: DateTime<Utc>) -> Result<(), entity::Er
 /// # Errors
 /// Database failure (the job is retried; subscribers already alerted are not alerted again).
 pub async fn notify_restock(job: NotifyRestock, deps: Data<Arc<Deps>>) -> Result<(), BoxDynError> {
-    fan_out(&deps, job.restock_event_id).await?;
-    Ok(())
+    fan_out(&deps, job.restock_event_id)
+        .await
+        .map_err(|e| logged(e, "restock fan-out failed"))
+}
+
+/// Logs an error with its cause chain (apalis logs only the top message) and hands it back.
+fn logged(error: entity::Error, what: &str) -> BoxDynError {
+    let mut chain = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    tracing::warn!(error = %chain, "{what}");
+    error.into()
 }
 
 async fn fan_out(deps: &Deps, restock_event_id: i64) -> Result<(), entity::Error> {
@@ -129,7 +143,8 @@ pub async fn send_email(job: SendEmail, deps: Data<Arc<Deps>>) -> Result<(), Box
     let mut waited = false;
     let outgoing = loop {
         let now = Utc::now();
-        match entity::mail::claim(&deps.db, job.message_id, lease, now).await? {
+        let claim = entity::mail::claim(&deps.db, job.message_id, lease, now).await;
+        match claim.map_err(|e| logged(e, "cannot claim an email"))? {
             Claim::Ready(outgoing) => break outgoing,
             Claim::Done => return Ok(()),
             Claim::NotYet(at) => {
@@ -150,6 +165,19 @@ pub async fn send_email(job: SendEmail, deps: Data<Arc<Deps>>) -> Result<(), Box
         Err(error) => Err(error),
     };
     let now = Utc::now();
+    record_outcome(&deps, job, &outgoing, sent, now)
+        .await
+        .map_err(|e| logged(e, "cannot record an email's outcome"))
+}
+
+async fn record_outcome(
+    deps: &Deps,
+    job: SendEmail,
+    outgoing: &entity::mail::Outgoing,
+    sent: Result<(), SendError>,
+    now: DateTime<Utc>,
+) -> Result<(), entity::Error> {
+    let lease = chrono::Duration::seconds(SEND_LEASE_SECS);
     match sent {
         Ok(()) => {
             entity::mail::mark_sent(&deps.db, outgoing.id, now).await?;

@@ -231,7 +231,7 @@ async fn periodic(deps: Arc<Deps>, shutdown: Shutdown) {
             }
             _ = reconcile.tick() => {
                 if let Err(error) = handlers::reconcile(&deps, Utc::now()).await {
-                    tracing::warn!(error = %error, "reconciler failed");
+                    tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "reconciler failed");
                 }
             }
         }
