@@ -668,7 +668,58 @@ async fn the_reconciler_recovers_lost_fan_out_and_send_jobs(backend: Backend) {
     );
 }
 
+async fn admin_product_edits_are_checked(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin().await;
+    let customer = app.customer("shopper").await;
+    let honey = json!({"name": "Acacia Honey", "priceCents": 900, "inStock": false});
+
+    let created = app
+        .post("/api/admin/products", Some(&admin.token), honey.clone())
+        .await;
+    let taken = app
+        .post("/api/admin/products", Some(&admin.token), honey.clone())
+        .await;
+    let bad_slug = app
+        .post(
+            "/api/admin/products",
+            Some(&admin.token),
+            json!({"name": "X", "slug": "no spaces", "priceCents": 1, "inStock": true}),
+        )
+        .await;
+    let not_admin = app
+        .post("/api/admin/products", Some(&customer.token), honey.clone())
+        .await;
+    let anonymous = app.post("/api/admin/products", None, honey).await;
+    let missing = app
+        .request(
+            reqwest::Method::PATCH,
+            "/api/admin/products/999999",
+            Some(&admin.token),
+            Some(json!({"inStock": true})),
+        )
+        .await;
+
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(created.body["slug"], "acacia-honey");
+    assert_eq!(
+        (taken.status, taken.code()),
+        (StatusCode::CONFLICT, "slug_taken")
+    );
+    assert_eq!(
+        (bad_slug.status, bad_slug.code()),
+        (StatusCode::BAD_REQUEST, "validation_failed")
+    );
+    assert_eq!(not_admin.status, StatusCode::FORBIDDEN);
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        (missing.status, missing.code()),
+        (StatusCode::NOT_FOUND, "product_not_found")
+    );
+}
+
 both_backends!(
+    admin_product_edits_are_checked,
     the_reconciler_recovers_lost_fan_out_and_send_jobs,
     a_signed_publish_creates_a_product,
     unpublishing_hides_the_product,
