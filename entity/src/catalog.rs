@@ -111,8 +111,8 @@ impl ProductName {
     }
 }
 
-/// Everything that describes a product, parsed. `None` in `currency`/`image_url` keeps the
-/// current value (`USD` and no image for a new product).
+/// Everything that describes a product, parsed. `None` in `currency` or `image_url` keeps
+/// the current value (`USD` and no image for a new product); `Some(None)` removes the image.
 #[derive(Clone, Debug)]
 pub struct ProductFields {
     pub slug: Slug,
@@ -120,7 +120,7 @@ pub struct ProductFields {
     pub description: String,
     pub price_cents: i64,
     pub currency: Option<String>,
-    pub image_url: Option<String>,
+    pub image_url: Option<Option<String>>,
     pub in_stock: bool,
     pub stock_quantity: Option<i32>,
 }
@@ -275,7 +275,7 @@ pub async fn update(
             .unwrap_or_else(|| current.description.clone()),
         price_cents: patch.price_cents.unwrap_or(current.price_cents),
         currency: patch.currency.or_else(|| Some(current.currency.clone())),
-        image_url: patch.image_url.unwrap_or_else(|| current.image_url.clone()),
+        image_url: patch.image_url,
         in_stock: patch.in_stock.unwrap_or(current.in_stock),
         stock_quantity: patch.stock_quantity.unwrap_or(current.stock_quantity),
     };
@@ -316,7 +316,7 @@ async fn write_product(
         active.currency = Set(currency);
     }
     if let Some(image) = fields.image_url {
-        active.image_url = Set(Some(image));
+        active.image_url = Set(image);
     }
     active.in_stock = Set(fields.in_stock);
     active.stock_quantity = Set(fields.stock_quantity);

@@ -716,6 +716,26 @@ async fn admin_product_edits_are_checked(backend: Backend) {
         (missing.status, missing.code()),
         (StatusCode::NOT_FOUND, "product_not_found")
     );
+
+    let id = created.body["id"].as_i64().unwrap();
+    let path = format!("/api/admin/products/{id}");
+    let patch = |body| {
+        app.request(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&admin.token),
+            Some(body),
+        )
+    };
+    let with_image = patch(json!({"imageUrl": "https://img.example.com/a.jpg"})).await;
+    assert_eq!(with_image.body["imageUrl"], "https://img.example.com/a.jpg");
+    let renamed = patch(json!({"name": "Acacia Honey 500 g"})).await;
+    assert_eq!(
+        renamed.body["imageUrl"], "https://img.example.com/a.jpg",
+        "left-out fields stay"
+    );
+    let cleared = patch(json!({"imageUrl": null})).await;
+    assert_eq!(cleared.body["imageUrl"], serde_json::Value::Null);
 }
 
 both_backends!(

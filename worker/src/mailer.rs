@@ -33,7 +33,8 @@ pub enum MailerError {
 /// Why a send did not go through, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// A 4xx answer, a timeout, a refused connection: try again later.
+    /// A 4xx answer, a timeout, a refused connection, anything but a 5xx: try again later
+    /// (at most `MAIL_MAX_ATTEMPTS` times in all).
     #[error("transient: {0}")]
     Transient(String),
     /// A 5xx answer or a message that cannot be built: trying again cannot help.
@@ -221,9 +222,7 @@ impl Mailer {
         match &self.transport {
             Transport::Smtp(smtp) => match smtp.send(message).await {
                 Ok(_) => Ok(()),
-                Err(e) if e.is_permanent() || e.is_client() => {
-                    Err(SendError::Permanent(e.to_string()))
-                }
+                Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
                 Err(e) => Err(SendError::Transient(e.to_string())),
             },
             Transport::Outbox(dir) => write_outbox(dir, message_id, &message.formatted())

@@ -114,7 +114,7 @@ impl AdminProductsApi {
             description: body.description.unwrap_or_default(),
             price_cents: body.price_cents,
             currency: Some(parse_currency(body.currency.as_deref())?),
-            image_url: body.image_url,
+            image_url: Some(body.image_url),
             in_stock: body.in_stock,
             stock_quantity: body.stock_quantity,
         };
