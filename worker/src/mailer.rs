@@ -291,10 +291,58 @@ pub fn backoff(base: Duration, attempt: i32) -> Duration {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::{RateLimiter, backoff};
+    use entity::mail::{Outgoing, Payload, kind};
+
+    use super::{Mailer, RateLimiter, backoff};
+    use crate::settings::Settings;
+
+    #[tokio::test]
+    async fn without_smtp_an_alert_is_written_to_the_outbox_in_full() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let vars = [
+            ("DATA_DIR", dir.path().display().to_string()),
+            ("PUBLIC_BASE_URL", "https://shop.example.com".to_owned()),
+        ];
+        let settings =
+            Settings::from_vars(vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                .expect("settings");
+        let mailer = Mailer::from_settings(&settings).expect("mailer");
+        let alert = Outgoing {
+            id: 7,
+            kind: kind::RESTOCK_ALERT.into(),
+            recipient: "ann@example.com".into(),
+            payload: Payload {
+                product_id: 1,
+                product_name: "Heather <Honey>".into(),
+                product_slug: "heather-honey".into(),
+                restock_event_id: Some(3),
+            },
+            attempt: 1,
+            confirm_token: None,
+            unsubscribe_token: "tok".into(),
+        };
+
+        let message = mailer.compose(&alert).expect("composed");
+        mailer.send(alert.id, message).await.expect("written");
+
+        let eml = std::fs::read_to_string(settings.outbox_dir().join("message-00000007.eml"))
+            .expect("outbox file");
+        assert!(eml.contains(
+            "List-Unsubscribe: <https://shop.example.com/api/subscriptions/unsubscribe?token=tok>"
+        ));
+        assert!(eml.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
+        assert!(eml.contains("Content-Type: multipart/alternative"));
+        assert!(eml.contains("Content-Type: text/plain"));
+        assert!(eml.contains("Content-Type: text/html"));
+        assert!(
+            eml.contains("Heather &lt;Honey&gt;"),
+            "the name is escaped in HTML"
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {
