@@ -21,19 +21,24 @@ pub struct AdminProductsApi;
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
 struct NewProductRequest {
+    /// Shown to visitors and in emails.
     #[oai(validator(min_length = 1, max_length = 200))]
     name: String,
     /// Derived from the name when left out.
     #[oai(validator(max_length = 100))]
     slug: Option<String>,
+    /// Plain text.
     #[oai(validator(max_length = 20000))]
     description: Option<String>,
+    /// Price in the currency's minor unit (cents).
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: i64,
     /// ISO 4217 code; `USD` by default.
     currency: Option<String>,
+    /// Absolute URL of a product photo.
     #[oai(validator(max_length = 2000))]
     image_url: Option<String>,
+    /// Whether it can be bought now.
     in_stock: bool,
     /// Units on hand, if you track them; 0 means sold out whatever `inStock` says.
     #[oai(validator(minimum(value = "0"), maximum(value = "1000000000")))]
@@ -45,12 +50,15 @@ struct NewProductRequest {
 struct ProductPatchRequest {
     #[oai(validator(min_length = 1, max_length = 200))]
     name: Option<String>,
+    /// Lower-case letters, digits and dashes; must stay unique.
     #[oai(validator(max_length = 100))]
     slug: Option<String>,
     #[oai(validator(max_length = 20000))]
     description: Option<String>,
+    /// Price in the currency's minor unit (cents).
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: Option<i64>,
+    /// ISO 4217 code.
     currency: Option<String>,
     /// `null` removes the image.
     #[oai(validator(max_length = 2000))]

@@ -26,14 +26,18 @@ pub struct ProductsApi;
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
 pub struct Product {
+    /// Use it for `notify-me`.
     id: i64,
     /// URL name; `GET /api/products/{slug}` works as well as the id.
     slug: String,
     name: String,
+    /// Plain text, possibly empty.
     description: String,
+    /// Price in the currency's minor unit (cents).
     price_cents: i64,
     /// ISO 4217 code.
     currency: String,
+    /// Absolute URL of a product photo, when there is one.
     image_url: Option<String>,
     /// Can be bought now: marked in stock, and its quantity (when tracked) above zero.
     in_stock: bool,
