@@ -738,7 +738,47 @@ async fn admin_product_edits_are_checked(backend: Backend) {
     assert_eq!(cleared.body["imageUrl"], serde_json::Value::Null);
 }
 
+async fn a_send_job_that_runs_several_times_sends_once(backend: Backend) {
+    let store = store(backend, Smtp::Accepting).await;
+    let id = store.publish("entry-1", 1, honey(false)).await.body["productId"]
+        .as_i64()
+        .unwrap();
+    let ann = entity::EmailAddress::parse("ann@example.com").unwrap();
+    let signed_up = entity::catalog::subscribe(&store.app.db, id, &ann, chrono::Utc::now())
+        .await
+        .expect("signed up");
+    let message_id = signed_up
+        .confirmation_message_id
+        .expect("a confirmation is due");
+
+    // Three jobs for one row, at once: as if a job were delivered twice and the reconciler
+    // re-enqueued it as well.
+    let jobs = vec![worker::jobs::SendEmail { message_id }; 3];
+    store
+        .app
+        .state
+        .queue
+        .send_emails(jobs)
+        .await
+        .expect("enqueued");
+    store.smtp.wait_for("ann@example.com", 1).await;
+    let again = vec![worker::jobs::SendEmail { message_id }];
+    store
+        .app
+        .state
+        .queue
+        .send_emails(again)
+        .await
+        .expect("enqueued");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    assert_eq!(store.smtp.messages_to("ann@example.com").len(), 1);
+    let ledger = store.ledger().await;
+    assert_eq!((ledger[0].status.as_str(), ledger[0].attempts), ("sent", 1));
+}
+
 both_backends!(
+    a_send_job_that_runs_several_times_sends_once,
     admin_product_edits_are_checked,
     the_reconciler_recovers_lost_fan_out_and_send_jobs,
     a_signed_publish_creates_a_product,
