@@ -413,6 +413,10 @@ async fn a_websocket_client_hears_about_a_restock(backend: Backend) {
         .unwrap();
     let (mut socket, snapshot) = store.app.websocket(None).await;
     assert_eq!(snapshot["data"]["products"][0]["productId"], id);
+    assert_eq!(
+        snapshot["data"]["products"][0]["inStock"], false,
+        "a quantity of 0 is sold out"
+    );
 
     store
         .publish(
