@@ -730,11 +730,7 @@ pub async fn confirm(
 ///
 /// # Errors
 /// `InvalidToken`, or database failure.
-pub async fn unsubscribe(
-    db: &DatabaseConnection,
-    token: &str,
-    _now: DateTime<Utc>,
-) -> Result<subscriptions::Model> {
+pub async fn unsubscribe(db: &DatabaseConnection, token: &str) -> Result<subscriptions::Model> {
     let txn = begin_write(db).await?;
     let sub = subscriptions::Entity::find()
         .filter(subscriptions::Column::UnsubscribeTokenHash.eq(tokens::hash(token)))

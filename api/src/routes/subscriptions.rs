@@ -83,7 +83,7 @@ impl SubscriptionsApi {
         Data(state): Data<&AppState>,
         token: Query<String>,
     ) -> ApiResult<UnsubscribeResponse> {
-        catalog::unsubscribe(&state.db, &token.0, Utc::now()).await?;
+        catalog::unsubscribe(&state.db, &token.0).await?;
         Ok(UnsubscribeResponse::Unsubscribed(Json(Unsubscribed {
             status: "unsubscribed".into(),
         })))
