@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the services the tests talk to are running: PostgreSQL on 127.0.0.1:5432
 # (user postgres, trust auth) and Redis on 127.0.0.1:6379. Starts them where installed;
-# on Debian as root, installs them first; otherwise says what to install.
+# on Debian as root, installs them first; otherwise says what to install. Also makes sure
+# Python's aiosmtpd is importable: the catalog tests start it as their SMTP server.
 set -euo pipefail
 
 say() { printf 'services: %s\n' "$*"; }
@@ -60,5 +61,26 @@ ensure_redis() {
   exit 1
 }
 
+ensure_aiosmtpd() {
+  if command -v python3 >/dev/null && python3 -c 'import aiosmtpd' 2>/dev/null; then
+    say "aiosmtpd is installed"; return
+  fi
+  if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then
+    if can_apt; then
+      say "installing python3 and pip"
+      apt_install python3 python3-pip
+    else
+      say "python3 with pip is not installed: install it, then: python3 -m pip install aiosmtpd"
+      exit 1
+    fi
+  fi
+  say "installing aiosmtpd"
+  # Debian marks its Python as externally managed; the test SMTP server is all we add.
+  python3 -m pip install --quiet aiosmtpd 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages aiosmtpd
+  python3 -c 'import aiosmtpd' || { say "aiosmtpd did not install"; exit 1; }
+}
+
 ensure_postgres
 ensure_redis
+ensure_aiosmtpd

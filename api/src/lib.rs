@@ -1,6 +1,7 @@
 //! The api tier: routes, auth, the WebSocket hub, and startup.
 
 pub mod auth;
+pub mod contentful;
 pub mod error;
 pub mod limiter;
 pub mod listing_cache;

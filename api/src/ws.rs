@@ -253,10 +253,10 @@ async fn snapshot(state: &AppState) -> Result<serde_json::Value, ApiError> {
         .await?
         .into_iter()
         .map(|p| ProductState {
+            in_stock: entity::catalog::is_available(&p),
             product_id: p.id,
             slug: p.slug,
             name: p.name,
-            in_stock: p.in_stock,
             stock_quantity: p.stock_quantity,
         })
         .collect();

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261121_000001_accounts;
 mod m20261121_000002_catalog;
 mod m20261121_000003_drops;
+mod m20261122_000001_email_next_attempt;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_accounts::Migration),
             Box::new(m20261121_000002_catalog::Migration),
             Box::new(m20261121_000003_drops::Migration),
+            Box::new(m20261122_000001_email_next_attempt::Migration),
         ]
     }
 }

@@ -5,6 +5,7 @@ pub mod events;
 pub mod handlers;
 pub mod infra;
 pub mod jobs;
+pub mod mailer;
 pub mod queue;
 pub mod runtime;
 pub mod settings;

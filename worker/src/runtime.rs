@@ -2,9 +2,15 @@
 //! that re-derive any job Redis lost. Runs as the `worker` binary, or inside the api in
 //! embedded mode.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use apalis::prelude::{BackendExt, Monitor, WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::{
+    BackendExt, Monitor, PollSnapshot, PollStrategy, WorkerBuilder, WorkerBuilderExt,
+};
 use chrono::Utc;
 use tokio::sync::watch;
 
@@ -12,6 +18,7 @@ use crate::{
     events::EventBus,
     handlers,
     infra::Infra,
+    mailer::Mailer,
     queue::{Queue, Storages},
     settings::Settings,
 };
@@ -23,6 +30,7 @@ pub struct Deps {
     pub queue: Queue,
     pub bus: EventBus,
     pub settings: Settings,
+    pub mailer: Mailer,
     /// Unique per process (name-host-pid-random), as apalis requires.
     pub worker_name: String,
 }
@@ -59,7 +67,9 @@ pub async fn run(
     name: String,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let mailer = Mailer::from_settings(&settings)?;
     let deps = Arc::new(Deps {
+        mailer,
         db: infra.db.clone(),
         queue: infra.queue.clone(),
         bus: infra.bus.clone(),
@@ -97,6 +107,38 @@ pub async fn run(
 /// heartbeat, far too slow for a job another process just pushed.
 const POLL: Duration = Duration::from_millis(100);
 
+/// A fixed-interval poll strategy that always arms its next tick before returning.
+///
+/// apalis-core 1.0's `IntervalStrategy` replaces its timer when it fires without polling the
+/// new one, and `PollWith` ignores the strategy's answer; when the backend's fetch then comes
+/// back empty in the same poll, nothing is left to wake the worker until its next heartbeat
+/// (30 s). With apalis-sqlite that froze idle workers within seconds (a restock fan-out job
+/// then waited half a minute). Polling the tokio interval until it is pending registers the
+/// waker for the next tick every time.
+struct Ticker(tokio::time::Interval);
+
+impl Ticker {
+    fn new(period: Duration) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self(interval)
+    }
+}
+
+impl PollStrategy for Ticker {
+    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
+        let mut fired = false;
+        while self.0.poll_tick(cx).is_ready() {
+            fired = true;
+        }
+        if fired {
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 macro_rules! worker {
     ($name:expr, $suffix:literal, $storage:expr, $deps:expr, $concurrency:expr, $handler:path) => {{
         let name = format!("{}-{}", $name, $suffix);
@@ -104,7 +146,7 @@ macro_rules! worker {
         let deps = $deps.clone();
         move |_restarts: usize| {
             WorkerBuilder::new(name.clone())
-                .backend(storage.clone().poll_with_interval(POLL))
+                .backend(storage.clone().poll_with_strategy(Ticker::new(POLL)))
                 .concurrency($concurrency)
                 .catch_panic()
                 .timeout(Duration::from_secs(60))
@@ -189,7 +231,7 @@ async fn periodic(deps: Arc<Deps>, shutdown: Shutdown) {
             }
             _ = reconcile.tick() => {
                 if let Err(error) = handlers::reconcile(&deps, Utc::now()).await {
-                    tracing::warn!(error = %error, "reconciler failed");
+                    tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "reconciler failed");
                 }
             }
         }

@@ -75,6 +75,10 @@ pub struct Settings {
     pub mail_from: String,
     pub mail_rate_per_sec: u32,
     pub mail_max_attempts: i32,
+    /// Wait before the first retry of a transiently failed email; doubles with each try.
+    pub mail_retry_base: Duration,
+    /// A queued email nobody has touched for this long has lost its job and is re-enqueued.
+    pub mail_stuck_after: Duration,
     pub public_base_url: String,
     pub contentful_webhook_secret: Option<Secret>,
     pub contentful_locale: String,
@@ -229,6 +233,8 @@ impl Settings {
                 .to_owned(),
             mail_rate_per_sec: env.positive("MAIL_RATE_PER_SEC", 2_000)?,
             mail_max_attempts: env.positive("MAIL_MAX_ATTEMPTS", 6)?,
+            mail_retry_base: env.millis("MAIL_RETRY_BASE_MS", 30_000)?,
+            mail_stuck_after: env.secs("MAIL_STUCK_AFTER_SECS", 60, 1)?,
             public_base_url,
             contentful_webhook_secret,
             contentful_locale: env.get("CONTENTFUL_LOCALE").unwrap_or("en-US").to_owned(),

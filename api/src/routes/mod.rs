@@ -3,11 +3,15 @@
 use poem_openapi::Tags;
 
 pub mod admin_drops;
+pub mod admin_products;
 pub mod auth;
 pub mod diagnostics;
 pub mod drops;
 pub mod health;
+pub mod products;
 pub mod reservations;
+pub mod subscriptions;
+pub mod webhooks;
 
 #[derive(Tags)]
 pub enum ApiTags {
@@ -17,6 +21,10 @@ pub enum ApiTags {
     Drops,
     /// Your holds and purchases.
     Reservations,
+    /// Catalog products, "notify me when back in stock", and its confirm and unsubscribe links.
+    Products,
+    /// Signed webhooks from the CMS (Contentful).
+    Webhooks,
     /// Store administration (admin accounts only).
     Admin,
     /// Liveness and readiness for load balancers and orchestrators.
@@ -28,7 +36,11 @@ pub fn apis() -> (
     auth::AuthApi,
     drops::DropsApi,
     reservations::ReservationsApi,
+    products::ProductsApi,
+    subscriptions::SubscriptionsApi,
     admin_drops::AdminDropsApi,
+    admin_products::AdminProductsApi,
+    webhooks::WebhooksApi,
     diagnostics::DiagnosticsApi,
     health::HealthApi,
 ) {
@@ -36,7 +48,11 @@ pub fn apis() -> (
         auth::AuthApi,
         drops::DropsApi,
         reservations::ReservationsApi,
+        products::ProductsApi,
+        subscriptions::SubscriptionsApi,
         admin_drops::AdminDropsApi,
+        admin_products::AdminProductsApi,
+        webhooks::WebhooksApi,
         diagnostics::DiagnosticsApi,
         health::HealthApi,
     )

@@ -1,0 +1,178 @@
+use chrono::Utc;
+use entity::catalog::{self, ProductFields, ProductName, ProductPatch, ProductView, Slug};
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi, param::Path, payload::Json, types::MaybeUndefined,
+};
+
+use super::{
+    ApiTags,
+    admin_drops::parse_currency,
+    products::{Product, announce},
+};
+use crate::{
+    auth::BearerAuth,
+    error::{ApiError, ApiResult},
+    state::AppState,
+};
+
+pub struct AdminProductsApi;
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct NewProductRequest {
+    /// Shown to visitors and in emails.
+    #[oai(validator(min_length = 1, max_length = 200))]
+    name: String,
+    /// Derived from the name when left out.
+    #[oai(validator(max_length = 100))]
+    slug: Option<String>,
+    /// Plain text.
+    #[oai(validator(max_length = 20000))]
+    description: Option<String>,
+    /// Price in the currency's minor unit (cents).
+    #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
+    price_cents: i64,
+    /// ISO 4217 code; `USD` by default.
+    currency: Option<String>,
+    /// Absolute URL of a product photo.
+    #[oai(validator(max_length = 2000))]
+    image_url: Option<String>,
+    /// Whether it can be bought now.
+    in_stock: bool,
+    /// Units on hand, if you track them; 0 means sold out whatever `inStock` says.
+    #[oai(validator(minimum(value = "0"), maximum(value = "1000000000")))]
+    stock_quantity: Option<i32>,
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct ProductPatchRequest {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    name: Option<String>,
+    /// Lower-case letters, digits and dashes; must stay unique.
+    #[oai(validator(max_length = 100))]
+    slug: Option<String>,
+    #[oai(validator(max_length = 20000))]
+    description: Option<String>,
+    /// Price in the currency's minor unit (cents).
+    #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
+    price_cents: Option<i64>,
+    /// ISO 4217 code.
+    currency: Option<String>,
+    /// `null` removes the image.
+    #[oai(validator(max_length = 2000))]
+    image_url: MaybeUndefined<String>,
+    /// Turning a sold-out product back in stock alerts its confirmed subscribers, exactly as
+    /// a Contentful publish would.
+    in_stock: Option<bool>,
+    /// `null` stops tracking the quantity. 0 → a positive number is a restock.
+    #[oai(validator(minimum(value = "0"), maximum(value = "1000000000")))]
+    stock_quantity: MaybeUndefined<i32>,
+    /// `false` takes the product off the store (as a Contentful unpublish does).
+    visible: Option<bool>,
+}
+
+#[derive(ApiResponse)]
+enum Created {
+    /// The product exists.
+    #[oai(status = 201)]
+    Created(Json<Product>),
+}
+
+fn slug(raw: &str) -> ApiResult<Slug> {
+    Slug::parse(raw).map_err(ApiError::bad_request)
+}
+
+fn name(raw: &str) -> ApiResult<ProductName> {
+    ProductName::parse(raw).map_err(ApiError::bad_request)
+}
+
+async fn view(state: &AppState, product: entity::models::products::Model) -> ApiResult<Product> {
+    let waiting_count = catalog::waiting_count(&state.db, product.id).await?;
+    Ok(ProductView {
+        product,
+        waiting_count,
+    }
+    .into())
+}
+
+#[OpenApi(prefix_path = "/api/admin/products", tag = "ApiTags::Admin")]
+impl AdminProductsApi {
+    /// Create a product
+    ///
+    /// For stores that do not use Contentful, and for trying things out in Swagger UI.
+    /// 409 `slug_taken` when another product has the slug.
+    #[oai(path = "/", method = "post")]
+    async fn create(
+        &self,
+        Data(state): Data<&AppState>,
+        auth: BearerAuth,
+        body: Json<NewProductRequest>,
+    ) -> ApiResult<Created> {
+        auth.0.require_admin()?;
+        let body = body.0;
+        let name = name(&body.name)?;
+        let fields = ProductFields {
+            slug: match &body.slug {
+                Some(raw) => slug(raw)?,
+                None => Slug::from_name(name.as_str()).map_err(ApiError::bad_request)?,
+            },
+            name,
+            description: body.description.unwrap_or_default(),
+            price_cents: body.price_cents,
+            currency: Some(parse_currency(body.currency.as_deref())?),
+            image_url: Some(body.image_url),
+            in_stock: body.in_stock,
+            stock_quantity: body.stock_quantity,
+        };
+        let change = catalog::create(&state.db, fields, Utc::now()).await?;
+        announce(state, &change).await;
+        Ok(Created::Created(Json(view(state, change.product).await?)))
+    }
+
+    /// Edit a product, or bring it back in stock
+    ///
+    /// Fields left out stay as they are. Bringing a sold-out product back (`inStock`
+    /// false → true, or `stockQuantity` 0 → more) records a restock, broadcasts
+    /// `product_restocked` on `/ws` and emails its confirmed subscribers — the same flow as
+    /// the Contentful webhook.
+    #[oai(path = "/:id", method = "patch")]
+    async fn update(
+        &self,
+        Data(state): Data<&AppState>,
+        auth: BearerAuth,
+        id: Path<i64>,
+        body: Json<ProductPatchRequest>,
+    ) -> ApiResult<Json<Product>> {
+        auth.0.require_admin()?;
+        let body = body.0;
+        let patch = ProductPatch {
+            slug: body.slug.as_deref().map(slug).transpose()?,
+            name: body.name.as_deref().map(name).transpose()?,
+            description: body.description,
+            price_cents: body.price_cents,
+            currency: body
+                .currency
+                .as_deref()
+                .map(|c| parse_currency(Some(c)))
+                .transpose()?,
+            image_url: maybe(body.image_url),
+            in_stock: body.in_stock,
+            stock_quantity: maybe(body.stock_quantity),
+            visible: body.visible,
+        };
+        let change = catalog::update(&state.db, id.0, patch, Utc::now()).await?;
+        announce(state, &change).await;
+        Ok(Json(view(state, change.product).await?))
+    }
+}
+
+/// Absent → leave alone; `null` → clear; a value → set.
+fn maybe<T>(value: MaybeUndefined<T>) -> Option<Option<T>> {
+    match value {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(v) => Some(Some(v)),
+    }
+}

@@ -1,0 +1,177 @@
+use chrono::Utc;
+use entity::{
+    EmailAddress,
+    catalog::{self, Change, ProductView},
+};
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+use worker::{
+    events::{Event, ProductRestocked},
+    jobs::{NotifyRestock, SendEmail},
+};
+
+use super::ApiTags;
+use crate::{
+    error::{ApiError, ApiResult},
+    state::AppState,
+};
+
+pub struct ProductsApi;
+
+/// A catalog product.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Product {
+    /// Use it for `notify-me`.
+    id: i64,
+    /// URL name; `GET /api/products/{slug}` works as well as the id.
+    slug: String,
+    name: String,
+    /// Plain text, possibly empty.
+    description: String,
+    /// Price in the currency's minor unit (cents).
+    price_cents: i64,
+    /// ISO 4217 code.
+    currency: String,
+    /// Absolute URL of a product photo, when there is one.
+    image_url: Option<String>,
+    /// Can be bought now: marked in stock, and its quantity (when tracked) above zero.
+    in_stock: bool,
+    /// Units left, when the store tracks them.
+    stock_quantity: Option<i32>,
+    /// Confirmed "notify me" subscribers waiting for the next restock.
+    waiting_count: i64,
+}
+
+impl From<ProductView> for Product {
+    fn from(view: ProductView) -> Self {
+        let p = view.product;
+        Self {
+            in_stock: catalog::is_available(&p),
+            id: p.id,
+            slug: p.slug,
+            name: p.name,
+            description: p.description,
+            price_cents: p.price_cents,
+            currency: p.currency,
+            image_url: p.image_url,
+            stock_quantity: p.stock_quantity,
+            waiting_count: view.waiting_count,
+        }
+    }
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct NotifyMeRequest {
+    /// Where to send the confirmation and, once confirmed, the restock alert.
+    #[oai(validator(max_length = 254))]
+    email: String,
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct NotifyMeAccepted {
+    /// What happens next.
+    message: String,
+}
+
+#[derive(ApiResponse)]
+enum NotifyMeResponse {
+    /// Accepted. A confirmation email is on its way unless one was sent in the last 10
+    /// minutes or the address is already confirmed; the answer is the same either way.
+    #[oai(status = 202)]
+    Accepted(Json<NotifyMeAccepted>),
+}
+
+#[OpenApi(prefix_path = "/api/products", tag = "ApiTags::Products")]
+impl ProductsApi {
+    /// Catalog products
+    ///
+    /// Every product on the store, by name. `inStock=true` lists only what can be bought now,
+    /// `inStock=false` only what is sold out.
+    #[oai(path = "/", method = "get")]
+    async fn list(
+        &self,
+        Data(state): Data<&AppState>,
+        #[oai(name = "inStock")] in_stock: Query<Option<bool>>,
+    ) -> ApiResult<Json<Vec<Product>>> {
+        let products = catalog::list(&state.db, in_stock.0).await?;
+        Ok(Json(products.into_iter().map(Product::from).collect()))
+    }
+
+    /// One product, by id or slug
+    #[oai(path = "/:idOrSlug", method = "get")]
+    async fn get(
+        &self,
+        Data(state): Data<&AppState>,
+        #[oai(name = "idOrSlug")] id_or_slug: Path<String>,
+    ) -> ApiResult<Json<Product>> {
+        Ok(Json(
+            catalog::find_visible(&state.db, &id_or_slug.0)
+                .await?
+                .into(),
+        ))
+    }
+
+    /// Email me when it is back in stock
+    ///
+    /// No account needed. Double opt-in: we send a confirmation email, and only after its
+    /// link (`GET /api/subscriptions/confirm?token=...`) is followed will the address get the
+    /// restock alert — one email, the next time the product comes back. Signing up again is
+    /// harmless. 409 `product_in_stock` when it can be bought right now.
+    #[oai(path = "/:id/notify-me", method = "post")]
+    async fn notify_me(
+        &self,
+        Data(state): Data<&AppState>,
+        id: Path<i64>,
+        body: Json<NotifyMeRequest>,
+    ) -> ApiResult<NotifyMeResponse> {
+        let email = EmailAddress::parse(&body.0.email).map_err(ApiError::bad_request)?;
+        let subscribed = catalog::subscribe(&state.db, id.0, &email, Utc::now()).await?;
+        if let Some(message_id) = subscribed.confirmation_message_id
+            && let Err(error) = state
+                .queue
+                .send_emails(vec![SendEmail { message_id }])
+                .await
+        {
+            // The email is safe in the ledger; the reconciler sends it.
+            tracing::warn!(%error, "confirmation email not enqueued");
+        }
+        Ok(NotifyMeResponse::Accepted(Json(NotifyMeAccepted {
+            message: "Check your inbox and confirm; we will email you once when it is back.".into(),
+        })))
+    }
+}
+
+/// What follows a committed product change, whichever path made it (webhook or admin): a
+/// restock is broadcast on `/ws` and its fan-out enqueued. A lost enqueue is repaired by the
+/// reconciler, which re-runs fan-outs for in-stock products with waiting subscribers.
+pub async fn announce(state: &AppState, change: &Change) {
+    let Some(restock) = &change.restock else {
+        return;
+    };
+    let product = &change.product;
+    state
+        .bus
+        .publish_or_log(&Event::ProductRestocked(ProductRestocked {
+            product_id: product.id,
+            slug: product.slug.clone(),
+            name: product.name.clone(),
+            stock_quantity: product.stock_quantity,
+        }))
+        .await;
+    if let Err(error) = state
+        .queue
+        .notify_restock(NotifyRestock {
+            restock_event_id: restock.id,
+        })
+        .await
+    {
+        tracing::warn!(%error, restock_event_id = restock.id, "restock fan-out not enqueued");
+    }
+}

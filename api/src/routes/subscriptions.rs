@@ -1,0 +1,139 @@
+use chrono::Utc;
+use entity::catalog;
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::Query,
+    payload::{Html, Json},
+};
+use worker::jobs::NotifyRestock;
+
+use super::ApiTags;
+use crate::{error::ApiResult, state::AppState};
+
+pub struct SubscriptionsApi;
+
+#[derive(ApiResponse)]
+enum ConfirmResponse {
+    /// Confirmed: a page saying so (the link is followed from an email, in a browser).
+    #[oai(status = 200)]
+    Confirmed(Html<String>),
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct Unsubscribed {
+    /// Always `unsubscribed`.
+    status: String,
+}
+
+#[derive(ApiResponse)]
+enum UnsubscribeResponse {
+    /// Unsubscribed (also when it already was): no more email about this product.
+    #[oai(status = 200)]
+    Unsubscribed(Json<Unsubscribed>),
+}
+
+#[derive(ApiResponse)]
+enum UnsubscribePage {
+    /// A page with a button that unsubscribes (by POST). Nothing has changed yet.
+    #[oai(status = 200)]
+    Page(Html<String>),
+}
+
+#[OpenApi(prefix_path = "/api/subscriptions", tag = "ApiTags::Products")]
+impl SubscriptionsApi {
+    /// Confirm a "notify me" sign-up
+    ///
+    /// The link in the confirmation email. Following it again is harmless. 404
+    /// `invalid_token` for an unknown token or a subscription unsubscribed since.
+    #[oai(path = "/confirm", method = "get")]
+    async fn confirm(
+        &self,
+        Data(state): Data<&AppState>,
+        token: Query<String>,
+    ) -> ApiResult<ConfirmResponse> {
+        let confirmed = catalog::confirm(&state.db, &token.0, Utc::now()).await?;
+        if let Some(restock_event_id) = confirmed.pending_restock_id
+            && let Err(error) = state
+                .queue
+                .notify_restock(NotifyRestock { restock_event_id })
+                .await
+        {
+            tracing::warn!(%error, "fan-out for a late confirmation not enqueued");
+        }
+        let name = escape(&confirmed.product.name);
+        Ok(ConfirmResponse::Confirmed(Html(page(
+            "You're on the list",
+            &format!(
+                "<p>We will email you once when <strong>{name}</strong> is back in stock.</p>"
+            ),
+        ))))
+    }
+
+    /// One-click unsubscribe (RFC 8058)
+    ///
+    /// The `List-Unsubscribe` URL of every restock alert. No cookie or token header needed:
+    /// the `token` in the URL is the credential. Mail clients send the RFC 8058 form body
+    /// `List-Unsubscribe=One-Click` (`application/x-www-form-urlencoded`); an empty body works
+    /// too. The body is not read. 404 `invalid_token` for an unknown token.
+    #[oai(path = "/unsubscribe", method = "post")]
+    async fn unsubscribe(
+        &self,
+        Data(state): Data<&AppState>,
+        token: Query<String>,
+    ) -> ApiResult<UnsubscribeResponse> {
+        catalog::unsubscribe(&state.db, &token.0).await?;
+        Ok(UnsubscribeResponse::Unsubscribed(Json(Unsubscribed {
+            status: "unsubscribed".into(),
+        })))
+    }
+
+    /// Unsubscribe page (changes nothing)
+    ///
+    /// Link scanners and prefetchers follow links with GET, so GET never unsubscribes: it
+    /// shows a page whose button POSTs to this same URL.
+    #[oai(path = "/unsubscribe", method = "get")]
+    async fn unsubscribe_page(
+        &self,
+        Data(state): Data<&AppState>,
+        token: Query<String>,
+    ) -> ApiResult<UnsubscribePage> {
+        if !catalog::unsubscribe_token_exists(&state.db, &token.0).await? {
+            return Err(entity::Error::InvalidToken.into());
+        }
+        let action = format!("/api/subscriptions/unsubscribe?token={}", escape(&token.0));
+        Ok(UnsubscribePage::Page(Html(page(
+            "Unsubscribe",
+            &format!(
+                "<p>Stop the restock email for this product?</p>\
+                 <form method=\"post\" action=\"{action}\">\
+                 <input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
+                 <button type=\"submit\">Unsubscribe</button></form>"
+            ),
+        ))))
+    }
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>{title}</title></head><body style=\"font-family: sans-serif\">\
+         <h1>{title}</h1>{body}</body></html>"
+    )
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
