@@ -9,7 +9,7 @@ use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
-    sea_query::{Expr, ExprTrait},
+    sea_query::{Expr, ExprTrait, LockBehavior, LockType},
 };
 
 use crate::{
@@ -311,33 +311,34 @@ async fn reserve_in_transaction(
         Err(e) => return Err(e.into()),
     };
 
-    if let Some(stock) = take_units(&txn, drop_id, now, -1).await? {
-        txn.commit().await?;
-        return Ok(ReserveOutcome::Reserved(Reserved {
-            reservation,
-            stock,
-            took_over: None,
-        }));
-    }
-
-    // Sold out by the counter; an overdue hold still gives its unit to this buyer.
-    for candidate in overdue_holds(&txn, Some(drop_id), now, 3).await? {
-        if end_hold(&txn, candidate, status::EXPIRED, None, now)
-            .await?
-            .is_some()
-        {
-            let stock = take_units(&txn, drop_id, now, 0)
-                .await?
-                .ok_or(Error::DropNotFound)?;
-            let took_over = reservations::Entity::find_by_id(candidate)
-                .one(&txn)
-                .await?;
+    // Sold out by the counter? An overdue hold still gives its unit to this buyer. Concurrent
+    // takeovers each lock a different overdue hold (SKIP LOCKED on Postgres; SQLite has one
+    // writer at a time), and a due hold that a sweep or another takeover is ending right now
+    // is waited for, so nobody is refused while a due hold is left.
+    for _ in 0..4 {
+        if let Some(stock) = take_units(&txn, drop_id, now, -1).await? {
             txn.commit().await?;
             return Ok(ReserveOutcome::Reserved(Reserved {
                 reservation,
                 stock,
-                took_over,
+                took_over: None,
             }));
+        }
+        if let Some(candidate) = overdue_hold_to_take(&txn, drop_id, now).await?
+            && let Some(ended) = end_hold(&txn, candidate, status::EXPIRED, None, now).await?
+        {
+            let stock = take_units(&txn, drop_id, now, 0)
+                .await?
+                .ok_or(Error::DropNotFound)?;
+            txn.commit().await?;
+            return Ok(ReserveOutcome::Reserved(Reserved {
+                reservation,
+                stock,
+                took_over: Some(ended),
+            }));
+        }
+        if !wait_for_busy_due_hold(&txn, drop_id, now).await? {
+            break;
         }
     }
 
@@ -408,6 +409,56 @@ async fn overdue_holds(
         .into_tuple()
         .all(db)
         .await?)
+}
+
+/// The oldest due hold of a drop, locked for this transaction; holds other takeovers have
+/// locked are skipped rather than waited for.
+async fn overdue_hold_to_take(
+    txn: &impl ConnectionTrait,
+    drop_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>> {
+    let mut query = reservations::Entity::find()
+        .select_only()
+        .column(reservations::Column::Id)
+        .filter(reservations::Column::Status.eq(status::ACTIVE))
+        .filter(reservations::Column::ExpiresAt.lte(now))
+        .filter(reservations::Column::DropId.eq(drop_id))
+        .order_by_asc(reservations::Column::ExpiresAt)
+        .limit(1);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    Ok(query.into_tuple().one(txn).await?)
+}
+
+/// Waits until a due hold of the drop that another transaction has locked (a sweep expiring
+/// it, or another takeover) is settled. `false` when there is none to wait for.
+async fn wait_for_busy_due_hold(
+    txn: &impl ConnectionTrait,
+    drop_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(false);
+    }
+    let busy: Option<i64> = reservations::Entity::find()
+        .select_only()
+        .column(reservations::Column::Id)
+        .filter(reservations::Column::Status.eq(status::ACTIVE))
+        .filter(reservations::Column::ExpiresAt.lte(now))
+        .filter(reservations::Column::DropId.eq(drop_id))
+        .limit(1)
+        .into_tuple()
+        .one(txn)
+        .await?;
+    let Some(id) = busy else { return Ok(false) };
+    // Blocks until the other transaction commits or rolls back; then look again.
+    reservations::Entity::find_by_id(id)
+        .lock(LockType::Update)
+        .one(txn)
+        .await?;
+    Ok(true)
 }
 
 /// Ends an active hold (optionally only its owner's), returning it as it now is.

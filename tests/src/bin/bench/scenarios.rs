@@ -384,13 +384,17 @@ pub async fn expiry() -> anyhow::Result<Vec<Figure>> {
         probes.push(tokio::spawn(async move {
             let wait = (at - Utc::now()).to_std().unwrap_or_default();
             tokio::time::sleep(wait).await;
-            let status = client
-                .post(&url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .map(|r| r.status())
-                .ok();
+            let answer = client.post(&url).bearer_auth(token).send().await;
+            let (status, body) = match answer {
+                Ok(r) => (Some(r.status()), r.text().await.unwrap_or_default()),
+                Err(e) => (None, e.to_string()),
+            };
+            if status != Some(StatusCode::CREATED) {
+                eprintln!(
+                    "probe at {at} refused after {:?}: {status:?} {body}",
+                    Utc::now() - at
+                );
+            }
             (status == Some(StatusCode::CREATED), Utc::now() - at)
         }));
     }
