@@ -277,6 +277,9 @@ async fn reserve_in_transaction(
     now: DateTime<Utc>,
 ) -> Result<ReserveOutcome> {
     let txn = begin_write(db).await?;
+    // A transaction that waited for its turn acts at the moment it runs: holds that fell due
+    // while it waited are due for it too.
+    let now = std::cmp::max(now, Utc::now());
     let drop = drops::Entity::find_by_id(drop_id)
         .one(&txn)
         .await?
@@ -324,6 +327,7 @@ async fn reserve_in_transaction(
                 took_over: None,
             }));
         }
+        let now = std::cmp::max(now, Utc::now());
         if let Some(candidate) = overdue_hold_to_take(&txn, drop_id, now).await?
             && let Some(ended) = end_hold(&txn, candidate, status::EXPIRED, None, now).await?
         {

@@ -746,3 +746,42 @@ async fn only_holds_skip_the_wal_flush() {
     assert_eq!(show(app.state.holds_db.clone()).await, "off");
     assert_eq!(show(app.db.clone()).await, "on");
 }
+
+/// Buyers who each ask at the instant a different hold ends all get a unit, even while they
+/// race each other and the sweep for the same due holds.
+async fn buyers_arriving_as_holds_end_all_get_units(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[("RESERVATION_TTL_SECS", "1"), ("SWEEP_INTERVAL_MS", "100")],
+    )
+    .await;
+    let admin = app.admin().await;
+    let drop_id = app.create_drop(&admin, 12).await;
+    let mut due = Vec::new();
+    for i in 0..12 {
+        let hold = reserve(&app, &app.customer(&format!("early{i}")).await, drop_id).await;
+        due.push(expires_at(&hold));
+    }
+    let mut arrivals = Vec::new();
+    for (i, at) in due.into_iter().enumerate() {
+        let buyer = app.customer(&format!("late{i}")).await;
+        let app = &app;
+        arrivals.push(async move {
+            sleep_until(at).await;
+            reserve(app, &buyer, drop_id).await
+        });
+    }
+    let answers = join_all(arrivals).await;
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|a| a.status != StatusCode::CREATED)
+        .map(|a| a.body.clone())
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "refused while due holds were left: {refused:?}"
+    );
+    assert!(app.audit(drop_id).await.holds());
+}
+
+both_backends!(buyers_arriving_as_holds_end_all_get_units);
