@@ -9,7 +9,11 @@
 //! delays itself. A client that falls too far behind is sent a fresh `snapshot` (the latest
 //! value of every drop) instead of the frames it missed.
 
-use std::{collections::HashSet, sync::atomic::Ordering::Relaxed, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
 
 use chrono::Utc;
 use futures::{SinkExt, StreamExt};
@@ -17,12 +21,12 @@ use poem::{
     IntoResponse, handler,
     web::{
         Data, Query,
-        websocket::{Message, WebSocket, WebSocketStream},
+        websocket::{Message, WebSocket, WebSocketConfig, WebSocketStream},
     },
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use worker::events::Event;
 
 use crate::{error::ApiError, state::AppState};
@@ -92,7 +96,16 @@ pub async fn upgrade(
         None => None,
     };
     let state = state.clone();
-    Ok(ws.on_upgrade(move |socket| serve(socket, state, user_id)))
+    // Thousands of sockets each send small frames and receive tinier ones: small buffers
+    // (tungstenite's default is 128 KiB each way per socket), and no large client frames.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(Some(64 * 1024))
+        .max_frame_size(Some(64 * 1024));
+    Ok(ws
+        .config(config)
+        .on_upgrade(move |socket| serve(socket, state, user_id)))
 }
 
 struct Client {
@@ -135,12 +148,28 @@ async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i6
     loop {
         tokio::select! {
             received = frames.recv() => match received {
-                Ok(frame) if client.wants(&frame.event) => {
-                    if send(&mut sink, Message::Text(frame.text.clone())).await.is_err() {
+                Ok(first) => {
+                    // Take whatever else is already waiting, and send only the newest stock of
+                    // each drop: a client that fell behind catches up at once instead of
+                    // replaying versions it would drop anyway.
+                    let mut pending = vec![first];
+                    let mut lagged = false;
+                    loop {
+                        match frames.try_recv() {
+                            Ok(frame) => pending.push(frame),
+                            Err(TryRecvError::Lagged(_)) => lagged = true,
+                            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                        }
+                    }
+                    let sent = if lagged {
+                        send_snapshot(&mut sink, state).await
+                    } else {
+                        send_batch(&mut sink, &client, conflate(pending)).await
+                    };
+                    if sent.is_err() {
                         return;
                     }
                 }
-                Ok(_) => {}
                 Err(RecvError::Lagged(_)) => {
                     if send_snapshot(&mut sink, state).await.is_err() {
                         return;
@@ -230,6 +259,51 @@ where
     send(sink, Message::Text(snapshot.to_string())).await
 }
 
+/// Keeps every frame but a `stock_update` superseded by a newer one for the same drop.
+fn conflate(pending: Vec<Arc<Frame>>) -> Vec<Arc<Frame>> {
+    if pending.len() == 1 {
+        return pending;
+    }
+    let mut newest: HashMap<i64, i64> = HashMap::new();
+    for frame in &pending {
+        if let Event::StockUpdate(u) = &frame.event {
+            let version = newest.entry(u.drop_id).or_insert(u.version);
+            *version = (*version).max(u.version);
+        }
+    }
+    pending
+        .into_iter()
+        .filter(|frame| match &frame.event {
+            Event::StockUpdate(u) => newest.get(&u.drop_id) == Some(&u.version),
+            _ => true,
+        })
+        .collect()
+}
+
+/// Writes the frames this client wants, then flushes once.
+async fn send_batch<S>(sink: &mut S, client: &Client, frames: Vec<Arc<Frame>>) -> Result<(), ()>
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    let wanted: Vec<_> = frames
+        .into_iter()
+        .filter(|f| client.wants(&f.event))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let write = async {
+        for frame in wanted {
+            sink.feed(Message::Text(frame.text.clone())).await?;
+        }
+        sink.flush().await
+    };
+    match tokio::time::timeout(SEND_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
 /// Sends one frame, giving up on a client that has not taken it within [`SEND_TIMEOUT`]: its
 /// socket buffers are full, so it cannot keep up, and it is disconnected.
 async fn send<S>(sink: &mut S, message: Message) -> Result<(), ()>
@@ -261,4 +335,42 @@ async fn snapshot(state: &AppState) -> Result<serde_json::Value, ApiError> {
         })
         .collect();
     Ok(json!({"event": "snapshot", "data": {"drops": drops, "products": products}}))
+}
+
+#[cfg(test)]
+mod tests {
+    use worker::events::{ProductRestocked, StockUpdate};
+
+    use super::*;
+
+    fn stock(drop_id: i64, version: i64) -> Arc<Frame> {
+        let event = Event::StockUpdate(StockUpdate {
+            drop_id,
+            available_stock: 1,
+            version,
+        });
+        Arc::new(Frame::new(event).unwrap_or_else(|| unreachable!()))
+    }
+
+    #[test]
+    fn a_backlog_keeps_only_the_newest_stock_of_each_drop_and_every_other_event() {
+        let restocked = Event::ProductRestocked(ProductRestocked {
+            product_id: 7,
+            slug: "honey".into(),
+            name: "Honey".into(),
+            stock_quantity: None,
+        });
+        let pending = vec![
+            stock(1, 1),
+            stock(2, 5),
+            Arc::new(Frame::new(restocked).unwrap_or_else(|| unreachable!())),
+            stock(1, 3),
+            stock(1, 2),
+        ];
+        let kept: Vec<String> = conflate(pending).iter().map(|f| f.text.clone()).collect();
+        assert_eq!(kept.len(), 3, "{kept:?}");
+        assert!(kept[0].contains(r#""dropId":2"#));
+        assert!(kept[1].contains("product_restocked"));
+        assert!(kept[2].contains(r#""version":3"#));
+    }
 }
