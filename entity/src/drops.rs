@@ -198,13 +198,53 @@ pub async fn reserve(
     ttl: Duration,
     now: DateTime<Utc>,
 ) -> Result<ReserveOutcome> {
-    if db.get_database_backend() == DbBackend::Postgres
-        && let Some(reserved) =
+    if db.get_database_backend() == DbBackend::Postgres {
+        if let Some(reserved) =
             reserve_in_one_statement(db, drop_id, user_id, now + ttl, now).await?
-    {
-        return Ok(ReserveOutcome::Reserved(reserved));
+        {
+            return Ok(ReserveOutcome::Reserved(reserved));
+        }
+        // After a sell-out every buyer still in flight lands here: answer the plain sold-out
+        // case with one read instead of a transaction.
+        if let Some(sold_out) = plainly_sold_out(db, drop_id, now).await? {
+            return Ok(ReserveOutcome::SoldOut(sold_out));
+        }
     }
     reserve_in_transaction(db, drop_id, user_id, ttl, now).await
+}
+
+/// `Some` when the drop is open, has no unit left and no hold is due, so no takeover is
+/// possible: what the transactional path would conclude, in one query.
+async fn plainly_sold_out(
+    db: &DatabaseConnection,
+    drop_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<SoldOut>> {
+    const SQL: &str = r#"
+        SELECT d.stock_version,
+               (SELECT min(r.expires_at) FROM reservations r
+                 WHERE r.drop_id = d.id AND r.status = 'active') AS next_due
+          FROM drops d
+         WHERE d.id = $1
+           AND d.available_stock = 0
+           AND d.starts_at <= $2
+           AND (d.ends_at IS NULL OR d.ends_at > $2)"#;
+    // Judge by the time the query runs: a hold may have fallen due while this request waited.
+    let now = std::cmp::max(now, Utc::now());
+    let statement =
+        Statement::from_sql_and_values(DbBackend::Postgres, SQL, [drop_id.into(), now.into()]);
+    let Some(row) = db.query_one_raw(statement).await? else {
+        return Ok(None);
+    };
+    let version: i64 = row.try_get("", "stock_version")?;
+    let next_due: Option<DateTime<Utc>> = row.try_get("", "next_due")?;
+    if next_due.is_some_and(|due| due <= now) {
+        return Ok(None);
+    }
+    Ok(Some(SoldOut {
+        version,
+        until: next_due,
+    }))
 }
 
 /// The common case on Postgres, in one autocommit statement: take a unit if the drop is open,

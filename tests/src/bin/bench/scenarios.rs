@@ -81,6 +81,14 @@ pub async fn flash_sale() -> anyhow::Result<Vec<Figure>> {
     let drop_id = create_drop(&client, &store, &admin, UNITS).await?;
     let buyers = store.users("buyer", BUYERS, "customer").await?;
 
+    // Open the load generator's connections first: the sale measures reserves, not TCP
+    // handshakes.
+    let health = format!("{}/healthz", store.base);
+    load::run_all(&client, CONNECTIONS, vec![(); CONNECTIONS], move |c, ()| {
+        c.get(&health)
+    })
+    .await;
+
     let url = format!("{}/api/drops/{drop_id}/reserve", store.base);
     let reserves = load::run_all(
         &client,
