@@ -220,17 +220,18 @@ async fn plainly_sold_out(
     drop_id: i64,
     now: DateTime<Utc>,
 ) -> Result<Option<SoldOut>> {
+    // "Due" is judged by the statement's own start time, which is when its snapshot is taken:
+    // a request that waited for a connection must not judge by when it arrived.
     const SQL: &str = r#"
         SELECT d.stock_version,
                (SELECT min(r.expires_at) FROM reservations r
-                 WHERE r.drop_id = d.id AND r.status = 'active') AS next_due
+                 WHERE r.drop_id = d.id AND r.status = 'active') AS next_due,
+               statement_timestamp() AS checked_at
           FROM drops d
          WHERE d.id = $1
            AND d.available_stock = 0
            AND d.starts_at <= $2
            AND (d.ends_at IS NULL OR d.ends_at > $2)"#;
-    // Judge by the time the query runs: a hold may have fallen due while this request waited.
-    let now = std::cmp::max(now, Utc::now());
     let statement =
         Statement::from_sql_and_values(DbBackend::Postgres, SQL, [drop_id.into(), now.into()]);
     let Some(row) = db.query_one_raw(statement).await? else {
@@ -238,7 +239,8 @@ async fn plainly_sold_out(
     };
     let version: i64 = row.try_get("", "stock_version")?;
     let next_due: Option<DateTime<Utc>> = row.try_get("", "next_due")?;
-    if next_due.is_some_and(|due| due <= now) {
+    let checked_at: DateTime<Utc> = row.try_get("", "checked_at")?;
+    if next_due.is_some_and(|due| due <= std::cmp::max(now, checked_at)) {
         return Ok(None);
     }
     Ok(Some(SoldOut {
@@ -358,7 +360,7 @@ async fn reserve_in_transaction(
     // takeovers each lock a different overdue hold (SKIP LOCKED on Postgres; SQLite has one
     // writer at a time), and a due hold that a sweep or another takeover is ending right now
     // is waited for, so nobody is refused while a due hold is left.
-    for _ in 0..4 {
+    for _ in 0..MAX_TAKEOVER_ROUNDS {
         if let Some(stock) = take_units(&txn, drop_id, now, -1).await? {
             txn.commit().await?;
             return Ok(ReserveOutcome::Reserved(Reserved {
@@ -454,6 +456,11 @@ async fn overdue_holds(
         .all(db)
         .await?)
 }
+
+/// How often a reserve on a sold-out drop looks again after waiting for a due hold someone
+/// else was ending; each round, someone else got a unit, so this bounds a reserve's wait by
+/// the buyers ahead of it, not by chance.
+const MAX_TAKEOVER_ROUNDS: usize = 32;
 
 /// The oldest due hold of a drop, locked for this transaction; holds other takeovers have
 /// locked are skipped rather than waited for.

@@ -768,14 +768,15 @@ async fn buyers_arriving_as_holds_end_all_get_units(backend: Backend) {
         let app = &app;
         arrivals.push(async move {
             sleep_until(at).await;
-            reserve(app, &buyer, drop_id).await
+            let sent = Utc::now();
+            (i, at, sent, reserve(app, &buyer, drop_id).await)
         });
     }
     let answers = join_all(arrivals).await;
     let refused: Vec<_> = answers
         .iter()
-        .filter(|a| a.status != StatusCode::CREATED)
-        .map(|a| a.body.clone())
+        .filter(|(.., a)| a.status != StatusCode::CREATED)
+        .map(|(i, at, sent, a)| format!("#{i} due {at} sent {sent}: {}", a.body))
         .collect();
     assert!(
         refused.is_empty(),
