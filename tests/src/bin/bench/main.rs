@@ -41,12 +41,13 @@ impl Figure {
     }
 }
 
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 6] = [
     "footprint",
     "flash-sale",
     "catalog-read",
     "expiry",
     "ws-fanout",
+    "restock-fanout",
 ];
 
 #[tokio::main]
