@@ -646,8 +646,8 @@ async fn owned(
 /// that an expiry job has run.
 ///
 /// # Errors
-/// `ReservationNotFound`, `ReservationExpired`, `ReservationReleased`, `AlreadyPurchased`, or
-/// database failure.
+/// `ReservationNotFound`, `ReservationExpired`, `ReservationReleased`, `AlreadyPurchased`,
+/// `PurchaseLimitReached`, or database failure.
 pub async fn purchase(
     db: &DatabaseConnection,
     reservation_id: i64,
@@ -680,6 +680,18 @@ pub async fn purchase(
         .one(&txn)
         .await?
         .ok_or(Error::DropNotFound)?;
+    // The limit was checked when the hold was taken, but a purchase of the buyer's previous
+    // hold may have committed while that reserve ran; only one hold per buyer and drop can be
+    // active, so checking again here makes the limit exact.
+    let bought = purchases::Entity::find()
+        .filter(purchases::Column::DropId.eq(drop.id))
+        .filter(purchases::Column::UserId.eq(user_id))
+        .count(&txn)
+        .await?;
+    if bought >= u64::try_from(drop.max_per_user).unwrap_or(1) {
+        txn.rollback().await?;
+        return Err(Error::PurchaseLimitReached);
+    }
     let purchase = purchases::ActiveModel {
         reservation_id: Set(reservation.id),
         user_id: Set(user_id),

@@ -786,3 +786,43 @@ async fn buyers_arriving_as_holds_end_all_get_units(backend: Backend) {
 }
 
 both_backends!(buyers_arriving_as_holds_end_all_get_units);
+
+/// The per-buyer limit holds at purchase time too: a hold that slipped in beside a purchase
+/// (the reserve ran while the previous purchase committed) cannot be bought past the limit.
+async fn a_hold_beyond_the_limit_cannot_be_bought(backend: Backend) {
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    let app = spawn_app(backend).await;
+    let admin = app.admin().await;
+    let drop_id = app.create_drop(&admin, 5).await;
+    let buyer = app.customer("eager").await;
+    let first = reserve(&app, &buyer, drop_id).await.body["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        purchase(&app, &buyer, first).await.status,
+        StatusCode::CREATED
+    );
+    // What the race leaves behind: a second active hold for a buyer already at the limit.
+    let now = Utc::now();
+    let slipped =
+        entity::models::reservations::Entity::insert(entity::models::reservations::ActiveModel {
+            drop_id: Set(drop_id),
+            user_id: Set(buyer.id),
+            status: Set("active".into()),
+            expires_at: Set(now + chrono::Duration::seconds(60)),
+            created_at: Set(now),
+            ended_at: Set(None),
+            ..Default::default()
+        })
+        .exec_with_returning(&app.db)
+        .await
+        .unwrap();
+    let refused = purchase(&app, &buyer, slipped.id).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::CONFLICT, "purchase_limit_reached")
+    );
+    assert_eq!(app.audit(drop_id).await.purchases, 1);
+}
+
+both_backends!(a_hold_beyond_the_limit_cannot_be_bought);
