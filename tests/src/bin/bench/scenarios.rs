@@ -697,7 +697,12 @@ pub async fn restock_fanout() -> anyhow::Result<Vec<Figure>> {
 
     let sink = SmtpSink::start()?;
     let smtp_url = format!("smtp://127.0.0.1:{}", sink.port);
-    let store = Store::start(&[("SMTP_URL", &smtp_url), ("MAIL_RATE_PER_SEC", "100000")]).await?;
+    let store = Store::start(&[
+        ("SMTP_URL", &smtp_url),
+        ("MAIL_RATE_PER_SEC", "100000"),
+        ("WORKER_CONCURRENCY", "200"),
+    ])
+    .await?;
     let client = load::client(8)?;
     let admin = store.users("admin", 1, "admin").await?.remove(0).1;
     let product: Value = client
