@@ -136,14 +136,7 @@ impl ApiError {
 
     /// Logs the cause chain and answers an opaque 500.
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
-        let mut chain = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            chain.push_str(": ");
-            chain.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        tracing::error!(error = %chain, "internal error");
+        tracing::error!(error = %entity::error::chain(error), "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::InternalError,

@@ -189,18 +189,19 @@ pub async fn fresh_postgres_database() -> String {
     let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
         panic!("Postgres is not reachable at {admin_url} ({e}); {START_SERVICES}")
     });
-    let mut redis = redis::Client::open(test_redis_url())
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await;
-    if let Err(e) = &redis {
-        panic!(
-            "Redis is not reachable at {} ({e}); {START_SERVICES}",
-            test_redis_url()
-        );
-    }
-    if let Ok(conn) = redis.as_mut() {
-        let _: Result<String, _> = redis::cmd("PING").query_async(conn).await;
+    let redis_url = test_redis_url();
+    let reachable = match redis::Client::open(redis_url.as_str()) {
+        Ok(client) => match client.get_multiplexed_async_connection().await {
+            Ok(mut conn) => redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = reachable {
+        panic!("Redis is not reachable at {redis_url} ({e}); {START_SERVICES}");
     }
     drop_stale_databases(&admin).await;
     let name = format!(

@@ -218,7 +218,6 @@ async fn a_job_enqueued_by_the_api_runs_on_exactly_one_of_two_workers() {
         .expect("subscribe");
     let mut messages = pubsub.into_on_message();
 
-    let mut tokens = Vec::new();
     let mut workers = std::collections::HashSet::new();
     for _ in 0..12 {
         let ping = app
@@ -234,7 +233,6 @@ async fn a_job_enqueued_by_the_api_runs_on_exactly_one_of_two_workers() {
                 .unwrap_or_default()
                 .to_owned(),
         );
-        tokens.push(ping);
     }
     // Give any duplicate delivery time to show up.
     tokio::time::sleep(Duration::from_secs(2)).await;

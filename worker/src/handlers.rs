@@ -92,14 +92,7 @@ pub async fn notify_restock(job: NotifyRestock, deps: Data<Arc<Deps>>) -> Result
 
 /// Logs an error with its cause chain (apalis logs only the top message) and hands it back.
 fn logged(error: entity::Error, what: &str) -> BoxDynError {
-    let mut chain = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    tracing::warn!(error = %chain, "{what}");
+    tracing::warn!(error = %entity::error::chain(&error), "{what}");
     error.into()
 }
 

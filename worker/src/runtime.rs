@@ -226,12 +226,12 @@ async fn periodic(deps: Arc<Deps>, shutdown: Shutdown) {
             () = &mut stop => return,
             _ = sweep.tick() => {
                 if let Err(error) = handlers::sweep_expired(&deps, Utc::now()).await {
-                    tracing::warn!(error = %error, "expiry sweep failed");
+                    tracing::warn!(error = %entity::error::chain(&error), "expiry sweep failed");
                 }
             }
             _ = reconcile.tick() => {
                 if let Err(error) = handlers::reconcile(&deps, Utc::now()).await {
-                    tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "reconciler failed");
+                    tracing::warn!(error = %entity::error::chain(&error), "reconciler failed");
                 }
             }
         }
