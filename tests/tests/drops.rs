@@ -778,10 +778,29 @@ async fn buyers_arriving_as_holds_end_all_get_units(backend: Backend) {
         .filter(|(.., a)| a.status != StatusCode::CREATED)
         .map(|(i, at, sent, a)| format!("#{i} due {at} sent {sent}: {}", a.body))
         .collect();
-    assert!(
-        refused.is_empty(),
-        "refused while due holds were left: {refused:?}"
-    );
+    if !refused.is_empty() {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+        let holds = entity::models::reservations::Entity::find()
+            .filter(entity::models::reservations::Column::DropId.eq(drop_id))
+            .order_by_asc(entity::models::reservations::Column::Id)
+            .all(&app.db)
+            .await
+            .unwrap();
+        let rows: Vec<String> = holds
+            .iter()
+            .map(|h| {
+                format!(
+                    "{} u{} {} due {} ended {:?}",
+                    h.id, h.user_id, h.status, h.expires_at, h.ended_at
+                )
+            })
+            .collect();
+        panic!(
+            "refused while due holds were left: {refused:?}\n{}\n{:?}",
+            rows.join("\n"),
+            app.audit(drop_id).await
+        );
+    }
     assert!(app.audit(drop_id).await.holds());
 }
 
