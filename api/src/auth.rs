@@ -13,6 +13,8 @@ use poem_openapi::{SecurityScheme, auth::Bearer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use entity::accounts::Role;
+
 use crate::{error::ApiError, state::AppState};
 
 const ISSUER: &str = "honeydrop";
@@ -29,7 +31,7 @@ pub struct Claims {
     pub exp: i64,
     pub iss: String,
     pub aud: String,
-    pub role: String,
+    pub role: Role,
 }
 
 pub struct Jwt {
@@ -64,7 +66,7 @@ impl Jwt {
         &self,
         user_id: i64,
         session_id: i64,
-        role: &str,
+        role: Role,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = Utc::now().timestamp();
         let claims = Claims {
@@ -75,7 +77,7 @@ impl Jwt {
             exp: now + i64::try_from(self.ttl.as_secs()).unwrap_or(900),
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
-            role: role.into(),
+            role,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
@@ -96,18 +98,6 @@ pub struct CurrentUser {
     pub is_admin: bool,
 }
 
-impl CurrentUser {
-    /// # Errors
-    /// 403 `forbidden` for anyone but an admin.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.is_admin {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden())
-        }
-    }
-}
-
 /// `Authorization: Bearer <access token>`.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
@@ -118,6 +108,19 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<CurrentUser
         .data::<AppState>()
         .ok_or_else(|| ApiError::unauthorized("authentication is unavailable"))?;
     Ok(state.authenticate(&bearer.token).await?)
+}
+
+/// `Authorization: Bearer <access token>` of an admin account; anyone else gets 403.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "JWT", checker = "check_admin")]
+pub struct AdminAuth(pub CurrentUser);
+
+async fn check_admin(req: &Request, bearer: Bearer) -> poem::Result<CurrentUser> {
+    let user = check_bearer(req, bearer).await?;
+    if !user.is_admin {
+        return Err(ApiError::forbidden().into());
+    }
+    Ok(user)
 }
 
 /// Remembers for a moment that a session was live, so a stampede of requests does not each

@@ -177,6 +177,27 @@ impl From<entity::Error> for ApiError {
     }
 }
 
+/// Failures of our own machinery, not of the request: logged with their cause, opaque 500.
+macro_rules! internal_errors {
+    ($($error:ty),+ $(,)?) => {
+        $(
+            impl From<$error> for ApiError {
+                fn from(error: $error) -> Self {
+                    Self::internal(&error)
+                }
+            }
+        )+
+    };
+}
+
+internal_errors!(
+    crate::auth::HashError,
+    redis::RedisError,
+    jsonwebtoken::errors::Error,
+    serde_json::Error,
+    worker::queue::QueueError,
+);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = Json(self.body()).with_status(self.status).into_response();

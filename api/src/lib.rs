@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod contentful;
 pub mod error;
+pub mod idempotent;
 pub mod limiter;
 pub mod listing_cache;
 pub mod metrics;

@@ -34,7 +34,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let infra = Infra::connect(&settings).await?;
         ensure_admin(&settings, &infra).await?;
-        let address = format!("{}:{}", settings.host, settings.port);
+        let address = format!("{}:{}", settings.http.host, settings.http.port);
         let acceptor = TcpListener::bind(address.clone())
             .into_acceptor()
             .await
@@ -43,7 +43,7 @@ impl Application {
             .local_addr()
             .first()
             .and_then(|a| a.as_socket_addr().map(std::net::SocketAddr::port))
-            .unwrap_or(settings.port);
+            .unwrap_or(settings.http.port);
         let state = AppState::new(settings, infra.clone()).await?;
         Ok(Self {
             acceptor,
@@ -77,7 +77,7 @@ impl Application {
             infra,
         } = self;
         let settings = state.settings.clone();
-        let base = format!("http://{}:{port}", settings.host);
+        let base = format!("http://{}:{port}", settings.http.host);
         tracing::info!(
             mode = ?settings.mode(),
             swagger_ui = %format!("{base}/docs"),
@@ -85,7 +85,7 @@ impl Application {
         );
 
         let (stop, shutdown) = watch::channel(false);
-        let embedded_worker = settings.embed_worker.then(|| {
+        let embedded_worker = settings.worker.embed.then(|| {
             tokio::spawn(runtime::run(
                 settings.clone(),
                 infra.clone(),
@@ -115,7 +115,7 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
         .description(DESCRIPTION);
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
-    let max_body = state.settings.max_body_bytes;
+    let max_body = state.settings.http.max_body_bytes;
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
@@ -191,8 +191,7 @@ async fn relay_events(state: AppState) {
         match events.recv().await {
             Ok(event) => {
                 if let Event::StockUpdate(update) = &event {
-                    state.sold_out.observe(update);
-                    state.drop_listing.invalidate();
+                    worker::effects::StockObserver::observe(&*state.caches, update);
                 }
                 if let Some(frame) = ws::Frame::new(event) {
                     // No sockets open is not an error.
@@ -209,12 +208,12 @@ async fn relay_events(state: AppState) {
 }
 
 async fn ensure_admin(settings: &Settings, infra: &Infra) -> anyhow::Result<()> {
-    let (Some(email), Some(password)) = (&settings.admin_email, &settings.admin_password) else {
+    let Some(admin) = &settings.auth.admin else {
         return Ok(());
     };
-    let email = entity::EmailAddress::parse(email)
+    let email = entity::EmailAddress::parse(&admin.email)
         .map_err(|e| anyhow::anyhow!("ADMIN_EMAIL is invalid: {e}"))?;
-    let password = entity::accounts::Password::parse(password.expose())
+    let password = entity::accounts::Password::parse(admin.password.expose())
         .map_err(|e| anyhow::anyhow!("ADMIN_PASSWORD is invalid: {e}"))?;
     let admin = entity::accounts::ensure_admin(
         &infra.db,

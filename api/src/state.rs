@@ -3,13 +3,13 @@
 use std::{ops::Deref, sync::Arc};
 
 use chrono::Utc;
-use worker::{Infra, Settings, events::EventBus, queue::Queue};
+use worker::{Effects, Infra, Settings, bus::EventBus, queue::Queue};
 
 use crate::{
     auth::{CurrentUser, Jwt, PasswordPool, SessionCache},
     error::ApiError,
     limiter::Limiter,
-    stock_cache::SoldOutCache,
+    stock_cache::StockCaches,
 };
 
 #[derive(Clone)]
@@ -23,16 +23,18 @@ pub struct Inner {
     pub holds_db: sea_orm::DatabaseConnection,
     pub queue: Queue,
     pub bus: EventBus,
+    /// What a committed change implies; every handler that commits one calls it.
+    pub effects: Effects,
     pub redis: Option<redis::aio::ConnectionManager>,
     pub jwt: Jwt,
     pub sessions: SessionCache,
     pub passwords: PasswordPool,
     pub limiter: Limiter,
-    pub sold_out: SoldOutCache,
+    /// The sold-out cache and the drop listing, told of every stock change at once.
+    pub caches: Arc<StockCaches>,
     pub metrics: crate::metrics::Metrics,
-    pub drop_listing: crate::listing_cache::ListingCache,
     /// Every browser-facing event, serialised once for all sockets.
-    pub frames: tokio::sync::broadcast::Sender<std::sync::Arc<crate::ws::Frame>>,
+    pub frames: tokio::sync::broadcast::Sender<Arc<crate::ws::Frame>>,
 }
 
 impl Deref for AppState {
@@ -44,52 +46,39 @@ impl Deref for AppState {
 
 impl AppState {
     /// # Errors
-    /// argon2 failed to initialise.
+    /// argon2 failed to initialise, or the holds pool cannot connect.
     pub async fn new(settings: Settings, infra: Infra) -> Result<Self, entity::Error> {
         let holds_db = match infra.db.get_database_backend() {
             sea_orm::DbBackend::Postgres => {
                 entity::db::connect_for_holds(
-                    settings.database_url.expose(),
-                    settings.database_max_connections,
+                    settings.database.url.expose(),
+                    settings.database.max_connections,
                 )
                 .await?
             }
             _ => infra.db.clone(),
         };
+        let prefix = settings.redis.as_ref().map_or("", |r| r.prefix.as_str());
+        let caches = Arc::new(StockCaches::default());
         Ok(Self(Arc::new(Inner {
             holds_db,
             jwt: Jwt::new(
-                settings.jwt_access_secret.expose(),
-                settings.access_token_ttl,
+                settings.auth.jwt_access_secret.expose(),
+                settings.auth.access_token_ttl,
             ),
-            limiter: Limiter::new(infra.redis.clone(), &settings.redis_prefix),
+            limiter: Limiter::new(infra.redis.clone(), prefix),
             sessions: SessionCache::new(),
             passwords: PasswordPool::new()?,
-            sold_out: SoldOutCache::default(),
             metrics: crate::metrics::Metrics::default(),
-            drop_listing: crate::listing_cache::ListingCache::default(),
             frames: tokio::sync::broadcast::channel(crate::ws::FRAME_BACKLOG).0,
+            effects: infra.effects().observed_by(caches.clone()),
+            caches,
             db: infra.db,
             queue: infra.queue,
             bus: infra.bus,
             redis: infra.redis,
             settings,
         })))
-    }
-
-    /// Announces a drop's new stock to every instance, and to this one's sold-out cache at
-    /// once (so the next request here does not wait for the event's round trip).
-    pub async fn publish_stock(&self, stock: entity::drops::Stock) {
-        self.note_stock_change(stock);
-        self.bus
-            .publish_or_log(&worker::events::Event::StockUpdate(stock.into()))
-            .await;
-    }
-
-    /// What this instance learns at once from a change it made itself.
-    pub fn note_stock_change(&self, stock: entity::drops::Stock) {
-        self.sold_out.observe(&stock.into());
-        self.drop_listing.invalidate();
     }
 
     /// Turns an access token into the caller: a valid signature and claims, and a session
@@ -118,7 +107,7 @@ impl AppState {
         Ok(CurrentUser {
             user_id,
             session_id: claims.sid,
-            is_admin: claims.role == entity::accounts::role::ADMIN,
+            is_admin: claims.role == entity::accounts::Role::Admin,
         })
     }
 }

@@ -68,6 +68,21 @@ impl SoldOutCache {
     }
 }
 
+/// What this instance caches about drops, kept current by every stock change it makes or
+/// hears of.
+#[derive(Default)]
+pub struct StockCaches {
+    pub sold_out: SoldOutCache,
+    pub listing: crate::listing_cache::ListingCache,
+}
+
+impl worker::effects::StockObserver for StockCaches {
+    fn observe(&self, update: &StockUpdate) {
+        self.sold_out.observe(update);
+        self.listing.invalidate();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

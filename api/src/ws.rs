@@ -24,10 +24,9 @@ use poem::{
         websocket::{Message, WebSocket, WebSocketConfig, WebSocketStream},
     },
 };
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use worker::events::Event;
+use worker::events::{Event, ProductState, ServerFrame, Snapshot, StockUpdate};
 
 use crate::{error::ApiError, state::AppState};
 
@@ -73,16 +72,6 @@ enum ClientFrame {
         token: String,
     },
     Ping,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ProductState {
-    product_id: i64,
-    slug: String,
-    name: String,
-    in_stock: bool,
-    stock_quantity: Option<i32>,
 }
 
 #[handler]
@@ -182,9 +171,7 @@ async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i6
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
                         let reply = handle_frame(&text, &mut client, state).await;
-                        if let Some(reply) = reply
-                            && send(&mut sink, Message::Text(reply.to_string())).await.is_err()
-                        {
+                        if send_frame(&mut sink, &reply).await.is_err() {
                             return;
                         }
                     }
@@ -202,61 +189,57 @@ async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i6
     }
 }
 
-async fn handle_frame(
-    text: &str,
-    client: &mut Client,
-    state: &AppState,
-) -> Option<serde_json::Value> {
+async fn handle_frame(text: &str, client: &mut Client, state: &AppState) -> ServerFrame {
     let frame = match serde_json::from_str::<ClientFrame>(text) {
         Ok(frame) => frame,
-        Err(e) => {
-            return Some(error_frame(
-                "bad_request",
-                &format!("unreadable frame: {e}"),
-            ));
-        }
+        Err(e) => return ServerFrame::error("bad_request", format!("unreadable frame: {e}")),
     };
     match frame {
         ClientFrame::Subscribe { drops } => {
+            let mut ids = drops.clone();
+            if let Some(ids) = &mut ids {
+                ids.sort_unstable();
+                ids.dedup();
+            }
             client.drops = drops.map(|d| d.into_iter().collect());
-            Some(
-                json!({"event": "subscribed", "data": {"drops": client.drops.as_ref().map(|d| {
-                    let mut ids: Vec<_> = d.iter().copied().collect();
-                    ids.sort_unstable();
-                    ids
-                })}}),
-            )
+            ServerFrame::Subscribed { drops: ids }
         }
         ClientFrame::Auth { token } => match state.authenticate(&token).await {
             Ok(user) => {
                 client.user_id = Some(user.user_id);
-                Some(json!({"event": "authenticated", "data": {"userId": user.user_id}}))
+                ServerFrame::Authenticated {
+                    user_id: user.user_id,
+                }
             }
-            Err(e) => Some(error_frame("unauthorized", &e.message)),
+            Err(e) => ServerFrame::error("unauthorized", e.message),
         },
-        ClientFrame::Ping => Some(json!({"event": "pong", "data": {}})),
+        ClientFrame::Ping => ServerFrame::Pong {},
     }
 }
 
-fn error_frame(code: &str, message: &str) -> serde_json::Value {
-    json!({"event": "error", "data": {"code": code, "message": message}})
+async fn send_frame<S>(sink: &mut S, frame: &ServerFrame) -> Result<(), ()>
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    let text = serde_json::to_string(frame).map_err(|_| ())?;
+    send(sink, Message::Text(text)).await
 }
 
 async fn send_snapshot<S>(sink: &mut S, state: &AppState) -> Result<(), ()>
 where
     S: futures::Sink<Message> + Unpin,
 {
-    let snapshot = match snapshot(state).await {
-        Ok(s) => s,
+    let frame = match snapshot(state).await {
+        Ok(s) => ServerFrame::Snapshot(s),
         Err(e) => {
             tracing::warn!(error = %e.message, "cannot build websocket snapshot");
-            error_frame(
+            ServerFrame::error(
                 "service_unavailable",
                 "cannot read current stock; reconnect shortly",
             )
         }
     };
-    send(sink, Message::Text(snapshot.to_string())).await
+    send_frame(sink, &frame).await
 }
 
 /// Keeps every frame but a `stock_update` superseded by a newer one for the same drop.
@@ -316,30 +299,18 @@ where
     }
 }
 
-async fn snapshot(state: &AppState) -> Result<serde_json::Value, ApiError> {
-    let now = Utc::now();
-    let drops: Vec<_> = entity::drops::open_stock(&state.db, now)
-        .await?
-        .into_iter()
-        .map(worker::events::StockUpdate::from)
-        .collect();
-    let products: Vec<_> = entity::catalog::visible_products(&state.db)
-        .await?
-        .into_iter()
-        .map(|p| ProductState {
-            in_stock: entity::catalog::is_available(&p),
-            product_id: p.id,
-            slug: p.slug,
-            name: p.name,
-            stock_quantity: p.stock_quantity,
-        })
-        .collect();
-    Ok(json!({"event": "snapshot", "data": {"drops": drops, "products": products}}))
+async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
+    let drops = entity::drops::open_stock(&state.db, Utc::now()).await?;
+    let products = entity::catalog::visible_products(&state.db).await?;
+    Ok(Snapshot {
+        drops: drops.into_iter().map(StockUpdate::from).collect(),
+        products: products.into_iter().map(ProductState::from).collect(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use worker::events::{ProductRestocked, StockUpdate};
+    use worker::events::ProductRestocked;
 
     use super::*;
 

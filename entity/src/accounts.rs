@@ -15,10 +15,7 @@ use crate::{
     tokens,
 };
 
-pub mod role {
-    pub const CUSTOMER: &str = "customer";
-    pub const ADMIN: &str = "admin";
-}
+pub use crate::models::users::Role;
 
 /// A password we are willing to hash: 8 to 128 characters, never truncated.
 #[derive(Clone)]
@@ -151,14 +148,14 @@ pub async fn create_user(
     email: &EmailAddress,
     display_name: &DisplayName,
     password_hash: String,
-    role: &str,
+    role: Role,
     now: DateTime<Utc>,
 ) -> Result<users::Model> {
     let user = users::ActiveModel {
         email: Set(email.as_str().to_owned()),
         display_name: Set(display_name.0.clone()),
         password_hash: Set(password_hash),
-        role: Set(role.to_owned()),
+        role: Set(role),
         created_at: Set(now),
         ..Default::default()
     };
@@ -215,12 +212,12 @@ pub async fn ensure_admin(
 ) -> Result<users::Model> {
     if let Some(user) = find_by_email(db, email).await? {
         users::Entity::update_many()
-            .col_expr(users::Column::Role, Expr::value(role::ADMIN))
+            .col_expr(users::Column::Role, Expr::value(Role::Admin))
             .filter(users::Column::Id.eq(user.id))
             .exec(db)
             .await?;
         return Ok(users::Model {
-            role: role::ADMIN.to_owned(),
+            role: Role::Admin,
             ..user
         });
     }
@@ -229,7 +226,7 @@ pub async fn ensure_admin(
         email,
         &DisplayName::from_email(email),
         password_hash()?,
-        role::ADMIN,
+        Role::Admin,
         now,
     )
     .await

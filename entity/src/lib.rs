@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod catalog;
+pub mod currency;
 pub mod db;
 pub mod drops;
 pub mod email_address;

@@ -16,25 +16,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Error,
-    catalog::{is_available, subscription_status},
+    catalog::{SubscriptionStatus, is_available},
     db::begin_write,
     error::Result,
     models::{email_messages, products, restock_events, subscriptions},
     tokens,
 };
 
-pub mod kind {
-    /// Double opt-in: "confirm that you want to hear when X is back".
-    pub const CONFIRMATION: &str = "subscription_confirmation";
-    /// "X is back in stock".
-    pub const RESTOCK_ALERT: &str = "restock_alert";
-}
-
-pub mod status {
-    pub const QUEUED: &str = "queued";
-    pub const SENT: &str = "sent";
-    pub const FAILED: &str = "failed";
-}
+pub use crate::models::email_messages::{MessageKind, MessageStatus};
 
 /// What a message is about, as it was when the row was written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +52,7 @@ pub async fn queue_confirmation(
         restock_event_id: None,
     };
     let row = new_row(
-        kind::CONFIRMATION,
+        MessageKind::SubscriptionConfirmation,
         subscription,
         format!(
             "confirm:{}:{}",
@@ -80,7 +69,7 @@ pub async fn queue_confirmation(
 }
 
 fn new_row(
-    kind: &str,
+    kind: MessageKind,
     subscription: &subscriptions::Model,
     dedupe_key: String,
     payload: &Payload,
@@ -88,12 +77,12 @@ fn new_row(
 ) -> Result<email_messages::ActiveModel> {
     let payload = serde_json::to_value(payload).map_err(|e| Error::Invalid(e.to_string()))?;
     Ok(email_messages::ActiveModel {
-        kind: Set(kind.to_owned()),
+        kind: Set(kind),
         recipient: Set(subscription.email.clone()),
         subscription_id: Set(Some(subscription.id)),
         dedupe_key: Set(dedupe_key),
         payload: Set(payload),
-        status: Set(status::QUEUED.into()),
+        status: Set(MessageStatus::Queued),
         attempts: Set(0),
         created_at: Set(now),
         updated_at: Set(now),
@@ -112,6 +101,91 @@ pub struct FanOut {
     pub message_ids: Vec<i64>,
     /// More confirmed subscribers may be waiting.
     pub more: bool,
+}
+
+/// Marks up to `batch` confirmed subscribers of a product notified, in signup order, and
+/// returns them, with whether more may be waiting. A conditional update, so concurrent
+/// fan-outs never claim anyone twice.
+async fn claim_subscribers(
+    txn: &impl ConnectionTrait,
+    product_id: i64,
+    batch: u64,
+    now: DateTime<Utc>,
+) -> Result<(Vec<subscriptions::Model>, bool)> {
+    let candidates: Vec<i64> = subscriptions::Entity::find()
+        .select_only()
+        .column(subscriptions::Column::Id)
+        .filter(subscriptions::Column::ProductId.eq(product_id))
+        .filter(subscriptions::Column::Status.eq(SubscriptionStatus::Confirmed))
+        .order_by_asc(subscriptions::Column::Id)
+        .limit(batch)
+        .into_tuple()
+        .all(txn)
+        .await?;
+    if candidates.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    let more = u64::try_from(candidates.len()).unwrap_or(u64::MAX) >= batch;
+    let mut claimed = subscriptions::Entity::update_many()
+        .col_expr(
+            subscriptions::Column::Status,
+            Expr::value(SubscriptionStatus::Notified),
+        )
+        .col_expr(subscriptions::Column::NotifiedAt, Expr::value(now))
+        .filter(subscriptions::Column::Id.is_in(candidates))
+        .filter(subscriptions::Column::Status.eq(SubscriptionStatus::Confirmed))
+        .exec_with_returning(txn)
+        .await?;
+    claimed.sort_by_key(|s| s.id);
+    Ok((claimed, more))
+}
+
+/// Writes one alert per claimed subscriber (none twice: the dedupe key is per subscription
+/// and restock) and returns the ids of those still queued, in signup order.
+async fn write_alerts(
+    txn: &impl ConnectionTrait,
+    restock_event_id: i64,
+    product: &products::Model,
+    claimed: &[subscriptions::Model],
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>> {
+    let payload = Payload {
+        product_id: product.id,
+        product_name: product.name.clone(),
+        product_slug: product.slug.clone(),
+        restock_event_id: Some(restock_event_id),
+    };
+    let keys: Vec<String> = claimed
+        .iter()
+        .map(|s| alert_dedupe_key(restock_event_id, s.id))
+        .collect();
+    let existing: Vec<String> = email_messages::Entity::find()
+        .select_only()
+        .column(email_messages::Column::DedupeKey)
+        .filter(email_messages::Column::DedupeKey.is_in(keys.clone()))
+        .into_tuple()
+        .all(txn)
+        .await?;
+    let rows = claimed
+        .iter()
+        .zip(&keys)
+        .filter(|(_, key)| !existing.contains(key))
+        .map(|(sub, key)| new_row(MessageKind::RestockAlert, sub, key.clone(), &payload, now))
+        .collect::<Result<Vec<_>>>()?;
+    if !rows.is_empty() {
+        email_messages::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(email_messages::Entity::find()
+        .select_only()
+        .column(email_messages::Column::Id)
+        .filter(email_messages::Column::DedupeKey.is_in(keys))
+        .filter(email_messages::Column::Status.eq(MessageStatus::Queued))
+        .order_by_asc(email_messages::Column::Id)
+        .into_tuple()
+        .all(txn)
+        .await?)
 }
 
 /// Takes the next `batch` confirmed subscribers of the restocked product, in signup order,
@@ -143,68 +217,11 @@ pub async fn fan_out(
     else {
         return Ok(FanOut::default());
     };
-    let candidates: Vec<i64> = subscriptions::Entity::find()
-        .select_only()
-        .column(subscriptions::Column::Id)
-        .filter(subscriptions::Column::ProductId.eq(product.id))
-        .filter(subscriptions::Column::Status.eq(subscription_status::CONFIRMED))
-        .order_by_asc(subscriptions::Column::Id)
-        .limit(batch)
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    if candidates.is_empty() {
+    let (claimed, more) = claim_subscribers(&txn, product.id, batch, now).await?;
+    if claimed.is_empty() {
         return Ok(FanOut::default());
     }
-    let more = u64::try_from(candidates.len()).unwrap_or(u64::MAX) >= batch;
-    let mut claimed = subscriptions::Entity::update_many()
-        .col_expr(
-            subscriptions::Column::Status,
-            Expr::value(subscription_status::NOTIFIED),
-        )
-        .col_expr(subscriptions::Column::NotifiedAt, Expr::value(now))
-        .filter(subscriptions::Column::Id.is_in(candidates))
-        .filter(subscriptions::Column::Status.eq(subscription_status::CONFIRMED))
-        .exec_with_returning(&txn)
-        .await?;
-    claimed.sort_by_key(|s| s.id);
-    let payload = Payload {
-        product_id: product.id,
-        product_name: product.name.clone(),
-        product_slug: product.slug.clone(),
-        restock_event_id: Some(event.id),
-    };
-    let keys: Vec<String> = claimed
-        .iter()
-        .map(|s| alert_dedupe_key(event.id, s.id))
-        .collect();
-    let existing: Vec<String> = email_messages::Entity::find()
-        .select_only()
-        .column(email_messages::Column::DedupeKey)
-        .filter(email_messages::Column::DedupeKey.is_in(keys.clone()))
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    let rows = claimed
-        .iter()
-        .zip(&keys)
-        .filter(|(_, key)| !existing.contains(key))
-        .map(|(sub, key)| new_row(kind::RESTOCK_ALERT, sub, key.clone(), &payload, now))
-        .collect::<Result<Vec<_>>>()?;
-    if !rows.is_empty() {
-        email_messages::Entity::insert_many(rows)
-            .exec_without_returning(&txn)
-            .await?;
-    }
-    let message_ids: Vec<i64> = email_messages::Entity::find()
-        .select_only()
-        .column(email_messages::Column::Id)
-        .filter(email_messages::Column::DedupeKey.is_in(keys))
-        .filter(email_messages::Column::Status.eq(status::QUEUED))
-        .order_by_asc(email_messages::Column::Id)
-        .into_tuple()
-        .all(&txn)
-        .await?;
+    let message_ids = write_alerts(&txn, event.id, &product, &claimed, now).await?;
     txn.commit().await?;
     Ok(FanOut { message_ids, more })
 }
@@ -213,7 +230,7 @@ pub async fn fan_out(
 #[derive(Clone, Debug)]
 pub struct Outgoing {
     pub id: i64,
-    pub kind: String,
+    pub kind: MessageKind,
     pub recipient: String,
     pub payload: Payload,
     /// This try's number, counting from 1.
@@ -253,7 +270,7 @@ pub async fn claim(
     else {
         return Ok(Claim::Done);
     };
-    if message.status != status::QUEUED {
+    if message.status != MessageStatus::Queued {
         return Ok(Claim::Done);
     }
     if let Some(at) = message.next_attempt_at
@@ -261,28 +278,13 @@ pub async fn claim(
     {
         return Ok(Claim::NotYet(at));
     }
-    let claimed = email_messages::Entity::update_many()
-        .col_expr(
-            email_messages::Column::Attempts,
-            Expr::col(email_messages::Column::Attempts).add(1),
-        )
-        .col_expr(
-            email_messages::Column::NextAttemptAt,
-            Expr::value(now + lease),
-        )
-        .col_expr(email_messages::Column::UpdatedAt, Expr::value(now))
-        .filter(email_messages::Column::Id.eq(message_id))
-        .filter(email_messages::Column::Status.eq(status::QUEUED))
-        .filter(email_messages::Column::Attempts.eq(message.attempts))
-        .exec(&txn)
-        .await?;
-    if claimed.rows_affected != 1 {
+    if !take_lease(&txn, &message, now + lease, now).await? {
         return Ok(Claim::NotYet(now + lease));
     }
     let payload: Payload = match serde_json::from_value(message.payload.clone()) {
         Ok(payload) => payload,
         Err(e) => {
-            fail(&txn, message_id, &format!("unreadable payload: {e}"), now).await?;
+            mark_failed(&txn, message_id, &format!("unreadable payload: {e}"), now).await?;
             txn.commit().await?;
             return Ok(Claim::Done);
         }
@@ -291,13 +293,19 @@ pub async fn claim(
         Some(id) => subscriptions::Entity::find_by_id(id).one(&txn).await?,
         None => None,
     };
-    let pending_confirmation = match (message.kind.as_str(), &subscription) {
-        (kind::CONFIRMATION, Some(sub)) if sub.status == subscription_status::PENDING => true,
-        (kind::RESTOCK_ALERT, Some(sub)) if sub.status != subscription_status::UNSUBSCRIBED => {
+    let pending_confirmation = match (message.kind, &subscription) {
+        (MessageKind::SubscriptionConfirmation, Some(sub))
+            if sub.status == SubscriptionStatus::Pending =>
+        {
+            true
+        }
+        (MessageKind::RestockAlert, Some(sub))
+            if sub.status != SubscriptionStatus::Unsubscribed =>
+        {
             false
         }
         _ => {
-            fail(
+            mark_failed(
                 &txn,
                 message_id,
                 "skipped: the subscription is gone, unsubscribed or already confirmed",
@@ -308,21 +316,8 @@ pub async fn claim(
             return Ok(Claim::Done);
         }
     };
-    let unsubscribe_token = tokens::generate();
-    let mut update = subscriptions::Entity::update_many()
-        .col_expr(
-            subscriptions::Column::UnsubscribeTokenHash,
-            Expr::value(tokens::hash(&unsubscribe_token)),
-        )
-        .filter(subscriptions::Column::Id.eq(message.subscription_id));
-    let confirm_token = pending_confirmation.then(tokens::generate);
-    if let Some(token) = &confirm_token {
-        update = update.col_expr(
-            subscriptions::Column::ConfirmTokenHash,
-            Expr::value(tokens::hash(token)),
-        );
-    }
-    update.exec(&txn).await?;
+    let (confirm_token, unsubscribe_token) =
+        mint_tokens(&txn, message.subscription_id, pending_confirmation).await?;
     txn.commit().await?;
     Ok(Claim::Ready(Box::new(Outgoing {
         id: message.id,
@@ -335,6 +330,88 @@ pub async fn claim(
     })))
 }
 
+/// Counts an attempt and holds the row until `until`, unless another send claimed it since
+/// it was read.
+async fn take_lease(
+    txn: &impl ConnectionTrait,
+    message: &email_messages::Model,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let claimed = email_messages::Entity::update_many()
+        .col_expr(
+            email_messages::Column::Attempts,
+            Expr::col(email_messages::Column::Attempts).add(1),
+        )
+        .col_expr(email_messages::Column::NextAttemptAt, Expr::value(until))
+        .col_expr(email_messages::Column::UpdatedAt, Expr::value(now))
+        .filter(email_messages::Column::Id.eq(message.id))
+        .filter(email_messages::Column::Status.eq(MessageStatus::Queued))
+        .filter(email_messages::Column::Attempts.eq(message.attempts))
+        .exec(txn)
+        .await?;
+    Ok(claimed.rows_affected == 1)
+}
+
+/// New link tokens for the email about to go out (only the newest email's links work): an
+/// unsubscribe token always, a confirmation token while the subscription awaits one.
+async fn mint_tokens(
+    txn: &impl ConnectionTrait,
+    subscription_id: Option<i64>,
+    pending_confirmation: bool,
+) -> Result<(Option<String>, String)> {
+    let unsubscribe_token = tokens::generate();
+    let mut update = subscriptions::Entity::update_many()
+        .col_expr(
+            subscriptions::Column::UnsubscribeTokenHash,
+            Expr::value(tokens::hash(&unsubscribe_token)),
+        )
+        .filter(subscriptions::Column::Id.eq(subscription_id));
+    let confirm_token = pending_confirmation.then(tokens::generate);
+    if let Some(token) = &confirm_token {
+        update = update.col_expr(
+            subscriptions::Column::ConfirmTokenHash,
+            Expr::value(tokens::hash(token)),
+        );
+    }
+    update.exec(txn).await?;
+    Ok((confirm_token, unsubscribe_token))
+}
+
+/// What an attempt's outcome writes to a queued row.
+struct Settled<'a> {
+    status: MessageStatus,
+    error: Option<&'a str>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    sent_at: Option<DateTime<Utc>>,
+}
+
+/// Writes an attempt's outcome to a row that is still queued.
+async fn settle(
+    db: &impl ConnectionTrait,
+    message_id: i64,
+    outcome: Settled<'_>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    email_messages::Entity::update_many()
+        .col_expr(email_messages::Column::Status, Expr::value(outcome.status))
+        .col_expr(
+            email_messages::Column::LastError,
+            Expr::value(outcome.error.map(truncate)),
+        )
+        .col_expr(
+            email_messages::Column::NextAttemptAt,
+            Expr::value(outcome.next_attempt_at),
+        )
+        .col_expr(email_messages::Column::SentAt, Expr::value(outcome.sent_at))
+        .col_expr(email_messages::Column::UpdatedAt, Expr::value(now))
+        .filter(email_messages::Column::Id.eq(message_id))
+        .filter(email_messages::Column::Status.eq(MessageStatus::Queued))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// # Errors
 /// Database failure.
 pub async fn mark_sent(
@@ -342,23 +419,13 @@ pub async fn mark_sent(
     message_id: i64,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    email_messages::Entity::update_many()
-        .col_expr(email_messages::Column::Status, Expr::value(status::SENT))
-        .col_expr(email_messages::Column::SentAt, Expr::value(now))
-        .col_expr(
-            email_messages::Column::NextAttemptAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
-        .col_expr(
-            email_messages::Column::LastError,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(email_messages::Column::UpdatedAt, Expr::value(now))
-        .filter(email_messages::Column::Id.eq(message_id))
-        .filter(email_messages::Column::Status.eq(status::QUEUED))
-        .exec(db)
-        .await?;
-    Ok(())
+    let sent = Settled {
+        status: MessageStatus::Sent,
+        error: None,
+        next_attempt_at: None,
+        sent_at: Some(now),
+    };
+    settle(db, message_id, sent, now).await
 }
 
 /// Records a transient failure; the row may be tried again from `at`.
@@ -372,18 +439,13 @@ pub async fn retry_at(
     at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    email_messages::Entity::update_many()
-        .col_expr(
-            email_messages::Column::LastError,
-            Expr::value(truncate(error)),
-        )
-        .col_expr(email_messages::Column::NextAttemptAt, Expr::value(at))
-        .col_expr(email_messages::Column::UpdatedAt, Expr::value(now))
-        .filter(email_messages::Column::Id.eq(message_id))
-        .filter(email_messages::Column::Status.eq(status::QUEUED))
-        .exec(db)
-        .await?;
-    Ok(())
+    let deferred = Settled {
+        status: MessageStatus::Queued,
+        error: Some(error),
+        next_attempt_at: Some(at),
+        sent_at: None,
+    };
+    settle(db, message_id, deferred, now).await
 }
 
 /// Gives up on a row (a permanent rejection, or too many attempts): the dead letter.
@@ -396,31 +458,13 @@ pub async fn mark_failed(
     error: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    fail(db, message_id, error, now).await
-}
-
-async fn fail(
-    db: &impl ConnectionTrait,
-    message_id: i64,
-    error: &str,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    email_messages::Entity::update_many()
-        .col_expr(email_messages::Column::Status, Expr::value(status::FAILED))
-        .col_expr(
-            email_messages::Column::LastError,
-            Expr::value(truncate(error)),
-        )
-        .col_expr(
-            email_messages::Column::NextAttemptAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
-        .col_expr(email_messages::Column::UpdatedAt, Expr::value(now))
-        .filter(email_messages::Column::Id.eq(message_id))
-        .filter(email_messages::Column::Status.eq(status::QUEUED))
-        .exec(db)
-        .await?;
-    Ok(())
+    let failed = Settled {
+        status: MessageStatus::Failed,
+        error: Some(error),
+        next_attempt_at: None,
+        sent_at: None,
+    };
+    settle(db, message_id, failed, now).await
 }
 
 fn truncate(error: &str) -> String {
@@ -442,7 +486,7 @@ pub async fn overdue(
     Ok(email_messages::Entity::find()
         .select_only()
         .column(email_messages::Column::Id)
-        .filter(email_messages::Column::Status.eq(status::QUEUED))
+        .filter(email_messages::Column::Status.eq(MessageStatus::Queued))
         .filter(
             Expr::col(email_messages::Column::NextAttemptAt)
                 .is_null()

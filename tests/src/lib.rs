@@ -331,19 +331,19 @@ impl TestApp {
     /// A customer created straight in the database with a real session and access token:
     /// for tests that need hundreds of buyers without paying for hundreds of argon2 hashes.
     pub async fn customer(&self, name: &str) -> TestUser {
-        self.user_with_role(name, entity::accounts::role::CUSTOMER)
+        self.user_with_role(name, entity::accounts::Role::Customer)
             .await
     }
 
     pub async fn admin(&self) -> TestUser {
         self.user_with_role(
             &format!("admin-{}", uuid::Uuid::new_v4().simple()),
-            entity::accounts::role::ADMIN,
+            entity::accounts::Role::Admin,
         )
         .await
     }
 
-    async fn user_with_role(&self, name: &str, role: &str) -> TestUser {
+    async fn user_with_role(&self, name: &str, role: entity::accounts::Role) -> TestUser {
         static HASH: OnceLock<String> = OnceLock::new();
         let hash = HASH.get_or_init(|| {
             entity::accounts::hash_password(

@@ -8,6 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::{Delivery, PUBLISH, Smtp, UNPUBLISH, entry, link_token, store};
+use entity::{
+    catalog::DeliveryOutcome,
+    mail::{MessageKind, MessageStatus},
+};
 use reqwest::StatusCode;
 use serde_json::json;
 use tests::{Backend, both_backends, spawn_app, wait_for_frame};
@@ -49,8 +53,8 @@ async fn a_signed_publish_creates_a_product(backend: Backend) {
     let deliveries = store.deliveries().await;
     assert_eq!(deliveries.len(), 1);
     assert_eq!(
-        (deliveries[0].outcome.as_str(), deliveries[0].entry_version),
-        ("applied", Some(3))
+        (deliveries[0].outcome, deliveries[0].entry_version),
+        (DeliveryOutcome::Applied, Some(3))
     );
 }
 
@@ -134,11 +138,13 @@ async fn a_restock_mails_every_confirmed_subscriber_exactly_once(backend: Backen
         .ledger()
         .await
         .into_iter()
-        .filter(|m| m.kind == "restock_alert")
+        .filter(|m| m.kind == MessageKind::RestockAlert)
         .collect();
     assert_eq!(alerts.len(), 2);
     assert!(
-        alerts.iter().all(|m| m.status == "sent" && m.attempts == 1),
+        alerts
+            .iter()
+            .all(|m| m.status == MessageStatus::Sent && m.attempts == 1),
         "{alerts:?}"
     );
 }
@@ -321,7 +327,12 @@ async fn forged_stale_replayed_and_older_deliveries_change_nothing(backend: Back
         .collect();
     assert_eq!(
         outcomes,
-        ["applied", "duplicate", "stale", "stale"],
+        [
+            DeliveryOutcome::Applied,
+            DeliveryOutcome::Duplicate,
+            DeliveryOutcome::Stale,
+            DeliveryOutcome::Stale
+        ],
         "refused requests are not recorded"
     );
 
@@ -509,8 +520,8 @@ async fn a_flaky_smtp_server_still_gets_exactly_one_copy(backend: Backend) {
     let ledger = store.ledger().await;
     assert_eq!(ledger.len(), 1);
     assert_eq!(
-        (ledger[0].status.as_str(), ledger[0].attempts),
-        ("sent", 3),
+        (ledger[0].status, ledger[0].attempts),
+        (MessageStatus::Sent, 3),
         "{:?}",
         ledger[0]
     );
@@ -526,13 +537,15 @@ async fn a_rejecting_smtp_server_leaves_the_row_failed(backend: Backend) {
 
     let failed = tests::eventually(Duration::from_secs(15), || async {
         let ledger = store.ledger().await;
-        ledger.into_iter().find(|m| m.status != "queued")
+        ledger
+            .into_iter()
+            .find(|m| m.status != MessageStatus::Queued)
     })
     .await
     .expect("the email was tried");
     assert_eq!(
-        (failed.status.as_str(), failed.attempts),
-        ("failed", 1),
+        (failed.status, failed.attempts),
+        (MessageStatus::Failed, 1),
         "{failed:?}"
     );
     assert!(
@@ -762,7 +775,7 @@ async fn a_send_job_that_runs_several_times_sends_once(backend: Backend) {
         .app
         .state
         .queue
-        .send_emails(jobs)
+        .push_bulk(jobs)
         .await
         .expect("enqueued");
     store.smtp.wait_for("ann@example.com", 1).await;
@@ -771,14 +784,17 @@ async fn a_send_job_that_runs_several_times_sends_once(backend: Backend) {
         .app
         .state
         .queue
-        .send_emails(again)
+        .push_bulk(again)
         .await
         .expect("enqueued");
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     assert_eq!(store.smtp.messages_to("ann@example.com").len(), 1);
     let ledger = store.ledger().await;
-    assert_eq!((ledger[0].status.as_str(), ledger[0].attempts), ("sent", 1));
+    assert_eq!(
+        (ledger[0].status, ledger[0].attempts),
+        (MessageStatus::Sent, 1)
+    );
 }
 
 both_backends!(

@@ -790,7 +790,7 @@ async fn buyers_arriving_as_holds_end_all_get_units(backend: Backend) {
             .iter()
             .map(|h| {
                 format!(
-                    "{} u{} {} due {} ended {:?}",
+                    "{} u{} {:?} due {} ended {:?}",
                     h.id, h.user_id, h.status, h.expires_at, h.ended_at
                 )
             })
@@ -827,7 +827,7 @@ async fn a_hold_beyond_the_limit_cannot_be_bought(backend: Backend) {
         entity::models::reservations::Entity::insert(entity::models::reservations::ActiveModel {
             drop_id: Set(drop_id),
             user_id: Set(buyer.id),
-            status: Set("active".into()),
+            status: Set(entity::drops::ReservationStatus::Active),
             expires_at: Set(now + chrono::Duration::seconds(60)),
             created_at: Set(now),
             ended_at: Set(None),

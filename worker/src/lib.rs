@@ -1,15 +1,18 @@
-//! The worker tier: job payloads, handlers, the mailer, the queue and event-bus handles for
-//! both modes, and the runtime that ties them together.
+//! The worker tier and the job system both tiers use.
+//!
+//! - [`platform`]: settings, connections, the job queue and the event bus for both modes,
+//!   the event wire types, and the effects of a committed change. The api uses all of it.
+//! - [`jobs`]: one file per job, its payload beside its handler.
+//! - [`runtime`]: the apalis workers and the periodic sweep and reconciler; the `worker`
+//!   binary, or inside the api in embedded mode.
+//! - [`mailer`]: templates and SMTP/outbox transport.
 
-pub mod events;
-pub mod handlers;
-pub mod infra;
 pub mod jobs;
 pub mod mailer;
-pub mod queue;
+pub mod platform;
 pub mod runtime;
-pub mod settings;
-pub mod telemetry;
 
-pub use infra::Infra;
-pub use settings::Settings;
+pub use platform::{
+    bus, effects, effects::Effects, events, infra, infra::Infra, queue, settings,
+    settings::Settings, telemetry,
+};

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use entity::mail::{Outgoing, kind};
+use entity::mail::{MessageKind, Outgoing};
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{
@@ -18,7 +18,7 @@ use lettre::{
 };
 use minijinja::{Environment, Value, context};
 
-use crate::settings::Settings;
+use crate::platform::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailerError {
@@ -98,18 +98,19 @@ impl Mailer {
     /// # Errors
     /// `MAIL_FROM` or `SMTP_URL` is malformed.
     pub fn from_settings(settings: &Settings) -> Result<Self, MailerError> {
-        let from: Mailbox = settings
-            .mail_from
+        let mail = &settings.mail;
+        let from: Mailbox = mail
+            .from
             .parse()
             .map_err(|e: lettre::address::AddressError| MailerError::From(e.to_string()))?;
-        let transport = match &settings.smtp_url {
+        let transport = match &mail.smtp_url {
             Some(url) => Transport::Smtp(
                 AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
                     .map_err(|e| MailerError::SmtpUrl(e.to_string()))?
                     .timeout(Some(Duration::from_secs(20)))
                     .build(),
             ),
-            None => Transport::Outbox(settings.outbox_dir()),
+            None => Transport::Outbox(mail.outbox_dir.clone()),
         };
         let mut templates = Environment::new();
         for (name, source) in TEMPLATES {
@@ -118,9 +119,9 @@ impl Mailer {
         Ok(Self {
             transport,
             from,
-            base_url: settings.public_base_url.clone(),
+            base_url: settings.http.public_base_url.clone(),
             templates,
-            limiter: RateLimiter::new(settings.mail_rate_per_sec),
+            limiter: RateLimiter::new(mail.rate_per_sec),
         })
     }
 
@@ -147,8 +148,8 @@ impl Mailer {
             .from(self.from.clone())
             .to(to)
             .message_id(None);
-        let (builder, template, ctx) = match outgoing.kind.as_str() {
-            kind::CONFIRMATION => {
+        let (builder, template, ctx) = match outgoing.kind {
+            MessageKind::SubscriptionConfirmation => {
                 let Some(token) = &outgoing.confirm_token else {
                     return Err(SendError::Permanent(
                         "a confirmation without a token".into(),
@@ -169,7 +170,7 @@ impl Mailer {
                     },
                 )
             }
-            kind::RESTOCK_ALERT => {
+            MessageKind::RestockAlert => {
                 (
                     builder
                         .subject(format!(
@@ -192,11 +193,6 @@ impl Mailer {
                         unsubscribe_url => link(unsubscribe_url),
                     },
                 )
-            }
-            other => {
-                return Err(SendError::Permanent(format!(
-                    "unknown email kind {other:?}"
-                )));
             }
         };
         let render = |suffix: &str| {
@@ -295,10 +291,10 @@ pub fn backoff(base: Duration, attempt: i32) -> Duration {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use entity::mail::{Outgoing, Payload, kind};
+    use entity::mail::{MessageKind, Outgoing, Payload};
 
     use super::{Mailer, RateLimiter, backoff};
-    use crate::settings::Settings;
+    use crate::platform::settings::Settings;
 
     #[tokio::test]
     async fn without_smtp_an_alert_is_written_to_the_outbox_in_full() {
@@ -313,7 +309,7 @@ mod tests {
         let mailer = Mailer::from_settings(&settings).expect("mailer");
         let alert = Outgoing {
             id: 7,
-            kind: kind::RESTOCK_ALERT.into(),
+            kind: MessageKind::RestockAlert,
             recipient: "ann@example.com".into(),
             payload: Payload {
                 product_id: 1,
@@ -329,7 +325,7 @@ mod tests {
         let message = mailer.compose(&alert).expect("composed");
         mailer.send(alert.id, message).await.expect("written");
 
-        let eml = std::fs::read_to_string(settings.outbox_dir().join("message-00000007.eml"))
+        let eml = std::fs::read_to_string(settings.mail.outbox_dir.join("message-00000007.eml"))
             .expect("outbox file");
         assert!(eml.contains(
             "List-Unsubscribe: <https://shop.example.com/api/subscriptions/unsubscribe?token=tok>"

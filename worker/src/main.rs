@@ -6,7 +6,7 @@ use worker::{Infra, Settings, runtime, telemetry};
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format);
-    if settings.redis_url.is_none() {
+    if settings.redis.is_none() {
         anyhow::bail!(
             "REDIS_URL is required for a separate worker; in embedded mode the api runs its own"
         );

@@ -5,13 +5,11 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi, param::Path, payload::Json, types::MaybeUndefined,
 };
 
-use super::{
-    ApiTags,
-    admin_drops::parse_currency,
-    products::{Product, announce},
-};
+use entity::currency::Currency;
+
+use super::{ApiTags, products::Product};
 use crate::{
-    auth::BearerAuth,
+    auth::AdminAuth,
     error::{ApiError, ApiResult},
     state::AppState,
 };
@@ -88,6 +86,12 @@ fn name(raw: &str) -> ApiResult<ProductName> {
     ProductName::parse(raw).map_err(ApiError::bad_request)
 }
 
+fn currency(raw: Option<&str>) -> ApiResult<String> {
+    Currency::parse(raw)
+        .map(Currency::into_string)
+        .map_err(ApiError::bad_request)
+}
+
 async fn view(state: &AppState, product: entity::models::products::Model) -> ApiResult<Product> {
     let waiting_count = catalog::waiting_count(&state.db, product.id).await?;
     Ok(ProductView {
@@ -107,10 +111,9 @@ impl AdminProductsApi {
     async fn create(
         &self,
         Data(state): Data<&AppState>,
-        auth: BearerAuth,
+        _admin: AdminAuth,
         body: Json<NewProductRequest>,
     ) -> ApiResult<Created> {
-        auth.0.require_admin()?;
         let body = body.0;
         let name = name(&body.name)?;
         let fields = ProductFields {
@@ -121,13 +124,13 @@ impl AdminProductsApi {
             name,
             description: body.description.unwrap_or_default(),
             price_cents: body.price_cents,
-            currency: Some(parse_currency(body.currency.as_deref())?),
+            currency: Some(currency(body.currency.as_deref())?),
             image_url: Some(body.image_url),
             in_stock: body.in_stock,
             stock_quantity: body.stock_quantity,
         };
         let change = catalog::create(&state.db, fields, Utc::now()).await?;
-        announce(state, &change).await;
+        state.effects.product_changed(&change).await;
         Ok(Created::Created(Json(view(state, change.product).await?)))
     }
 
@@ -141,11 +144,10 @@ impl AdminProductsApi {
     async fn update(
         &self,
         Data(state): Data<&AppState>,
-        auth: BearerAuth,
+        _admin: AdminAuth,
         id: Path<i64>,
         body: Json<ProductPatchRequest>,
     ) -> ApiResult<Json<Product>> {
-        auth.0.require_admin()?;
         let body = body.0;
         let patch = ProductPatch {
             slug: body.slug.as_deref().map(slug).transpose()?,
@@ -155,7 +157,7 @@ impl AdminProductsApi {
             currency: body
                 .currency
                 .as_deref()
-                .map(|c| parse_currency(Some(c)))
+                .map(|c| currency(Some(c)))
                 .transpose()?,
             image_url: maybe(body.image_url),
             in_stock: body.in_stock,
@@ -163,7 +165,7 @@ impl AdminProductsApi {
             visible: body.visible,
         };
         let change = catalog::update(&state.db, id.0, patch, Utc::now()).await?;
-        announce(state, &change).await;
+        state.effects.product_changed(&change).await;
         Ok(Json(view(state, change.product).await?))
     }
 }

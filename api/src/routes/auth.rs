@@ -6,6 +6,7 @@ use entity::{
 };
 use poem::{Request, web::Data};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use sea_orm::ActiveEnum;
 
 use super::ApiTags;
 use crate::{
@@ -63,7 +64,7 @@ impl From<users::Model> for User {
             id: u.id,
             email: u.email,
             display_name: u.display_name,
-            role: u.role,
+            role: u.role.to_value(),
         }
     }
 }
@@ -122,20 +123,10 @@ impl AuthApi {
             Some(name) => DisplayName::parse(name).map_err(ApiError::bad_request)?,
             None => DisplayName::from_email(&email),
         };
-        let hash = state
-            .passwords
-            .hash(password)
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-        let user = accounts::create_user(
-            &state.db,
-            &email,
-            &display_name,
-            hash,
-            accounts::role::CUSTOMER,
-            Utc::now(),
-        )
-        .await?;
+        let hash = state.passwords.hash(password).await?;
+        let role = accounts::Role::Customer;
+        let user =
+            accounts::create_user(&state.db, &email, &display_name, hash, role, Utc::now()).await?;
         Ok(SignupResponse::Created(Json(sign_in(state, user).await?)))
     }
 
@@ -153,51 +144,22 @@ impl AuthApi {
         limit_ip(state, req).await?;
         let email = EmailAddress::parse(&body.email).map_err(ApiError::bad_request)?;
         let password = Password::for_login(&body.password).map_err(ApiError::bad_request)?;
-        let failures_key = format!("login-failures:{email}");
-        let failures = state
-            .limiter
-            .peek(&failures_key)
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-        if failures.count >= state.settings.login_max_failures {
-            return Err(ApiError::too_many(
-                ErrorCode::AccountLocked,
-                "too many failed sign-ins for this account; try again later",
-                failures.resets_in.as_secs_f64().ceil() as u64,
-            ));
-        }
+        let lockout = Lockout::of(state, &email);
+        lockout.check().await?;
         let user = accounts::find_by_email(&state.db, &email).await?;
-        let verified = state
-            .passwords
-            .verify(
-                password.clone(),
-                user.as_ref().map(|u| u.password_hash.clone()),
-            )
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let verified = state.passwords.verify(password.clone(), stored).await?;
         let Some(user) = user.filter(|_| verified.matches) else {
-            state
-                .limiter
-                .hit(&failures_key, state.settings.login_lockout)
-                .await
-                .map_err(|e| ApiError::internal(&e))?;
+            lockout.failed().await?;
             return Err(ApiError::new(
                 poem::http::StatusCode::UNAUTHORIZED,
                 ErrorCode::InvalidCredentials,
                 "email or password is incorrect",
             ));
         };
-        state
-            .limiter
-            .reset(&failures_key)
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
+        lockout.clear().await?;
         if verified.needs_rehash {
-            let hash = state
-                .passwords
-                .hash(password)
-                .await
-                .map_err(|e| ApiError::internal(&e))?;
+            let hash = state.passwords.hash(password).await?;
             accounts::set_password_hash(&state.db, user.id, hash).await?;
         }
         Ok(SignedIn::Ok(Json(sign_in(state, user).await?)))
@@ -259,8 +221,7 @@ impl AuthApi {
 }
 
 async fn sign_in(state: &AppState, user: users::Model) -> ApiResult<AuthResponse> {
-    let lifetime = chrono::Duration::from_std(state.settings.refresh_token_ttl)
-        .unwrap_or(chrono::Duration::days(30));
+    let lifetime = state.settings.auth.refresh_token_ttl;
     let (session, refresh_token) =
         accounts::start_session(&state.db, user.id, lifetime, Utc::now()).await?;
     tokens(state, user, session.id, refresh_token)
@@ -272,10 +233,7 @@ fn tokens(
     session_id: i64,
     refresh_token: String,
 ) -> ApiResult<AuthResponse> {
-    let access_token = state
-        .jwt
-        .issue(user.id, session_id, &user.role)
-        .map_err(|e| ApiError::internal(&e))?;
+    let access_token = state.jwt.issue(user.id, session_id, user.role)?;
     Ok(AuthResponse {
         user: user.into(),
         access_token,
@@ -294,9 +252,8 @@ async fn limit_ip(state: &AppState, req: &Request) -> ApiResult<()> {
     let window = state
         .limiter
         .hit(&format!("auth-ip:{ip}"), std::time::Duration::from_secs(60))
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-    if window.count > state.settings.auth_rate_limit_per_minute {
+        .await?;
+    if window.count > state.settings.auth.rate_limit_per_minute {
         return Err(ApiError::too_many(
             ErrorCode::TooManyRequests,
             "too many requests from this address; slow down",
@@ -304,4 +261,42 @@ async fn limit_ip(state: &AppState, req: &Request) -> ApiResult<()> {
         ));
     }
     Ok(())
+}
+
+/// Repeated failed sign-ins lock an account for `LOGIN_LOCKOUT_SECS`.
+struct Lockout<'a> {
+    state: &'a AppState,
+    key: String,
+}
+
+impl<'a> Lockout<'a> {
+    fn of(state: &'a AppState, email: &EmailAddress) -> Self {
+        Self {
+            state,
+            key: format!("login-failures:{email}"),
+        }
+    }
+
+    /// 429 `account_locked` while the account is locked.
+    async fn check(&self) -> ApiResult<()> {
+        let failures = self.state.limiter.peek(&self.key).await?;
+        if failures.count >= self.state.settings.auth.login_max_failures {
+            return Err(ApiError::too_many(
+                ErrorCode::AccountLocked,
+                "too many failed sign-ins for this account; try again later",
+                failures.resets_in.as_secs_f64().ceil() as u64,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn failed(&self) -> ApiResult<()> {
+        let lockout = self.state.settings.auth.login_lockout;
+        self.state.limiter.hit(&self.key, lockout).await?;
+        Ok(())
+    }
+
+    async fn clear(&self) -> ApiResult<()> {
+        Ok(self.state.limiter.reset(&self.key).await?)
+    }
 }

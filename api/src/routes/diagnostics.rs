@@ -6,7 +6,7 @@ use worker::{events::Event, jobs::Ping};
 
 use super::ApiTags;
 use crate::{
-    auth::BearerAuth,
+    auth::AdminAuth,
     error::{ApiError, ApiResult, ErrorCode},
     state::AppState,
 };
@@ -34,29 +34,16 @@ impl DiagnosticsApi {
     async fn worker_ping(
         &self,
         Data(state): Data<&AppState>,
-        auth: BearerAuth,
+        _admin: AdminAuth,
     ) -> ApiResult<Json<WorkerPing>> {
-        auth.0.require_admin()?;
         let token = uuid::Uuid::new_v4().to_string();
         let mut events = state.bus.subscribe();
         let started = Instant::now();
-        state
-            .queue
-            .ping(Ping {
-                token: token.clone(),
-            })
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-        let answer = tokio::time::timeout(PING_TIMEOUT, async {
-            loop {
-                match events.recv().await {
-                    Ok(Event::WorkerPong(pong)) if pong.token == token => return Some(pong.worker),
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        })
-        .await;
+        let ping = Ping {
+            token: token.clone(),
+        };
+        state.queue.push(ping).await?;
+        let answer = tokio::time::timeout(PING_TIMEOUT, pong(&mut events, &token)).await;
         match answer {
             Ok(Some(worker)) => Ok(Json(WorkerPing {
                 worker,
@@ -67,6 +54,17 @@ impl DiagnosticsApi {
                 ErrorCode::ServiceUnavailable,
                 "no worker answered within 5 s",
             )),
+        }
+    }
+}
+
+/// The name of the worker that answered the ping with `token`.
+async fn pong(events: &mut tokio::sync::broadcast::Receiver<Event>, token: &str) -> Option<String> {
+    loop {
+        match events.recv().await {
+            Ok(Event::WorkerPong(pong)) if pong.token == token => return Some(pong.worker),
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
         }
     }
 }

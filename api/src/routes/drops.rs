@@ -3,39 +3,32 @@ use std::sync::atomic::Ordering::Relaxed;
 use chrono::{DateTime, Utc};
 use entity::{
     drops::{self, DropView, ReserveOutcome},
-    idempotency::{self, Begin, IdempotencyKey},
-    models::{purchases, reservations},
+    models::{drops as drop_rows, purchases, reservations},
 };
-use poem::{http::StatusCode, web::Data};
+use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path},
     payload::Json,
-    types::{ParseFromJSON, ToJSON},
 };
-use worker::{
-    events::{Event, ReservationExpired},
-    jobs::ExpireReservation,
-};
+use sea_orm::ActiveEnum;
 
 use super::ApiTags;
-use crate::{
-    auth::BearerAuth,
-    error::{ApiError, ApiResult, ErrorBody, ErrorCode},
-    state::AppState,
-};
+use crate::{auth::BearerAuth, error::ApiResult, idempotent, state::AppState};
 
 pub struct DropsApi;
 
 /// How far ahead `GET /api/drops` shows drops that have not opened yet.
 const UPCOMING_WINDOW_HOURS: i64 = 24;
 
+/// What every view of a drop shows.
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
-pub struct Drop {
+pub struct DropFields {
     id: i64,
     name: String,
     description: String,
+    /// Price in the currency's minor unit (cents).
     price_cents: i64,
     /// ISO 4217 code.
     currency: String,
@@ -44,9 +37,36 @@ pub struct Drop {
     /// Grows with every stock change; matches `version` in `stock_update` frames.
     version: i64,
     starts_at: DateTime<Utc>,
+    /// Open-ended when absent.
     ends_at: Option<DateTime<Utc>>,
     /// How many one buyer may purchase.
     max_per_user: i32,
+}
+
+impl From<drop_rows::Model> for DropFields {
+    fn from(d: drop_rows::Model) -> Self {
+        Self {
+            id: d.id,
+            name: d.name,
+            description: d.description,
+            price_cents: d.price_cents,
+            currency: d.currency,
+            total_stock: d.total_stock,
+            available_stock: d.available_stock,
+            version: d.stock_version,
+            starts_at: d.starts_at,
+            ends_at: d.ends_at,
+            max_per_user: d.max_per_user,
+        }
+    }
+}
+
+/// A drop as buyers see it.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Drop {
+    #[oai(flatten)]
+    drop: DropFields,
     /// `live` (reservable now) or `upcoming` (opens within 24 hours).
     status: String,
     /// Holds that are running now.
@@ -72,25 +92,14 @@ struct Buyer {
 
 impl Drop {
     pub fn from_view(view: DropView, now: DateTime<Utc>) -> Self {
-        let d = view.drop;
+        let status = if drops::is_open(&view.drop, now) {
+            "live"
+        } else {
+            "upcoming"
+        };
         Self {
-            status: if drops::is_open(&d, now) {
-                "live"
-            } else {
-                "upcoming"
-            }
-            .into(),
-            id: d.id,
-            name: d.name,
-            description: d.description,
-            price_cents: d.price_cents,
-            currency: d.currency,
-            total_stock: d.total_stock,
-            available_stock: d.available_stock,
-            version: d.stock_version,
-            starts_at: d.starts_at,
-            ends_at: d.ends_at,
-            max_per_user: d.max_per_user,
+            status: status.into(),
+            drop: view.drop.into(),
             active_reservations: view
                 .active_reservations
                 .into_iter()
@@ -130,7 +139,7 @@ impl From<reservations::Model> for Reservation {
         Self {
             id: r.id,
             drop_id: r.drop_id,
-            status: r.status,
+            status: r.status.to_value(),
             expires_at: r.expires_at,
             created_at: r.created_at,
         }
@@ -185,7 +194,8 @@ impl DropsApi {
     async fn list(&self, Data(state): Data<&AppState>) -> ApiResult<Json<Vec<Drop>>> {
         let soon = chrono::Duration::hours(UPCOMING_WINDOW_HOURS);
         let views = state
-            .drop_listing
+            .caches
+            .listing
             .get_or_load(|| drops::list_public(&state.db, Utc::now(), soon))
             .await?;
         let now = Utc::now();
@@ -225,59 +235,27 @@ impl DropsApi {
         #[oai(name = "dropId")] drop_id: Path<i64>,
     ) -> ApiResult<Reserved> {
         let now = Utc::now();
-        if state.sold_out.refuses(drop_id.0, now) {
+        if state.caches.sold_out.refuses(drop_id.0, now) {
             state
                 .metrics
                 .reservations_sold_out_cached
                 .fetch_add(1, Relaxed);
             return Err(entity::Error::SoldOut.into());
         }
-        let ttl = chrono::Duration::from_std(state.settings.reservation_ttl)
-            .unwrap_or(chrono::Duration::seconds(60));
-        let reserved =
-            match drops::reserve(&state.holds_db, drop_id.0, auth.0.user_id, ttl, now).await? {
-                ReserveOutcome::Reserved(r) => r,
-                ReserveOutcome::SoldOut(sold_out) => {
-                    state.sold_out.record(drop_id.0, sold_out, now);
-                    state.metrics.reservations_sold_out.fetch_add(1, Relaxed);
-                    return Err(entity::Error::SoldOut.into());
-                }
-            };
-        state.metrics.reservations_created.fetch_add(1, Relaxed);
-        state.note_stock_change(reserved.stock);
-        // The hold is committed; the job and the events are follow-ups the buyer need not wait
-        // for (if this process dies first, the sweep expires the hold and the next change's
-        // version tells clients what they missed).
-        let follow_up = (state.clone(), reserved.clone());
-        tokio::spawn(async move {
-            let (state, reserved) = follow_up;
-            let job = ExpireReservation {
-                reservation_id: reserved.reservation.id,
-            };
-            if let Err(error) = state
-                .queue
-                .expire_at(job, reserved.reservation.expires_at)
-                .await
-            {
-                tracing::warn!(%error, "expiry job not enqueued; the sweep will expire the hold");
+        let ttl = state.settings.drops.reservation_ttl;
+        match drops::reserve(&state.holds_db, drop_id.0, auth.0.user_id, ttl, now).await? {
+            ReserveOutcome::Reserved(reserved) => {
+                state.metrics.reservations_created.fetch_add(1, Relaxed);
+                let hold = reserved.reservation.clone();
+                state.effects.hold_taken(reserved);
+                Ok(Reserved::Created(Json(hold.into())))
             }
-            state
-                .bus
-                .publish_or_log(&Event::StockUpdate(reserved.stock.into()))
-                .await;
-            if let Some(old) = reserved.took_over {
-                let expired = ReservationExpired {
-                    reservation_id: old.id,
-                    drop_id: old.drop_id,
-                    user_id: old.user_id,
-                };
-                state
-                    .bus
-                    .publish_or_log(&Event::ReservationExpired(expired))
-                    .await;
+            ReserveOutcome::SoldOut(sold_out) => {
+                state.caches.sold_out.record(drop_id.0, sold_out, now);
+                state.metrics.reservations_sold_out.fetch_add(1, Relaxed);
+                Err(entity::Error::SoldOut.into())
             }
-        });
-        Ok(Reserved::Created(Json(reserved.reservation.into())))
+        }
     }
 
     /// Buy a held unit
@@ -294,66 +272,20 @@ impl DropsApi {
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> ApiResult<Purchased> {
         let user_id = auth.0.user_id;
-        let Some(raw_key) = idempotency_key.0 else {
-            return run_purchase(state, reservation_id.0, user_id).await;
-        };
-        let key = IdempotencyKey::parse(&raw_key).map_err(ApiError::bad_request)?;
-        let request_hash = format!("POST /api/drops/{}/purchase", reservation_id.0);
-        match idempotency::begin(&state.db, user_id, &key, &request_hash, Utc::now()).await? {
-            Begin::Proceed => {}
-            Begin::Replay { status, body } => return replay(status, &body),
-            Begin::Mismatch => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    ErrorCode::IdempotencyKeyReused,
-                    "this Idempotency-Key was used for a different request",
-                ));
-            }
-            Begin::InFlight => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    ErrorCode::RequestInProgress,
-                    "a request with this Idempotency-Key is still being processed",
-                ));
-            }
-        }
-        let outcome = run_purchase(state, reservation_id.0, user_id).await;
-        let stored = match &outcome {
-            Ok(Purchased::Created(Json(purchase))) => Some((201, purchase.to_json_string())),
-            Err(e) if e.status.is_client_error() => {
-                Some((e.status.as_u16(), e.body().to_json_string()))
-            }
-            Err(_) => None,
-        };
-        match stored {
-            Some((status, body)) => {
-                idempotency::complete(&state.db, user_id, &key, status, body).await?
-            }
-            None => idempotency::abandon(&state.db, user_id, &key).await?,
-        }
-        outcome
+        let request = format!("POST /api/drops/{}/purchase", reservation_id.0);
+        let purchase = idempotent::once(
+            state,
+            user_id,
+            idempotency_key.as_deref(),
+            &request,
+            || async {
+                let bought =
+                    drops::purchase(&state.db, reservation_id.0, user_id, Utc::now()).await?;
+                state.metrics.purchases.fetch_add(1, Relaxed);
+                Ok(Purchase::from(bought))
+            },
+        )
+        .await?;
+        Ok(Purchased::Created(Json(purchase)))
     }
 }
-
-async fn run_purchase(state: &AppState, reservation_id: i64, user_id: i64) -> ApiResult<Purchased> {
-    let purchase = drops::purchase(&state.db, reservation_id, user_id, Utc::now()).await?;
-    state.metrics.purchases.fetch_add(1, Relaxed);
-    Ok(Purchased::Created(Json(purchase.into())))
-}
-
-fn replay(status: u16, body: &str) -> ApiResult<Purchased> {
-    let json: serde_json::Value = serde_json::from_str(body).map_err(|e| ApiError::internal(&e))?;
-    if status == 201 {
-        let purchase = Purchase::parse_from_json(Some(json))
-            .map_err(|e| ApiError::internal(&StrError(e.into_message())))?;
-        return Ok(Purchased::Created(Json(purchase)));
-    }
-    let error = ErrorBody::parse_from_json(Some(json))
-        .map_err(|e| ApiError::internal(&StrError(e.into_message())))?;
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT);
-    Err(ApiError::new(status, error.code, error.message))
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct StrError(String);

@@ -64,24 +64,12 @@ impl HealthApi {
         };
         let redis = match &state.redis {
             None => None,
-            Some(conn) => Some(
-                match redis::cmd("PING")
-                    .query_async::<String>(&mut conn.clone())
-                    .await
-                {
-                    Ok(_) => "ok".to_owned(),
-                    Err(e) => format!("unreachable: {e}"),
-                },
-            ),
+            Some(conn) => Some(ping_redis(conn.clone()).await),
         };
         let ready = database == "ok" && redis.as_deref().is_none_or(|r| r == "ok");
         let body = Readiness {
             status: if ready { "ok" } else { "unavailable" }.into(),
-            mode: match state.settings.mode() {
-                worker::settings::Mode::Embedded => "embedded",
-                worker::settings::Mode::Distributed => "distributed",
-            }
-            .into(),
+            mode: mode_name(state.settings.mode()).into(),
             database,
             redis,
         };
@@ -90,5 +78,19 @@ impl HealthApi {
         } else {
             ReadyResponse::NotReady(Json(body))
         }
+    }
+}
+
+async fn ping_redis(mut conn: redis::aio::ConnectionManager) -> String {
+    match redis::cmd("PING").query_async::<String>(&mut conn).await {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => format!("unreachable: {e}"),
+    }
+}
+
+fn mode_name(mode: worker::settings::Mode) -> &'static str {
+    match mode {
+        worker::settings::Mode::Embedded => "embedded",
+        worker::settings::Mode::Distributed => "distributed",
     }
 }

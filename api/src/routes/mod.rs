@@ -32,18 +32,7 @@ pub enum ApiTags {
 }
 
 /// All resources, in the order Swagger UI lists them.
-pub fn apis() -> (
-    auth::AuthApi,
-    drops::DropsApi,
-    reservations::ReservationsApi,
-    products::ProductsApi,
-    subscriptions::SubscriptionsApi,
-    admin_drops::AdminDropsApi,
-    admin_products::AdminProductsApi,
-    webhooks::WebhooksApi,
-    diagnostics::DiagnosticsApi,
-    health::HealthApi,
-) {
+pub fn apis() -> impl poem_openapi::OpenApi {
     (
         auth::AuthApi,
         drops::DropsApi,

@@ -1,17 +1,13 @@
 use chrono::Utc;
 use entity::{
     EmailAddress,
-    catalog::{self, Change, ProductView},
+    catalog::{self, ProductView},
 };
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
     payload::Json,
-};
-use worker::{
-    events::{Event, ProductRestocked},
-    jobs::{NotifyRestock, SendEmail},
 };
 
 use super::ApiTags;
@@ -133,45 +129,11 @@ impl ProductsApi {
     ) -> ApiResult<NotifyMeResponse> {
         let email = EmailAddress::parse(&body.0.email).map_err(ApiError::bad_request)?;
         let subscribed = catalog::subscribe(&state.db, id.0, &email, Utc::now()).await?;
-        if let Some(message_id) = subscribed.confirmation_message_id
-            && let Err(error) = state
-                .queue
-                .send_emails(vec![SendEmail { message_id }])
-                .await
-        {
-            // The email is safe in the ledger; the reconciler sends it.
-            tracing::warn!(%error, "confirmation email not enqueued");
+        if let Some(message_id) = subscribed.confirmation_message_id {
+            state.effects.emails_queued(vec![message_id]).await;
         }
         Ok(NotifyMeResponse::Accepted(Json(NotifyMeAccepted {
             message: "Check your inbox and confirm; we will email you once when it is back.".into(),
         })))
-    }
-}
-
-/// What follows a committed product change, whichever path made it (webhook or admin): a
-/// restock is broadcast on `/ws` and its fan-out enqueued. A lost enqueue is repaired by the
-/// reconciler, which re-runs fan-outs for in-stock products with waiting subscribers.
-pub async fn announce(state: &AppState, change: &Change) {
-    let Some(restock) = &change.restock else {
-        return;
-    };
-    let product = &change.product;
-    state
-        .bus
-        .publish_or_log(&Event::ProductRestocked(ProductRestocked {
-            product_id: product.id,
-            slug: product.slug.clone(),
-            name: product.name.clone(),
-            stock_quantity: product.stock_quantity,
-        }))
-        .await;
-    if let Err(error) = state
-        .queue
-        .notify_restock(NotifyRestock {
-            restock_event_id: restock.id,
-        })
-        .await
-    {
-        tracing::warn!(%error, restock_event_id = restock.id, "restock fan-out not enqueued");
     }
 }

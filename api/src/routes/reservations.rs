@@ -31,7 +31,7 @@ impl ReservationsApi {
         id: Path<i64>,
     ) -> ApiResult<Released> {
         if let Some(ended) = drops::release(&state.db, id.0, auth.0.user_id, Utc::now()).await? {
-            state.publish_stock(ended.stock).await;
+            state.effects.hold_ended(&ended).await;
         }
         Ok(Released::NoContent)
     }

@@ -6,7 +6,6 @@ use poem_openapi::{
     param::Query,
     payload::{Html, Json},
 };
-use worker::jobs::NotifyRestock;
 
 use super::ApiTags;
 use crate::{error::ApiResult, state::AppState};
@@ -54,13 +53,8 @@ impl SubscriptionsApi {
         token: Query<String>,
     ) -> ApiResult<ConfirmResponse> {
         let confirmed = catalog::confirm(&state.db, &token.0, Utc::now()).await?;
-        if let Some(restock_event_id) = confirmed.pending_restock_id
-            && let Err(error) = state
-                .queue
-                .notify_restock(NotifyRestock { restock_event_id })
-                .await
-        {
-            tracing::warn!(%error, "fan-out for a late confirmation not enqueued");
+        if let Some(restock_event_id) = confirmed.pending_restock_id {
+            state.effects.restock_owed(restock_event_id).await;
         }
         let name = escape(&confirmed.product.name);
         Ok(ConfirmResponse::Confirmed(Html(page(

@@ -3,7 +3,9 @@ use entity::catalog;
 use poem::{Request, http::StatusCode, web::Data};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Binary, payload::Json};
 
-use super::{ApiTags, products::announce};
+use sea_orm::ActiveEnum;
+
+use super::ApiTags;
 use crate::{
     contentful,
     error::{ApiError, ApiResult, ErrorCode},
@@ -61,50 +63,57 @@ impl WebhooksApi {
         request: &Request,
         body: Binary<Vec<u8>>,
     ) -> ApiResult<DeliveryResponse> {
-        let Some(secret) = &state.settings.contentful_webhook_secret else {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::WebhookDisabled,
-                "the Contentful webhook is disabled: CONTENTFUL_WEBHOOK_SECRET is not set",
-            ));
-        };
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or_else(|| request.uri().path(), |p| p.as_str());
-        let ttl_ms =
-            i64::try_from(state.settings.contentful_webhook_ttl.as_millis()).unwrap_or(i64::MAX);
-        if let Err(error) = contentful::verify(
-            secret.expose(),
-            request.method().as_str(),
-            path,
-            request.headers(),
-            &body.0,
-            Utc::now().timestamp_millis(),
-            ttl_ms,
-        ) {
-            tracing::warn!(%error, "contentful webhook refused");
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::InvalidSignature,
-                format!("request verification failed: {error}"),
-            ));
-        }
+        verify(state, request, &body.0)?;
         let delivery = contentful::parse_delivery(
             request.header(contentful::TOPIC),
             request.header(contentful::IDEMPOTENCY_KEY),
             &body.0,
-            &state.settings.contentful_locale,
+            &state.settings.contentful.locale,
         );
         let result = catalog::apply_cms(&state.db, delivery, Utc::now()).await?;
-        tracing::info!(outcome = result.outcome, detail = ?result.detail, "contentful delivery");
+        let outcome = result.outcome.to_value();
+        tracing::info!(%outcome, detail = ?result.detail, "contentful delivery");
         if let Some(change) = &result.change {
-            announce(state, change).await;
+            state.effects.product_changed(change).await;
         }
         Ok(DeliveryResponse::Ok(Json(DeliveryResult {
-            outcome: result.outcome.to_owned(),
+            outcome,
             detail: result.detail,
             product_id: result.change.map(|c| c.product.id),
         })))
     }
+}
+
+/// Checks Contentful's request signature: 503 while no secret is configured, 401 for a bad
+/// or stale signature.
+fn verify(state: &AppState, request: &Request, body: &[u8]) -> ApiResult<()> {
+    let settings = &state.settings.contentful;
+    let Some(secret) = &settings.webhook_secret else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::WebhookDisabled,
+            "the Contentful webhook is disabled: CONTENTFUL_WEBHOOK_SECRET is not set",
+        ));
+    };
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| request.uri().path(), |p| p.as_str());
+    let verified = contentful::verify(
+        secret.expose(),
+        request.method().as_str(),
+        path,
+        request.headers(),
+        body,
+        Utc::now().timestamp_millis(),
+        settings.webhook_ttl_ms,
+    );
+    verified.map_err(|error| {
+        tracing::warn!(%error, "contentful webhook refused");
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidSignature,
+            format!("request verification failed: {error}"),
+        )
+    })
 }

@@ -7,12 +7,12 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
-    pub kind: String,
+    pub kind: MessageKind,
     pub recipient: String,
     pub subscription_id: Option<i64>,
     pub dedupe_key: String,
     pub payload: Json,
-    pub status: String,
+    pub status: MessageStatus,
     pub attempts: i32,
     pub last_error: Option<String>,
     pub created_at: DateTimeUtc,
@@ -21,6 +21,25 @@ pub struct Model {
     /// Earliest instant the next send may start: a lease while a send runs, the backoff
     /// deadline after a transient failure.
     pub next_attempt_at: Option<DateTimeUtc>,
+}
+
+/// What an email is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "Text", rename_all = "snake_case")]
+pub enum MessageKind {
+    /// Double opt-in: "confirm that you want to hear when X is back".
+    SubscriptionConfirmation,
+    /// "X is back in stock".
+    RestockAlert,
+}
+
+/// Where a ledger row is: `queued` until sent, or failed for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "Text", rename_all = "snake_case")]
+pub enum MessageStatus {
+    Queued,
+    Sent,
+    Failed,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

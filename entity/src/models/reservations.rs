@@ -9,10 +9,20 @@ pub struct Model {
     pub id: i64,
     pub drop_id: i64,
     pub user_id: i64,
-    pub status: String,
+    pub status: ReservationStatus,
     pub expires_at: DateTimeUtc,
     pub created_at: DateTimeUtc,
     pub ended_at: Option<DateTimeUtc>,
+}
+
+/// Where a hold is in its life: `active` until bought, let go, or past its `expires_at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "Text", rename_all = "snake_case")]
+pub enum ReservationStatus {
+    Active,
+    Purchased,
+    Expired,
+    Released,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -294,6 +294,7 @@ impl Store {
 
     pub async fn subscription_status(&self, product_id: i64, email: &str) -> String {
         use entity::models::subscriptions;
+        use sea_orm::ActiveEnum;
         subscriptions::Entity::find()
             .filter(subscriptions::Column::ProductId.eq(product_id))
             .filter(subscriptions::Column::Email.eq(email))
@@ -302,6 +303,7 @@ impl Store {
             .expect("query")
             .expect("subscription exists")
             .status
+            .to_value()
     }
 
     pub async fn ledger(&self) -> Vec<entity::models::email_messages::Model> {

@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use entity::accounts::Role;
 use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -77,9 +78,9 @@ pub async fn flash_sale() -> anyhow::Result<Vec<Figure>> {
     const UNITS: i32 = 500;
     let store = Store::start(&[]).await?;
     let client = load::client(CONNECTIONS)?;
-    let admin = store.users("admin", 1, "admin").await?.remove(0).1;
+    let admin = store.users("admin", 1, Role::Admin).await?.remove(0).1;
     let drop_id = create_drop(&client, &store, &admin, UNITS).await?;
-    let buyers = store.users("buyer", BUYERS, "customer").await?;
+    let buyers = store.users("buyer", BUYERS, Role::Customer).await?;
 
     // Open the load generator's connections first: the sale measures reserves, not TCP
     // handshakes.
@@ -137,7 +138,7 @@ pub async fn flash_sale() -> anyhow::Result<Vec<Figure>> {
     let audit = entity::drops::audit(&store.db, drop_id).await?;
 
     // Sold-out stampede on the same drop.
-    let loser = store.users("late", 1, "customer").await?.remove(0).1;
+    let loser = store.users("late", 1, Role::Customer).await?.remove(0).1;
     let stampede = load::run_for(
         &client,
         CONNECTIONS,
@@ -256,8 +257,8 @@ pub async fn flash_sale() -> anyhow::Result<Vec<Figure>> {
 pub async fn catalog_read() -> anyhow::Result<Vec<Figure>> {
     let store = Store::start(&[]).await?;
     let client = load::client(CONNECTIONS)?;
-    let admin = store.users("admin", 1, "admin").await?.remove(0).1;
-    let buyers = store.users("browser", 30, "customer").await?;
+    let admin = store.users("admin", 1, Role::Admin).await?.remove(0).1;
+    let buyers = store.users("browser", 30, Role::Customer).await?;
     for i in 0..10 {
         let drop_id = create_drop(&client, &store, &admin, 50).await?;
         for (_, token) in buyers.iter().skip(i).take(3) {
@@ -333,12 +334,12 @@ pub async fn expiry() -> anyhow::Result<Vec<Figure>> {
     const PROBES: usize = 20;
     let store = Store::start(&[("RESERVATION_TTL_SECS", "2")]).await?;
     let client = load::client(CONNECTIONS)?;
-    let admin = store.users("admin", 1, "admin").await?.remove(0).1;
+    let admin = store.users("admin", 1, Role::Admin).await?.remove(0).1;
     let drop_id = create_drop(&client, &store, &admin, HOLDS as i32).await?;
     let probe_drop = create_drop(&client, &store, &admin, PROBES as i32).await?;
-    let holders = store.users("holder", HOLDS, "customer").await?;
-    let probe_holders = store.users("pholder", PROBES, "customer").await?;
-    let probers = store.users("prober", PROBES, "customer").await?;
+    let holders = store.users("holder", HOLDS, Role::Customer).await?;
+    let probe_holders = store.users("pholder", PROBES, Role::Customer).await?;
+    let probers = store.users("prober", PROBES, Role::Customer).await?;
 
     let mut socket = connect_ws(store.port).await?;
     socket
@@ -501,7 +502,7 @@ pub async fn ws_fanout() -> anyhow::Result<Vec<Figure>> {
     const SECONDS: u64 = 10;
     let store = Store::start(&[]).await?;
     let client = load::client(16)?;
-    let admin = store.users("admin", 1, "admin").await?.remove(0).1;
+    let admin = store.users("admin", 1, Role::Admin).await?.remove(0).1;
     let drop_id = create_drop(&client, &store, &admin, 1).await?;
     let changes = (RATE_PER_SEC * SECONDS) as usize;
     // sent[v]: when the change that produced version v was sent (µs since the Unix epoch).
@@ -704,7 +705,7 @@ pub async fn restock_fanout() -> anyhow::Result<Vec<Figure>> {
     ])
     .await?;
     let client = load::client(8)?;
-    let admin = store.users("admin", 1, "admin").await?.remove(0).1;
+    let admin = store.users("admin", 1, Role::Admin).await?.remove(0).1;
     let product: Value = client
         .post(format!("{}/api/admin/products", store.base))
         .bearer_auth(&admin)
@@ -723,7 +724,7 @@ pub async fn restock_fanout() -> anyhow::Result<Vec<Figure>> {
         let rows = chunk.iter().map(|i| subscriptions::ActiveModel {
             product_id: Set(product_id),
             email: Set(format!("fan{i}@bench.example")),
-            status: Set("confirmed".into()),
+            status: Set(subscriptions::SubscriptionStatus::Confirmed),
             confirm_token_hash: Set(entity::tokens::hash(&entity::tokens::generate())),
             unsubscribe_token_hash: Set(entity::tokens::hash(&entity::tokens::generate())),
             confirmation_sent_at: Set(Some(now)),

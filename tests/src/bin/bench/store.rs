@@ -82,7 +82,7 @@ impl Store {
         &self,
         prefix: &str,
         n: usize,
-        role: &str,
+        role: entity::accounts::Role,
     ) -> anyhow::Result<Vec<(i64, String)>> {
         use entity::models::{sessions, users};
         let now = Utc::now();
@@ -92,7 +92,7 @@ impl Store {
                 email: Set(format!("{prefix}{i}@bench.example")),
                 display_name: Set(format!("{prefix}{i}")),
                 password_hash: Set("$argon2id$v=19$m=19456,t=2,p=1$none$none".into()),
-                role: Set(role.into()),
+                role: Set(role),
                 created_at: Set(now),
                 ..Default::default()
             });

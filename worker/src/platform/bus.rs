@@ -1,60 +1,18 @@
-//! Stock and catalog events, and the bus that carries them to every api instance.
+//! The bus that carries [`Event`]s to every process.
 //!
-//! Embedded mode uses an in-process broadcast channel. Distributed mode publishes to one Redis
-//! channel and every process relays that channel into its own broadcast, so a subscriber never
-//! knows which mode it runs in. Events are notifications, not facts: Postgres holds the facts,
-//! and `version` lets a client detect a gap and re-read.
+//! Embedded mode uses an in-process broadcast channel. Distributed mode also publishes to one
+//! Redis channel, and every process relays that channel into its own broadcast, so a
+//! subscriber never knows which mode it runs in. A process hears its own events at once, not
+//! after the round trip through Redis: each message names the process it came from, and the
+//! relay skips its own.
 
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::broadcast;
 
-/// Every frame on `/ws` is one of these, serialised as `{"event": ..., "data": {...}}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", content = "data", rename_all = "snake_case")]
-pub enum Event {
-    StockUpdate(StockUpdate),
-    ProductRestocked(ProductRestocked),
-    ReservationExpired(ReservationExpired),
-    /// Answer of a worker to [`crate::jobs::Ping`]; internal, never sent to browsers.
-    WorkerPong(WorkerPong),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StockUpdate {
-    pub drop_id: i64,
-    pub available_stock: i32,
-    /// Grows with every change of this drop's stock.
-    pub version: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProductRestocked {
-    pub product_id: i64,
-    pub slug: String,
-    pub name: String,
-    pub stock_quantity: Option<i32>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReservationExpired {
-    pub reservation_id: i64,
-    pub drop_id: i64,
-    /// Used to route the frame to its owner's sockets only.
-    pub user_id: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerPong {
-    pub token: String,
-    pub worker: String,
-}
+use super::events::Event;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -78,19 +36,38 @@ pub struct EventBus {
 struct RedisBus {
     publisher: redis::aio::ConnectionManager,
     channel: String,
+    origin: u64,
+}
+
+/// An event as it travels on the Redis channel: its own JSON (`{"event", "data"}`, what any
+/// listener of the channel reads) with the publishing process's id beside it.
+fn encode(event: &Event, origin: u64) -> Result<String, serde_json::Error> {
+    let mut frame = serde_json::to_value(event)?;
+    if let Some(fields) = frame.as_object_mut() {
+        fields.insert("origin".into(), origin.into());
+    }
+    serde_json::to_string(&frame)
+}
+
+/// The event and the id of the process that published it.
+fn decode(payload: &str) -> Result<(Event, Option<u64>), serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Origin {
+        origin: Option<u64>,
+    }
+    let origin = serde_json::from_str::<Origin>(payload)?.origin;
+    Ok((serde_json::from_str(payload)?, origin))
 }
 
 impl std::fmt::Debug for EventBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let transport = if self.redis.is_some() {
+            "redis"
+        } else {
+            "in-process"
+        };
         f.debug_struct("EventBus")
-            .field(
-                "transport",
-                &if self.redis.is_some() {
-                    "redis"
-                } else {
-                    "in-process"
-                },
-            )
+            .field("transport", &transport)
             .finish()
     }
 }
@@ -106,41 +83,44 @@ impl EventBus {
     /// # Errors
     /// Redis is unreachable.
     pub async fn redis(client: &redis::Client, prefix: &str) -> Result<Self, BusError> {
-        let publisher = crate::infra::redis_manager(client).await?;
+        let publisher = super::infra::redis_manager(client).await?;
         let channel = format!("{prefix}:events");
+        let origin = rand::random::<u64>();
         let (local, _) = broadcast::channel(LOCAL_CAPACITY);
         // Subscribe before returning so no event published after this point is missed.
         let pubsub = subscribe(client, &channel).await?;
         tokio::spawn(relay(
             client.clone(),
             channel.clone(),
+            origin,
             local.clone(),
             pubsub,
         ));
         Ok(Self {
             local,
-            redis: Some(RedisBus { publisher, channel }),
+            redis: Some(RedisBus {
+                publisher,
+                channel,
+                origin,
+            }),
         })
     }
 
-    /// Publishes to every subscriber of every process.
+    /// Publishes to every subscriber of every process; this process's own subscribers get it
+    /// even if Redis refuses it.
     ///
     /// # Errors
     /// The event cannot be encoded or Redis refuses it.
     pub async fn publish(&self, event: &Event) -> Result<(), BusError> {
-        match &self.redis {
-            None => {
-                // No subscribers is not an error: nobody is watching.
-                let _ = self.local.send(event.clone());
-                Ok(())
-            }
-            Some(bus) => {
-                let payload = serde_json::to_string(event)?;
-                let mut conn = bus.publisher.clone();
-                let _: i64 = conn.publish(&bus.channel, payload).await?;
-                Ok(())
-            }
-        }
+        // No subscribers is not an error: nobody is watching.
+        let _ = self.local.send(event.clone());
+        let Some(bus) = &self.redis else {
+            return Ok(());
+        };
+        let payload = encode(event, bus.origin)?;
+        let mut conn = bus.publisher.clone();
+        let _: i64 = conn.publish(&bus.channel, payload).await?;
+        Ok(())
     }
 
     /// Publishes and logs a failure instead of returning it: used after a commit, where the
@@ -168,6 +148,7 @@ async fn subscribe(
 async fn relay(
     client: redis::Client,
     channel: String,
+    origin: u64,
     local: broadcast::Sender<Event>,
     first: redis::aio::PubSub,
 ) {
@@ -193,9 +174,10 @@ async fn relay(
             let decoded = message
                 .get_payload::<String>()
                 .map_err(|e| e.to_string())
-                .and_then(|p| serde_json::from_str::<Event>(&p).map_err(|e| e.to_string()));
+                .and_then(|p| decode(&p).map_err(|e| e.to_string()));
             match decoded {
-                Ok(event) => {
+                Ok((_, Some(from))) if from == origin => {}
+                Ok((event, _)) => {
                     let _ = local.send(event);
                 }
                 Err(error) => tracing::warn!(%error, "undecodable event on the bus"),
@@ -203,15 +185,5 @@ async fn relay(
         }
         tracing::warn!(%channel, "event relay lost its subscription; reconnecting");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-impl From<entity::drops::Stock> for StockUpdate {
-    fn from(s: entity::drops::Stock) -> Self {
-        Self {
-            drop_id: s.drop_id,
-            available_stock: s.available_stock,
-            version: s.version,
-        }
     }
 }

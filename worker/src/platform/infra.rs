@@ -5,10 +5,11 @@ use std::time::Duration;
 use migration::MigratorTrait;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait};
 
-use crate::{
-    events::{BusError, EventBus},
-    queue::{Queue, RedisStorages, SqliteStorages},
-    settings::{Mode, Settings},
+use super::{
+    bus::{BusError, EventBus},
+    effects::Effects,
+    queue::Queue,
+    settings::Settings,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -42,18 +43,21 @@ impl Infra {
     /// A backend is unreachable or a migration fails.
     pub async fn connect(settings: &Settings) -> Result<Self, InfraError> {
         let db = entity::db::connect(
-            settings.database_url.expose(),
-            settings.database_max_connections,
+            settings.database.url.expose(),
+            settings.database.max_connections,
         )
         .await
         .map_err(InfraError::Database)?;
         migrate(&db).await?;
-        match (settings.mode(), &settings.redis_url) {
-            (Mode::Distributed, Some(url)) => {
-                let client = redis::Client::open(url.expose())?;
+        match &settings.redis {
+            Some(redis) => {
+                let client = redis::Client::open(redis.url.expose())?;
                 let manager = redis_manager(&client).await?;
-                let queue = Queue::Redis(RedisStorages::new(&manager, &settings.redis_prefix));
-                let bus = EventBus::redis(&client, &settings.redis_prefix).await?;
+                let queue = Queue::Redis {
+                    conn: manager.clone(),
+                    prefix: redis.prefix.clone(),
+                };
+                let bus = EventBus::redis(&client, &redis.prefix).await?;
                 Ok(Self {
                     db,
                     queue,
@@ -61,7 +65,7 @@ impl Infra {
                     redis: Some(manager),
                 })
             }
-            _ => {
+            None => {
                 if db.get_database_backend() != DbBackend::Sqlite {
                     // Embedded jobs live in SQLite; with Postgres and no Redis, keep them in a
                     // SQLite file beside the data.
@@ -75,7 +79,7 @@ impl Infra {
                     .run(pool)
                     .await
                     .map_err(|e| InfraError::JobTables(e.into()))?;
-                let queue = Queue::Sqlite(SqliteStorages::new(pool));
+                let queue = Queue::Sqlite(pool.clone());
                 Ok(Self {
                     db,
                     queue,
@@ -84,6 +88,13 @@ impl Infra {
                 })
             }
         }
+    }
+}
+
+impl Infra {
+    /// The effects of committed changes, on this process's queue and bus.
+    pub fn effects(&self) -> Effects {
+        Effects::new(self.queue.clone(), self.bus.clone())
     }
 }
 

@@ -2,7 +2,7 @@
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::settings::LogFormat;
+use super::settings::LogFormat;
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {

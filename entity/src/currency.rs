@@ -1,0 +1,25 @@
+/// An ISO 4217 currency code: three upper-case letters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Currency(String);
+
+impl Currency {
+    /// Parses a code in any case; `None` is the store's default, `USD`.
+    ///
+    /// # Errors
+    /// Not three letters.
+    pub fn parse(raw: Option<&str>) -> Result<Self, String> {
+        let code = raw.unwrap_or("USD").trim().to_ascii_uppercase();
+        if code.len() != 3 || !code.chars().all(|c| c.is_ascii_alphabetic()) {
+            return Err("currency must be a three-letter ISO 4217 code".into());
+        }
+        Ok(Self(code))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}

@@ -1,0 +1,213 @@
+//! Creating and editing drops. Input is parsed into [`NewDrop`] and checked against the drop
+//! it edits in [`update`], so a value of these types is a valid drop by construction.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    sea_query::{Expr, ExprTrait},
+};
+
+use crate::{Error, currency::Currency, db::begin_write, error::Result, models::drops};
+
+/// The most units one drop may have.
+pub const MAX_STOCK: i32 = 1_000_000;
+/// The most characters of a drop's name.
+const MAX_NAME: usize = 200;
+
+/// A drop as an administrator describes it, before it is checked.
+#[derive(Clone, Debug, Default)]
+pub struct DropInput {
+    pub name: String,
+    pub description: Option<String>,
+    pub price_cents: i64,
+    /// `USD` when left out.
+    pub currency: Option<String>,
+    pub total_stock: i32,
+    /// Opens at once when left out.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// Open-ended when left out.
+    pub ends_at: Option<DateTime<Utc>>,
+    /// 1 when left out.
+    pub max_per_user: Option<i32>,
+}
+
+/// A drop that can be created.
+#[derive(Clone, Debug)]
+pub struct NewDrop {
+    name: String,
+    description: String,
+    price_cents: i64,
+    currency: Currency,
+    total_stock: i32,
+    starts_at: DateTime<Utc>,
+    ends_at: Option<DateTime<Utc>>,
+    max_per_user: i32,
+}
+
+impl NewDrop {
+    /// # Errors
+    /// `Invalid`, saying what is wrong.
+    pub fn parse(input: DropInput, now: DateTime<Utc>) -> Result<Self> {
+        let starts_at = input.starts_at.unwrap_or(now);
+        check_window(starts_at, input.ends_at)?;
+        if !(0..=MAX_STOCK).contains(&input.total_stock) {
+            return Err(invalid(format!("totalStock must be 0 to {MAX_STOCK}")));
+        }
+        Ok(Self {
+            name: parse_name(&input.name)?,
+            description: input.description.unwrap_or_default(),
+            price_cents: parse_price(input.price_cents)?,
+            currency: Currency::parse(input.currency.as_deref()).map_err(Error::Invalid)?,
+            total_stock: input.total_stock,
+            starts_at,
+            ends_at: input.ends_at,
+            max_per_user: parse_max_per_user(input.max_per_user.unwrap_or(1))?,
+        })
+    }
+}
+
+/// An edit; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct DropPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub price_cents: Option<i64>,
+    pub starts_at: Option<DateTime<Utc>>,
+    /// A new closing time, to extend or shorten the drop.
+    pub ends_at: Option<DateTime<Utc>>,
+    pub max_per_user: Option<i32>,
+    /// Units to add to both total and available stock; they go on sale at once.
+    pub add_stock: Option<i32>,
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::Invalid(message.into())
+}
+
+fn parse_name(raw: &str) -> Result<String> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        return Err(invalid(format!("name must be 1 to {MAX_NAME} characters")));
+    }
+    Ok(name.to_owned())
+}
+
+fn parse_price(cents: i64) -> Result<i64> {
+    if cents < 0 {
+        return Err(invalid("priceCents must not be negative"));
+    }
+    Ok(cents)
+}
+
+fn parse_max_per_user(limit: i32) -> Result<i32> {
+    if !(1..=1000).contains(&limit) {
+        return Err(invalid("maxPerUser must be 1 to 1000"));
+    }
+    Ok(limit)
+}
+
+fn check_window(starts_at: DateTime<Utc>, ends_at: Option<DateTime<Utc>>) -> Result<()> {
+    if ends_at.is_some_and(|end| end <= starts_at) {
+        return Err(invalid("endsAt must be after startsAt"));
+    }
+    Ok(())
+}
+
+/// # Errors
+/// Database failure.
+pub async fn create(
+    db: &impl ConnectionTrait,
+    new: NewDrop,
+    now: DateTime<Utc>,
+) -> Result<drops::Model> {
+    let model = drops::ActiveModel {
+        name: Set(new.name),
+        description: Set(new.description),
+        price_cents: Set(new.price_cents),
+        currency: Set(new.currency.into_string()),
+        total_stock: Set(new.total_stock),
+        available_stock: Set(new.total_stock),
+        stock_version: Set(0),
+        starts_at: Set(new.starts_at),
+        ends_at: Set(new.ends_at),
+        max_per_user: Set(new.max_per_user),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    };
+    Ok(drops::Entity::insert(model).exec_with_returning(db).await?)
+}
+
+/// Edits a drop; added stock becomes available at once and bumps the version.
+///
+/// # Errors
+/// `DropNotFound`, `Invalid` (the edit would make an invalid drop), or database failure.
+pub async fn update(
+    db: &DatabaseConnection,
+    id: i64,
+    patch: DropPatch,
+    now: DateTime<Utc>,
+) -> Result<drops::Model> {
+    let txn = begin_write(db).await?;
+    let current = drops::Entity::find_by_id(id)
+        .one(&txn)
+        .await?
+        .ok_or(Error::DropNotFound)?;
+    check_window(
+        patch.starts_at.unwrap_or(current.starts_at),
+        patch.ends_at.or(current.ends_at),
+    )?;
+    if let Some(add) = patch.add_stock
+        && (add < 1 || current.total_stock.saturating_add(add) > MAX_STOCK)
+    {
+        return Err(invalid(format!(
+            "addStock must be positive and total stock at most {MAX_STOCK}"
+        )));
+    }
+    let mut update = drops::Entity::update_many()
+        .col_expr(drops::Column::UpdatedAt, Expr::value(now))
+        .filter(drops::Column::Id.eq(id));
+    let name = patch.name.as_deref().map(parse_name).transpose()?;
+    let price_cents = patch.price_cents.map(parse_price).transpose()?;
+    let max_per_user = patch.max_per_user.map(parse_max_per_user).transpose()?;
+    let edits: [(drops::Column, Option<sea_orm::Value>); 6] = [
+        (drops::Column::Name, name.map(Into::into)),
+        (
+            drops::Column::Description,
+            patch.description.map(Into::into),
+        ),
+        (drops::Column::PriceCents, price_cents.map(Into::into)),
+        (drops::Column::StartsAt, patch.starts_at.map(Into::into)),
+        (drops::Column::EndsAt, patch.ends_at.map(Into::into)),
+        (drops::Column::MaxPerUser, max_per_user.map(Into::into)),
+    ];
+    for (column, value) in edits {
+        if let Some(value) = value {
+            update = update.col_expr(column, Expr::value(value));
+        }
+    }
+    if let Some(n) = patch.add_stock {
+        update = update
+            .col_expr(
+                drops::Column::TotalStock,
+                Expr::col(drops::Column::TotalStock).add(n),
+            )
+            .col_expr(
+                drops::Column::AvailableStock,
+                Expr::col(drops::Column::AvailableStock).add(n),
+            )
+            .col_expr(
+                drops::Column::StockVersion,
+                Expr::col(drops::Column::StockVersion).add(1),
+            );
+    }
+    let updated = update
+        .exec_with_returning(&txn)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(Error::DropNotFound)?;
+    txn.commit().await?;
+    Ok(updated)
+}

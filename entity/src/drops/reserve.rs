@@ -1,0 +1,321 @@
+//! Taking a hold: one conditional decrement and the hold's row, committed together.
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, Statement,
+    sea_query::{LockBehavior, LockType},
+};
+
+use super::{
+    ReservationStatus, ReserveOutcome, Reserved, SoldOut, Stock, check_purchase_limit,
+    holds::end_hold, is_open, take_units,
+};
+use crate::{
+    Error,
+    db::{begin_write, is_foreign_key_violation, is_unique_violation},
+    error::Result,
+    models::{drops, reservations},
+};
+
+/// Holds one unit of `drop_id` for `user_id` until `now + ttl`.
+///
+/// The hot row (`drops`) is touched last, by one conditional decrement, so its lock is held
+/// only for that statement and the commit. If no unit is free but a hold is overdue, that hold
+/// is expired and its unit handed over in the same transaction, so stock returns to buyers
+/// the instant a hold ends rather than when a job gets round to it.
+///
+/// # Errors
+/// `DropNotFound`, `DropNotActive`, `AlreadyReserved`, `PurchaseLimitReached`, or database
+/// failure. Sold out is an outcome, not an error, because it carries what may be cached.
+pub async fn reserve(
+    db: &DatabaseConnection,
+    drop_id: i64,
+    user_id: i64,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<ReserveOutcome> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        if let Some(reserved) =
+            reserve_in_one_statement(db, drop_id, user_id, now + ttl, now).await?
+        {
+            return Ok(ReserveOutcome::Reserved(reserved));
+        }
+        // After a sell-out every buyer still in flight lands here: answer the plain sold-out
+        // case with one read instead of a transaction.
+        if let Some(sold_out) = plainly_sold_out(db, drop_id, now).await? {
+            return Ok(ReserveOutcome::SoldOut(sold_out));
+        }
+    }
+    reserve_in_transaction(db, drop_id, user_id, ttl, now).await
+}
+
+/// `Some` when the drop is open, has no unit left and no hold is due, so no takeover is
+/// possible: what the transactional path would conclude, in one query.
+async fn plainly_sold_out(
+    db: &DatabaseConnection,
+    drop_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<SoldOut>> {
+    // "Due" is judged by the statement's own start time, which is when its snapshot is taken:
+    // a request that waited for a connection must not judge by when it arrived.
+    const SQL: &str = r#"
+        SELECT d.stock_version,
+               (SELECT min(r.expires_at) FROM reservations r
+                 WHERE r.drop_id = d.id AND r.status = $3) AS next_due,
+               statement_timestamp() AS checked_at
+          FROM drops d
+         WHERE d.id = $1
+           AND d.available_stock = 0
+           AND d.starts_at <= $2
+           AND (d.ends_at IS NULL OR d.ends_at > $2)"#;
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        SQL,
+        [drop_id.into(), now.into(), ReservationStatus::Active.into()],
+    );
+    let Some(row) = db.query_one_raw(statement).await? else {
+        return Ok(None);
+    };
+    let version: i64 = row.try_get("", "stock_version")?;
+    let next_due: Option<DateTime<Utc>> = row.try_get("", "next_due")?;
+    let checked_at: DateTime<Utc> = row.try_get("", "checked_at")?;
+    if next_due.is_some_and(|due| due <= std::cmp::max(now, checked_at)) {
+        return Ok(None);
+    }
+    Ok(Some(SoldOut {
+        version,
+        until: next_due,
+    }))
+}
+
+/// The common case on Postgres, in one autocommit statement: take a unit if the drop is open,
+/// has stock and the buyer is under the limit, and record the hold. The drop's row is locked
+/// only while that one statement runs, which is what bounds a flash sale's throughput. `None`
+/// when any condition failed; the transactional path then works out which, and tries a
+/// takeover.
+async fn reserve_in_one_statement(
+    db: &DatabaseConnection,
+    drop_id: i64,
+    user_id: i64,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<Reserved>> {
+    const SQL: &str = r#"
+        WITH taken AS (
+            UPDATE drops
+               SET available_stock = available_stock - 1,
+                   stock_version = stock_version + 1,
+                   updated_at = $3
+             WHERE id = $1
+               AND available_stock > 0
+               AND starts_at <= $3
+               AND (ends_at IS NULL OR ends_at > $3)
+               -- the per-buyer rule of `check_purchase_limit`
+               AND (SELECT count(*) FROM purchases p WHERE p.drop_id = $1 AND p.user_id = $2) < max_per_user
+         RETURNING id, available_stock, stock_version
+        ), hold AS (
+            INSERT INTO reservations (drop_id, user_id, status, expires_at, created_at)
+            SELECT id, $2, $5, $4, $3 FROM taken
+         RETURNING id, drop_id, user_id, status, expires_at, created_at, ended_at
+        )
+        SELECT hold.id, hold.drop_id, hold.user_id, hold.status, hold.expires_at, hold.created_at,
+               hold.ended_at, taken.available_stock, taken.stock_version
+          FROM hold CROSS JOIN taken"#;
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        SQL,
+        [
+            drop_id.into(),
+            user_id.into(),
+            now.into(),
+            expires_at.into(),
+            ReservationStatus::Active.into(),
+        ],
+    );
+    let row = match db.query_one_raw(statement).await {
+        Ok(row) => row,
+        Err(e) if is_unique_violation(&e) => return Err(Error::AlreadyReserved),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(row) = row else { return Ok(None) };
+    let reservation = reservations::Model::from_query_result(&row, "")?;
+    let stock = Stock {
+        drop_id,
+        available_stock: row.try_get("", "available_stock")?,
+        version: row.try_get("", "stock_version")?,
+    };
+    Ok(Some(Reserved {
+        reservation,
+        stock,
+        took_over: None,
+    }))
+}
+
+/// The general path (all of SQLite, and Postgres's refusals and takeovers), in one transaction.
+async fn reserve_in_transaction(
+    db: &DatabaseConnection,
+    drop_id: i64,
+    user_id: i64,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<ReserveOutcome> {
+    let txn = begin_write(db).await?;
+    // A transaction that waited for its turn acts at the moment it runs: holds that fell due
+    // while it waited are due for it too.
+    let now = std::cmp::max(now, Utc::now());
+    let drop = drops::Entity::find_by_id(drop_id)
+        .one(&txn)
+        .await?
+        .ok_or(Error::DropNotFound)?;
+    if !is_open(&drop, now) {
+        return Err(Error::DropNotActive);
+    }
+    check_purchase_limit(&txn, &drop, user_id).await?;
+    let reservation = insert_hold(&txn, drop_id, user_id, now + ttl, now).await?;
+
+    // Sold out by the counter? An overdue hold still gives its unit to this buyer. Concurrent
+    // takeovers each lock a different overdue hold (SKIP LOCKED on Postgres; SQLite has one
+    // writer at a time), and a due hold that a sweep or another takeover is ending right now
+    // is waited for, so nobody is refused while a due hold is left. When no due hold is left,
+    // the counter is read once more: a sweep may have given a unit back after it was first
+    // read and before the due holds were looked at.
+    let mut last_look = false;
+    for _ in 0..MAX_TAKEOVER_ROUNDS {
+        if let Some(stock) = take_units(&txn, drop_id, now, -1).await? {
+            txn.commit().await?;
+            return Ok(ReserveOutcome::Reserved(Reserved {
+                reservation,
+                stock,
+                took_over: None,
+            }));
+        }
+        if last_look {
+            break;
+        }
+        let now = std::cmp::max(now, Utc::now());
+        if let Some(ended) = take_over_due_hold(&txn, drop_id, now).await? {
+            let stock = take_units(&txn, drop_id, now, 0)
+                .await?
+                .ok_or(Error::DropNotFound)?;
+            txn.commit().await?;
+            return Ok(ReserveOutcome::Reserved(Reserved {
+                reservation,
+                stock,
+                took_over: Some(ended),
+            }));
+        }
+        last_look = !wait_for_busy_due_hold(&txn, drop_id, now).await?;
+    }
+
+    let until = reservations::Entity::find()
+        .select_only()
+        .column_as(reservations::Column::ExpiresAt.min(), "until")
+        .filter(reservations::Column::DropId.eq(drop_id))
+        .filter(reservations::Column::Status.eq(ReservationStatus::Active))
+        .filter(reservations::Column::Id.ne(reservation.id))
+        .into_tuple::<Option<DateTime<Utc>>>()
+        .one(&txn)
+        .await?
+        .flatten();
+    txn.rollback().await?;
+    Ok(ReserveOutcome::SoldOut(SoldOut {
+        version: drop.stock_version,
+        until,
+    }))
+}
+
+/// The hold's row; one active hold per buyer and drop is a unique index.
+async fn insert_hold(
+    txn: &impl ConnectionTrait,
+    drop_id: i64,
+    user_id: i64,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<reservations::Model> {
+    let hold = reservations::ActiveModel {
+        drop_id: Set(drop_id),
+        user_id: Set(user_id),
+        status: Set(ReservationStatus::Active),
+        expires_at: Set(expires_at),
+        created_at: Set(now),
+        ended_at: Set(None),
+        ..Default::default()
+    };
+    match reservations::Entity::insert(hold)
+        .exec_with_returning(txn)
+        .await
+    {
+        Ok(r) => Ok(r),
+        Err(e) if is_unique_violation(&e) => Err(Error::AlreadyReserved),
+        Err(e) if is_foreign_key_violation(&e) => Err(Error::DropNotFound),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How often a reserve on a sold-out drop looks again after waiting for a due hold someone
+/// else was ending; each round, someone else got a unit, so this bounds a reserve's wait by
+/// the buyers ahead of it, not by chance.
+const MAX_TAKEOVER_ROUNDS: usize = 32;
+
+/// Ends the oldest due hold of a drop that no other transaction is ending (holds others have
+/// locked are skipped rather than waited for), returning it as it now is.
+async fn take_over_due_hold(
+    txn: &impl ConnectionTrait,
+    drop_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<reservations::Model>> {
+    let Some(candidate) = due_hold_to_lock(txn, drop_id, now).await? else {
+        return Ok(None);
+    };
+    end_hold(txn, candidate, ReservationStatus::Expired, None, now).await
+}
+
+async fn due_hold_to_lock(
+    txn: &impl ConnectionTrait,
+    drop_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>> {
+    let mut query = reservations::Entity::find()
+        .select_only()
+        .column(reservations::Column::Id)
+        .filter(reservations::Column::Status.eq(ReservationStatus::Active))
+        .filter(reservations::Column::ExpiresAt.lte(now))
+        .filter(reservations::Column::DropId.eq(drop_id))
+        .order_by_asc(reservations::Column::ExpiresAt)
+        .limit(1);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    Ok(query.into_tuple().one(txn).await?)
+}
+
+/// Waits until a due hold of the drop that another transaction has locked (a sweep expiring
+/// it, or another takeover) is settled. `false` when there is none to wait for.
+async fn wait_for_busy_due_hold(
+    txn: &impl ConnectionTrait,
+    drop_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(false);
+    }
+    let busy: Option<i64> = reservations::Entity::find()
+        .select_only()
+        .column(reservations::Column::Id)
+        .filter(reservations::Column::Status.eq(ReservationStatus::Active))
+        .filter(reservations::Column::ExpiresAt.lte(now))
+        .filter(reservations::Column::DropId.eq(drop_id))
+        .limit(1)
+        .into_tuple()
+        .one(txn)
+        .await?;
+    let Some(id) = busy else { return Ok(false) };
+    // Blocks until the other transaction commits or rolls back; then look again.
+    reservations::Entity::find_by_id(id)
+        .lock(LockType::Update)
+        .one(txn)
+        .await?;
+    Ok(true)
+}

@@ -1,0 +1,69 @@
+//! Jobs: one file each, its payload beside its handler. A payload carries only ids — the row
+//! is the truth, and the handler re-reads it — and every handler is safe to run twice.
+//!
+//! Adding a job: a new file with a payload that implements [`Job`], and one line in
+//! [`register_all`].
+
+use std::{future::Future, sync::Arc};
+
+use apalis::prelude::BoxDynError;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    mailer::Mailer,
+    platform::{effects::Effects, settings::Settings},
+    runtime::Workers,
+};
+
+mod expire_reservation;
+mod notify_restock;
+mod ping;
+mod send_email;
+
+pub use expire_reservation::ExpireReservation;
+pub use notify_restock::{NotifyRestock, fan_out};
+pub use ping::Ping;
+pub use send_email::SendEmail;
+
+/// Every job the workers run.
+pub fn register_all(workers: Workers) -> Workers {
+    workers
+        .add::<ExpireReservation>()
+        .add::<NotifyRestock>()
+        .add::<SendEmail>()
+        .add::<Ping>()
+}
+
+/// A kind of job: its queue, how many run at once, and what running one does.
+pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
+    /// The queue's name (prefixed in Redis); producer and consumer agree through it.
+    const QUEUE: &'static str;
+
+    /// How many of these one worker process runs at once.
+    fn concurrency(settings: &Settings) -> usize {
+        settings.worker.concurrency
+    }
+
+    /// Runs the job. An error is logged and retried by the backend, so it must be safe to
+    /// run again.
+    fn run(self, deps: Arc<Deps>) -> impl Future<Output = Result<(), BoxDynError>> + Send;
+}
+
+/// What every job can reach.
+#[derive(Debug)]
+pub struct Deps {
+    pub db: sea_orm::DatabaseConnection,
+    pub effects: Effects,
+    pub queue: crate::platform::queue::Queue,
+    pub bus: crate::platform::bus::EventBus,
+    pub settings: Settings,
+    pub mailer: Mailer,
+    /// Unique per process (name-host-pid-random), as apalis requires.
+    pub worker_name: String,
+}
+
+/// Logs an error with its cause chain (apalis logs only the top message) and hands it back.
+fn logged(error: entity::Error, what: &str) -> BoxDynError {
+    tracing::warn!(error = %entity::error::chain(&error), "{what}");
+    error.into()
+}

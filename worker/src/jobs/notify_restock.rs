@@ -1,0 +1,54 @@
+use std::sync::Arc;
+
+use apalis::prelude::BoxDynError;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use super::{Deps, Job, logged};
+
+/// Alerts per fan-out transaction (and per bulk enqueue).
+const FANOUT_BATCH: u64 = 500;
+
+/// Alert the confirmed subscribers of a product that came back in stock, in signup order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyRestock {
+    pub restock_event_id: i64,
+}
+
+impl Job for NotifyRestock {
+    const QUEUE: &'static str = "fanout";
+
+    fn concurrency(_: &crate::platform::settings::Settings) -> usize {
+        2
+    }
+
+    /// A database failure is retried; subscribers already alerted are not alerted again.
+    async fn run(self, deps: Arc<Deps>) -> Result<(), BoxDynError> {
+        fan_out(&deps, self.restock_event_id)
+            .await
+            .map_err(|e| logged(e, "restock fan-out failed"))
+    }
+}
+
+/// Writes a ledger row for every confirmed, unalerted subscriber of the restock's product,
+/// [`FANOUT_BATCH`] per transaction, and enqueues their sends.
+///
+/// # Errors
+/// Database failure.
+pub async fn fan_out(deps: &Deps, restock_event_id: i64) -> Result<(), entity::Error> {
+    loop {
+        let batch =
+            entity::mail::fan_out(&deps.db, restock_event_id, FANOUT_BATCH, Utc::now()).await?;
+        if !batch.message_ids.is_empty() {
+            tracing::info!(
+                restock_event_id,
+                alerts = batch.message_ids.len(),
+                "restock alerts queued"
+            );
+            deps.effects.emails_queued(batch.message_ids).await;
+        }
+        if !batch.more {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! What a committed change implies, named once. Every path that commits a change — an api
+//! handler, a job, the sweep — calls the effect of that change, so two paths cannot disagree
+//! about what it announces or enqueues.
+//!
+//! Effects run after the commit: the fact is already safe. A job that cannot be enqueued is
+//! re-derived from its row by the sweep or the reconciler; a lost event is repaired by the
+//! next event's `version`.
+
+use std::sync::Arc;
+
+use entity::{
+    catalog::Change,
+    drops::{Ended, Reserved, Stock},
+};
+
+use super::{
+    bus::EventBus,
+    events::{Event, ProductRestocked, ReservationExpired, StockUpdate},
+    queue::Queue,
+};
+use crate::jobs::{ExpireReservation, NotifyRestock, SendEmail};
+
+/// What in this process must learn of its own stock changes at once, before the bus
+/// delivers them: the api's caches, so its next request already sees the change.
+pub trait StockObserver: Send + Sync {
+    fn observe(&self, update: &StockUpdate);
+}
+
+#[derive(Clone)]
+pub struct Effects {
+    queue: Queue,
+    bus: EventBus,
+    observer: Option<Arc<dyn StockObserver>>,
+}
+
+impl std::fmt::Debug for Effects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Effects")
+            .field("queue", &self.queue)
+            .field("bus", &self.bus)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Effects {
+    pub fn new(queue: Queue, bus: EventBus) -> Self {
+        Self {
+            queue,
+            bus,
+            observer: None,
+        }
+    }
+
+    /// Tells `observer` of every stock change made through these effects, before it is
+    /// published.
+    #[must_use]
+    pub fn observed_by(self, observer: Arc<dyn StockObserver>) -> Self {
+        Self {
+            observer: Some(observer),
+            ..self
+        }
+    }
+
+    fn note(&self, stock: Stock) -> StockUpdate {
+        let update = StockUpdate::from(stock);
+        if let Some(observer) = &self.observer {
+            observer.observe(&update);
+        }
+        update
+    }
+
+    /// A drop's stock moved (created, stock added, a hold taken or ended): every instance and
+    /// every open browser hears the new figure.
+    pub async fn stock_changed(&self, stock: Stock) {
+        let update = self.note(stock);
+        self.bus.publish_or_log(&Event::StockUpdate(update)).await;
+    }
+
+    /// A hold was taken: its expiry is scheduled, the new stock announced, and a due hold it
+    /// took over announced as expired to its owner. Runs in the background, so the buyer does
+    /// not wait for it; if the process dies first, the sweep expires the hold.
+    pub fn hold_taken(&self, reserved: Reserved) {
+        self.note(reserved.stock);
+        let effects = self.clone();
+        tokio::spawn(async move {
+            let job = ExpireReservation {
+                reservation_id: reserved.reservation.id,
+            };
+            if let Err(error) = effects
+                .queue
+                .push_at(job, reserved.reservation.expires_at)
+                .await
+            {
+                tracing::warn!(%error, "expiry job not enqueued; the sweep will expire the hold");
+            }
+            let update = StockUpdate::from(reserved.stock);
+            effects
+                .bus
+                .publish_or_log(&Event::StockUpdate(update))
+                .await;
+            if let Some(old) = &reserved.took_over {
+                effects.hold_expired(old).await;
+            }
+        });
+    }
+
+    /// A hold ended unbought (expired or released): its unit is back on sale, and an expiry
+    /// is told to the hold's owner.
+    pub async fn hold_ended(&self, ended: &Ended) {
+        self.stock_changed(ended.stock).await;
+        if ended.reservation.status == entity::drops::ReservationStatus::Expired {
+            self.hold_expired(&ended.reservation).await;
+        }
+    }
+
+    async fn hold_expired(&self, hold: &entity::models::reservations::Model) {
+        self.bus
+            .publish_or_log(&Event::ReservationExpired(ReservationExpired::from(hold)))
+            .await;
+    }
+
+    /// A product was written (webhook or admin). A restock is broadcast and its subscribers'
+    /// fan-out enqueued; a lost enqueue is re-run by the reconciler.
+    pub async fn product_changed(&self, change: &Change) {
+        let Some(restock) = &change.restock else {
+            return;
+        };
+        self.bus
+            .publish_or_log(&Event::ProductRestocked(ProductRestocked::from(
+                &change.product,
+            )))
+            .await;
+        self.restock_owed(restock.id).await;
+    }
+
+    /// Subscribers are owed the alert of a restock (it just happened, or an address was
+    /// confirmed after it): its fan-out is enqueued. Subscribers already alerted are skipped.
+    pub async fn restock_owed(&self, restock_event_id: i64) {
+        let job = NotifyRestock { restock_event_id };
+        if let Err(error) = self.queue.push(job).await {
+            tracing::warn!(%error, restock_event_id, "restock fan-out not enqueued; the reconciler will retry");
+        }
+    }
+
+    /// Rows were written to the email ledger: their sends are enqueued. The rows are safe; if
+    /// the queue refuses, the reconciler re-enqueues them.
+    pub async fn emails_queued(&self, message_ids: Vec<i64>) {
+        let jobs = message_ids
+            .into_iter()
+            .map(|message_id| SendEmail { message_id })
+            .collect();
+        if let Err(error) = self.queue.push_bulk(jobs).await {
+            tracing::warn!(%error, "send jobs not enqueued; the reconciler will retry");
+        }
+    }
+}

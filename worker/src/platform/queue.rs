@@ -1,0 +1,120 @@
+//! The job queue handle. Callers push any [`Job`] without knowing whether it goes to
+//! apalis-sqlite (embedded) or apalis-redis (distributed); each job type has its own queue,
+//! so a flood of mail never delays an expiry.
+
+use std::time::Duration;
+
+use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis_redis::RedisStorage;
+use apalis_sqlite::SqliteStorage;
+use chrono::{DateTime, Utc};
+
+use crate::jobs::Job;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot enqueue {job}: {source}")]
+pub struct QueueError {
+    job: &'static str,
+    #[source]
+    source: apalis::prelude::BoxDynError,
+}
+
+#[derive(Clone, Debug)]
+pub enum Queue {
+    Sqlite(apalis_sqlite::SqlitePool),
+    Redis {
+        conn: redis::aio::ConnectionManager,
+        prefix: String,
+    },
+}
+
+/// One job type's storage, on whichever backend the queue uses.
+pub enum Storage<J> {
+    Sqlite(SqliteStorage<J>),
+    Redis(RedisStorage<J>),
+}
+
+impl Queue {
+    /// The storage of `J`'s queue. Cheap: a storage is a connection handle and a config.
+    pub fn storage<J: Job>(&self) -> Storage<J> {
+        match self {
+            // Outcomes live in our own tables; apalis need not keep them.
+            Self::Sqlite(pool) => Storage::Sqlite(
+                SqliteStorage::new(pool).with_config(
+                    apalis_sqlite::Config::default()
+                        .queue(J::QUEUE)
+                        .batch_size(50)
+                        .persist_results(false),
+                ),
+            ),
+            // Nobody listens to apalis's own task events either.
+            Self::Redis { conn, prefix } => Storage::Redis(
+                RedisStorage::new(conn.clone()).with_config(
+                    apalis_redis::Config::default()
+                        .queue(format!("{prefix}:{}", J::QUEUE))
+                        .batch_size(50)
+                        .persist_results(false)
+                        .emit_events(false),
+                ),
+            ),
+        }
+    }
+
+    /// # Errors
+    /// The backend refused the job.
+    pub async fn push<J: Job>(&self, job: J) -> Result<(), QueueError> {
+        match self.storage::<J>() {
+            Storage::Sqlite(mut s) => s.push(job).await.map_err(failed::<J>),
+            Storage::Redis(mut s) => s.push(job).await.map_err(failed::<J>),
+        }
+    }
+
+    /// Pushes many jobs of one type in one round trip.
+    ///
+    /// # Errors
+    /// The backend refused the batch.
+    pub async fn push_bulk<J: Job>(&self, jobs: Vec<J>) -> Result<(), QueueError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        match self.storage::<J>() {
+            Storage::Sqlite(mut s) => s.push_bulk(jobs).await.map_err(failed::<J>),
+            Storage::Redis(mut s) => s.push_bulk(jobs).await.map_err(failed::<J>),
+        }
+    }
+
+    /// Runs `job` at `at`, never before. apalis stores run-at in whole seconds, so this rounds
+    /// up.
+    ///
+    /// # Errors
+    /// The backend refused the job.
+    pub async fn push_at<J: Job>(&self, job: J, at: DateTime<Utc>) -> Result<(), QueueError> {
+        let secs = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
+        let task = TaskBuilder::new(job)
+            .run_at_timestamp(u64::try_from(secs).unwrap_or_default())
+            .build();
+        match self.storage::<J>() {
+            Storage::Sqlite(mut s) => s.push_task(task).await.map_err(failed::<J>),
+            Storage::Redis(mut s) => s.push_task(task).await.map_err(failed::<J>),
+        }
+    }
+
+    /// Runs `job` `delay` from now.
+    ///
+    /// # Errors
+    /// The backend refused the job.
+    pub async fn push_after<J: Job>(&self, job: J, delay: Duration) -> Result<(), QueueError> {
+        let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        self.push_at(job, at).await
+    }
+}
+
+fn failed<J: Job>(error: impl std::fmt::Display) -> QueueError {
+    QueueError {
+        job: std::any::type_name::<J>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("job"),
+        source: error.to_string().into(),
+    }
+}

@@ -1,0 +1,530 @@
+//! One typed settings struct, read once from the environment (and an optional `.env`).
+//!
+//! It lives in `worker` because both binaries need it and `worker` cannot depend on `api`.
+
+use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use rand::RngCore;
+
+/// A value that must never reach a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{name} is required{hint}")]
+    Missing {
+        name: &'static str,
+        hint: &'static str,
+    },
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// SQLite, in-process queue and bus, worker inside the api.
+    Embedded,
+    /// Postgres, apalis-redis, Redis pub/sub, separate worker processes.
+    Distributed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything the processes read from their environment, grouped by concern and held as
+/// ready-to-use types, so no caller converts units or re-derives a default.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    /// Set in distributed mode only: its presence is what makes the mode.
+    pub redis: Option<RedisSettings>,
+    pub auth: AuthSettings,
+    pub drops: DropSettings,
+    pub mail: MailSettings,
+    pub contentful: ContentfulSettings,
+    pub worker: WorkerSettings,
+    /// SQLite file, generated secrets, outbox.
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    pub host: IpAddr,
+    pub port: u16,
+    /// Larger request bodies are refused with 413.
+    pub max_body_bytes: usize,
+    /// Used in links in emails.
+    pub public_base_url: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    /// Postgres pool size per process.
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    pub url: Secret,
+    /// Prefix of every Redis key, queue and channel, so several stores (or tests) share one Redis.
+    pub prefix: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    pub jwt_access_secret: Secret,
+    pub access_token_ttl: Duration,
+    /// Absolute lifetime of a session (its refresh-token family).
+    pub refresh_token_ttl: chrono::Duration,
+    pub login_max_failures: u32,
+    pub login_lockout: Duration,
+    pub rate_limit_per_minute: u32,
+    /// When set, this admin account exists after start.
+    pub admin: Option<AdminAccount>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AdminAccount {
+    pub email: String,
+    pub password: Secret,
+}
+
+#[derive(Clone, Debug)]
+pub struct DropSettings {
+    /// How long a hold lasts.
+    pub reservation_ttl: chrono::Duration,
+    /// Period of the sweep that expires overdue holds nobody asked for.
+    pub sweep_interval: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct MailSettings {
+    /// `None`: mail is written to `outbox_dir`.
+    pub smtp_url: Option<Secret>,
+    pub from: String,
+    pub outbox_dir: PathBuf,
+    /// Send-rate cap per worker process, for providers' limits.
+    pub rate_per_sec: u32,
+    pub max_attempts: i32,
+    /// Wait before the first retry of a transiently failed email; doubles with each try.
+    pub retry_base: Duration,
+    /// A queued email nobody has touched for this long has lost its job and is re-enqueued.
+    pub stuck_after: chrono::Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct ContentfulSettings {
+    /// `None`: the webhook refuses everything (503 `webhook_disabled`).
+    pub webhook_secret: Option<Secret>,
+    pub locale: String,
+    /// Maximum age of a signed request, in milliseconds.
+    pub webhook_ttl_ms: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// Run job workers inside the api process (always true in embedded mode).
+    pub embed: bool,
+    /// Jobs in flight per queue per worker process.
+    pub concurrency: usize,
+    /// Period of the reconciler that re-derives jobs Redis may have lost.
+    pub reconcile_interval: Duration,
+}
+
+impl Settings {
+    /// Reads `.env` (if present) and the process environment.
+    ///
+    /// # Errors
+    /// A missing or malformed variable, named in the error.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        let _ = dotenvy::dotenv();
+        Self::from_vars(std::env::vars().collect())
+    }
+
+    /// Builds settings from an explicit map; tests use this to start the app without touching
+    /// the process environment.
+    ///
+    /// # Errors
+    /// A missing or malformed variable, named in the error.
+    pub fn from_vars(vars: HashMap<String, String>) -> Result<Self, SettingsError> {
+        let env = Vars(vars);
+        let data_dir = PathBuf::from(env.get("DATA_DIR").unwrap_or("./data"));
+        let redis = RedisSettings::read(&env)?;
+        let mode = if redis.is_some() {
+            Mode::Distributed
+        } else {
+            Mode::Embedded
+        };
+        let http = HttpSettings::read(&env)?;
+        let log_format = match env.get("LOG_FORMAT").unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "LOG_FORMAT",
+                    format!("expected text or json, got {other:?}"),
+                ));
+            }
+        };
+        Ok(Self {
+            database: DatabaseSettings::read(&env, &data_dir)?,
+            auth: AuthSettings::read(&env, mode, &data_dir)?,
+            drops: DropSettings {
+                reservation_ttl: chrono_secs(env.secs("RESERVATION_TTL_SECS", 60, 1)?),
+                sweep_interval: env.millis("SWEEP_INTERVAL_MS", 1_000)?,
+            },
+            mail: MailSettings::read(&env, &data_dir)?,
+            contentful: ContentfulSettings::read(&env)?,
+            worker: WorkerSettings {
+                embed: mode == Mode::Embedded
+                    || env.parse::<Flag>("EMBED_WORKER")?.is_some_and(|f| f.0),
+                concurrency: env.positive("WORKER_CONCURRENCY", 16)?,
+                reconcile_interval: env.secs("RECONCILE_INTERVAL_SECS", 30, 1)?,
+            },
+            http,
+            redis,
+            data_dir,
+            log_format,
+        })
+    }
+
+    pub fn mode(&self) -> Mode {
+        if self.redis.is_some() {
+            Mode::Distributed
+        } else {
+            Mode::Embedded
+        }
+    }
+}
+
+impl HttpSettings {
+    fn read(env: &Vars) -> Result<Self, SettingsError> {
+        let host: IpAddr = env.parse("HOST")?.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let port: u16 = env.parse("PORT")?.unwrap_or(3000);
+        let public_base_url = env
+            .get("PUBLIC_BASE_URL")
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| format!("http://{host}:{port}"));
+        if !(public_base_url.starts_with("http://") || public_base_url.starts_with("https://")) {
+            return Err(invalid(
+                "PUBLIC_BASE_URL",
+                "must start with http:// or https://",
+            ));
+        }
+        Ok(Self {
+            host,
+            port,
+            max_body_bytes: env.positive("MAX_BODY_BYTES", 64 * 1024)?,
+            public_base_url,
+        })
+    }
+}
+
+impl DatabaseSettings {
+    fn read(env: &Vars, data_dir: &std::path::Path) -> Result<Self, SettingsError> {
+        let url = match env.get("DATABASE_URL") {
+            Some(url)
+                if url.starts_with("postgres://")
+                    || url.starts_with("postgresql://")
+                    || url.starts_with("sqlite:") =>
+            {
+                url.to_owned()
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "DATABASE_URL",
+                    "must start with postgres://, postgresql:// or sqlite:",
+                ));
+            }
+            None => {
+                ensure_dir(data_dir)?;
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    data_dir.join("honeydrop.db").display()
+                )
+            }
+        };
+        Ok(Self {
+            url: Secret::new(url),
+            max_connections: env.positive("DATABASE_MAX_CONNECTIONS", 24)?,
+        })
+    }
+}
+
+impl RedisSettings {
+    fn read(env: &Vars) -> Result<Option<Self>, SettingsError> {
+        let Some(url) = env.get("REDIS_URL") else {
+            return Ok(None);
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(invalid(
+                "REDIS_URL",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        Ok(Some(Self {
+            url: Secret::new(url),
+            prefix: env.get("REDIS_PREFIX").unwrap_or("honeydrop").to_owned(),
+        }))
+    }
+}
+
+impl AuthSettings {
+    fn read(env: &Vars, mode: Mode, data_dir: &std::path::Path) -> Result<Self, SettingsError> {
+        let jwt_access_secret = match env.get("JWT_ACCESS_SECRET") {
+            Some(secret) if secret.len() >= 32 => Secret::new(secret),
+            Some(_) => return Err(invalid("JWT_ACCESS_SECRET", "must be at least 32 bytes")),
+            None if mode == Mode::Embedded => generated_secret(data_dir)?,
+            None => {
+                return Err(SettingsError::Missing {
+                    name: "JWT_ACCESS_SECRET",
+                    hint: " in distributed mode (REDIS_URL is set): every api instance must share it",
+                });
+            }
+        };
+        let admin = match (env.get("ADMIN_EMAIL"), env.get("ADMIN_PASSWORD")) {
+            (Some(email), Some(password)) => Some(AdminAccount {
+                email: email.to_owned(),
+                password: Secret::new(password),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "ADMIN_PASSWORD",
+                    "ADMIN_EMAIL and ADMIN_PASSWORD must be set together",
+                ));
+            }
+        };
+        Ok(Self {
+            jwt_access_secret,
+            access_token_ttl: env.secs("ACCESS_TOKEN_TTL_SECS", 15 * 60, 1)?,
+            refresh_token_ttl: chrono_secs(env.secs(
+                "REFRESH_TOKEN_TTL_SECS",
+                30 * 24 * 3600,
+                60,
+            )?),
+            login_max_failures: env.positive("LOGIN_MAX_FAILURES", 5)?,
+            login_lockout: env.secs("LOGIN_LOCKOUT_SECS", 15 * 60, 1)?,
+            rate_limit_per_minute: env.positive("AUTH_RATE_LIMIT_PER_MINUTE", 120)?,
+            admin,
+        })
+    }
+}
+
+impl MailSettings {
+    fn read(env: &Vars, data_dir: &std::path::Path) -> Result<Self, SettingsError> {
+        let smtp_url = env.get("SMTP_URL").map(Secret::new);
+        if let Some(url) = &smtp_url
+            && !(url.expose().starts_with("smtp://") || url.expose().starts_with("smtps://"))
+        {
+            return Err(invalid("SMTP_URL", "must start with smtp:// or smtps://"));
+        }
+        Ok(Self {
+            smtp_url,
+            from: env
+                .get("MAIL_FROM")
+                .unwrap_or("Honeydrop <no-reply@honeydrop.local>")
+                .to_owned(),
+            outbox_dir: data_dir.join("outbox"),
+            rate_per_sec: env.positive("MAIL_RATE_PER_SEC", 2_000)?,
+            max_attempts: env.positive("MAIL_MAX_ATTEMPTS", 6)?,
+            retry_base: env.millis("MAIL_RETRY_BASE_MS", 30_000)?,
+            stuck_after: chrono_secs(env.secs("MAIL_STUCK_AFTER_SECS", 60, 1)?),
+        })
+    }
+}
+
+impl ContentfulSettings {
+    fn read(env: &Vars) -> Result<Self, SettingsError> {
+        let webhook_secret = env.get("CONTENTFUL_WEBHOOK_SECRET").map(Secret::new);
+        if let Some(secret) = &webhook_secret
+            && secret.expose().len() < 32
+        {
+            return Err(invalid(
+                "CONTENTFUL_WEBHOOK_SECRET",
+                "must be at least 32 characters (Contentful issues 64)",
+            ));
+        }
+        let ttl = env.secs("CONTENTFUL_WEBHOOK_TTL_SECS", 30, 1)?;
+        Ok(Self {
+            webhook_secret,
+            locale: env.get("CONTENTFUL_LOCALE").unwrap_or("en-US").to_owned(),
+            webhook_ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+        })
+    }
+}
+
+/// Whole seconds as read from a variable, for the domain's `chrono` arithmetic.
+fn chrono_secs(value: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(value).unwrap_or(chrono::Duration::MAX)
+}
+
+struct Vars(HashMap<String, String>);
+
+/// `true`/`false`/`1`/`0`.
+struct Flag(bool);
+
+impl FromStr for Flag {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" => Ok(Flag(true)),
+            "0" | "false" | "no" => Ok(Flag(false)),
+            _ => Err("expected true or false".into()),
+        }
+    }
+}
+
+impl Vars {
+    /// A variable set to an empty string counts as unset, as platforms often do.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: FromStr>(&self, name: &'static str) -> Result<Option<T>, SettingsError>
+    where
+        T::Err: fmt::Display,
+    {
+        self.get(name)
+            .map(|raw| {
+                raw.parse::<T>()
+                    .map_err(|e| invalid(name, format!("{raw:?}: {e}")))
+            })
+            .transpose()
+    }
+
+    fn positive<T>(&self, name: &'static str, default: T) -> Result<T, SettingsError>
+    where
+        T: FromStr + PartialOrd + Default,
+        T::Err: fmt::Display,
+    {
+        let value = self.parse(name)?.unwrap_or(default);
+        if value <= T::default() {
+            return Err(invalid(name, "must be greater than zero"));
+        }
+        Ok(value)
+    }
+
+    fn secs(&self, name: &'static str, default: u64, min: u64) -> Result<Duration, SettingsError> {
+        let value: u64 = self.parse(name)?.unwrap_or(default);
+        if value < min {
+            return Err(invalid(name, format!("must be at least {min}")));
+        }
+        Ok(Duration::from_secs(value))
+    }
+
+    fn millis(&self, name: &'static str, default: u64) -> Result<Duration, SettingsError> {
+        let value: u64 = self.positive(name, default)?;
+        Ok(Duration::from_millis(value))
+    }
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        name,
+        reason: reason.into(),
+    }
+}
+
+fn ensure_dir(dir: &std::path::Path) -> Result<(), SettingsError> {
+    std::fs::create_dir_all(dir).map_err(|source| SettingsError::Io {
+        path: dir.display().to_string(),
+        source,
+    })
+}
+
+/// Embedded mode keeps a generated signing key under the data directory, so tokens survive a
+/// restart without the operator configuring anything.
+fn generated_secret(data_dir: &std::path::Path) -> Result<Secret, SettingsError> {
+    ensure_dir(data_dir)?;
+    let path = data_dir.join("jwt_access_secret");
+    let io = |source| SettingsError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(existing) if existing.trim().len() >= 32 => return Ok(Secret::new(existing.trim())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, &secret).map_err(io)?;
+    Ok(Secret::new(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn distributed_mode_requires_a_shared_jwt_secret() {
+        let err = Settings::from_vars(vars(&[
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("DATABASE_URL", "postgres://x@localhost/db"),
+        ]))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains("JWT_ACCESS_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn malformed_numbers_name_their_variable() {
+        let err = Settings::from_vars(vars(&[
+            ("PORT", "eighty"),
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("JWT_ACCESS_SECRET", &"k".repeat(32)),
+        ]))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.starts_with("PORT is invalid"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2")),
+            "Secret([redacted])"
+        );
+    }
+}
