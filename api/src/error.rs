@@ -192,7 +192,6 @@ macro_rules! internal_errors {
 
 internal_errors!(
     crate::auth::HashError,
-    redis::RedisError,
     jsonwebtoken::errors::Error,
     serde_json::Error,
     worker::queue::QueueError,

@@ -7,6 +7,7 @@ pub mod idempotent;
 pub mod limiter;
 pub mod listing_cache;
 pub mod metrics;
+pub mod relay;
 pub mod routes;
 pub mod startup;
 pub mod state;

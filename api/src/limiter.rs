@@ -1,5 +1,9 @@
 //! Fixed-window counters for login lockout and per-IP rate limits. In distributed mode they
 //! live in Redis, so every api instance sees the same counts.
+//!
+//! Signing in needs only the database, so a Redis outage must not stop it: while Redis does
+//! not answer within [`REDIS_PATIENCE`], each instance counts in its own memory instead (the
+//! limits then hold per instance rather than across them) and logs that it does.
 
 use std::{
     collections::HashMap,
@@ -7,14 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::AsyncCommands;
+/// How long a request waits for Redis before counting in memory.
+const REDIS_PATIENCE: Duration = Duration::from_millis(300);
 
-pub enum Limiter {
-    Memory(Mutex<HashMap<String, (u32, Instant)>>),
-    Redis {
-        conn: redis::aio::ConnectionManager,
-        prefix: String,
-    },
+pub struct Limiter {
+    memory: Mutex<HashMap<String, (u32, Instant)>>,
+    redis: Option<(redis::aio::ConnectionManager, String)>,
 }
 
 /// A counter's value and how long until it resets.
@@ -26,112 +28,108 @@ pub struct Window {
 
 impl Limiter {
     pub fn new(redis: Option<redis::aio::ConnectionManager>, prefix: &str) -> Self {
-        match redis {
-            Some(conn) => Self::Redis {
-                conn,
-                prefix: format!("{prefix}:limit:"),
-            },
-            None => Self::Memory(Mutex::new(HashMap::new())),
+        Self {
+            memory: Mutex::new(HashMap::new()),
+            redis: redis.map(|conn| (conn, format!("{prefix}:limit:"))),
         }
     }
 
     /// Adds one to `key`'s counter; the window starts at the first hit.
-    ///
-    /// # Errors
-    /// Redis failed.
-    pub async fn hit(&self, key: &str, window: Duration) -> Result<Window, redis::RedisError> {
-        match self {
-            Self::Memory(map) => {
-                let now = Instant::now();
-                let mut map = map
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if map.len() > 100_000 {
-                    map.retain(|_, (_, end)| *end > now);
-                }
-                let entry = map.entry(key.to_owned()).or_insert((0, now + window));
-                if entry.1 <= now {
-                    *entry = (0, now + window);
-                }
-                entry.0 = entry.0.saturating_add(1);
-                Ok(Window {
-                    count: entry.0,
-                    resets_in: entry.1 - now,
-                })
+    pub async fn hit(&self, key: &str, window: Duration) -> Window {
+        if let Some((conn, prefix)) = &self.redis {
+            let key = format!("{prefix}{key}");
+            let millis = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .incr(&key, 1)
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(millis)
+                .arg("NX")
+                .ignore()
+                .pttl(&key);
+            if let Some((count, ttl)) = ask(conn, &pipe).await {
+                return window_of(count, ttl);
             }
-            Self::Redis { conn, prefix } => {
-                let key = format!("{prefix}{key}");
-                let millis = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-                let (count, ttl): (u32, i64) = redis::pipe()
-                    .atomic()
-                    .incr(&key, 1)
-                    .cmd("PEXPIRE")
-                    .arg(&key)
-                    .arg(millis)
-                    .arg("NX")
-                    .ignore()
-                    .pttl(&key)
-                    .query_async(&mut conn.clone())
-                    .await?;
-                Ok(Window {
-                    count,
-                    resets_in: Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
-                })
-            }
+        }
+        let now = Instant::now();
+        let mut map = self.lock();
+        if map.len() > 100_000 {
+            map.retain(|_, (_, end)| *end > now);
+        }
+        let entry = map.entry(key.to_owned()).or_insert((0, now + window));
+        if entry.1 <= now {
+            *entry = (0, now + window);
+        }
+        entry.0 = entry.0.saturating_add(1);
+        Window {
+            count: entry.0,
+            resets_in: entry.1 - now,
         }
     }
 
     /// The counter without changing it.
-    ///
-    /// # Errors
-    /// Redis failed.
-    pub async fn peek(&self, key: &str) -> Result<Window, redis::RedisError> {
-        match self {
-            Self::Memory(map) => {
-                let now = Instant::now();
-                let map = map
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                Ok(match map.get(key) {
-                    Some((count, end)) if *end > now => Window {
-                        count: *count,
-                        resets_in: *end - now,
-                    },
-                    _ => Window {
-                        count: 0,
-                        resets_in: Duration::ZERO,
-                    },
-                })
+    pub async fn peek(&self, key: &str) -> Window {
+        if let Some((conn, prefix)) = &self.redis {
+            let key = format!("{prefix}{key}");
+            let mut pipe = redis::pipe();
+            pipe.get(&key).pttl(&key);
+            if let Some((count, ttl)) = ask::<(Option<u32>, i64)>(conn, &pipe).await {
+                return window_of(count.unwrap_or(0), ttl);
             }
-            Self::Redis { conn, prefix } => {
-                let key = format!("{prefix}{key}");
-                let (count, ttl): (Option<u32>, i64) = redis::pipe()
-                    .get(&key)
-                    .pttl(&key)
-                    .query_async(&mut conn.clone())
-                    .await?;
-                Ok(Window {
-                    count: count.unwrap_or(0),
-                    resets_in: Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
-                })
-            }
+        }
+        let now = Instant::now();
+        match self.lock().get(key) {
+            Some((count, end)) if *end > now => Window {
+                count: *count,
+                resets_in: *end - now,
+            },
+            _ => Window {
+                count: 0,
+                resets_in: Duration::ZERO,
+            },
         }
     }
 
-    /// # Errors
-    /// Redis failed.
-    pub async fn reset(&self, key: &str) -> Result<(), redis::RedisError> {
-        match self {
-            Self::Memory(map) => {
-                map.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(key);
-                Ok(())
-            }
-            Self::Redis { conn, prefix } => {
-                let _: i64 = conn.clone().del(format!("{prefix}{key}")).await?;
-                Ok(())
-            }
+    pub async fn reset(&self, key: &str) {
+        if let Some((conn, prefix)) = &self.redis {
+            let mut pipe = redis::pipe();
+            pipe.del(format!("{prefix}{key}")).ignore();
+            let _: Option<()> = ask(conn, &pipe).await;
         }
+        self.lock().remove(key);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Instant)>> {
+        self.memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Runs `pipe` on Redis; `None` (logged) when Redis fails or is slower than
+/// [`REDIS_PATIENCE`].
+async fn ask<T: redis::FromRedisValue>(
+    conn: &redis::aio::ConnectionManager,
+    pipe: &redis::Pipeline,
+) -> Option<T> {
+    let mut conn = conn.clone();
+    match tokio::time::timeout(REDIS_PATIENCE, pipe.query_async::<T>(&mut conn)).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "rate limits counted in memory: redis failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("rate limits counted in memory: redis is not answering");
+            None
+        }
+    }
+}
+
+fn window_of(count: u32, ttl_ms: i64) -> Window {
+    Window {
+        count,
+        resets_in: Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)),
     }
 }

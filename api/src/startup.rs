@@ -12,7 +12,7 @@ use poem::{
 use poem_openapi::OpenApiService;
 use tokio::sync::watch;
 use tracing::Instrument;
-use worker::{Infra, Settings, events::Event, runtime};
+use worker::{Infra, Settings, runtime};
 
 use crate::{error, routes, state::AppState, ws};
 
@@ -93,12 +93,19 @@ impl Application {
                 shutdown.clone(),
             ))
         });
-        let relay = tokio::spawn(relay_events(state.clone()));
+        let relay = tokio::spawn(crate::relay::run(state.clone()));
 
+        let sockets = state.clone();
+        let signal = async move {
+            signal.await;
+            let _ = sockets.closing.send(true);
+        };
+        let open_sockets = state.clone();
         let app = app(state);
         let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(app, signal, Some(std::time::Duration::from_secs(15)))
             .await;
+        wait_for_sockets_to_close(&open_sockets).await;
         let _ = stop.send(true);
         relay.abort();
         if let Some(worker) = embedded_worker {
@@ -106,6 +113,17 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(served?)
+    }
+}
+
+/// Gives sockets told to close a moment to send their close frames before the process ends.
+async fn wait_for_sockets_to_close(state: &AppState) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for _ in 0..40 {
+        if state.metrics.websocket_clients.load(Relaxed) == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
@@ -181,30 +199,6 @@ async fn limit_body<E: Endpoint>(
         None => {}
     }
     next.call(req).await.map(poem::IntoResponse::into_response)
-}
-
-/// Fans every event from the bus out to this instance: the sold-out cache learns from stock
-/// changes, and each browser-facing event is serialised once and handed to every socket.
-async fn relay_events(state: AppState) {
-    let mut events = state.bus.subscribe();
-    loop {
-        match events.recv().await {
-            Ok(event) => {
-                if let Event::StockUpdate(update) = &event {
-                    worker::effects::StockObserver::observe(&*state.caches, update);
-                }
-                if let Some(frame) = ws::Frame::new(event) {
-                    // No sockets open is not an error.
-                    let _ = state.frames.send(Arc::new(frame));
-                }
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                // Sockets resynchronise from their own lag; cache entries age out within a second.
-                tracing::warn!(missed, "event relay fell behind");
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
-    }
 }
 
 async fn ensure_admin(settings: &Settings, infra: &Infra) -> anyhow::Result<()> {

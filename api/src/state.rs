@@ -35,6 +35,9 @@ pub struct Inner {
     pub metrics: crate::metrics::Metrics,
     /// Every browser-facing event, serialised once for all sockets.
     pub frames: tokio::sync::broadcast::Sender<Arc<crate::ws::Frame>>,
+    /// Set when the process begins to shut down: sockets say goodbye (close 1001) so their
+    /// clients reconnect to another instance at once.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Deref for AppState {
@@ -71,6 +74,7 @@ impl AppState {
             passwords: PasswordPool::new()?,
             metrics: crate::metrics::Metrics::default(),
             frames: tokio::sync::broadcast::channel(crate::ws::FRAME_BACKLOG).0,
+            closing: tokio::sync::watch::channel(false).0,
             effects: infra.effects().observed_by(caches.clone()),
             caches,
             db: infra.db,

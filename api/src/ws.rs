@@ -21,7 +21,7 @@ use poem::{
     IntoResponse, handler,
     web::{
         Data, Query,
-        websocket::{Message, WebSocket, WebSocketConfig, WebSocketStream},
+        websocket::{CloseCode, Message, WebSocket, WebSocketConfig, WebSocketStream},
     },
 };
 use serde::Deserialize;
@@ -35,6 +35,9 @@ const PING_EVERY: Duration = Duration::from_secs(25);
 const IDLE_LIMIT: Duration = Duration::from_secs(75);
 /// A client whose socket takes no frame for this long is too slow to keep.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a closing socket waits for the client's close frame.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
 
 /// How many frames a socket may fall behind before it is resynchronised with a snapshot.
 pub const FRAME_BACKLOG: usize = 8192;
@@ -121,7 +124,13 @@ async fn serve(socket: WebSocketStream, state: AppState, user_id: Option<i64>) {
 }
 
 async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i64>) {
-    // Subscribe before reading the snapshot, so nothing falls between the two.
+    // Subscribe before reading the snapshot, so nothing falls between the two; and to the
+    // shutdown before anything else, so a socket opened as it begins still says goodbye.
+    let mut closing = state.closing.subscribe();
+    if *closing.borrow() {
+        // Already shutting down: the goodbye below goes out at once.
+        closing.mark_changed();
+    }
     let mut frames = state.frames.subscribe();
     let (mut sink, mut stream) = socket.split();
     let mut client = Client {
@@ -136,6 +145,16 @@ async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i6
     let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = closing.changed() => {
+                let goodbye = Message::Close(Some((CloseCode::Away, "server shutting down".into())));
+                if send(&mut sink, goodbye).await.is_ok() {
+                    // Finish the closing handshake: dropping the socket with the client's reply
+                    // unread would reset the connection and could discard our close frame.
+                    let reply = async { while let Some(Ok(m)) = stream.next().await { if matches!(m, Message::Close(_)) { break; } } };
+                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, reply).await;
+                }
+                return;
+            }
             received = frames.recv() => match received {
                 Ok(first) => {
                     // Take whatever else is already waiting, and send only the newest stock of

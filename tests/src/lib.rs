@@ -17,6 +17,8 @@ use tokio::{sync::watch, task::JoinHandle};
 use tokio_tungstenite::tungstenite::Message;
 use worker::{Infra, Settings, runtime};
 
+pub mod process;
+
 pub use serde_json;
 
 /// Which backends a test runs against.
@@ -344,44 +346,7 @@ impl TestApp {
     }
 
     async fn user_with_role(&self, name: &str, role: entity::accounts::Role) -> TestUser {
-        static HASH: OnceLock<String> = OnceLock::new();
-        let hash = HASH.get_or_init(|| {
-            entity::accounts::hash_password(
-                &entity::accounts::Password::parse("test-password").expect("password"),
-            )
-            .expect("hash")
-        });
-        let email = entity::EmailAddress::parse(&format!("{name}@example.com")).expect("email");
-        let display = entity::accounts::DisplayName::parse(name).expect("name");
-        let user = entity::accounts::create_user(
-            &self.db,
-            &email,
-            &display,
-            hash.clone(),
-            role,
-            Utc::now(),
-        )
-        .await
-        .expect("create user");
-        let (session, refresh_token) = entity::accounts::start_session(
-            &self.db,
-            user.id,
-            chrono::Duration::days(1),
-            Utc::now(),
-        )
-        .await
-        .expect("session");
-        let token = self
-            .state
-            .jwt
-            .issue(user.id, session.id, role)
-            .expect("token");
-        TestUser {
-            id: user.id,
-            email: user.email,
-            token,
-            refresh_token,
-        }
+        mint_user(&self.db, &self.state.jwt, name, role).await
     }
 
     /// Creates a live drop through the admin API and returns its id.
@@ -448,6 +413,39 @@ impl TestApp {
             Some(server) => server.await?,
             None => Ok(()),
         }
+    }
+}
+
+/// A user created straight in the database with a live session and an access token signed
+/// with `jwt`: hundreds of buyers without hundreds of argon2 hashes.
+pub async fn mint_user(
+    db: &DatabaseConnection,
+    jwt: &api::auth::Jwt,
+    name: &str,
+    role: entity::accounts::Role,
+) -> TestUser {
+    static HASH: OnceLock<String> = OnceLock::new();
+    let hash = HASH.get_or_init(|| {
+        entity::accounts::hash_password(
+            &entity::accounts::Password::parse("test-password").expect("password"),
+        )
+        .expect("hash")
+    });
+    let email = entity::EmailAddress::parse(&format!("{name}@example.com")).expect("email");
+    let display = entity::accounts::DisplayName::parse(name).expect("name");
+    let user = entity::accounts::create_user(db, &email, &display, hash.clone(), role, Utc::now())
+        .await
+        .expect("create user");
+    let (session, refresh_token) =
+        entity::accounts::start_session(db, user.id, chrono::Duration::days(1), Utc::now())
+            .await
+            .expect("session");
+    let token = jwt.issue(user.id, session.id, role).expect("token");
+    TestUser {
+        id: user.id,
+        email: user.email,
+        token,
+        refresh_token,
     }
 }
 

@@ -2,73 +2,16 @@
 //! `worker` processes on Postgres and Redis.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::{
-    collections::HashMap,
-    process::{Child, Command, ExitStatus, Stdio},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tests::{binary, free_port, fresh_postgres_database, test_redis_url};
-
-struct Process(Child);
-
-impl Process {
-    /// Starts a binary; `capture` keeps its log (stdout) for the test to read.
-    fn start(name: &str, env: &HashMap<&str, String>, capture: bool) -> Self {
-        let child = Command::new(binary(name))
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "info")
-            .stdout(if capture {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("process starts");
-        Self(child)
-    }
-
-    /// SIGTERM, then the exit status (within 20 s).
-    async fn terminate(mut self) -> ExitStatus {
-        let pid = self.0.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        for _ in 0..200 {
-            if let Some(status) = self.0.try_wait().expect("wait") {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{pid} did not stop within 20 s of SIGTERM");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_ready(base: &str) {
-    let client = reqwest::Client::new();
-    for _ in 0..150 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status() == StatusCode::OK
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{base} never became ready");
-}
+use tests::{
+    free_port, fresh_postgres_database,
+    process::{Process, wait_ready},
+    test_redis_url,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_store_serves_docs_stops_on_sigterm_and_keeps_its_data() {
@@ -82,7 +25,7 @@ async fn the_embedded_store_serves_docs_stops_on_sigterm_and_keeps_its_data() {
     let client = reqwest::Client::new();
 
     let mut first = Process::start("api", &env, true);
-    let stdout = first.0.stdout.take().expect("stdout");
+    let stdout = first.child().stdout.take().expect("stdout");
     wait_ready(&base).await;
     assert_eq!(
         client

@@ -150,14 +150,14 @@ impl AuthApi {
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let verified = state.passwords.verify(password.clone(), stored).await?;
         let Some(user) = user.filter(|_| verified.matches) else {
-            lockout.failed().await?;
+            lockout.failed().await;
             return Err(ApiError::new(
                 poem::http::StatusCode::UNAUTHORIZED,
                 ErrorCode::InvalidCredentials,
                 "email or password is incorrect",
             ));
         };
-        lockout.clear().await?;
+        lockout.clear().await;
         if verified.needs_rehash {
             let hash = state.passwords.hash(password).await?;
             accounts::set_password_hash(&state.db, user.id, hash).await?;
@@ -252,7 +252,7 @@ async fn limit_ip(state: &AppState, req: &Request) -> ApiResult<()> {
     let window = state
         .limiter
         .hit(&format!("auth-ip:{ip}"), std::time::Duration::from_secs(60))
-        .await?;
+        .await;
     if window.count > state.settings.auth.rate_limit_per_minute {
         return Err(ApiError::too_many(
             ErrorCode::TooManyRequests,
@@ -279,7 +279,7 @@ impl<'a> Lockout<'a> {
 
     /// 429 `account_locked` while the account is locked.
     async fn check(&self) -> ApiResult<()> {
-        let failures = self.state.limiter.peek(&self.key).await?;
+        let failures = self.state.limiter.peek(&self.key).await;
         if failures.count >= self.state.settings.auth.login_max_failures {
             return Err(ApiError::too_many(
                 ErrorCode::AccountLocked,
@@ -290,13 +290,12 @@ impl<'a> Lockout<'a> {
         Ok(())
     }
 
-    async fn failed(&self) -> ApiResult<()> {
+    async fn failed(&self) {
         let lockout = self.state.settings.auth.login_lockout;
-        self.state.limiter.hit(&self.key, lockout).await?;
-        Ok(())
+        self.state.limiter.hit(&self.key, lockout).await;
     }
 
-    async fn clear(&self) -> ApiResult<()> {
-        Ok(self.state.limiter.reset(&self.key).await?)
+    async fn clear(&self) {
+        self.state.limiter.reset(&self.key).await;
     }
 }

@@ -58,14 +58,13 @@ impl HealthApi {
     /// The process can serve: the database (and Redis, in distributed mode) answer.
     #[oai(path = "/readyz", method = "get")]
     async fn readyz(&self, Data(state): Data<&AppState>) -> ReadyResponse {
-        let database = match state.db.execute_unprepared("SELECT 1").await {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => format!("unreachable: {e}"),
+        let redis = async {
+            match &state.redis {
+                None => None,
+                Some(conn) => Some(ping_redis(conn.clone()).await),
+            }
         };
-        let redis = match &state.redis {
-            None => None,
-            Some(conn) => Some(ping_redis(conn.clone()).await),
-        };
+        let (database, redis) = tokio::join!(ping_database(&state.db), redis);
         let ready = database == "ok" && redis.as_deref().is_none_or(|r| r == "ok");
         let body = Readiness {
             status: if ready { "ok" } else { "unavailable" }.into(),
@@ -81,10 +80,24 @@ impl HealthApi {
     }
 }
 
+/// A check answers within this, so a load balancer hears "not ready" within a second
+/// whatever is hanging.
+const CHECK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(800);
+
+async fn ping_database(db: &sea_orm::DatabaseConnection) -> String {
+    match tokio::time::timeout(CHECK_PATIENCE, db.execute_unprepared("SELECT 1")).await {
+        Ok(Ok(_)) => "ok".to_owned(),
+        Ok(Err(e)) => format!("unreachable: {e}"),
+        Err(_) => "unreachable: no answer within 800 ms".to_owned(),
+    }
+}
+
 async fn ping_redis(mut conn: redis::aio::ConnectionManager) -> String {
-    match redis::cmd("PING").query_async::<String>(&mut conn).await {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => format!("unreachable: {e}"),
+    let ping = redis::cmd("PING");
+    match tokio::time::timeout(CHECK_PATIENCE, ping.query_async::<String>(&mut conn)).await {
+        Ok(Ok(_)) => "ok".to_owned(),
+        Ok(Err(e)) => format!("unreachable: {e}"),
+        Err(_) => "unreachable: no answer within 800 ms".to_owned(),
     }
 }
 

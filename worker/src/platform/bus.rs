@@ -22,6 +22,13 @@ pub enum BusError {
     Redis(#[from] redis::RedisError),
 }
 
+/// Waits before each retry of a failed publish.
+const PUBLISH_RETRIES: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(250),
+    Duration::from_millis(1000),
+];
+
 /// Capacity of the in-process channel; a subscriber that lags further behind is told so and
 /// skips ahead (the WebSocket hub then resends the latest state).
 const LOCAL_CAPACITY: usize = 8192;
@@ -119,8 +126,18 @@ impl EventBus {
         };
         let payload = encode(event, bus.origin)?;
         let mut conn = bus.publisher.clone();
-        let _: i64 = conn.publish(&bus.channel, payload).await?;
-        Ok(())
+        // The connection reconnects after a failed command: a publish that fails because Redis
+        // just restarted goes through on a retry.
+        let mut retries = PUBLISH_RETRIES.iter();
+        loop {
+            match conn.publish::<_, _, i64>(&bus.channel, &payload).await {
+                Ok(_) => return Ok(()),
+                Err(error) => match retries.next() {
+                    Some(delay) => tokio::time::sleep(*delay).await,
+                    None => return Err(error.into()),
+                },
+            }
+        }
     }
 
     /// Publishes and logs a failure instead of returning it: used after a commit, where the

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis_core::backend::Vacuum;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::SqliteStorage;
 use chrono::{DateTime, Utc};
@@ -38,24 +39,17 @@ impl Queue {
     /// The storage of `J`'s queue. Cheap: a storage is a connection handle and a config.
     pub fn storage<J: Job>(&self) -> Storage<J> {
         match self {
-            // Outcomes live in our own tables; apalis need not keep them.
+            // Results are acknowledged (without that, apalis-redis never removes a task from its
+            // worker's in-flight set) and then vacuumed: outcomes live in our own tables.
             Self::Sqlite(pool) => Storage::Sqlite(
                 SqliteStorage::new(pool).with_config(
                     apalis_sqlite::Config::default()
                         .queue(J::QUEUE)
-                        .batch_size(50)
-                        .persist_results(false),
+                        .batch_size(50),
                 ),
             ),
-            // Nobody listens to apalis's own task events either.
             Self::Redis { conn, prefix } => Storage::Redis(
-                RedisStorage::new(conn.clone()).with_config(
-                    apalis_redis::Config::default()
-                        .queue(format!("{prefix}:{}", J::QUEUE))
-                        .batch_size(50)
-                        .persist_results(false)
-                        .emit_events(false),
-                ),
+                RedisStorage::new(conn.clone()).with_config(redis_config::<J>(prefix)),
             ),
         }
     }
@@ -107,6 +101,39 @@ impl Queue {
         let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         self.push_at(job, at).await
     }
+}
+
+impl Queue {
+    /// Removes `J`'s finished tasks (payloads, results, and the done and dead lists apalis
+    /// keeps of them). Returns how many tasks it removed.
+    ///
+    /// # Errors
+    /// The backend refused.
+    pub async fn vacuum<J: Job>(&self) -> Result<usize, QueueError> {
+        match (self.storage::<J>(), self) {
+            (Storage::Sqlite(mut s), _) => s.vacuum().await.map_err(failed::<J>),
+            (Storage::Redis(mut s), Self::Redis { conn, prefix }) => {
+                let removed = s.vacuum().await.map_err(failed::<J>)?;
+                let config = redis_config::<J>(prefix);
+                let _: () = redis::cmd("DEL")
+                    .arg(config.done_jobs_set())
+                    .arg(config.dead_jobs_set())
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(failed::<J>)?;
+                Ok(removed)
+            }
+            (Storage::Redis(_), Self::Sqlite(_)) => Ok(0),
+        }
+    }
+}
+
+/// Nobody listens to apalis's own task events.
+fn redis_config<J: Job>(prefix: &str) -> apalis_redis::Config {
+    apalis_redis::Config::default()
+        .queue(format!("{prefix}:{}", J::QUEUE))
+        .batch_size(50)
+        .emit_events(false)
 }
 
 fn failed<J: Job>(error: impl std::fmt::Display) -> QueueError {

@@ -48,8 +48,13 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// Runs until `shutdown` fires, then lets in-flight jobs finish (up to 10 s).
 ///
+/// Each job type's worker is supervised on its own: when it stops while the process is not
+/// shutting down (Redis restarted, flushed or slow to answer — apalis-redis issue 76), it is
+/// started again with backoff, re-registering with the backend. The sweep and reconciler
+/// need only the database and run throughout.
+///
 /// # Errors
-/// The mailer cannot be configured, or the job monitor failed.
+/// The mailer cannot be configured.
 pub async fn run(
     settings: Settings,
     infra: Infra,
@@ -67,19 +72,129 @@ pub async fn run(
     });
     tracing::info!(worker = %name, "worker started");
     let periodic = tokio::spawn(periodic::run(deps.clone(), shutdown.clone()));
-    let monitor = jobs::register_all(Workers {
-        monitor: Monitor::new().shutdown_timeout(Duration::from_secs(10)),
+    let workers = jobs::register_all(Workers {
         deps,
-    })
-    .monitor;
-    let result = monitor.run_with_signal(async move {
-        stopped(shutdown).await;
-        Ok(())
+        shutdown,
+        supervisors: Vec::new(),
     });
-    let result = result.await;
+    for supervisor in workers.supervisors {
+        let _ = supervisor.await;
+    }
     periodic.abort();
     tracing::info!(worker = %name, "worker stopped");
-    result.map_err(|e| anyhow::anyhow!("job monitor failed: {e}"))
+    Ok(())
+}
+
+/// Starts one supervised apalis worker per job type; see [`jobs::register_all`].
+pub struct Workers {
+    deps: Arc<Deps>,
+    shutdown: Shutdown,
+    supervisors: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Adds a supervised worker for `J`'s queue, on whichever backend the queue uses, and
+    /// the periodic clean-up of that queue's finished tasks.
+    #[must_use]
+    pub fn add<J: Job>(mut self) -> Self {
+        let (deps, shutdown) = (self.deps.clone(), self.shutdown.clone());
+        self.supervisors
+            .push(tokio::spawn(supervise::<J>(deps, shutdown.clone())));
+        let queue = self.deps.queue.clone();
+        self.supervisors
+            .push(tokio::spawn(vacuum::<J>(queue, shutdown)));
+        self
+    }
+}
+
+/// A worker that ran this long before it stopped was healthy: restart it without delay.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+const FIRST_RESTART_DELAY: Duration = Duration::from_millis(200);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(5);
+
+async fn supervise<J: Job>(deps: Arc<Deps>, shutdown: Shutdown) {
+    let mut delay = FIRST_RESTART_DELAY;
+    for restarts in 0usize.. {
+        let started = tokio::time::Instant::now();
+        let signal = {
+            let shutdown = shutdown.clone();
+            async move {
+                stopped(shutdown).await;
+                Ok(())
+            }
+        };
+        let outcome = monitor::<J>(&deps, restarts).run_with_signal(signal).await;
+        if *shutdown.borrow() {
+            return;
+        }
+        if started.elapsed() > HEALTHY_AFTER {
+            delay = FIRST_RESTART_DELAY;
+        }
+        tracing::warn!(
+            queue = J::QUEUE,
+            ?outcome,
+            restarts,
+            retry_in_ms = delay.as_millis(),
+            "job worker stopped; restarting it"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped(shutdown.clone()) => return,
+        }
+        delay = (delay * 2).min(MAX_RESTART_DELAY);
+    }
+}
+
+/// A monitor running one worker for `J`. A restarted worker takes a new name: apalis refuses
+/// a name whose previous heartbeat is still fresh.
+fn monitor<J: Job>(deps: &Arc<Deps>, restarts: usize) -> Monitor {
+    let name = match restarts {
+        0 => format!("{}-{}", deps.worker_name, J::QUEUE),
+        n => format!("{}-{}-{n}", deps.worker_name, J::QUEUE),
+    };
+    let concurrency = J::concurrency(&deps.settings);
+    let monitor = Monitor::new().shutdown_timeout(Duration::from_secs(10));
+    // The same worker over either backend's storage type.
+    macro_rules! worker_over {
+        ($storage:expr) => {{
+            let storage = $storage;
+            let deps = deps.clone();
+            monitor.register(move |_restarts: usize| {
+                WorkerBuilder::new(name.clone())
+                    .backend(storage.clone().poll_with_strategy(Ticker::new(POLL)))
+                    .concurrency(concurrency)
+                    .catch_panic()
+                    .timeout(JOB_TIMEOUT)
+                    .enable_tracing()
+                    .data(deps.clone())
+                    .build(handle::<J>)
+            })
+        }};
+    }
+    match deps.queue.storage::<J>() {
+        Storage::Sqlite(storage) => worker_over!(storage),
+        Storage::Redis(storage) => worker_over!(storage),
+    }
+}
+
+/// How often finished tasks are removed from the job backend.
+const VACUUM_EVERY: Duration = Duration::from_secs(10);
+
+/// Removes `J`'s finished tasks from the backend, so Redis (or the SQLite job table) holds
+/// only work that is still to do, however long the store runs.
+async fn vacuum<J: Job>(queue: crate::platform::queue::Queue, shutdown: Shutdown) {
+    let mut every = tokio::time::interval(VACUUM_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                if let Err(error) = queue.vacuum::<J>().await {
+                    tracing::warn!(%error, queue = J::QUEUE, "cannot remove finished jobs");
+                }
+            }
+            () = stopped(shutdown.clone()) => return,
+        }
+    }
 }
 
 /// How often an idle worker asks its backend for due jobs. apalis's default is its 30 s
@@ -115,43 +230,6 @@ impl PollStrategy for Ticker {
         } else {
             Poll::Pending
         }
-    }
-}
-
-/// Registers one apalis worker per job type on a monitor; see [`jobs::register_all`].
-pub struct Workers {
-    monitor: Monitor,
-    deps: Arc<Deps>,
-}
-
-impl Workers {
-    /// Adds a worker for `J`'s queue, on whichever backend the queue uses.
-    #[must_use]
-    pub fn add<J: Job>(self) -> Self {
-        let name = format!("{}-{}", self.deps.worker_name, J::QUEUE);
-        let concurrency = J::concurrency(&self.deps.settings);
-        let deps = self.deps.clone();
-        // The same worker over either backend's storage type.
-        macro_rules! worker_over {
-            ($storage:expr) => {{
-                let storage = $storage;
-                self.monitor.register(move |_restarts: usize| {
-                    WorkerBuilder::new(name.clone())
-                        .backend(storage.clone().poll_with_strategy(Ticker::new(POLL)))
-                        .concurrency(concurrency)
-                        .catch_panic()
-                        .timeout(JOB_TIMEOUT)
-                        .enable_tracing()
-                        .data(deps.clone())
-                        .build(handle::<J>)
-                })
-            }};
-        }
-        let monitor = match self.deps.queue.storage::<J>() {
-            Storage::Sqlite(storage) => worker_over!(storage),
-            Storage::Redis(storage) => worker_over!(storage),
-        };
-        Self { monitor, ..self }
     }
 }
 
