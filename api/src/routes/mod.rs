@@ -3,6 +3,7 @@
 use poem_openapi::Tags;
 
 pub mod admin_drops;
+pub mod admin_product_stats;
 pub mod admin_products;
 pub mod auth;
 pub mod diagnostics;
@@ -40,6 +41,7 @@ pub fn apis() -> (
     subscriptions::SubscriptionsApi,
     admin_drops::AdminDropsApi,
     admin_products::AdminProductsApi,
+    admin_product_stats::AdminProductStatsApi,
     webhooks::WebhooksApi,
     diagnostics::DiagnosticsApi,
     health::HealthApi,
@@ -52,6 +54,7 @@ pub fn apis() -> (
         subscriptions::SubscriptionsApi,
         admin_drops::AdminDropsApi,
         admin_products::AdminProductsApi,
+        admin_product_stats::AdminProductStatsApi,
         webhooks::WebhooksApi,
         diagnostics::DiagnosticsApi,
         health::HealthApi,
