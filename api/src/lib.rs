@@ -6,6 +6,7 @@ pub mod error;
 pub mod limiter;
 pub mod listing_cache;
 pub mod metrics;
+pub mod outbox;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -6,6 +6,7 @@ pub mod admin_drops;
 pub mod admin_product_stats;
 pub mod admin_products;
 pub mod auth;
+pub mod dev_outbox;
 pub mod diagnostics;
 pub mod drops;
 pub mod health;
@@ -42,6 +43,7 @@ pub fn apis() -> (
     admin_drops::AdminDropsApi,
     admin_products::AdminProductsApi,
     admin_product_stats::AdminProductStatsApi,
+    dev_outbox::DevOutboxApi,
     webhooks::WebhooksApi,
     diagnostics::DiagnosticsApi,
     health::HealthApi,
@@ -55,6 +57,7 @@ pub fn apis() -> (
         admin_drops::AdminDropsApi,
         admin_products::AdminProductsApi,
         admin_product_stats::AdminProductStatsApi,
+        dev_outbox::DevOutboxApi,
         webhooks::WebhooksApi,
         diagnostics::DiagnosticsApi,
         health::HealthApi,
