@@ -11,6 +11,7 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod stock_cache;
+pub mod storefront;
 pub mod ws;
 
 pub use startup::Application;
