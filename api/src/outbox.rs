@@ -45,7 +45,7 @@ pub fn latest(dir: &Path, limit: usize) -> io::Result<Vec<OutboxMessage>> {
             files.push((id, path));
         }
     }
-    files.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    files.sort_unstable_by_key(|(id, _)| std::cmp::Reverse(*id));
     Ok(files
         .into_iter()
         .take(limit)
