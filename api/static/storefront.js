@@ -365,7 +365,7 @@
       return h('div', { class: 'drop-actions' }, parts);
     }
     if (hold && hold.message) {
-      parts.push(h('p', { class: `outcome ${hold.tone}`, role: 'status' }, hold.message));
+      parts.push(h('p', { class: `outcome ${hold.tone}`, role: 'status', 'data-source': hold.source }, hold.message));
     } else if (owned > 0) {
       parts.push(h('p', { class: 'outcome good' }, owned === 1 ? 'You own one of these.' : `You own ${owned} of these.`));
     }
@@ -458,13 +458,17 @@
   const newKey = () => (crypto.randomUUID ? crypto.randomUUID()
     : `${Date.now()}-${Math.random().toString(16).slice(2)}`);
 
-  /** The server says a hold ended unbought (reservation_expired on our socket). */
-  function holdExpired(reservationId, dropId) {
+  /**
+   * The server says a hold ended unbought: `reservation_expired` on our socket, or (`source`
+   * 'check') our own look after the socket stayed quiet.
+   */
+  function holdExpired(reservationId, dropId, source = 'socket') {
     const hold = holds.get(dropId);
     if (!hold || hold.reservation.id !== reservationId || hold.state !== 'active') return;
     const drop = drops.get(dropId);
     endHold(dropId, 'expired', 'sad',
       `Your hold on ${drop ? drop.name : 'this drop'} ended before you bought it. The unit is back on sale.`);
+    hold.source = source;
     rerenderDrop(dropId);
   }
 
@@ -505,7 +509,7 @@
     try {
       const mine = await api('GET', '/api/reservations', { auth: true });
       const current = mine.find((r) => r.id === hold.reservation.id);
-      if (current && current.status === 'expired') holdExpired(current.id, dropId);
+      if (current && current.status === 'expired') holdExpired(current.id, dropId, 'check');
     } catch (e) {
       console.warn('hold not settled', e);
     }

@@ -296,8 +296,11 @@ const scenarios = {
     const reservationId = Number(await buyer.evaluate((n) => [...document.querySelectorAll('li.drop')]
       .find((li) => li.querySelector('h3').textContent === n).querySelector('[data-hold]').dataset.hold, name));
 
-    step('wait for the hold to end unbought');
+    step('wait for the hold to end unbought: the page hears it on its socket');
     await waitInDrop(buyer, name, '.outcome', 'ended before you bought it');
+    const source = await buyer.evaluate((n) => [...document.querySelectorAll('li.drop')]
+      .find((li) => li.querySelector('h3').textContent === n).querySelector('.outcome').dataset.source, name);
+    check(source === 'socket', `the expiry was noticed by ${source}, not by the reservation_expired frame`);
     check(frames.some((f) => f.event === 'reservation_expired' && f.data.reservationId === reservationId),
       `no reservation_expired frame for reservation ${reservationId}; frames: ${JSON.stringify(frames)}`);
     await waitForStock(buyer, name, start);
