@@ -82,6 +82,19 @@
     if (refocus) refocus();
   }
 
+  /**
+   * Wraps a GET: when calls overlap, only the answer of the newest is used (an older answer
+   * arriving late must not undo a newer one). The others resolve to `undefined`.
+   */
+  function newestOnly(fetcher) {
+    let issued = 0;
+    return async (...args) => {
+      const mine = ++issued;
+      const answer = await fetcher(...args);
+      return mine === issued ? answer : undefined;
+    };
+  }
+
   function announce(text) {
     const region = $('#announcer');
     region.textContent = '';
@@ -192,6 +205,13 @@
 
   // ---------------------------------------------------------------- state
 
+  const fetchDrops = newestOnly(() => api('GET', '/api/drops'));
+  const fetchProducts = newestOnly(() => api('GET', '/api/products'));
+  const fetchAdminDrops = newestOnly(() => api('GET', '/api/admin/drops', { auth: true }));
+  const fetchOutbox = newestOnly(() => api('GET', '/api/admin/outbox?limit=15', { auth: true }));
+  const fetchStats = newestOnly((ids) => Promise.all(ids.map((id) =>
+    api('GET', `/api/admin/products/${id}/stats`, { auth: true }))));
+
   const drops = new Map();        // id → drop from GET /api/drops
   const stock = new Map();        // dropId → {availableStock, version}: newest version wins
   const holds = new Map();        // dropId → {reservation, state, message}
@@ -214,7 +234,8 @@
 
   async function loadDrops() {
     try {
-      const list = await api('GET', '/api/drops');
+      const list = await fetchDrops();
+      if (!list) return;
       drops.clear();
       for (const drop of list) {
         drops.set(drop.id, drop);
@@ -255,15 +276,19 @@
   }
 
   function renderDrops() {
-    const list = $('#drop-list');
-    const focused = document.activeElement && document.activeElement.closest('[data-drop-id]');
-    const focusedId = focused && Number(focused.dataset.dropId);
     const sorted = [...drops.values()].sort((a, b) =>
       (a.status === b.status ? 0 : a.status === 'live' ? -1 : 1) ||
       Date.parse(a.startsAt) - Date.parse(b.startsAt) || a.id - b.id);
-    list.replaceChildren(...sorted.map(dropCard));
+    // Cards whose content is unchanged stay as they are: a click on one is never lost.
+    reconcile($('#drop-list'), sorted, (d) => d.id, dropSignature, dropCard);
     $('#drops-empty').hidden = !dropsLoaded || sorted.length > 0;
-    if (focusedId) focusInDrop(focusedId);
+  }
+
+  /** Everything a drop card shows (its countdown ticks in place). */
+  function dropSignature(drop) {
+    const hold = holds.get(drop.id);
+    return JSON.stringify([drop, stock.get(drop.id), Boolean(session), bought.get(drop.id) || 0,
+      dropErrors.get(drop.id) || '', hold ? [hold.reservation.id, hold.state, hold.message, hold.source] : null]);
   }
 
   function focusInDrop(dropId) {
@@ -279,7 +304,10 @@
     const drop = drops.get(dropId);
     if (!old || !drop) return;
     const focused = hadFocus || old.contains(document.activeElement);
-    old.replaceWith(dropCard(drop));
+    const card = dropCard(drop);
+    card.dataset.key = String(dropId);
+    card.dataset.signature = dropSignature(drop);
+    old.replaceWith(card);
     if (focused) focusInDrop(dropId);
   }
 
@@ -291,6 +319,7 @@
     $('.stock-count', card).textContent = availableStock;
     $('.bar span', card).style.width = `${percent(availableStock, drop.totalStock)}%`;
     $('.bar', card).setAttribute('aria-valuenow', availableStock);
+    card.dataset.signature = dropSignature(drop);
     const soldOut = availableStock === 0;
     if (soldOut !== card.classList.contains('is-soldout')) rerenderDrop(dropId);
     card.classList.remove('flash');
@@ -519,7 +548,8 @@
 
   async function loadProducts() {
     try {
-      const list = await api('GET', '/api/products');
+      const list = await fetchProducts();
+      if (!list) return;
       products.clear();
       for (const p of list) products.set(p.id, p);
       productsLoaded = true;
@@ -681,6 +711,8 @@
           const known = products.get(p.productId);
           if (!known) continue;
           if (known.inStock !== p.inStock || known.stockQuantity !== p.stockQuantity) {
+            // Back while this page was open, but its product_restocked fell in a reconnect.
+            if (!known.inStock && p.inStock) restockedNow.add(known.id);
             known.inStock = p.inStock;
             known.stockQuantity = p.stockQuantity;
             productChanged = true;
@@ -753,10 +785,12 @@
       }
       throw e;
     }
+    // Cards first, then the account bar: once the page says who is signed in, its buttons are
+    // the signed-in ones.
+    renderDrops();
     showAccount();
     connect();
     await loadMyHolds();
-    renderDrops();
     if (me.role === 'admin') showAdmin();
   }
 
@@ -899,7 +933,8 @@
     const box = $('#admin-drops');
     if (!box) return;
     try {
-      const list = await api('GET', '/api/admin/drops', { auth: true });
+      const list = await fetchAdminDrops();
+      if (!list) return;
       $('#admin-drops-error').textContent = '';
       reconcile(box, list.slice(0, 12), (d) => d.id,
         (d) => JSON.stringify([d.name, d.availableStock, d.totalStock]), adminDropRow);
@@ -1006,8 +1041,8 @@
 
   async function loadStats() {
     try {
-      const all = await Promise.all([...products.keys()].slice(0, 20).map((id) =>
-        api('GET', `/api/admin/products/${id}/stats`, { auth: true })));
+      const all = await fetchStats([...products.keys()].slice(0, 20));
+      if (!all) return;
       for (const s of all) stats.set(s.productId, s);
       renderAdminProducts();
     } catch (e) {
@@ -1019,7 +1054,8 @@
     const box = $('#outbox');
     if (!box) return;
     try {
-      const mails = await api('GET', '/api/admin/outbox?limit=15', { auth: true });
+      const mails = await fetchOutbox();
+      if (!mails) return;
       $('#outbox-error').textContent = '';
       $('#outbox-empty').hidden = mails.length > 0;
       reconcile(box, mails, (m) => m.id, () => '', mailItem);
