@@ -361,13 +361,16 @@ const scenarios = {
       .find((r) => r.querySelector('strong').textContent === n), name);
     await fill(await row.$('input[type="number"]'), '7');
     await (await row.$('button[data-action="restock"]')).click();
+    await admin.waitForFunction((n) => [...document.querySelectorAll('[data-admin-product]')]
+      .some((r) => r.querySelector('strong').textContent === n && r.querySelector('.badge').textContent === 'In stock'),
+    {}, name).catch(async () => fail(`the admin's restock did not go through: ${await text(admin, '#admin-products')}`));
 
     step('the shopper sees it back in stock live');
     await shopper.waitForFunction((n) => {
       const c = [...document.querySelectorAll('li.product')].find((li) => li.querySelector('h3').textContent === n);
       return c && c.querySelector('.badge').textContent === 'Back in stock' && !c.querySelector('.notify') &&
         c.textContent.includes('7 left');
-    }, {}, name);
+    }, {}, name).catch(async () => fail(`the shopper's page shows: ${await text(shopper, '#product-list')}`));
     await notReloaded(shopper);
 
     step('the alert goes out: counted as sent, and in the outbox');
@@ -412,12 +415,17 @@ const scenarios = {
     await admin.evaluate(() => document.querySelector('#new-drop-name').form.requestSubmit());
     await admin.waitForFunction(() => document.querySelector('#admin').textContent.includes('Created “Evening Swarm” with 4 units.'));
     await waitForStock(customer, 'Evening Swarm', 4);
+    // The new card grows the admin's own drop grid too; clicking before that lands elsewhere.
+    await waitForStock(admin, 'Evening Swarm', 4);
 
     step('units the admin adds appear on the customer page, live');
     const row = (await admin.waitForFunction(() => [...document.querySelectorAll('[data-admin-drop]')]
       .find((r) => r.querySelector('strong').textContent === 'Evening Swarm'))).asElement();
     await fill(await row.$('input[type="number"]'), '3');
     await (await row.$('button[data-action="add-stock"]')).click();
+    await admin.waitForFunction(() => [...document.querySelectorAll('[data-admin-drop]')]
+      .some((r) => r.querySelector('strong').textContent === 'Evening Swarm' && r.textContent.includes('7 of 7 on sale')))
+      .catch(async () => fail(`the admin's drops do not show 7 units: ${await text(admin, '#admin')}`));
     await waitForStock(customer, 'Evening Swarm', 7);
     await customer.waitForFunction(() => [...document.querySelectorAll('li.drop')]
       .some((li) => li.querySelector('h3').textContent === 'Evening Swarm' && li.textContent.includes('7 of 7 left')));

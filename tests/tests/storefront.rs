@@ -429,7 +429,7 @@ async fn a_buyer_signs_up_reserves_sees_the_countdown_and_buys_while_others_watc
 
 #[tokio::test]
 async fn a_hold_left_to_run_out_ends_with_a_message() {
-    let (app, admin) = storefront(&[("RESERVATION_TTL_SECS", "5")]).await;
+    let (app, admin) = storefront(&[("RESERVATION_TTL_SECS", "8")]).await;
     seed(&app, &admin).await;
 
     browser("expire", &app, json!({"drop": "Amber Hi-Top"})).await;
