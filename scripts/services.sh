@@ -2,7 +2,8 @@
 # Makes sure the services the tests talk to are running: PostgreSQL on 127.0.0.1:5432
 # (user postgres, trust auth) and Redis on 127.0.0.1:6379. Starts them where installed;
 # on Debian as root, installs them first; otherwise says what to install. Also makes sure
-# Python's aiosmtpd is importable: the catalog tests start it as their SMTP server.
+# Python's aiosmtpd is importable: the catalog tests start it as their SMTP server. The
+# storefront's browser tests need Debian's chromium and puppeteer-core (npm ci in tests/browser).
 set -euo pipefail
 
 say() { printf 'services: %s\n' "$*"; }
@@ -81,6 +82,42 @@ ensure_aiosmtpd() {
   python3 -c 'import aiosmtpd' || { say "aiosmtpd did not install"; exit 1; }
 }
 
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then say "chromium is installed"; return; fi
+  if can_apt; then
+    say "installing chromium"
+    apt_install chromium
+  else
+    say "Chromium is not installed: install it (Debian: apt-get install chromium); the storefront tests drive it headless"
+    exit 1
+  fi
+  command -v chromium >/dev/null 2>&1 || { say "chromium did not install"; exit 1; }
+}
+
+ensure_browser_driver() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+  if ! command -v npm >/dev/null 2>&1; then
+    if can_apt; then
+      say "installing nodejs and npm"
+      apt_install nodejs npm
+    else
+      say "Node.js with npm is not installed: install it, then run npm ci in tests/browser"
+      exit 1
+    fi
+  fi
+  # npm records what it installed in node_modules/.package-lock.json; reinstall when the
+  # lockfile is newer than that record.
+  if [ -d "$dir/node_modules/puppeteer-core" ] \
+    && [ ! "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    say "puppeteer-core is installed"; return
+  fi
+  say "installing puppeteer-core (npm ci in tests/browser)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 ensure_postgres
 ensure_redis
 ensure_aiosmtpd
+ensure_chromium
+ensure_browser_driver

@@ -43,6 +43,7 @@ pub enum ErrorCode {
     InvalidToken,
     InvalidSignature,
     WebhookDisabled,
+    OutboxDisabled,
     InternalError,
     ServiceUnavailable,
 }

@@ -7,11 +7,13 @@ pub mod idempotent;
 pub mod limiter;
 pub mod listing_cache;
 pub mod metrics;
+pub mod outbox;
 pub mod relay;
 pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod stock_cache;
+pub mod storefront;
 pub mod ws;
 
 pub use startup::Application;

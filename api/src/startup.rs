@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 use worker::{Infra, Settings, runtime};
 
-use crate::{error, routes, state::AppState, ws};
+use crate::{error, routes, state::AppState, storefront, ws};
 
 const DESCRIPTION: &str = include_str!("../API.md");
 
@@ -135,10 +135,11 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
     let spec = api.spec_endpoint();
     let max_body = state.settings.http.max_body_bytes;
     Route::new()
-        .nest("/", api)
+        .nest("/", storefront::with_index(api))
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .at("/ws", ws::upgrade)
+        .at("/static/:name", storefront::static_file)
         .around(move |next, req| limit_body(next, req, max_body))
         .catch_all_error(error::uniform)
         .around(log_request)

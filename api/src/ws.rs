@@ -146,13 +146,7 @@ async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i6
     loop {
         tokio::select! {
             _ = closing.changed() => {
-                let goodbye = Message::Close(Some((CloseCode::Away, "server shutting down".into())));
-                if send(&mut sink, goodbye).await.is_ok() {
-                    // Finish the closing handshake: dropping the socket with the client's reply
-                    // unread would reset the connection and could discard our close frame.
-                    let reply = async { while let Some(Ok(m)) = stream.next().await { if matches!(m, Message::Close(_)) { break; } } };
-                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, reply).await;
-                }
+                say_goodbye(&mut sink, &mut stream).await;
                 return;
             }
             received = frames.recv() => match received {
@@ -205,6 +199,26 @@ async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i6
                 }
             }
         }
+    }
+}
+
+/// Close 1001 (going away), then the client's close frame: dropping the socket with its
+/// reply unread would reset the connection and could discard our close frame.
+async fn say_goodbye<S, R>(sink: &mut S, stream: &mut R)
+where
+    S: futures::Sink<Message> + Unpin,
+    R: futures::Stream<Item = std::io::Result<Message>> + Unpin,
+{
+    let goodbye = Message::Close(Some((CloseCode::Away, "server shutting down".into())));
+    if send(sink, goodbye).await.is_ok() {
+        let reply = async {
+            while let Some(Ok(message)) = stream.next().await {
+                if matches!(message, Message::Close(_)) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, reply).await;
     }
 }
 

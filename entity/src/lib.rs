@@ -14,6 +14,7 @@ pub mod error;
 pub mod idempotency;
 pub mod mail;
 pub mod models;
+pub mod product_stats;
 pub mod tokens;
 
 pub use email_address::EmailAddress;

@@ -3,8 +3,10 @@
 use poem_openapi::Tags;
 
 pub mod admin_drops;
+pub mod admin_product_stats;
 pub mod admin_products;
 pub mod auth;
+pub mod dev_outbox;
 pub mod diagnostics;
 pub mod drops;
 pub mod health;
@@ -41,6 +43,8 @@ pub fn apis() -> impl poem_openapi::OpenApi {
         subscriptions::SubscriptionsApi,
         admin_drops::AdminDropsApi,
         admin_products::AdminProductsApi,
+        admin_product_stats::AdminProductStatsApi,
+        dev_outbox::DevOutboxApi,
         webhooks::WebhooksApi,
         diagnostics::DiagnosticsApi,
         health::HealthApi,

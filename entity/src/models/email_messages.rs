@@ -24,7 +24,7 @@ pub struct Model {
 }
 
 /// What an email is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "Text", rename_all = "snake_case")]
 pub enum MessageKind {
     /// Double opt-in: "confirm that you want to hear when X is back".
@@ -34,7 +34,7 @@ pub enum MessageKind {
 }
 
 /// Where a ledger row is: `queued` until sent, or failed for good.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "Text", rename_all = "snake_case")]
 pub enum MessageStatus {
     Queued,

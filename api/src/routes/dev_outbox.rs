@@ -1,0 +1,90 @@
+//! `GET /api/admin/outbox`: the emails an embedded store wrote instead of sending, so the
+//! notify-me → confirm → restock → alert loop can be followed in a browser.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use poem::{http::StatusCode, web::Data};
+use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
+use worker::{Settings, settings::Mode};
+
+use super::ApiTags;
+use crate::{
+    auth::AdminAuth,
+    error::{ApiError, ApiResult, ErrorCode},
+    outbox::{self, OutboxMessage},
+    state::AppState,
+};
+
+pub struct DevOutboxApi;
+
+const DEFAULT_LIMIT: u32 = 20;
+
+/// One email from `DATA_DIR/outbox`.
+#[derive(Object)]
+struct OutboxEmail {
+    /// The ledger id (`message-<id>.eml`); newer emails have larger ids.
+    id: i64,
+    /// The `Date` header.
+    date: Option<DateTime<Utc>>,
+    from: String,
+    to: String,
+    subject: String,
+    /// The plain-text part.
+    text: String,
+    /// The `http(s)` links of the text, in order (confirm, product, unsubscribe, ...).
+    links: Vec<String>,
+}
+
+impl From<OutboxMessage> for OutboxEmail {
+    fn from(m: OutboxMessage) -> Self {
+        Self {
+            id: m.id,
+            date: m.date,
+            from: m.from,
+            to: m.to,
+            subject: m.subject,
+            text: m.text,
+            links: m.links,
+        }
+    }
+}
+
+/// Where this store's mail lands when it is written to files: embedded mode without
+/// `SMTP_URL`. Anywhere else there is no outbox to show (mail left over SMTP, and in
+/// distributed mode each worker host has its own disk).
+fn outbox_dir(settings: &Settings) -> Option<PathBuf> {
+    (settings.mode() == Mode::Embedded && settings.mail.smtp_url.is_none())
+        .then(|| settings.mail.outbox_dir.clone())
+}
+
+#[OpenApi(prefix_path = "/api/admin/outbox", tag = "ApiTags::Admin")]
+impl DevOutboxApi {
+    /// Latest emails of the development outbox
+    ///
+    /// For development and demos: in embedded mode without `SMTP_URL`, every email is
+    /// written to `DATA_DIR/outbox/` instead of being sent; this lists the newest ones
+    /// (20 unless `limit` says otherwise), newest first, with their plain-text body and
+    /// links. 404 `outbox_disabled` in distributed mode or when `SMTP_URL` is set.
+    #[oai(path = "/", method = "get")]
+    async fn list(
+        &self,
+        Data(state): Data<&AppState>,
+        _admin: AdminAuth,
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<u32>>,
+    ) -> ApiResult<Json<Vec<OutboxEmail>>> {
+        let Some(dir) = outbox_dir(&state.settings) else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::OutboxDisabled,
+                "there is no outbox: mail is only written to files in embedded mode without SMTP_URL",
+            ));
+        };
+        let limit = usize::try_from(limit.0.unwrap_or(DEFAULT_LIMIT)).unwrap_or(usize::MAX);
+        let messages = tokio::task::spawn_blocking(move || outbox::latest(&dir, limit))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_err(|e| ApiError::internal(&e))?;
+        Ok(Json(messages.into_iter().map(OutboxEmail::from).collect()))
+    }
+}

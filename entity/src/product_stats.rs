@@ -1,0 +1,214 @@
+//! Demand figures of one catalog product: its "notify me" subscribers by state and the
+//! restock alerts of the send ledger by outcome, in total and per restock.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{Expr, ExprTrait, Query},
+};
+
+use crate::{
+    Error,
+    catalog::SubscriptionStatus,
+    error::Result,
+    mail::{self, MessageKind, MessageStatus},
+    models::{email_messages, products, restock_events, subscriptions},
+};
+
+/// How many of the latest restocks get their own alert counts.
+pub const RECENT_RESTOCKS: u64 = 10;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubscriberCounts {
+    pub pending: i64,
+    pub confirmed: i64,
+    pub notified: i64,
+    pub unsubscribed: i64,
+}
+
+impl SubscriberCounts {
+    pub fn total(&self) -> i64 {
+        self.pending + self.confirmed + self.notified + self.unsubscribed
+    }
+}
+
+/// Ledger rows by state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub queued: i64,
+    pub sent: i64,
+    pub failed: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestockAlerts {
+    pub restock_event_id: i64,
+    pub at: DateTime<Utc>,
+    pub alerts: DeliveryCounts,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProductStats {
+    pub product_id: i64,
+    pub subscribers: SubscriberCounts,
+    /// Subscriptions whose confirmation link was followed (whatever they are now).
+    pub ever_confirmed: i64,
+    pub confirmations: DeliveryCounts,
+    pub alerts: DeliveryCounts,
+    /// Every restock the product has had.
+    pub restock_count: i64,
+    /// The latest [`RECENT_RESTOCKS`] restocks, newest first.
+    pub recent_restocks: Vec<RestockAlerts>,
+}
+
+impl ProductStats {
+    /// Share of sign-ups that followed their confirmation link; `None` before the first.
+    pub fn confirmation_rate(&self) -> Option<f64> {
+        let total = self.subscribers.total();
+        (total > 0).then(|| self.ever_confirmed as f64 / total as f64)
+    }
+}
+
+/// The figures of a product, hidden or not.
+///
+/// # Errors
+/// `ProductNotFound`, or database failure.
+pub async fn product_stats(db: &impl ConnectionTrait, product_id: i64) -> Result<ProductStats> {
+    products::Entity::find_by_id(product_id)
+        .one(db)
+        .await?
+        .ok_or(Error::ProductNotFound)?;
+
+    let mut subscribers = SubscriberCounts::default();
+    for (status, count) in subscriptions::Entity::find()
+        .select_only()
+        .column(subscriptions::Column::Status)
+        .column_as(subscriptions::Column::Id.count(), "n")
+        .filter(subscriptions::Column::ProductId.eq(product_id))
+        .group_by(subscriptions::Column::Status)
+        .into_tuple::<(SubscriptionStatus, i64)>()
+        .all(db)
+        .await?
+    {
+        match status {
+            SubscriptionStatus::Pending => subscribers.pending = count,
+            SubscriptionStatus::Confirmed => subscribers.confirmed = count,
+            SubscriptionStatus::Notified => subscribers.notified = count,
+            SubscriptionStatus::Unsubscribed => subscribers.unsubscribed = count,
+        }
+    }
+    let ever_confirmed = count(
+        subscriptions::Entity::find()
+            .filter(subscriptions::Column::ProductId.eq(product_id))
+            .filter(subscriptions::Column::ConfirmedAt.is_not_null())
+            .count(db)
+            .await?,
+    );
+
+    let by_kind = ledger_by_kind_and_status(db, product_id).await?;
+    let deliveries = |wanted: MessageKind| {
+        let mut counts = DeliveryCounts::default();
+        for ((kind, status), n) in &by_kind {
+            if *kind == wanted {
+                add(&mut counts, *status, *n);
+            }
+        }
+        counts
+    };
+
+    let restock_count = count(
+        restock_events::Entity::find()
+            .filter(restock_events::Column::ProductId.eq(product_id))
+            .count(db)
+            .await?,
+    );
+    let restocks = restock_events::Entity::find()
+        .filter(restock_events::Column::ProductId.eq(product_id))
+        .order_by_desc(restock_events::Column::Id)
+        .limit(RECENT_RESTOCKS)
+        .all(db)
+        .await?;
+    let mut recent_restocks = Vec::with_capacity(restocks.len());
+    for restock in restocks {
+        recent_restocks.push(RestockAlerts {
+            restock_event_id: restock.id,
+            at: restock.created_at,
+            alerts: alerts_of_restock(db, restock.id).await?,
+        });
+    }
+
+    Ok(ProductStats {
+        product_id,
+        subscribers,
+        ever_confirmed,
+        confirmations: deliveries(MessageKind::SubscriptionConfirmation),
+        alerts: deliveries(MessageKind::RestockAlert),
+        restock_count,
+        recent_restocks,
+    })
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn add(counts: &mut DeliveryCounts, status: MessageStatus, n: i64) {
+    match status {
+        MessageStatus::Queued => counts.queued += n,
+        MessageStatus::Sent => counts.sent += n,
+        MessageStatus::Failed => counts.failed += n,
+    }
+}
+
+/// The product's ledger rows (reached through its subscriptions) counted by kind and state.
+async fn ledger_by_kind_and_status(
+    db: &impl ConnectionTrait,
+    product_id: i64,
+) -> Result<HashMap<(MessageKind, MessageStatus), i64>> {
+    let of_product = Query::select()
+        .column(subscriptions::Column::Id)
+        .from(subscriptions::Entity)
+        .and_where(Expr::col(subscriptions::Column::ProductId).eq(product_id))
+        .to_owned();
+    Ok(email_messages::Entity::find()
+        .select_only()
+        .column(email_messages::Column::Kind)
+        .column(email_messages::Column::Status)
+        .column_as(email_messages::Column::Id.count(), "n")
+        .filter(email_messages::Column::SubscriptionId.in_subquery(of_product))
+        .group_by(email_messages::Column::Kind)
+        .group_by(email_messages::Column::Status)
+        .into_tuple::<(MessageKind, MessageStatus, i64)>()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|(kind, status, n)| ((kind, status), n))
+        .collect())
+}
+
+/// Alerts of one restock, found by their dedupe key ([`mail::alert_dedupe_key`]).
+async fn alerts_of_restock(
+    db: &impl ConnectionTrait,
+    restock_event_id: i64,
+) -> Result<DeliveryCounts> {
+    let key = mail::alert_dedupe_key(restock_event_id, 0);
+    let prefix = key.strip_suffix('0').unwrap_or(&key);
+    let mut counts = DeliveryCounts::default();
+    for (status, n) in email_messages::Entity::find()
+        .select_only()
+        .column(email_messages::Column::Status)
+        .column_as(email_messages::Column::Id.count(), "n")
+        .filter(email_messages::Column::Kind.eq(MessageKind::RestockAlert))
+        .filter(email_messages::Column::DedupeKey.starts_with(prefix))
+        .group_by(email_messages::Column::Status)
+        .into_tuple::<(MessageStatus, i64)>()
+        .all(db)
+        .await?
+    {
+        add(&mut counts, status, n);
+    }
+    Ok(counts)
+}
