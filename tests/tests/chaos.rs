@@ -353,3 +353,68 @@ async fn an_api_killed_mid_stampede_leaves_every_drop_consistent() {
     assert!(audit.holds(), "invariant broken: {audit:?}");
     store.assert_holds_expired_in_time(drop_id).await;
 }
+
+/// What finished and pending jobs occupy in Redis under `prefix`: every task's payload,
+/// metadata and list entries (the workers' own registrations and rate limits aside).
+async fn job_footprint(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) -> usize {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut footprint = 0;
+    for key in keys {
+        if key.contains(":limit:") || key.contains(":workers") || key.ends_with(":events") {
+            continue;
+        }
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .unwrap();
+        let size_command = match kind.as_str() {
+            "hash" => "HLEN",
+            "set" => "SCARD",
+            "zset" => "ZCARD",
+            "list" => "LLEN",
+            _ => {
+                footprint += 1;
+                continue;
+            }
+        };
+        let size: usize = redis::cmd(size_command)
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .unwrap();
+        footprint += size;
+    }
+    footprint
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_leave_nothing_behind_in_redis() {
+    let app = tests::spawn_app(tests::Backend::PostgresRedis).await;
+    let prefix = app.vars["REDIS_PREFIX"].clone();
+    let mut conn = redis::Client::open(tests::test_redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let admin = app.admin().await;
+
+    for _ in 0..20 {
+        let ping = app
+            .post("/api/admin/worker-ping", Some(&admin.token), json!({}))
+            .await;
+        assert_eq!(ping.status, StatusCode::OK, "{:?}", ping.body);
+    }
+    // The vacuum runs every 10 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut footprint = job_footprint(&mut conn, &prefix).await;
+    while footprint > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        footprint = job_footprint(&mut conn, &prefix).await;
+    }
+    assert_eq!(footprint, 0, "finished jobs still occupy entries in Redis");
+}
