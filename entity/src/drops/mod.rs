@@ -141,7 +141,13 @@ pub(crate) async fn take_units(
 /// # Errors
 /// `DropNotFound`, or database failure.
 pub async fn audit(db: &DatabaseConnection, drop_id: i64) -> Result<Audit> {
-    let txn = db.begin().await?;
+    // One snapshot for all three counts: under READ COMMITTED a sweep committing between
+    // them would make a sound drop look broken. (SQLite transactions are snapshots already.)
+    let isolation = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => Some(sea_orm::IsolationLevel::RepeatableRead),
+        _ => None,
+    };
+    let txn = db.begin_with_config(isolation, None).await?;
     let drop = drops::Entity::find_by_id(drop_id)
         .one(&txn)
         .await?
