@@ -137,7 +137,17 @@ pub struct MailSettings {
     pub max_attempts: i32,
     /// Wait before the first retry of a transiently failed email; doubles with each try.
     pub retry_base: Duration,
-    /// A queued email nobody has touched for this long has lost its job and is re-enqueued.
+    /// How long a send holds the row it claimed. A row whose lease ran out has no live send
+    /// (its worker was killed), so the reconciler hands it to another.
+    pub lease: chrono::Duration,
+    /// Bound on one send, SMTP connection and exchange included: half the lease, so a slow
+    /// send gives up while its row is still held and is never doubled by another worker.
+    pub send_timeout: Duration,
+    /// How often the reconciler looks for rows whose lease or backoff ran out: a quarter of
+    /// the lease, so a killed worker's row waits little longer than its lease.
+    pub requeue_interval: Duration,
+    /// A queued email no send has picked up this long after it was queued (or last handed
+    /// to a job) has lost its job and is re-enqueued.
     pub stuck_after: chrono::Duration,
 }
 
@@ -348,6 +358,7 @@ impl MailSettings {
         {
             return Err(invalid("SMTP_URL", "must start with smtp:// or smtps://"));
         }
+        let lease = env.secs("MAIL_LEASE_SECS", 20, 2)?;
         Ok(Self {
             smtp_url,
             from: env
@@ -358,7 +369,10 @@ impl MailSettings {
             rate_per_sec: env.positive("MAIL_RATE_PER_SEC", 2_000)?,
             max_attempts: env.positive("MAIL_MAX_ATTEMPTS", 6)?,
             retry_base: env.millis("MAIL_RETRY_BASE_MS", 30_000)?,
-            stuck_after: chrono_secs(env.secs("MAIL_STUCK_AFTER_SECS", 60, 1)?),
+            lease: chrono_secs(lease),
+            send_timeout: lease / 2,
+            requeue_interval: (lease / 4).max(Duration::from_millis(500)),
+            stuck_after: chrono_secs(env.secs("MAIL_STUCK_AFTER_SECS", 20, 1)?),
         })
     }
 }
@@ -518,6 +532,28 @@ mod tests {
         .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(err.starts_with("PORT is invalid"), "{err}");
+    }
+
+    #[test]
+    fn the_mail_lease_bounds_the_send_and_the_requeue_period() {
+        let embedded = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("DATABASE_URL", "sqlite::memory:"),
+                ("JWT_ACCESS_SECRET", "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"),
+            ];
+            pairs.extend_from_slice(extra);
+            Settings::from_vars(vars(&pairs))
+        };
+        let mail = embedded(&[]).map(|s| s.mail).expect("defaults");
+        assert_eq!(mail.lease, chrono::Duration::seconds(20));
+        assert_eq!(mail.send_timeout, Duration::from_secs(10));
+        assert_eq!(mail.requeue_interval, Duration::from_secs(5));
+
+        let err = embedded(&[("MAIL_LEASE_SECS", "1")])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("MAIL_LEASE_SECS is invalid"), "{err}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::{
 
 mod periodic;
 
-pub use periodic::{reconcile_jobs, sweep_expired};
+pub use periodic::{reconcile_jobs, requeue_stuck_mail, sweep_expired};
 
 /// Fires once when the process should stop.
 pub type Shutdown = watch::Receiver<bool>;
