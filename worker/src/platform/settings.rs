@@ -70,6 +70,7 @@ pub struct Settings {
     pub mail: MailSettings,
     pub contentful: ContentfulSettings,
     pub worker: WorkerSettings,
+    pub retention: RetentionSettings,
     /// SQLite file, generated secrets, outbox.
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
@@ -170,6 +171,23 @@ pub struct WorkerSettings {
     pub reconcile_interval: Duration,
 }
 
+/// How long rows that only record the past are kept; a periodic pass deletes older ones.
+#[derive(Clone, Debug)]
+pub struct RetentionSettings {
+    /// Period of the retention pass.
+    pub interval: Duration,
+    /// Idempotency keys, after they were made (a client retries within minutes, not days).
+    pub idempotency_keys: chrono::Duration,
+    /// Sessions, after they ended (revoked or expired); live sessions are never deleted.
+    pub sessions: chrono::Duration,
+    /// Verified Contentful deliveries, after they arrived.
+    pub webhook_deliveries: chrono::Duration,
+    /// Emails that were sent or failed, after they reached that state; queued ones stay.
+    pub emails: chrono::Duration,
+    /// Ended holds (expired or released). `None`, the default: kept, as the drops' history.
+    pub holds: Option<chrono::Duration>,
+}
+
 impl Settings {
     /// Reads `.env` (if present) and the process environment.
     ///
@@ -220,6 +238,7 @@ impl Settings {
                 concurrency: env.positive("WORKER_CONCURRENCY", 16)?,
                 reconcile_interval: env.secs("RECONCILE_INTERVAL_SECS", 30, 1)?,
             },
+            retention: RetentionSettings::read(&env)?,
             http,
             redis,
             data_dir,
@@ -377,6 +396,27 @@ impl MailSettings {
     }
 }
 
+impl RetentionSettings {
+    fn read(env: &Vars) -> Result<Self, SettingsError> {
+        let hour = chrono::Duration::hours(1);
+        let day = chrono::Duration::days(1);
+        Ok(Self {
+            interval: env.secs("RETENTION_INTERVAL_SECS", 3600, 1)?,
+            idempotency_keys: env
+                .span("RETENTION_IDEMPOTENCY_HOURS", hour)?
+                .unwrap_or(hour * 24),
+            sessions: env
+                .span("RETENTION_SESSIONS_DAYS", day)?
+                .unwrap_or(day * 30),
+            webhook_deliveries: env
+                .span("RETENTION_WEBHOOKS_DAYS", day)?
+                .unwrap_or(day * 90),
+            emails: env.span("RETENTION_EMAILS_DAYS", day)?.unwrap_or(day * 90),
+            holds: env.span("RETENTION_HOLDS_DAYS", day)?,
+        })
+    }
+}
+
 impl ContentfulSettings {
     fn read(env: &Vars) -> Result<Self, SettingsError> {
         let webhook_secret = env.get("CONTENTFUL_WEBHOOK_SECRET").map(Secret::new);
@@ -454,6 +494,22 @@ impl Vars {
             return Err(invalid(name, format!("must be at least {min}")));
         }
         Ok(Duration::from_secs(value))
+    }
+
+    /// A whole number of `unit`s, from 1 up to about a century; `None` when unset.
+    fn span(
+        &self,
+        name: &'static str,
+        unit: chrono::Duration,
+    ) -> Result<Option<chrono::Duration>, SettingsError> {
+        let century = chrono::Duration::days(36_525);
+        let Some(count) = self.parse::<u32>(name)? else {
+            return Ok(None);
+        };
+        match unit.checked_mul(i32::try_from(count).unwrap_or(i32::MAX)) {
+            Some(span) if count >= 1 && span <= century => Ok(Some(span)),
+            _ => Err(invalid(name, "must be at least 1 and at most 100 years")),
+        }
     }
 
     fn millis(&self, name: &'static str, default: u64) -> Result<Duration, SettingsError> {
@@ -554,6 +610,46 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.starts_with("MAIL_LEASE_SECS is invalid"), "{err}");
+    }
+
+    #[test]
+    fn retention_keeps_holds_unless_told_and_names_a_bad_variable() {
+        let base = [
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("JWT_ACCESS_SECRET", "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"),
+        ];
+        let retention = Settings::from_vars(vars(&base))
+            .map(|s| s.retention)
+            .expect("defaults");
+        assert_eq!(retention.idempotency_keys, chrono::Duration::hours(24));
+        assert_eq!(retention.sessions, chrono::Duration::days(30));
+        assert_eq!(retention.webhook_deliveries, chrono::Duration::days(90));
+        assert_eq!(retention.emails, chrono::Duration::days(90));
+        assert_eq!(retention.holds, None);
+        assert_eq!(retention.interval, Duration::from_secs(3600));
+
+        let with = |pair: (&'static str, &'static str)| {
+            let mut pairs = base.to_vec();
+            pairs.push(pair);
+            Settings::from_vars(vars(&pairs))
+        };
+        let holds = with(("RETENTION_HOLDS_DAYS", "400")).map(|s| s.retention.holds);
+        assert_eq!(holds.ok().flatten(), Some(chrono::Duration::days(400)));
+        for (name, bad) in [
+            ("RETENTION_SESSIONS_DAYS", "0"),
+            ("RETENTION_EMAILS_DAYS", "ninety"),
+            ("RETENTION_IDEMPOTENCY_HOURS", "-1"),
+            ("RETENTION_HOLDS_DAYS", "99999999"),
+        ] {
+            let err = with((name, bad))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.starts_with(&format!("{name} is invalid")),
+                "{name}={bad}: {err}"
+            );
+        }
     }
 
     #[test]

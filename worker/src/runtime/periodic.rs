@@ -1,6 +1,7 @@
 //! The worker's periodic tasks, independent of the job queue: the sweep expires overdue
-//! holds whose delayed job is late or lost, and the reconciler re-derives work whose job Redis
-//! may have lost. Both read the database, so several workers may run them at once.
+//! holds whose delayed job is late or lost, the reconciler re-derives work whose job Redis
+//! may have lost, and the retention pass (`retention.rs`) deletes rows whose time is up. All
+//! work from the database, so several workers may run them at once.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,6 +22,16 @@ fn every(period: Duration) -> tokio::time::Interval {
 }
 
 pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
+    // Beside the other tasks, not between them: a retention pass over a large backlog must
+    // never delay the expiry sweep.
+    let retention = &deps.settings.retention;
+    tokio::join!(
+        super::retention::run(&deps.db, retention, shutdown.clone()),
+        sweep_and_reconcile(&deps, shutdown),
+    );
+}
+
+async fn sweep_and_reconcile(deps: &Deps, shutdown: Shutdown) {
     let mut sweep = every(deps.settings.drops.sweep_interval);
     let mut reconcile = every(deps.settings.worker.reconcile_interval);
     // Stuck mail is looked for more often than the rest (a quarter lease, unless the
@@ -38,17 +49,17 @@ pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
         tokio::select! {
             () = &mut stop => return,
             _ = sweep.tick() => {
-                if let Err(error) = sweep_expired(&deps, Utc::now()).await {
+                if let Err(error) = sweep_expired(deps, Utc::now()).await {
                     tracing::warn!(error = %entity::error::chain(&error), "expiry sweep failed");
                 }
             }
             _ = requeue.tick() => {
-                if let Err(error) = requeue_stuck_mail(&deps, Utc::now()).await {
+                if let Err(error) = requeue_stuck_mail(deps, Utc::now()).await {
                     tracing::warn!(error = %entity::error::chain(&error), "mail requeue failed");
                 }
             }
             _ = reconcile.tick() => {
-                if let Err(error) = reconcile_restocks(&deps).await {
+                if let Err(error) = reconcile_restocks(deps).await {
                     tracing::warn!(error = %entity::error::chain(&error), "reconciler failed");
                 }
             }
