@@ -144,7 +144,7 @@ pub struct MailSettings {
     /// Bound on one send, SMTP connection and exchange included: half the lease, so a slow
     /// send gives up while its row is still held and is never doubled by another worker.
     pub send_timeout: Duration,
-    /// How often the reconciler looks for rows whose lease or backoff ran out: a quarter of
+    /// How often the reconciler looks for rows whose lease or backoff ran out: an eighth of
     /// the lease, so a killed worker's row waits little longer than its lease.
     pub requeue_interval: Duration,
     /// A queued email no send has picked up this long after it was queued (or last handed
@@ -377,7 +377,7 @@ impl MailSettings {
         {
             return Err(invalid("SMTP_URL", "must start with smtp:// or smtps://"));
         }
-        let lease = env.secs("MAIL_LEASE_SECS", 20, 2)?;
+        let lease = env.secs("MAIL_LEASE_SECS", 15, 2)?;
         Ok(Self {
             smtp_url,
             from: env
@@ -390,8 +390,8 @@ impl MailSettings {
             retry_base: env.millis("MAIL_RETRY_BASE_MS", 30_000)?,
             lease: chrono_secs(lease),
             send_timeout: lease / 2,
-            requeue_interval: (lease / 4).max(Duration::from_millis(500)),
-            stuck_after: chrono_secs(env.secs("MAIL_STUCK_AFTER_SECS", 20, 1)?),
+            requeue_interval: (lease / 8).max(Duration::from_millis(500)),
+            stuck_after: chrono_secs(env.secs("MAIL_STUCK_AFTER_SECS", 15, 1)?),
         })
     }
 }
@@ -601,9 +601,9 @@ mod tests {
             Settings::from_vars(vars(&pairs))
         };
         let mail = embedded(&[]).map(|s| s.mail).expect("defaults");
-        assert_eq!(mail.lease, chrono::Duration::seconds(20));
-        assert_eq!(mail.send_timeout, Duration::from_secs(10));
-        assert_eq!(mail.requeue_interval, Duration::from_secs(5));
+        assert_eq!(mail.lease, chrono::Duration::seconds(15));
+        assert_eq!(mail.send_timeout, Duration::from_millis(7500));
+        assert_eq!(mail.requeue_interval, Duration::from_millis(1875));
 
         let err = embedded(&[("MAIL_LEASE_SECS", "1")])
             .err()

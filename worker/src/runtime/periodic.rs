@@ -34,7 +34,7 @@ pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
 async fn sweep_and_reconcile(deps: &Deps, shutdown: Shutdown) {
     let mut sweep = every(deps.settings.drops.sweep_interval);
     let mut reconcile = every(deps.settings.worker.reconcile_interval);
-    // Stuck mail is looked for more often than the rest (a quarter lease, unless the
+    // Stuck mail is looked for more often than the rest (an eighth of the lease, unless the
     // reconciler runs even more often): a killed worker's claimed rows should go out soon
     // after their lease ends.
     let mut requeue = every(
