@@ -555,6 +555,7 @@ fn generated_secret(data_dir: &std::path::Path) -> Result<Secret, SettingsError>
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
