@@ -1,23 +1,27 @@
 //! Connection helpers shared by every operation.
 
-use std::time::Duration;
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr,
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, SqlErr,
     TransactionOptions, TransactionTrait,
-    sqlx::{postgres::PgConnectOptions, sqlite::SqliteConnectOptions},
+    sqlx::{self, ConnectOptions as _, postgres::PgConnectOptions, sqlite::SqliteConnectOptions},
 };
+
+/// How long a single connection attempt may take, in the pool and when explaining a failure.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens the pool. SQLite gets WAL, foreign keys, a busy timeout and a few connections (it has
 /// one writer anyway); Postgres gets up to `max_connections`.
 ///
 /// # Errors
-/// The database cannot be reached.
+/// The database cannot be reached; the error names the real cause (connection refused,
+/// authentication failed, unknown database), not only the pool's timeout.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(CONNECT_TIMEOUT)
         .acquire_timeout(Duration::from_secs(10));
     if url.starts_with("sqlite:") {
         options
@@ -31,7 +35,36 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     } else {
         options.max_connections(max_connections).min_connections(1);
     }
-    Database::connect(options).await
+    match Database::connect(options).await {
+        Ok(db) => Ok(db),
+        Err(error) if is_pool_timeout(&error) && !url.starts_with("sqlite:") => {
+            Err(explain_postgres(url).await.unwrap_or(error))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn is_pool_timeout(error: &DbErr) -> bool {
+    matches!(error, DbErr::Conn(RuntimeErr::SqlxError(e)) if matches!(**e, sqlx::Error::PoolTimedOut))
+}
+
+/// The pool retries a refused connection (as if the server were starting) until its acquire
+/// timeout and then reports only "pool timed out", which hides a wrong host or port. One
+/// direct connection attempt says why; `None` if it now succeeds.
+async fn explain_postgres(url: &str) -> Option<DbErr> {
+    let conn_err = |e: sqlx::Error| DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e)));
+    let options = match PgConnectOptions::from_str(url) {
+        Ok(options) => options,
+        Err(e) => return Some(conn_err(e)),
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+        Ok(Ok(_connection)) => None,
+        Ok(Err(e)) => Some(conn_err(e)),
+        Err(_) => Some(DbErr::Conn(RuntimeErr::Internal(format!(
+            "no answer from the database server within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        )))),
+    }
 }
 
 /// A Postgres pool whose commits do not wait for the WAL to reach disk
@@ -50,7 +83,7 @@ pub async fn connect_for_holds(
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(CONNECT_TIMEOUT)
         .acquire_timeout(Duration::from_secs(10))
         .max_connections(max_connections)
         .min_connections(1)

@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod mail;
 pub mod models;
 pub mod product_stats;
+pub mod retention;
 pub mod tokens;
 
 pub use email_address::EmailAddress;

@@ -8,8 +8,8 @@
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait},
 };
 use serde::{Deserialize, Serialize};
@@ -471,33 +471,69 @@ fn truncate(error: &str) -> String {
     error.chars().take(2000).collect()
 }
 
-/// Queued rows nobody is working on: never picked up, or whose lease or backoff ran out more
-/// than `grace` ago. Their jobs were lost; the reconciler enqueues them again.
+/// A lease or backoff that ran out this long ago has no send coming: a retry job scheduled
+/// for that instant starts within about a second (run-at is stored in whole seconds), so the
+/// reconciler does not race it for nothing.
+pub const RESCHEDULE_SLACK: Duration = Duration::seconds(2);
+
+/// Queued rows nobody is working on: never picked up `unclaimed_after` after they were
+/// queued or last handed to a job (the job was lost), or whose lease or backoff ran out
+/// [`RESCHEDULE_SLACK`] ago (the send holding it died with its worker, or the retry job was
+/// lost). There is no longer wait on top of a lease: a lease is sized to outlast its send.
+fn overdue(now: DateTime<Utc>, unclaimed_after: Duration) -> Condition {
+    Condition::all()
+        .add(email_messages::Column::Status.eq(MessageStatus::Queued))
+        .add(
+            Condition::any()
+                .add(
+                    Condition::all()
+                        .add(email_messages::Column::NextAttemptAt.is_null())
+                        .add(email_messages::Column::UpdatedAt.lt(now - unclaimed_after)),
+                )
+                .add(email_messages::Column::NextAttemptAt.lt(now - RESCHEDULE_SLACK)),
+        )
+}
+
+/// Takes up to `limit` overdue rows (see [`overdue`]) to hand to new jobs, and marks them
+/// handed over (no lease, `updated_at = now`): a row is taken again only if it is still
+/// unclaimed `unclaimed_after` later. The mark is conditional, so when several workers
+/// reconcile at once each row goes to one of them.
 ///
 /// # Errors
 /// Database failure.
-pub async fn overdue(
+pub async fn requeue_overdue(
     db: &impl ConnectionTrait,
     now: DateTime<Utc>,
-    grace: Duration,
+    unclaimed_after: Duration,
     limit: u64,
 ) -> Result<Vec<i64>> {
-    let cutoff = now - grace;
-    Ok(email_messages::Entity::find()
+    let candidates: Vec<i64> = email_messages::Entity::find()
         .select_only()
         .column(email_messages::Column::Id)
-        .filter(email_messages::Column::Status.eq(MessageStatus::Queued))
-        .filter(
-            Expr::col(email_messages::Column::NextAttemptAt)
-                .is_null()
-                .and(Expr::col(email_messages::Column::UpdatedAt).lt(cutoff))
-                .or(Expr::col(email_messages::Column::NextAttemptAt).lt(cutoff)),
-        )
+        .filter(overdue(now, unclaimed_after))
         .order_by_asc(email_messages::Column::Id)
         .limit(limit)
         .into_tuple()
         .all(db)
-        .await?)
+        .await?;
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    let mut taken: Vec<i64> = email_messages::Entity::update_many()
+        .col_expr(
+            email_messages::Column::NextAttemptAt,
+            Expr::value(None::<DateTime<Utc>>),
+        )
+        .col_expr(email_messages::Column::UpdatedAt, Expr::value(now))
+        .filter(email_messages::Column::Id.is_in(candidates))
+        .filter(overdue(now, unclaimed_after))
+        .exec_with_returning(db)
+        .await?
+        .into_iter()
+        .map(|row| row.id)
+        .collect();
+    taken.sort_unstable();
+    Ok(taken)
 }
 
 /// # Errors

@@ -54,6 +54,7 @@ pub struct Mailer {
     base_url: String,
     templates: Environment<'static>,
     limiter: RateLimiter,
+    send_timeout: Duration,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -107,7 +108,7 @@ impl Mailer {
             Some(url) => Transport::Smtp(
                 AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
                     .map_err(|e| MailerError::SmtpUrl(e.to_string()))?
-                    .timeout(Some(Duration::from_secs(20)))
+                    .timeout(Some(mail.send_timeout))
                     .build(),
             ),
             None => Transport::Outbox(mail.outbox_dir.clone()),
@@ -122,6 +123,7 @@ impl Mailer {
             base_url: settings.http.public_base_url.clone(),
             templates,
             limiter: RateLimiter::new(mail.rate_per_sec),
+            send_timeout: mail.send_timeout,
         })
     }
 
@@ -209,22 +211,38 @@ impl Mailer {
             .map_err(|e| permanent(&e))
     }
 
-    /// Sends one message, waiting for the rate cap first.
+    /// Waits until the send-rate cap allows one more send. Called before a row is claimed,
+    /// so the claim's lease covers the send alone, whatever the rate and concurrency.
+    pub async fn wait_turn(&self) {
+        self.limiter.acquire().await;
+    }
+
+    /// Sends one message, giving up after the send timeout (half the claim's lease).
     ///
     /// # Errors
-    /// `Transient` for what may work later (4xx, network), `Permanent` for a 5xx rejection.
+    /// `Transient` for what may work later (4xx, network, no answer in time), `Permanent`
+    /// for a 5xx rejection.
     pub async fn send(&self, message_id: i64, message: Message) -> Result<(), SendError> {
-        self.limiter.acquire().await;
-        match &self.transport {
-            Transport::Smtp(smtp) => match smtp.send(message).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
-                Err(e) => Err(SendError::Transient(e.to_string())),
-            },
-            Transport::Outbox(dir) => write_outbox(dir, message_id, &message.formatted())
-                .await
-                .map_err(|e| SendError::Transient(format!("cannot write the outbox: {e}"))),
-        }
+        let sending = async {
+            match &self.transport {
+                Transport::Smtp(smtp) => match smtp.send(message).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+                    Err(e) => Err(SendError::Transient(e.to_string())),
+                },
+                Transport::Outbox(dir) => write_outbox(dir, message_id, &message.formatted())
+                    .await
+                    .map_err(|e| SendError::Transient(format!("cannot write the outbox: {e}"))),
+            }
+        };
+        tokio::time::timeout(self.send_timeout, sending)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SendError::Transient(format!(
+                    "no answer within {} ms",
+                    self.send_timeout.as_millis()
+                )))
+            })
     }
 }
 

@@ -8,8 +8,6 @@ use serde::{Deserialize, Serialize};
 use super::{Deps, Job, logged};
 use crate::mailer::{SendError, backoff};
 
-/// How long a claimed email is held by the send working on it; longer than a job may run.
-const SEND_LEASE: chrono::Duration = chrono::Duration::seconds(120);
 /// A send that finds its row not yet due waits this long in place rather than re-enqueuing
 /// (apalis schedules in whole seconds, so a delayed job may start a little early).
 const WAIT_IN_PLACE: Duration = Duration::from_secs(5);
@@ -23,11 +21,13 @@ pub struct SendEmail {
 impl Job for SendEmail {
     const QUEUE: &'static str = "mail";
 
-    /// Claims the row first, so it is never sent twice even if this job runs twice; counts
+    /// Waits for the rate cap, then claims the row (so the claim's lease covers only the
+    /// send), so it is never sent twice even if this job runs twice; counts
     /// attempts in the ledger (apalis-redis does not honour `max_attempts`) and schedules its
     /// own retries with exponential backoff, so the job itself succeeds unless the database
     /// fails.
     async fn run(self, deps: Arc<Deps>) -> Result<(), BoxDynError> {
+        deps.mailer.wait_turn().await;
         let Some(outgoing) = claim(&deps, &self).await? else {
             return Ok(());
         };
@@ -47,7 +47,8 @@ async fn claim(deps: &Deps, job: &SendEmail) -> Result<Option<Outgoing>, BoxDynE
     let mut waited = false;
     loop {
         let now = Utc::now();
-        let claim = entity::mail::claim(&deps.db, job.message_id, SEND_LEASE, now).await;
+        let lease = deps.settings.mail.lease;
+        let claim = entity::mail::claim(&deps.db, job.message_id, lease, now).await;
         match claim.map_err(|e| logged(e, "cannot claim an email"))? {
             Claim::Ready(outgoing) => return Ok(Some(*outgoing)),
             Claim::Done => return Ok(None),
@@ -90,7 +91,7 @@ async fn record_outcome(
         }
         Err(SendError::Transient(error)) => {
             let delay = backoff(mail.retry_base, outgoing.attempt);
-            let at = now + chrono::Duration::from_std(delay).unwrap_or(SEND_LEASE);
+            let at = now + chrono::Duration::from_std(delay).unwrap_or(mail.lease);
             tracing::info!(message_id = outgoing.id, %error, attempt = outgoing.attempt, retry_in_ms = delay.as_millis(), "email deferred");
             entity::mail::retry_at(&deps.db, outgoing.id, &error, at, now).await?;
             if let Err(error) = deps.queue.push_at(job, at).await {

@@ -70,6 +70,7 @@ pub struct Settings {
     pub mail: MailSettings,
     pub contentful: ContentfulSettings,
     pub worker: WorkerSettings,
+    pub retention: RetentionSettings,
     /// SQLite file, generated secrets, outbox.
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
@@ -137,7 +138,17 @@ pub struct MailSettings {
     pub max_attempts: i32,
     /// Wait before the first retry of a transiently failed email; doubles with each try.
     pub retry_base: Duration,
-    /// A queued email nobody has touched for this long has lost its job and is re-enqueued.
+    /// How long a send holds the row it claimed. A row whose lease ran out has no live send
+    /// (its worker was killed), so the reconciler hands it to another.
+    pub lease: chrono::Duration,
+    /// Bound on one send, SMTP connection and exchange included: half the lease, so a slow
+    /// send gives up while its row is still held and is never doubled by another worker.
+    pub send_timeout: Duration,
+    /// How often the reconciler looks for rows whose lease or backoff ran out: an eighth of
+    /// the lease, so a killed worker's row waits little longer than its lease.
+    pub requeue_interval: Duration,
+    /// A queued email no send has picked up this long after it was queued (or last handed
+    /// to a job) has lost its job and is re-enqueued.
     pub stuck_after: chrono::Duration,
 }
 
@@ -158,6 +169,23 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Period of the reconciler that re-derives jobs Redis may have lost.
     pub reconcile_interval: Duration,
+}
+
+/// How long rows that only record the past are kept; a periodic pass deletes older ones.
+#[derive(Clone, Debug)]
+pub struct RetentionSettings {
+    /// Period of the retention pass.
+    pub interval: Duration,
+    /// Idempotency keys, after they were made (a client retries within minutes, not days).
+    pub idempotency_keys: chrono::Duration,
+    /// Sessions, after they ended (revoked or expired); live sessions are never deleted.
+    pub sessions: chrono::Duration,
+    /// Verified Contentful deliveries, after they arrived.
+    pub webhook_deliveries: chrono::Duration,
+    /// Emails that were sent or failed, after they reached that state; queued ones stay.
+    pub emails: chrono::Duration,
+    /// Ended holds (expired or released). `None`, the default: kept, as the drops' history.
+    pub holds: Option<chrono::Duration>,
 }
 
 impl Settings {
@@ -210,6 +238,7 @@ impl Settings {
                 concurrency: env.positive("WORKER_CONCURRENCY", 16)?,
                 reconcile_interval: env.secs("RECONCILE_INTERVAL_SECS", 30, 1)?,
             },
+            retention: RetentionSettings::read(&env)?,
             http,
             redis,
             data_dir,
@@ -348,6 +377,7 @@ impl MailSettings {
         {
             return Err(invalid("SMTP_URL", "must start with smtp:// or smtps://"));
         }
+        let lease = env.secs("MAIL_LEASE_SECS", 15, 2)?;
         Ok(Self {
             smtp_url,
             from: env
@@ -358,7 +388,31 @@ impl MailSettings {
             rate_per_sec: env.positive("MAIL_RATE_PER_SEC", 2_000)?,
             max_attempts: env.positive("MAIL_MAX_ATTEMPTS", 6)?,
             retry_base: env.millis("MAIL_RETRY_BASE_MS", 30_000)?,
-            stuck_after: chrono_secs(env.secs("MAIL_STUCK_AFTER_SECS", 60, 1)?),
+            lease: chrono_secs(lease),
+            send_timeout: lease / 2,
+            requeue_interval: (lease / 8).max(Duration::from_millis(500)),
+            stuck_after: chrono_secs(env.secs("MAIL_STUCK_AFTER_SECS", 15, 1)?),
+        })
+    }
+}
+
+impl RetentionSettings {
+    fn read(env: &Vars) -> Result<Self, SettingsError> {
+        let hour = chrono::Duration::hours(1);
+        let day = chrono::Duration::days(1);
+        Ok(Self {
+            interval: env.secs("RETENTION_INTERVAL_SECS", 3600, 1)?,
+            idempotency_keys: env
+                .span("RETENTION_IDEMPOTENCY_HOURS", hour)?
+                .unwrap_or(hour * 24),
+            sessions: env
+                .span("RETENTION_SESSIONS_DAYS", day)?
+                .unwrap_or(day * 30),
+            webhook_deliveries: env
+                .span("RETENTION_WEBHOOKS_DAYS", day)?
+                .unwrap_or(day * 90),
+            emails: env.span("RETENTION_EMAILS_DAYS", day)?.unwrap_or(day * 90),
+            holds: env.span("RETENTION_HOLDS_DAYS", day)?,
         })
     }
 }
@@ -442,6 +496,22 @@ impl Vars {
         Ok(Duration::from_secs(value))
     }
 
+    /// A whole number of `unit`s, from 1 up to about a century; `None` when unset.
+    fn span(
+        &self,
+        name: &'static str,
+        unit: chrono::Duration,
+    ) -> Result<Option<chrono::Duration>, SettingsError> {
+        let century = chrono::Duration::days(36_525);
+        let Some(count) = self.parse::<u32>(name)? else {
+            return Ok(None);
+        };
+        match unit.checked_mul(i32::try_from(count).unwrap_or(i32::MAX)) {
+            Some(span) if count >= 1 && span <= century => Ok(Some(span)),
+            _ => Err(invalid(name, "must be at least 1 and at most 100 years")),
+        }
+    }
+
     fn millis(&self, name: &'static str, default: u64) -> Result<Duration, SettingsError> {
         let value: u64 = self.positive(name, default)?;
         Ok(Duration::from_millis(value))
@@ -485,6 +555,7 @@ fn generated_secret(data_dir: &std::path::Path) -> Result<Secret, SettingsError>
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -518,6 +589,68 @@ mod tests {
         .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(err.starts_with("PORT is invalid"), "{err}");
+    }
+
+    #[test]
+    fn the_mail_lease_bounds_the_send_and_the_requeue_period() {
+        let embedded = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("DATABASE_URL", "sqlite::memory:"),
+                ("JWT_ACCESS_SECRET", "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"),
+            ];
+            pairs.extend_from_slice(extra);
+            Settings::from_vars(vars(&pairs))
+        };
+        let mail = embedded(&[]).map(|s| s.mail).expect("defaults");
+        assert_eq!(mail.lease, chrono::Duration::seconds(15));
+        assert_eq!(mail.send_timeout, Duration::from_millis(7500));
+        assert_eq!(mail.requeue_interval, Duration::from_millis(1875));
+
+        let err = embedded(&[("MAIL_LEASE_SECS", "1")])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("MAIL_LEASE_SECS is invalid"), "{err}");
+    }
+
+    #[test]
+    fn retention_keeps_holds_unless_told_and_names_a_bad_variable() {
+        let base = [
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("JWT_ACCESS_SECRET", "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"),
+        ];
+        let retention = Settings::from_vars(vars(&base))
+            .map(|s| s.retention)
+            .expect("defaults");
+        assert_eq!(retention.idempotency_keys, chrono::Duration::hours(24));
+        assert_eq!(retention.sessions, chrono::Duration::days(30));
+        assert_eq!(retention.webhook_deliveries, chrono::Duration::days(90));
+        assert_eq!(retention.emails, chrono::Duration::days(90));
+        assert_eq!(retention.holds, None);
+        assert_eq!(retention.interval, Duration::from_secs(3600));
+
+        let with = |pair: (&'static str, &'static str)| {
+            let mut pairs = base.to_vec();
+            pairs.push(pair);
+            Settings::from_vars(vars(&pairs))
+        };
+        let holds = with(("RETENTION_HOLDS_DAYS", "400")).map(|s| s.retention.holds);
+        assert_eq!(holds.ok().flatten(), Some(chrono::Duration::days(400)));
+        for (name, bad) in [
+            ("RETENTION_SESSIONS_DAYS", "0"),
+            ("RETENTION_EMAILS_DAYS", "ninety"),
+            ("RETENTION_IDEMPOTENCY_HOURS", "-1"),
+            ("RETENTION_HOLDS_DAYS", "99999999"),
+        ] {
+            let err = with((name, bad))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.starts_with(&format!("{name} is invalid")),
+                "{name}={bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -21,8 +21,10 @@ use crate::{
 };
 
 mod periodic;
+mod retention;
 
-pub use periodic::{reconcile_jobs, sweep_expired};
+pub use periodic::{reconcile_jobs, requeue_stuck_mail, sweep_expired};
+pub use retention::{Purged, purge_old_rows};
 
 /// Fires once when the process should stop.
 pub type Shutdown = watch::Receiver<bool>;

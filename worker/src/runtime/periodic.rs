@@ -1,8 +1,9 @@
 //! The worker's periodic tasks, independent of the job queue: the sweep expires overdue
-//! holds whose delayed job is late or lost, and the reconciler re-derives work whose job Redis
-//! may have lost. Both read the database, so several workers may run them at once.
+//! holds whose delayed job is late or lost, the reconciler re-derives work whose job Redis
+//! may have lost, and the retention pass (`retention.rs`) deletes rows whose time is up. All
+//! work from the database, so several workers may run them at once.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 
@@ -14,23 +15,51 @@ const SWEEP_BATCH: u64 = 500;
 /// Stuck emails re-enqueued and restocks re-run per reconciliation.
 const RECONCILE_BATCH: u64 = 500;
 
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
 pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
-    let mut sweep = tokio::time::interval(deps.settings.drops.sweep_interval);
-    let mut reconcile = tokio::time::interval(deps.settings.worker.reconcile_interval);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Beside the other tasks, not between them: a retention pass over a large backlog must
+    // never delay the expiry sweep.
+    let retention = &deps.settings.retention;
+    tokio::join!(
+        super::retention::run(&deps.db, retention, shutdown.clone()),
+        sweep_and_reconcile(&deps, shutdown),
+    );
+}
+
+async fn sweep_and_reconcile(deps: &Deps, shutdown: Shutdown) {
+    let mut sweep = every(deps.settings.drops.sweep_interval);
+    let mut reconcile = every(deps.settings.worker.reconcile_interval);
+    // Stuck mail is looked for more often than the rest (an eighth of the lease, unless the
+    // reconciler runs even more often): a killed worker's claimed rows should go out soon
+    // after their lease ends.
+    let mut requeue = every(
+        deps.settings
+            .mail
+            .requeue_interval
+            .min(deps.settings.worker.reconcile_interval),
+    );
     let stop = stopped(shutdown);
     tokio::pin!(stop);
     loop {
         tokio::select! {
             () = &mut stop => return,
             _ = sweep.tick() => {
-                if let Err(error) = sweep_expired(&deps, Utc::now()).await {
+                if let Err(error) = sweep_expired(deps, Utc::now()).await {
                     tracing::warn!(error = %entity::error::chain(&error), "expiry sweep failed");
                 }
             }
+            _ = requeue.tick() => {
+                if let Err(error) = requeue_stuck_mail(deps, Utc::now()).await {
+                    tracing::warn!(error = %entity::error::chain(&error), "mail requeue failed");
+                }
+            }
             _ = reconcile.tick() => {
-                if let Err(error) = reconcile_jobs(&deps, Utc::now()).await {
+                if let Err(error) = reconcile_restocks(deps).await {
                     tracing::warn!(error = %entity::error::chain(&error), "reconciler failed");
                 }
             }
@@ -55,12 +84,28 @@ pub async fn sweep_expired(deps: &Deps, now: DateTime<Utc>) -> Result<(), entity
 /// # Errors
 /// Database failure.
 pub async fn reconcile_jobs(deps: &Deps, now: DateTime<Utc>) -> Result<(), entity::Error> {
-    let grace = deps.settings.mail.stuck_after;
-    let overdue = entity::mail::overdue(&deps.db, now, grace, RECONCILE_BATCH).await?;
-    if !overdue.is_empty() {
-        tracing::info!(count = overdue.len(), "re-enqueuing stuck emails");
-        deps.effects.emails_queued(overdue).await;
+    requeue_stuck_mail(deps, now).await?;
+    reconcile_restocks(deps).await
+}
+
+/// Hands queued emails nobody is working on to new send jobs: those whose lease or backoff
+/// ran out, and those no job picked up within `MAIL_STUCK_AFTER_SECS`.
+///
+/// # Errors
+/// Database failure.
+pub async fn requeue_stuck_mail(deps: &Deps, now: DateTime<Utc>) -> Result<(), entity::Error> {
+    let unclaimed_after = deps.settings.mail.stuck_after;
+    let stuck =
+        entity::mail::requeue_overdue(&deps.db, now, unclaimed_after, RECONCILE_BATCH).await?;
+    if !stuck.is_empty() {
+        tracing::info!(count = stuck.len(), "re-enqueuing stuck emails");
+        deps.effects.emails_queued(stuck).await;
     }
+    Ok(())
+}
+
+/// Re-runs the fan-out of in-stock products whose confirmed subscribers no fan-out reached.
+async fn reconcile_restocks(deps: &Deps) -> Result<(), entity::Error> {
     for restock_event_id in entity::catalog::unfinished_restocks(&deps.db, 1000).await? {
         fan_out(deps, restock_event_id).await?;
     }

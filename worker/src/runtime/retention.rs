@@ -1,0 +1,107 @@
+//! The retention pass: deletes rows that only record the past once their time is up
+//! (`RETENTION_*` settings). Every worker runs it; the deletes are idempotent and, on
+//! Postgres, skip rows another worker is deleting, so running it several times at once is
+//! harmless.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use entity::retention;
+use sea_orm::DatabaseConnection;
+
+use super::{Shutdown, stopped};
+use crate::platform::settings::RetentionSettings;
+
+/// Rows per delete statement: small enough that no statement holds its locks for long.
+const BATCH: u64 = 1000;
+/// Statements per table per pass; a backlog larger than that is worked off over several
+/// passes rather than in one long one.
+const MAX_BATCHES: u32 = 100;
+
+/// How many rows of each kind one pass deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub idempotency_keys: u64,
+    pub sessions: u64,
+    pub webhook_deliveries: u64,
+    pub emails: u64,
+    pub holds: u64,
+}
+
+impl Purged {
+    pub fn total(&self) -> u64 {
+        self.idempotency_keys + self.sessions + self.webhook_deliveries + self.emails + self.holds
+    }
+}
+
+/// Runs a pass every `RETENTION_INTERVAL_SECS` (the first at start) until `shutdown`.
+pub async fn run(db: &DatabaseConnection, settings: &RetentionSettings, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(settings.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = stopped(shutdown);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        // Stopping drops the pass between statements; each statement commits on its own.
+        let pass = tokio::select! {
+            () = &mut stop => return,
+            pass = purge_old_rows(db, settings, Utc::now()) => pass,
+        };
+        match pass {
+            Ok(purged) if purged.total() > 0 => tracing::info!(?purged, "retention pass"),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(error = %entity::error::chain(&error), "retention pass failed");
+            }
+        }
+    }
+}
+
+/// One retention pass as of `now`: every kind of row, in batches.
+///
+/// # Errors
+/// Database failure; rows deleted before it stay deleted, and the next pass goes on.
+pub async fn purge_old_rows(
+    db: &DatabaseConnection,
+    settings: &RetentionSettings,
+    now: DateTime<Utc>,
+) -> Result<Purged, entity::Error> {
+    let keep = settings;
+    let holds = match keep.holds {
+        Some(days) => drain(|| retention::delete_ended_holds(db, now, days, BATCH)).await?,
+        None => 0,
+    };
+    Ok(Purged {
+        idempotency_keys: drain(|| {
+            retention::delete_idempotency_keys(db, now, keep.idempotency_keys, BATCH)
+        })
+        .await?,
+        sessions: drain(|| retention::delete_ended_sessions(db, now, keep.sessions, BATCH)).await?,
+        webhook_deliveries: drain(|| {
+            retention::delete_webhook_deliveries(db, now, keep.webhook_deliveries, BATCH)
+        })
+        .await?,
+        emails: drain(|| retention::delete_settled_emails(db, now, keep.emails, BATCH)).await?,
+        holds,
+    })
+}
+
+/// Repeats a batch delete until a batch comes back short, or [`MAX_BATCHES`] ran.
+async fn drain<F, Fut>(mut batch: F) -> Result<u64, entity::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, entity::Error>>,
+{
+    let mut total = 0;
+    for _ in 0..MAX_BATCHES {
+        let deleted = batch().await?;
+        total += deleted;
+        if deleted < BATCH {
+            break;
+        }
+    }
+    Ok(total)
+}
