@@ -88,70 +88,24 @@ both_backends!(a_row_claimed_by_a_killed_worker_is_sent_once_after_its_lease);
 async fn a_worker_killed_mid_fan_out_leaves_every_alert_delivered_within_30_s() {
     const SUBSCRIBERS: usize = 200;
     let smtp = common::SmtpServer::start(Smtp::Accepting).await;
-    let port = free_port();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let secret = "a-shared-secret-of-at-least-32-bytes!!";
-    let env = HashMap::from([
-        ("PORT", port.to_string()),
-        ("DATA_DIR", dir.path().display().to_string()),
-        ("JWT_ACCESS_SECRET", secret.to_owned()),
-        ("DATABASE_URL", fresh_postgres_database().await),
-        ("DATABASE_MAX_CONNECTIONS", "4".to_owned()),
-        ("REDIS_URL", test_redis_url()),
-        (
-            "REDIS_PREFIX",
-            format!("hdtest:{}", uuid::Uuid::new_v4().simple()),
-        ),
-        ("SMTP_URL", smtp.url()),
-        // Slow enough that the kill lands mid fan-out (20 alerts a second per worker).
-        ("MAIL_RATE_PER_SEC", "20".to_owned()),
-    ]);
-    let base = format!("http://127.0.0.1:{port}");
-    let _api = Process::start("api", &env, false);
-    wait_ready(&base).await;
-    let mut workers: Vec<Process> = (0..2)
-        .map(|_| Process::start("worker", &env, false))
-        .collect();
-    let db = Database::connect(env["DATABASE_URL"].as_str())
-        .await
-        .expect("test connects");
-    let jwt = api::auth::Jwt::new(secret, Duration::from_secs(3600));
-    let admin = mint_user(&db, &jwt, "ops", Role::Admin).await;
-    let client = reqwest::Client::new();
-    let created: serde_json::Value = client
-        .post(format!("{base}/api/admin/products"))
-        .bearer_auth(&admin.token)
-        .json(&json!({"name": "Heather Honey", "priceCents": 1250, "inStock": false}))
-        .send()
-        .await
-        .expect("product created")
-        .json()
-        .await
-        .expect("json");
-    let product_id = created["id"].as_i64().expect("product id");
-    subscribe_confirmed(&db, product_id, SUBSCRIBERS).await;
+    let mut store = Distributed::start(&smtp, 2).await;
+    let product_id = store.product_out_of_stock().await;
+    subscribe_confirmed(&store.db, product_id, SUBSCRIBERS).await;
 
-    let restocked = client
-        .patch(format!("{base}/api/admin/products/{product_id}"))
-        .bearer_auth(&admin.token)
-        .json(&json!({"inStock": true}))
-        .send()
-        .await
-        .expect("restocked");
-    assert!(restocked.status().is_success());
+    store.restock(product_id).await;
     let some_out = eventually(Duration::from_secs(20), || async {
         let out = smtp.messages().len();
         (out >= 10).then_some(out)
     })
     .await
     .expect("the fan-out started");
-    workers.remove(0).kill_hard();
+    store.workers.remove(0).kill_hard();
     let killed = std::time::Instant::now();
 
     assert!(some_out < SUBSCRIBERS, "the fan-out ended before the kill");
     let settled = eventually(Duration::from_secs(30), || async {
         let rows = email_messages::Entity::find()
-            .all(&db)
+            .all(&store.db)
             .await
             .expect("ledger");
         let all_sent = rows.iter().all(|m| m.status == MessageStatus::Sent);
@@ -179,6 +133,83 @@ async fn a_worker_killed_mid_fan_out_leaves_every_alert_delivered_within_30_s() 
             row.attempts >= 2,
             "{recipient} got {copies} copies from a row claimed once: {row:?}"
         );
+    }
+}
+
+/// The distributed store run as an operator runs it: the `api` binary and `worker` binaries
+/// against a fresh Postgres database and a Redis namespace of its own, sending through `smtp`.
+struct Distributed {
+    base: String,
+    _api: Process,
+    workers: Vec<Process>,
+    db: DatabaseConnection,
+    admin: tests::TestUser,
+    _dir: tempfile::TempDir,
+}
+
+impl Distributed {
+    async fn start(smtp: &common::SmtpServer, workers: usize) -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secret = "a-shared-secret-of-at-least-32-bytes!!";
+        let prefix = format!("hdtest:{}", uuid::Uuid::new_v4().simple());
+        let env = HashMap::from([
+            ("PORT", port.to_string()),
+            ("DATA_DIR", dir.path().display().to_string()),
+            ("JWT_ACCESS_SECRET", secret.to_owned()),
+            ("DATABASE_URL", fresh_postgres_database().await),
+            ("DATABASE_MAX_CONNECTIONS", "4".to_owned()),
+            ("REDIS_URL", test_redis_url()),
+            ("REDIS_PREFIX", prefix),
+            ("SMTP_URL", smtp.url()),
+            // Slow enough that a kill lands mid fan-out (20 alerts a second per worker).
+            ("MAIL_RATE_PER_SEC", "20".to_owned()),
+        ]);
+        let base = format!("http://127.0.0.1:{port}");
+        let api = Process::start("api", &env, false);
+        wait_ready(&base).await;
+        let workers = (0..workers)
+            .map(|_| Process::start("worker", &env, false))
+            .collect();
+        let db = Database::connect(env["DATABASE_URL"].as_str())
+            .await
+            .expect("test connects");
+        let jwt = api::auth::Jwt::new(secret, Duration::from_secs(3600));
+        let admin = mint_user(&db, &jwt, "ops", Role::Admin).await;
+        Self {
+            base,
+            _api: api,
+            workers,
+            db,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    async fn product_out_of_stock(&self) -> i64 {
+        let created: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/api/admin/products", self.base))
+            .bearer_auth(&self.admin.token)
+            .json(&json!({"name": "Heather Honey", "priceCents": 1250, "inStock": false}))
+            .send()
+            .await
+            .expect("product created")
+            .json()
+            .await
+            .expect("json");
+        created["id"].as_i64().expect("product id")
+    }
+
+    /// Back in stock through the admin API, which starts the fan-out.
+    async fn restock(&self, product_id: i64) {
+        let restocked = reqwest::Client::new()
+            .patch(format!("{}/api/admin/products/{product_id}", self.base))
+            .bearer_auth(&self.admin.token)
+            .json(&json!({"inStock": true}))
+            .send()
+            .await
+            .expect("restocked");
+        assert!(restocked.status().is_success());
     }
 }
 
