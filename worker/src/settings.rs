@@ -95,6 +95,8 @@ pub struct Settings {
     pub login_lockout: Duration,
     pub auth_rate_limit_per_minute: u32,
     pub max_body_bytes: usize,
+    /// Where Socket.IO is served (`SOCKET_IO_PATH`), without a trailing slash: `/socket.io`.
+    pub socket_io_path: String,
 }
 
 impl Settings {
@@ -250,6 +252,7 @@ impl Settings {
             login_lockout: env.secs("LOGIN_LOCKOUT_SECS", 15 * 60, 1)?,
             auth_rate_limit_per_minute: env.positive("AUTH_RATE_LIMIT_PER_MINUTE", 120)?,
             max_body_bytes: env.positive("MAX_BODY_BYTES", 64 * 1024)?,
+            socket_io_path: socket_io_path(env.get("SOCKET_IO_PATH").unwrap_or("/socket.io/"))?,
             data_dir,
         })
     }
@@ -334,6 +337,26 @@ fn invalid(name: &'static str, reason: impl Into<String>) -> SettingsError {
     }
 }
 
+/// `/socket.io/` and `/socket.io` name the same place; a client's `path` option adds the slash.
+fn socket_io_path(raw: &str) -> Result<String, SettingsError> {
+    let path = raw.trim_end_matches('/');
+    let well_formed = raw.starts_with('/')
+        && !path.is_empty()
+        && !path.contains("//")
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-._~".contains(c));
+    if !well_formed {
+        return Err(invalid(
+            "SOCKET_IO_PATH",
+            format!(
+                "{raw:?}: expected a path such as /socket.io/ (letters, digits, - . _ ~ and /)"
+            ),
+        ));
+    }
+    Ok(path.to_owned())
+}
+
 fn ensure_dir(dir: &std::path::Path) -> Result<(), SettingsError> {
     std::fs::create_dir_all(dir).map_err(|source| SettingsError::Io {
         path: dir.display().to_string(),
@@ -397,6 +420,25 @@ mod tests {
         .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(err.starts_with("PORT is invalid"), "{err}");
+    }
+
+    #[test]
+    fn the_socket_io_path_is_kept_without_its_trailing_slash() {
+        let with = |path: &str| {
+            let mut vars = vars(&[
+                ("DATABASE_URL", "sqlite::memory:"),
+                ("JWT_ACCESS_SECRET", &"k".repeat(32)),
+            ]);
+            vars.insert("SOCKET_IO_PATH".into(), path.into());
+            Settings::from_vars(vars).map(|s| s.socket_io_path)
+        };
+        assert_eq!(with("").ok().as_deref(), Some("/socket.io"));
+        assert_eq!(with("/api/socket").ok().as_deref(), Some("/api/socket"));
+        assert_eq!(with("/api/socket/").ok().as_deref(), Some("/api/socket"));
+        for bad in ["/", "socket.io", "/a b", "/x?y", "//"] {
+            let err = with(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.starts_with("SOCKET_IO_PATH is invalid"), "{bad}: {err}");
+        }
     }
 
     #[test]
