@@ -2,7 +2,8 @@
 # Makes sure the services the tests talk to are running: PostgreSQL on 127.0.0.1:5432
 # (user postgres, trust auth) and Redis on 127.0.0.1:6379. Starts them where installed;
 # on Debian as root, installs them first; otherwise says what to install. Also makes sure
-# Python's aiosmtpd is importable: the catalog tests start it as their SMTP server.
+# Python's aiosmtpd is importable (the catalog tests start it as their SMTP server) and that
+# tests/socketio has its npm packages (the Socket.IO tests run socket.io-client under Node).
 set -euo pipefail
 
 say() { printf 'services: %s\n' "$*"; }
@@ -81,6 +82,29 @@ ensure_aiosmtpd() {
   python3 -c 'import aiosmtpd' || { say "aiosmtpd did not install"; exit 1; }
 }
 
+ensure_socketio_client() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/socketio"
+  # npm ci records what it installed in node_modules/.package-lock.json.
+  if [ -d "$dir/node_modules/socket.io-client" ] \
+    && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+    say "socket.io-client is installed"; return
+  fi
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if can_apt; then
+      say "installing nodejs and npm"
+      apt_install nodejs npm
+    else
+      say "Node.js with npm is not installed: install it, then: (cd tests/socketio && npm ci)"
+      exit 1
+    fi
+  fi
+  say "installing socket.io-client (npm ci in tests/socketio)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) \
+    || { say "npm ci in tests/socketio failed"; exit 1; }
+}
+
 ensure_postgres
 ensure_redis
 ensure_aiosmtpd
+ensure_socketio_client
