@@ -31,13 +31,19 @@ async fn a_request_in_flight_when_the_store_stops_is_still_answered() {
     let address = app.address.trim_start_matches("http://").to_owned();
     let body = r#"{"email": "nobody@example.com", "password": "not the password"}"#;
     let mut stream = TcpStream::connect(&address).await.unwrap();
+    // `Expect: 100-continue`: the interim answer shows the handler has started reading.
     let head = format!(
-        "POST /api/auth/login HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /api/auth/login HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut interim))
+        .await
+        .expect("100 Continue in time")
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
     stream.write_all(&body.as_bytes()[..10]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let stopping = tokio::spawn(app.stop());
     tokio::time::sleep(Duration::from_millis(500)).await;
