@@ -3,7 +3,8 @@
 # (user postgres, trust auth) and Redis on 127.0.0.1:6379. Starts them where installed;
 # on Debian as root, installs them first; otherwise says what to install. Also makes sure
 # Python's aiosmtpd is importable: the catalog tests start it as their SMTP server. The
-# storefront's browser tests need Debian's chromium and puppeteer-core (npm ci in tests/browser).
+# storefront's browser tests need Debian's chromium and puppeteer-core (npm ci in tests/browser),
+# and the Socket.IO tests run socket.io-client under Node (npm ci in tests/socketio).
 set -euo pipefail
 
 say() { printf 'services: %s\n' "$*"; }
@@ -116,8 +117,31 @@ ensure_browser_driver() {
   (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
 }
 
+ensure_socketio_client() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/socketio"
+  # npm ci records what it installed in node_modules/.package-lock.json.
+  if [ -d "$dir/node_modules/socket.io-client" ] \
+    && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+    say "socket.io-client is installed"; return
+  fi
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if can_apt; then
+      say "installing nodejs and npm"
+      apt_install nodejs npm
+    else
+      say "Node.js with npm is not installed: install it, then: (cd tests/socketio && npm ci)"
+      exit 1
+    fi
+  fi
+  say "installing socket.io-client (npm ci in tests/socketio)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) \
+    || { say "npm ci in tests/socketio failed"; exit 1; }
+}
+
 ensure_postgres
 ensure_redis
 ensure_aiosmtpd
 ensure_chromium
 ensure_browser_driver
+ensure_socketio_client

@@ -1,4 +1,4 @@
-//! The api tier: routes, auth, the WebSocket hub, and startup.
+//! The api tier: routes, auth, the WebSocket hub and Socket.IO endpoint, and startup.
 
 pub mod auth;
 pub mod contentful;
@@ -10,6 +10,8 @@ pub mod metrics;
 pub mod outbox;
 pub mod relay;
 pub mod routes;
+pub mod serve;
+pub mod socketio;
 pub mod startup;
 pub mod state;
 pub mod stock_cache;

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub reservations_sold_out_cached: AtomicU64,
     pub purchases: AtomicU64,
     pub websocket_clients: AtomicI64,
+    pub socketio_clients: AtomicI64,
 }
 
 impl Metrics {
@@ -69,6 +70,12 @@ impl Metrics {
             "Open WebSocket connections.",
             "gauge",
             &[("", self.websocket_clients.load(Relaxed))],
+        );
+        line(
+            "honeydrop_socketio_clients",
+            "Connected Socket.IO sockets.",
+            "gauge",
+            &[("", self.socketio_clients.load(Relaxed))],
         );
         out
     }

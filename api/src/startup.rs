@@ -4,9 +4,7 @@ use std::{future::Future, sync::Arc, time::Instant};
 
 use chrono::Utc;
 use poem::{
-    Endpoint, EndpointExt, IntoEndpoint, Request, Response, Route, Server,
-    http::StatusCode,
-    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+    Endpoint, EndpointExt, IntoEndpoint, Request, Response, Route, http::StatusCode,
     middleware::Cors,
 };
 use poem_openapi::OpenApiService;
@@ -14,12 +12,12 @@ use tokio::sync::watch;
 use tracing::Instrument;
 use worker::{Infra, Settings, runtime};
 
-use crate::{error, routes, state::AppState, storefront, ws};
+use crate::{error, routes, serve, socketio, state::AppState, storefront, ws};
 
 const DESCRIPTION: &str = include_str!("../API.md");
 
 pub struct Application {
-    acceptor: TcpAcceptor,
+    listener: tokio::net::TcpListener,
     port: u16,
     state: AppState,
     infra: Infra,
@@ -34,19 +32,16 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let infra = Infra::connect(&settings).await?;
         ensure_admin(&settings, &infra).await?;
-        let address = format!("{}:{}", settings.http.host, settings.http.port);
-        let acceptor = TcpListener::bind(address.clone())
-            .into_acceptor()
+        let address = std::net::SocketAddr::new(settings.http.host, settings.http.port);
+        let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {address} (HOST, PORT): {e}"))?;
-        let port = acceptor
+        let port = listener
             .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().map(std::net::SocketAddr::port))
-            .unwrap_or(settings.http.port);
+            .map_or(settings.http.port, |a| a.port());
         let state = AppState::new(settings, infra.clone()).await?;
         Ok(Self {
-            acceptor,
+            listener,
             port,
             state,
             infra,
@@ -71,7 +66,7 @@ impl Application {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Self {
-            acceptor,
+            listener,
             port,
             state,
             infra,
@@ -81,6 +76,7 @@ impl Application {
         tracing::info!(
             mode = ?settings.mode(),
             swagger_ui = %format!("{base}/docs"),
+            socket_io = %format!("{base}{}/", settings.http.socket_io_path),
             "Honeydrop is listening on {base}; Swagger UI at {base}/docs"
         );
 
@@ -101,10 +97,12 @@ impl Application {
             let _ = sockets.closing.send(true);
         };
         let open_sockets = state.clone();
-        let app = app(state);
-        let served = Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(app, signal, Some(std::time::Duration::from_secs(15)))
-            .await;
+        let routes = serve::Routes {
+            socketio: socketio::endpoint(&state),
+            app: app(state).boxed(),
+        };
+        let served =
+            serve::serve(listener, routes, signal, std::time::Duration::from_secs(15)).await;
         wait_for_sockets_to_close(&open_sockets).await;
         let _ = stop.send(true);
         relay.abort();
@@ -127,7 +125,8 @@ async fn wait_for_sockets_to_close(state: &AppState) {
     }
 }
 
-/// The whole HTTP surface: REST + OpenAPI + Swagger UI + WebSocket.
+/// poem's HTTP surface: REST + OpenAPI + Swagger UI + WebSocket (Socket.IO shares the
+/// listener beside it, see [`serve`]).
 pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
     let api = OpenApiService::new(routes::apis(), "Honeydrop", env!("CARGO_PKG_VERSION"))
         .description(DESCRIPTION);

@@ -42,20 +42,46 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
 /// How many frames a socket may fall behind before it is resynchronised with a snapshot.
 pub const FRAME_BACKLOG: usize = 8192;
 
-/// An event as sockets send it: serialised once, shared by every socket.
+/// An event as sockets send it: serialised once, shared by every socket (`/ws` sends `text`,
+/// Socket.IO emits `name` with `data`).
 pub struct Frame {
     event: Event,
+    name: &'static str,
+    data: Box<serde_json::value::RawValue>,
     text: String,
 }
 
 impl Frame {
     /// `None` for events browsers never see.
     pub fn new(event: Event) -> Option<Self> {
-        if matches!(event, Event::WorkerPong(_)) {
-            return None;
-        }
-        let text = serde_json::to_string(&event).ok()?;
-        Some(Self { event, text })
+        let (name, data) = match &event {
+            Event::StockUpdate(u) => ("stock_update", serde_json::value::to_raw_value(u)),
+            Event::ProductRestocked(p) => ("product_restocked", serde_json::value::to_raw_value(p)),
+            Event::ReservationExpired(r) => {
+                ("reservation_expired", serde_json::value::to_raw_value(r))
+            }
+            Event::WorkerPong(_) => return None,
+        };
+        let data = data.ok()?;
+        let text = format!(r#"{{"event":"{name}","data":{}}}"#, data.get());
+        Some(Self {
+            event,
+            name,
+            data,
+            text,
+        })
+    }
+
+    pub(crate) fn event(&self) -> &Event {
+        &self.event
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub(crate) fn data(&self) -> &serde_json::value::RawValue {
+        &self.data
     }
 }
 
@@ -100,14 +126,14 @@ pub async fn upgrade(
         .on_upgrade(move |socket| serve(socket, state, user_id)))
 }
 
-struct Client {
-    user_id: Option<i64>,
+pub(crate) struct Client {
+    pub(crate) user_id: Option<i64>,
     /// `None`: every drop.
-    drops: Option<HashSet<i64>>,
+    pub(crate) drops: Option<HashSet<i64>>,
 }
 
 impl Client {
-    fn wants(&self, event: &Event) -> bool {
+    pub(crate) fn wants(&self, event: &Event) -> bool {
         match event {
             Event::StockUpdate(u) => self.drops.as_ref().is_none_or(|d| d.contains(&u.drop_id)),
             Event::ProductRestocked(_) => true,
@@ -276,7 +302,7 @@ where
 }
 
 /// Keeps every frame but a `stock_update` superseded by a newer one for the same drop.
-fn conflate(pending: Vec<Arc<Frame>>) -> Vec<Arc<Frame>> {
+pub(crate) fn conflate(pending: Vec<Arc<Frame>>) -> Vec<Arc<Frame>> {
     if pending.len() == 1 {
         return pending;
     }
@@ -332,7 +358,7 @@ where
     }
 }
 
-async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
+pub(crate) async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
     let drops = entity::drops::open_stock(&state.db, Utc::now()).await?;
     let products = entity::catalog::visible_products(&state.db).await?;
     Ok(Snapshot {
@@ -376,5 +402,37 @@ mod tests {
         assert!(kept[0].contains(r#""dropId":2"#));
         assert!(kept[1].contains("product_restocked"));
         assert!(kept[2].contains(r#""version":3"#));
+    }
+
+    #[test]
+    fn a_frame_reads_as_the_event_serialised_by_serde() {
+        let events = [
+            Event::StockUpdate(StockUpdate {
+                drop_id: 1,
+                available_stock: 2,
+                version: 3,
+            }),
+            Event::ProductRestocked(ProductRestocked {
+                product_id: 7,
+                slug: "honey".into(),
+                name: "Honey \"raw\"".into(),
+                stock_quantity: Some(4),
+            }),
+            Event::ReservationExpired(worker::events::ReservationExpired {
+                reservation_id: 5,
+                drop_id: 1,
+                user_id: 9,
+            }),
+        ];
+        for event in events {
+            let expected = serde_json::to_value(&event).unwrap_or_default();
+            let frame = Frame::new(event).unwrap_or_else(|| unreachable!());
+            let text: serde_json::Value = serde_json::from_str(&frame.text).unwrap_or_default();
+            assert_eq!(text, expected);
+            assert_eq!(expected["event"], frame.name());
+            let data: serde_json::Value =
+                serde_json::from_str(frame.data().get()).unwrap_or_default();
+            assert_eq!(data, expected["data"]);
+        }
     }
 }

@@ -84,6 +84,8 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Used in links in emails.
     pub public_base_url: String,
+    /// Where Socket.IO is served (`SOCKET_IO_PATH`), without a trailing slash: `/socket.io`.
+    pub socket_io_path: String,
 }
 
 #[derive(Clone, Debug)]
@@ -274,6 +276,7 @@ impl HttpSettings {
             port,
             max_body_bytes: env.positive("MAX_BODY_BYTES", 64 * 1024)?,
             public_base_url,
+            socket_io_path: socket_io_path(env.get("SOCKET_IO_PATH").unwrap_or("/socket.io/"))?,
         })
     }
 }
@@ -525,6 +528,26 @@ fn invalid(name: &'static str, reason: impl Into<String>) -> SettingsError {
     }
 }
 
+/// `/socket.io/` and `/socket.io` name the same place; a client's `path` option adds the slash.
+fn socket_io_path(raw: &str) -> Result<String, SettingsError> {
+    let path = raw.trim_end_matches('/');
+    let well_formed = raw.starts_with('/')
+        && !path.is_empty()
+        && !path.contains("//")
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-._~".contains(c));
+    if !well_formed {
+        return Err(invalid(
+            "SOCKET_IO_PATH",
+            format!(
+                "{raw:?}: expected a path such as /socket.io/ (letters, digits, - . _ ~ and /)"
+            ),
+        ));
+    }
+    Ok(path.to_owned())
+}
+
 fn ensure_dir(dir: &std::path::Path) -> Result<(), SettingsError> {
     std::fs::create_dir_all(dir).map_err(|source| SettingsError::Io {
         path: dir.display().to_string(),
@@ -564,6 +587,25 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn the_socket_io_path_is_kept_without_its_trailing_slash() {
+        let with = |path: &str| {
+            let mut vars = vars(&[
+                ("DATABASE_URL", "sqlite::memory:"),
+                ("JWT_ACCESS_SECRET", &"k".repeat(32)),
+            ]);
+            vars.insert("SOCKET_IO_PATH".into(), path.into());
+            Settings::from_vars(vars).map(|s| s.http.socket_io_path)
+        };
+        assert_eq!(with("").ok().as_deref(), Some("/socket.io"));
+        assert_eq!(with("/api/socket").ok().as_deref(), Some("/api/socket"));
+        assert_eq!(with("/api/socket/").ok().as_deref(), Some("/api/socket"));
+        for bad in ["/", "socket.io", "/a b", "/x?y", "//"] {
+            let err = with(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.starts_with("SOCKET_IO_PATH is invalid"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -1,0 +1,358 @@
+//! Socket.IO (protocol v5 over Engine.IO v4) at `SOCKET_IO_PATH`, for frontends written with
+//! `socket.io-client`: the events of `/ws`, with the event name as the Socket.IO event and
+//! `data` as its argument.
+//!
+//! One fan-out feeds both endpoints. Every event reaches this instance through the bus relay
+//! and is serialised once into a [`ws::Frame`] on `AppState::frames`; each Socket.IO socket
+//! reads that broadcast on its own task, filters and conflates it as `/ws` does, and emits
+//! the frame's pre-serialised `data`. socketioxide's own broadcast and Redis adapter are not
+//! used: the bus already brings every instance every event.
+//!
+//! A slow client only delays itself: socketioxide holds at most [`SOCKET_BUFFER`] packets
+//! per socket. While that is full the socket's task waits instead of reading the broadcast
+//! (a socket that falls [`ws::FRAME_BACKLOG`] events behind is sent a fresh `snapshot`), and
+//! the session is closed when its next heartbeat ping (every 25 s) finds the buffer still
+//! full or goes unanswered for 20 s. A WebSocket whose peer stops reading is cut off by the
+//! listener ([`crate::serve::ClientIo`]).
+
+use std::{collections::HashSet, sync::Arc, sync::atomic::Ordering::Relaxed, time::Duration};
+
+use http_body_util::BodyExt;
+use hyper::Response;
+use serde::Deserialize;
+use serde_json::{json, value::RawValue};
+use socketioxide::{
+    SendError, SocketError, SocketIo,
+    extract::{AckSender, SocketRef, State, TryData},
+    handler::ConnectHandler,
+};
+use tokio::sync::{
+    broadcast::{
+        self,
+        error::{RecvError, TryRecvError},
+    },
+    watch,
+};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+
+use crate::{
+    serve::{Body, HttpService},
+    state::AppState,
+    ws::{self, Frame},
+};
+
+/// Packets socketioxide may hold for one socket before an emit to it is refused.
+pub const SOCKET_BUFFER: usize = 256;
+/// How often a socket whose buffer is full is offered its next packet.
+const FULL_RETRY: Duration = Duration::from_millis(25);
+/// Largest WebSocket message a client may send (it only ever sends `subscribe`).
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// The Socket.IO service and the server handle that closes its sessions on shutdown.
+pub struct SocketIoEndpoint {
+    /// Without a trailing slash: `/socket.io`.
+    pub path: String,
+    pub service: HttpService,
+    pub io: SocketIo,
+}
+
+impl SocketIoEndpoint {
+    /// Whether a request for `path` is the Socket.IO endpoint's (`/socket.io`, `/socket.io/...`).
+    pub fn serves(&self, path: &str) -> bool {
+        is_under(&self.path, path)
+    }
+}
+
+fn is_under(base: &str, path: &str) -> bool {
+    path.strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Builds the Socket.IO server for this instance.
+pub fn endpoint(state: &AppState) -> SocketIoEndpoint {
+    let path = state.settings.http.socket_io_path.clone();
+    let (service, io) = SocketIo::builder()
+        .req_path(path.clone())
+        .max_buffer_size(SOCKET_BUFFER)
+        .ws_max_message_size(MAX_CLIENT_MESSAGE)
+        .ws_max_frame_size(MAX_CLIENT_MESSAGE)
+        .with_state(state.clone())
+        .build_svc();
+    io.ns("/", on_connect.with(authenticate));
+    let service = ServiceBuilder::new()
+        .layer(cors())
+        .map_response(boxed)
+        .service(service);
+    SocketIoEndpoint {
+        path,
+        service: HttpService::new(service),
+        io,
+    }
+}
+
+fn boxed<B>(response: Response<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = hyper::body::Bytes> + Send + Sync + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    response.map(|body| Body::new(body.map_err(std::io::Error::other)))
+}
+
+/// The REST API's policy (poem's `Cors::new()`): any origin, echoed back, any method and
+/// header, no credentials, preflight cached for a day. socket.io-client's long-polling
+/// requests are cross-origin XHRs when the frontend is served from elsewhere.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods(AllowMethods::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
+        .max_age(Duration::from_secs(86_400))
+}
+
+/// The `auth` option of `socket.io-client`: `io(url, { auth: { token } })`.
+#[derive(Deserialize)]
+struct Handshake {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// Who a socket belongs to, set when its handshake is accepted.
+#[derive(Clone, Copy)]
+struct Viewer {
+    user_id: Option<i64>,
+}
+
+/// Why a connection was refused: socket.io-client reports it as `connect_error`'s message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+/// Runs before a socket joins: no token is an anonymous socket; a token must be a live
+/// access token, or the connection is refused.
+async fn authenticate(
+    socket: SocketRef,
+    State(state): State<AppState>,
+    TryData(handshake): TryData<Handshake>,
+) -> Result<(), Refused> {
+    let handshake = handshake.map_err(|e| {
+        Refused(format!(
+            "unreadable auth payload, expected {{ token: \"<access token>\" }}: {e}"
+        ))
+    })?;
+    let user_id = match handshake.token {
+        None => None,
+        Some(token) => {
+            let user = state
+                .authenticate(&token)
+                .await
+                .map_err(|e| Refused(format!("unauthorized: {}", e.message)))?;
+            Some(user.user_id)
+        }
+    };
+    socket.extensions.insert(Viewer { user_id });
+    Ok(())
+}
+
+/// The drops a socket asked for (`None`: every drop), shared with its relay task.
+#[derive(Clone)]
+struct DropFilter(Arc<watch::Sender<Option<HashSet<i64>>>>);
+
+/// Ends the relay task of a socket that has gone.
+#[derive(Clone)]
+struct Gone(CancellationToken);
+
+async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
+    let viewer = socket
+        .extensions
+        .get::<Viewer>()
+        .unwrap_or(Viewer { user_id: None });
+    let (filter, drops) = watch::channel(None);
+    let gone = CancellationToken::new();
+    socket.extensions.insert(DropFilter(Arc::new(filter)));
+    socket.extensions.insert(Gone(gone.clone()));
+    socket.on("subscribe", subscribe);
+    socket.on_disconnect(async |socket: SocketRef| {
+        if let Some(Gone(token)) = socket.extensions.get::<Gone>() {
+            token.cancel();
+        }
+    });
+    // Subscribe before the snapshot is read, so no event falls between the two.
+    let frames = state.frames.subscribe();
+    tokio::spawn(async move {
+        state.metrics.socketio_clients.fetch_add(1, Relaxed);
+        let client = ws::Client {
+            user_id: viewer.user_id,
+            drops: None,
+        };
+        tokio::select! {
+            () = gone.cancelled() => {}
+            () = relay(&socket, &state, frames, client, drops) => {}
+        }
+        state.metrics.socketio_clients.fetch_sub(1, Relaxed);
+    });
+}
+
+#[derive(Deserialize)]
+struct Subscribe {
+    /// `null` or absent: every drop.
+    #[serde(default)]
+    drops: Option<Vec<i64>>,
+}
+
+/// `socket.emit("subscribe", { drops: [1, 2] }, ack)`: from now on only those drops'
+/// `stock_update`s; the acknowledgement carries the filter in force (sorted), or an error.
+async fn subscribe(socket: SocketRef, TryData(request): TryData<Subscribe>, ack: AckSender) {
+    let answer = match (request, socket.extensions.get::<DropFilter>()) {
+        (Ok(request), Some(DropFilter(filter))) => {
+            let drops = request
+                .drops
+                .map(|ids| ids.into_iter().collect::<HashSet<_>>());
+            let mut sorted: Option<Vec<i64>> = drops.as_ref().map(|d| d.iter().copied().collect());
+            if let Some(ids) = sorted.as_mut() {
+                ids.sort_unstable();
+            }
+            filter.send_replace(drops);
+            json!({ "drops": sorted })
+        }
+        (Err(e), _) => json!({ "error": {
+            "code": "bad_request",
+            "message": format!("expected {{ drops: [dropId, ...] }} or {{ drops: null }}: {e}"),
+        }}),
+        (_, None) => json!({ "error": {
+            "code": "service_unavailable",
+            "message": "this socket is closing; reconnect",
+        }}),
+    };
+    // A client that asked for no acknowledgement gets none; a full buffer drops it.
+    let _ = ack.send(&answer);
+}
+
+/// What one read of the broadcast gave a socket.
+enum Batch {
+    Frames(Vec<Arc<Frame>>),
+    /// The socket fell behind the broadcast and missed frames: resend the whole state.
+    Resync,
+    Closed,
+}
+
+/// Waits for the next frame and takes whatever else is already waiting with it.
+async fn next_batch(frames: &mut broadcast::Receiver<Arc<Frame>>) -> Batch {
+    let first = match frames.recv().await {
+        Ok(first) => first,
+        Err(RecvError::Lagged(_)) => return Batch::Resync,
+        Err(RecvError::Closed) => return Batch::Closed,
+    };
+    let mut pending = vec![first];
+    loop {
+        match frames.try_recv() {
+            Ok(frame) => pending.push(frame),
+            Err(TryRecvError::Lagged(_)) => return Batch::Resync,
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return Batch::Frames(pending),
+        }
+    }
+}
+
+/// The socket's copy of the fan-out: its snapshot, then every frame it wants, until it goes.
+async fn relay(
+    socket: &SocketRef,
+    state: &AppState,
+    mut frames: broadcast::Receiver<Arc<Frame>>,
+    mut client: ws::Client,
+    mut drops: watch::Receiver<Option<HashSet<i64>>>,
+) {
+    if emit_snapshot(socket, state).await.is_err() {
+        return;
+    }
+    loop {
+        let sent = match next_batch(&mut frames).await {
+            Batch::Frames(pending) => {
+                if drops.has_changed().unwrap_or(false) {
+                    client.drops = drops.borrow_and_update().clone();
+                }
+                emit_batch(socket, &client, ws::conflate(pending)).await
+            }
+            Batch::Resync => emit_snapshot(socket, state).await,
+            Batch::Closed => return,
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+async fn emit_batch(
+    socket: &SocketRef,
+    client: &ws::Client,
+    frames: Vec<Arc<Frame>>,
+) -> Result<(), Disconnected> {
+    for frame in frames.iter().filter(|f| client.wants(f.event())) {
+        emit(socket, frame.name(), frame.data()).await?;
+    }
+    Ok(())
+}
+
+async fn emit_snapshot(socket: &SocketRef, state: &AppState) -> Result<(), Disconnected> {
+    let snapshot = match ws::snapshot(state).await {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            tracing::warn!(error = %e.message, "cannot build socket.io snapshot");
+            let error = json!({
+                "code": "service_unavailable",
+                "message": "cannot read current stock; reconnect shortly",
+            });
+            return emit_value(socket, "error", &error).await;
+        }
+    };
+    emit_value(socket, "snapshot", &snapshot).await
+}
+
+async fn emit_value<T: serde::Serialize + ?Sized>(
+    socket: &SocketRef,
+    name: &str,
+    data: &T,
+) -> Result<(), Disconnected> {
+    match serde_json::value::to_raw_value(data) {
+        Ok(raw) => emit(socket, name, &raw).await,
+        Err(e) => {
+            tracing::warn!(error = %e, event = name, "cannot encode socket.io event");
+            Ok(())
+        }
+    }
+}
+
+/// The socket is gone.
+struct Disconnected;
+
+/// Emits one event, waiting while the socket's buffer is full. socketioxide cannot drop a
+/// session whose buffer is full (its disconnect packet would not fit either), but its
+/// Engine.IO heartbeat does: a ping that finds the buffer full, or goes unanswered for 20 s,
+/// closes the session, which ends the wait.
+async fn emit(socket: &SocketRef, name: &str, data: &RawValue) -> Result<(), Disconnected> {
+    loop {
+        match socket.emit(name, data) {
+            Ok(()) => return Ok(()),
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                tokio::time::sleep(FULL_RETRY).await;
+            }
+            Err(SendError::Socket(SocketError::Closed)) => return Err(Disconnected),
+            Err(SendError::Serialize(e)) => {
+                tracing::warn!(error = ?e, event = name, "cannot encode socket.io event");
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_endpoint_owns_its_path_and_what_is_under_it_only() {
+        let owns = |path: &str| super::is_under("/api/socket", path);
+        assert!(owns("/api/socket"));
+        assert!(owns("/api/socket/"));
+        assert!(!owns("/api/sockets"));
+        assert!(!owns("/api"));
+    }
+}
