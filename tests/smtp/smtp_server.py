@@ -54,13 +54,15 @@ async def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--transient", type=int, default=0)
     parser.add_argument("--permanent", action="store_true")
+    # 0: a free port; a test that restarts the server passes the port it had.
+    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     handler = Capture(args.out, args.transient, args.permanent)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(handler, hostname="smtp.test", auth_require_tls=False),
         "127.0.0.1",
-        0,
+        args.port,
     )
     port = server.sockets[0].getsockname()[1]
     print(f"READY {port}", flush=True)

@@ -18,6 +18,46 @@ use tokio::{
     process::{Child, Command},
 };
 
+/// Runs the test SMTP server on `port` (0: a free one) and waits for its `READY <port>`.
+async fn spawn_smtp(out: &std::path::Path, mode: Smtp, port: u16) -> (Child, u16) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("smtp/smtp_server.py");
+    let mut command = Command::new("python3");
+    command
+        .arg(&script)
+        .arg("--out")
+        .arg(out)
+        .arg("--port")
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    match mode {
+        Smtp::Accepting => {}
+        Smtp::FailingTimes(n) => {
+            command.arg("--transient").arg(n.to_string());
+        }
+        Smtp::Rejecting => {
+            command.arg("--permanent");
+        }
+    }
+    let how = "the catalog tests need Python 3 with aiosmtpd as their SMTP server: \
+               run `bash scripts/services.sh` or `python3 -m pip install aiosmtpd`";
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); {how}"));
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(15), lines.next_line()).await;
+    let port = match ready {
+        Ok(Ok(Some(line))) if line.starts_with("READY ") => {
+            line["READY ".len()..].trim().parse().expect("port")
+        }
+        other => panic!("the test SMTP server did not start ({other:?}); {how}"),
+    };
+    (child, port)
+}
+
 /// The webhook secret the test store is configured with (Contentful issues 64 characters).
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -33,54 +73,38 @@ pub enum Smtp {
 
 pub struct SmtpServer {
     pub port: u16,
+    mode: Smtp,
     out: PathBuf,
     _dir: tempfile::TempDir,
-    _child: Child,
+    child: Option<Child>,
 }
 
 impl SmtpServer {
     pub async fn start(mode: Smtp) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let out = dir.path().join("messages.jsonl");
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("smtp/smtp_server.py");
-        let mut command = Command::new("python3");
-        command
-            .arg(&script)
-            .arg("--out")
-            .arg(&out)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        match mode {
-            Smtp::Accepting => {}
-            Smtp::FailingTimes(n) => {
-                command.arg("--transient").arg(n.to_string());
-            }
-            Smtp::Rejecting => {
-                command.arg("--permanent");
-            }
-        }
-        let how = "the catalog tests need Python 3 with aiosmtpd as their SMTP server: \
-                   run `bash scripts/services.sh` or `python3 -m pip install aiosmtpd`";
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run python3 ({e}); {how}"));
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(15), lines.next_line()).await;
-        let port = match ready {
-            Ok(Ok(Some(line))) if line.starts_with("READY ") => {
-                line["READY ".len()..].trim().parse().expect("port")
-            }
-            other => panic!("the test SMTP server did not start ({other:?}); {how}"),
-        };
+        let (child, port) = spawn_smtp(&out, mode, 0).await;
         Self {
             port,
+            mode,
             out,
             _dir: dir,
-            _child: child,
+            child: Some(child),
         }
+    }
+
+    /// Kills the server (SIGKILL, as a crash would); what it accepted stays recorded.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port, recording into the same file.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        let (child, _) = spawn_smtp(&self.out, self.mode, self.port).await;
+        self.child = Some(child);
     }
 
     pub fn url(&self) -> String {
