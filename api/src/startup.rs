@@ -140,6 +140,7 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
         .at("/ws", ws::upgrade)
         .at("/static/:name", storefront::static_file)
         .around(move |next, req| limit_body(next, req, max_body))
+        .around(refuse_control_characters)
         .catch_all_error(error::uniform)
         .around(log_request)
         .data(state)
@@ -173,6 +174,47 @@ async fn log_request<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Re
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| tracing::info!(status, latency_ms, "handled"));
     Ok(response)
+}
+
+/// Refuses a path or query that holds a control character once percent-decoded (`%00`,
+/// say): no route, id, slug or token contains one, and Postgres cannot even compare text
+/// holding NUL, so it is a 400 before any handler or query runs.
+async fn refuse_control_characters<E: Endpoint>(
+    next: Arc<E>,
+    req: Request,
+) -> poem::Result<Response> {
+    let uri = req.uri();
+    let target = [uri.path(), uri.query().unwrap_or_default()];
+    if target.iter().any(|part| has_control_when_decoded(part)) {
+        return Err(error::ApiError::bad_request(
+            "the path and query must not contain control characters",
+        )
+        .into());
+    }
+    next.call(req).await.map(poem::IntoResponse::into_response)
+}
+
+fn has_control_when_decoded(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    entity::text::has_control(&String::from_utf8_lossy(&decoded))
 }
 
 /// Refuses bodies over `max` bytes with 413, whether or not they declare their length.
@@ -218,4 +260,25 @@ async fn ensure_admin(settings: &Settings, infra: &Infra) -> anyhow::Result<()> 
     .await?;
     tracing::info!(admin = %admin.email, "admin account ready");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_control_when_decoded;
+
+    #[test]
+    fn percent_encoded_control_characters_are_found() {
+        for bad in ["/api/products/%00", "/a%0d%0Ab", "x=%1B[31m", "/a%C2%85"] {
+            assert!(has_control_when_decoded(bad), "{bad:?} passed");
+        }
+        for good in [
+            "/api/products/acacia-honey",
+            "inStock=true",
+            "/a%20b",
+            "/%",
+            "/%zz",
+        ] {
+            assert!(!has_control_when_decoded(good), "{good:?} was refused");
+        }
+    }
 }

@@ -16,6 +16,7 @@ pub mod mail;
 pub mod models;
 pub mod product_stats;
 pub mod retention;
+pub mod text;
 pub mod tokens;
 
 pub use email_address::EmailAddress;

@@ -33,7 +33,7 @@ struct NewProductRequest {
     price_cents: i64,
     /// ISO 4217 code; `USD` by default.
     currency: Option<String>,
-    /// Absolute URL of a product photo.
+    /// Absolute `https:` URL of a product photo (`http:` only on localhost).
     #[oai(validator(max_length = 2000))]
     image_url: Option<String>,
     /// Whether it can be bought now.
@@ -86,6 +86,14 @@ fn name(raw: &str) -> ApiResult<ProductName> {
     ProductName::parse(raw).map_err(ApiError::bad_request)
 }
 
+fn description(raw: &str) -> ApiResult<String> {
+    catalog::parse_description(raw).map_err(ApiError::bad_request)
+}
+
+fn image_url(raw: &str) -> ApiResult<String> {
+    catalog::parse_image_url(raw).map_err(ApiError::bad_request)
+}
+
 fn currency(raw: Option<&str>) -> ApiResult<String> {
     Currency::parse(raw)
         .map(Currency::into_string)
@@ -122,10 +130,10 @@ impl AdminProductsApi {
                 None => Slug::from_name(name.as_str()).map_err(ApiError::bad_request)?,
             },
             name,
-            description: body.description.unwrap_or_default(),
+            description: description(body.description.as_deref().unwrap_or_default())?,
             price_cents: body.price_cents,
             currency: Some(currency(body.currency.as_deref())?),
-            image_url: Some(body.image_url),
+            image_url: Some(body.image_url.as_deref().map(image_url).transpose()?),
             in_stock: body.in_stock,
             stock_quantity: body.stock_quantity,
         };
@@ -152,14 +160,16 @@ impl AdminProductsApi {
         let patch = ProductPatch {
             slug: body.slug.as_deref().map(slug).transpose()?,
             name: body.name.as_deref().map(name).transpose()?,
-            description: body.description,
+            description: body.description.as_deref().map(description).transpose()?,
             price_cents: body.price_cents,
             currency: body
                 .currency
                 .as_deref()
                 .map(|c| currency(Some(c)))
                 .transpose()?,
-            image_url: maybe(body.image_url),
+            image_url: maybe(body.image_url)
+                .map(|url| url.as_deref().map(image_url).transpose())
+                .transpose()?,
             in_stock: body.in_stock,
             stock_quantity: maybe(body.stock_quantity),
             visible: body.visible,

@@ -13,7 +13,10 @@
 use chrono::Duration;
 
 pub use crate::models::subscriptions::SubscriptionStatus;
-use crate::models::{products as product_rows, restock_events};
+use crate::{
+    models::{products as product_rows, restock_events},
+    text,
+};
 
 mod cms;
 mod products;
@@ -85,21 +88,35 @@ pub struct ProductName(String);
 
 impl ProductName {
     /// # Errors
-    /// The name is blank or too long.
+    /// The name is blank, too long, or holds control characters.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let name = raw.trim();
-        if name.is_empty() {
-            return Err("name must not be blank".into());
-        }
-        if name.chars().count() > 200 {
-            return Err("name must be at most 200 characters".into());
-        }
-        Ok(Self(name.to_owned()))
+        text::single_line("name", raw, 200).map(Self)
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The most characters of a product's description (Contentful's long text holds more; an
+/// entry past this is rejected rather than cut).
+pub const MAX_DESCRIPTION: usize = 20_000;
+
+/// A product's description: plain text of at most [`MAX_DESCRIPTION`] characters, line
+/// breaks allowed.
+///
+/// # Errors
+/// Too long, or holding control characters other than tabs and line breaks.
+pub fn parse_description(raw: &str) -> Result<String, String> {
+    text::multi_line("description", raw, MAX_DESCRIPTION)
+}
+
+/// A product photo's address: `https:` (or `http:` on localhost).
+///
+/// # Errors
+/// Any other scheme (`javascript:`, `data:`), or no host.
+pub fn parse_image_url(raw: &str) -> Result<String, String> {
+    text::web_url("imageUrl", raw)
 }
 
 /// Everything that describes a product, parsed. `None` in `currency` or `image_url` keeps
@@ -176,6 +193,8 @@ mod tests {
     #[test]
     fn names_must_not_be_blank() {
         assert!(ProductName::parse("   ").is_err());
+        assert!(ProductName::parse("a\u{0}b").is_err());
+        assert!(ProductName::parse("a\u{1b}b").is_err());
         assert_eq!(
             ProductName::parse(" Heather honey ").map(|n| n.as_str().to_owned()),
             Ok("Heather honey".into())

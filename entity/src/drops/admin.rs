@@ -8,12 +8,14 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 
-use crate::{Error, currency::Currency, db::begin_write, error::Result, models::drops};
+use crate::{Error, currency::Currency, db::begin_write, error::Result, models::drops, text};
 
 /// The most units one drop may have.
 pub const MAX_STOCK: i32 = 1_000_000;
 /// The most characters of a drop's name.
 const MAX_NAME: usize = 200;
+/// The most characters of a drop's description.
+const MAX_DESCRIPTION: usize = 20_000;
 
 /// A drop as an administrator describes it, before it is checked.
 #[derive(Clone, Debug, Default)]
@@ -56,7 +58,7 @@ impl NewDrop {
         }
         Ok(Self {
             name: parse_name(&input.name)?,
-            description: input.description.unwrap_or_default(),
+            description: parse_description(input.description.as_deref().unwrap_or_default())?,
             price_cents: parse_price(input.price_cents)?,
             currency: Currency::parse(input.currency.as_deref()).map_err(Error::Invalid)?,
             total_stock: input.total_stock,
@@ -86,11 +88,11 @@ fn invalid(message: impl Into<String>) -> Error {
 }
 
 fn parse_name(raw: &str) -> Result<String> {
-    let name = raw.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME {
-        return Err(invalid(format!("name must be 1 to {MAX_NAME} characters")));
-    }
-    Ok(name.to_owned())
+    text::single_line("name", raw, MAX_NAME).map_err(Error::Invalid)
+}
+
+fn parse_description(raw: &str) -> Result<String> {
+    text::multi_line("description", raw, MAX_DESCRIPTION).map_err(Error::Invalid)
 }
 
 fn parse_price(cents: i64) -> Result<i64> {
@@ -108,6 +110,10 @@ fn parse_max_per_user(limit: i32) -> Result<i32> {
 }
 
 fn check_window(starts_at: DateTime<Utc>, ends_at: Option<DateTime<Utc>>) -> Result<()> {
+    text::instant("startsAt", starts_at).map_err(Error::Invalid)?;
+    if let Some(end) = ends_at {
+        text::instant("endsAt", end).map_err(Error::Invalid)?;
+    }
     if ends_at.is_some_and(|end| end <= starts_at) {
         return Err(invalid("endsAt must be after startsAt"));
     }
@@ -169,14 +175,16 @@ pub async fn update(
         .col_expr(drops::Column::UpdatedAt, Expr::value(now))
         .filter(drops::Column::Id.eq(id));
     let name = patch.name.as_deref().map(parse_name).transpose()?;
+    let description = patch
+        .description
+        .as_deref()
+        .map(parse_description)
+        .transpose()?;
     let price_cents = patch.price_cents.map(parse_price).transpose()?;
     let max_per_user = patch.max_per_user.map(parse_max_per_user).transpose()?;
     let edits: [(drops::Column, Option<sea_orm::Value>); 6] = [
         (drops::Column::Name, name.map(Into::into)),
-        (
-            drops::Column::Description,
-            patch.description.map(Into::into),
-        ),
+        (drops::Column::Description, description.map(Into::into)),
         (drops::Column::PriceCents, price_cents.map(Into::into)),
         (drops::Column::StartsAt, patch.starts_at.map(Into::into)),
         (drops::Column::EndsAt, patch.ends_at.map(Into::into)),

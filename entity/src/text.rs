@@ -1,0 +1,165 @@
+//! Rules every piece of text and every instant from outside obeys before it reaches the
+//! database, so both backends store and serve back the same values.
+//!
+//! Postgres cannot store NUL in `text`, and SQLite stores it and serves it back truncated; a
+//! date-time past year 9999 (or before year 1) cannot be written as RFC 3339 at all. Such
+//! values are refused at the edge with a message naming the field.
+
+use chrono::{DateTime, Datelike, Utc};
+
+/// The instants a drop (or anything else scheduled) may use.
+pub const EARLIEST_YEAR: i32 = 2000;
+pub const LATEST_YEAR: i32 = 9999;
+
+/// One line of text: trimmed, not blank, at most `max_chars` characters, and no control
+/// characters at all (no NUL, ESC, CR or LF).
+///
+/// # Errors
+/// A message naming `field` and the rule it broke.
+pub fn single_line(field: &str, raw: &str, max_chars: usize) -> Result<String, String> {
+    let text = raw.trim();
+    if text.is_empty() {
+        return Err(format!("{field} must not be blank"));
+    }
+    if text.chars().count() > max_chars {
+        return Err(format!("{field} must be at most {max_chars} characters"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    Ok(text.to_owned())
+}
+
+/// Free text that may span lines: at most `max_chars` characters; tabs and line breaks are
+/// the only control characters allowed.
+///
+/// # Errors
+/// A message naming `field` and the rule it broke.
+pub fn multi_line(field: &str, raw: &str, max_chars: usize) -> Result<String, String> {
+    if raw.chars().count() > max_chars {
+        return Err(format!("{field} must be at most {max_chars} characters"));
+    }
+    if raw
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(format!(
+            "{field} must not contain control characters other than tabs and line breaks"
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// Whether `raw` holds any control character (NUL included).
+pub fn has_control(raw: &str) -> bool {
+    raw.chars().any(char::is_control)
+}
+
+/// An instant between the start of year 2000 and the end of year 9999.
+///
+/// # Errors
+/// A message naming `field` and the range.
+pub fn instant(field: &str, at: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if (EARLIEST_YEAR..=LATEST_YEAR).contains(&at.year()) {
+        Ok(at)
+    } else {
+        Err(format!(
+            "{field} must be between the years {EARLIEST_YEAR} and {LATEST_YEAR}"
+        ))
+    }
+}
+
+/// A link to a web page or image: `https:`, or `http:` on the local machine (development).
+/// Anything a browser would run or inline (`javascript:`, `data:`) is refused.
+///
+/// # Errors
+/// A message naming `field`.
+pub fn web_url(field: &str, raw: &str) -> Result<String, String> {
+    let url = single_line(field, raw, 2048)?;
+    let lower = url.to_ascii_lowercase();
+    let host_start = if lower.starts_with("https://") {
+        "https://".len()
+    } else if lower.starts_with("http://") {
+        "http://".len()
+    } else {
+        return Err(format!("{field} must be an https: URL"));
+    };
+    let authority = lower[host_start..]
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!("{field} must name a host"));
+    }
+    let local = host == "localhost" || host == "::1" || host.starts_with("127.");
+    if host_start == "http://".len() && !local {
+        return Err(format!(
+            "{field} must be an https: URL (http: only for localhost)"
+        ));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn single_lines_refuse_every_control_character() {
+        for bad in ["a\u{0}b", "a\u{1b}[31mb", "a\r\nb", "a\tb", "   "] {
+            assert!(
+                single_line("name", bad, 100).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+        assert_eq!(single_line("name", " Acacia ", 100), Ok("Acacia".into()));
+        assert!(single_line("name", &"x".repeat(101), 100).is_err());
+    }
+
+    #[test]
+    fn multi_lines_keep_line_breaks_but_not_nul() {
+        assert!(multi_line("description", "one\nline\ttwo\r\n", 100).is_ok());
+        assert!(multi_line("description", "a\u{0}b", 100).is_err());
+        assert!(multi_line("description", "a\u{7}b", 100).is_err());
+    }
+
+    #[test]
+    fn instants_stay_within_years_2000_to_9999() {
+        let ok = Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).single();
+        let early = Utc.with_ymd_and_hms(1999, 12, 31, 23, 59, 59).single();
+        assert!(ok.is_some_and(|at| instant("startsAt", at).is_ok()));
+        assert!(early.is_some_and(|at| instant("startsAt", at).is_err()));
+        assert!(instant("startsAt", DateTime::<Utc>::MIN_UTC).is_err());
+        assert!(instant("startsAt", DateTime::<Utc>::MAX_UTC).is_err());
+    }
+
+    #[test]
+    fn only_https_and_local_http_urls_are_links() {
+        for good in [
+            "https://cdn.example.com/a.png",
+            "HTTPS://cdn.example.com",
+            "http://localhost:3000/x.png",
+            "http://127.0.0.1/x.png",
+        ] {
+            assert!(web_url("imageUrl", good).is_ok(), "{good:?} was refused");
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "data:image/png;base64,AAAA",
+            "http://example.com/a.png",
+            "https://",
+            "//example.com/a.png",
+            "https://exa mple.com",
+            "https://example.com/\u{0}",
+        ] {
+            assert!(web_url("imageUrl", bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}
