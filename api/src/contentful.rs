@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use entity::catalog::{CmsAction, CmsDelivery, ProductFields, ProductName, Slug};
+use entity::catalog::{self, CmsAction, CmsDelivery, ProductFields, ProductName, Slug};
 use hmac::{Hmac, Mac};
 use poem::http::HeaderMap;
 use serde_json::Value;
@@ -42,6 +42,8 @@ pub enum VerifyError {
     Malformed(&'static str),
     #[error("the request is older (or newer) than the allowed window")]
     Stale,
+    #[error("the {0} header must be among the signed headers")]
+    Unsigned(&'static str),
     #[error("the signature does not match")]
     Mismatch,
 }
@@ -78,6 +80,11 @@ pub fn verify(
         .collect();
     if signed.len() < 2 {
         return Err(VerifyError::Malformed(SIGNED_HEADERS));
+    }
+    // The topic decides what a delivery does (publish or delete): Contentful signs it, and an
+    // unsigned one could be changed in flight within the TTL.
+    if !signed.iter().any(|name| name == TOPIC) {
+        return Err(VerifyError::Unsigned(TOPIC));
     }
     let timestamp: i64 = normalized
         .get(TIMESTAMP)
@@ -232,10 +239,29 @@ pub fn parse_delivery(
         }
     };
     let sys = &json["sys"];
-    delivery.entry_id = sys["id"].as_str().map(str::to_owned);
     delivery.version = sys["version"].as_i64();
-    delivery.action = action(&delivery.topic, &json, locale);
+    match sys["id"].as_str().map(entry_id).transpose() {
+        Ok(id) => {
+            delivery.entry_id = id;
+            delivery.action = action(&delivery.topic, &json, locale);
+        }
+        Err(reason) => delivery.action = CmsAction::Reject(reason),
+    }
     delivery
+}
+
+/// Contentful entry ids are 1 to 64 letters, digits, `-`, `_` and `.`; anything else (a NUL
+/// byte, say) could never name an entry and is not stored.
+fn entry_id(raw: &str) -> Result<String, String> {
+    let valid = (1..=64).contains(&raw.len())
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(raw.to_owned())
+    } else {
+        Err("sys.id must be 1 to 64 letters, digits, '-', '_' or '.'".into())
+    }
 }
 
 fn action(topic: &str, json: &Value, locale: &str) -> CmsAction {
@@ -287,12 +313,9 @@ pub fn product_fields(fields: &Value, locale: &str) -> Result<ProductFields, Str
         None => Slug::from_name(name.as_str())?,
     };
     let description = match field("description") {
-        Some(d) => d.as_str().ok_or("description must be text")?.to_owned(),
+        Some(d) => catalog::parse_description(d.as_str().ok_or("description must be text")?)?,
         None => String::new(),
     };
-    if description.chars().count() > 20_000 {
-        return Err("description must be at most 20000 characters".into());
-    }
     let price = field("price")
         .ok_or("the entry has no price")?
         .as_f64()
@@ -516,6 +539,61 @@ mod tests {
         assert_eq!(
             verify(SECRET, "POST", path, &bad, body, AT, 30_000),
             Err(VerifyError::Malformed(SIGNATURE))
+        );
+    }
+
+    #[test]
+    fn a_topic_left_out_of_the_signed_headers_is_refused() {
+        let path = "/api/webhooks/contentful";
+        let content_type = "application/vnd.contentful.management.v1+json";
+        let (signature, signed) = sign(
+            SECRET,
+            "POST",
+            path,
+            &[("Content-Type", content_type)],
+            VECTOR_BODY.as_bytes(),
+            AT,
+        );
+        let at = AT.to_string();
+        let request = headers(&[
+            ("content-type", content_type),
+            ("x-contentful-topic", "ContentManagement.Entry.delete"),
+            ("x-contentful-signature", &signature),
+            ("x-contentful-signed-headers", &signed),
+            ("x-contentful-timestamp", &at),
+        ]);
+        assert_eq!(
+            verify(
+                SECRET,
+                "POST",
+                path,
+                &request,
+                VECTOR_BODY.as_bytes(),
+                AT,
+                30_000
+            ),
+            Err(VerifyError::Unsigned(TOPIC))
+        );
+    }
+
+    #[test]
+    fn entry_ids_and_names_with_control_characters_are_rejected_not_stored() {
+        let topic = Some("ContentManagement.Entry.publish");
+        let bad_id =
+            br#"{"sys":{"id":"e\u0000","version":2,"contentType":{"sys":{"id":"product"}}},
+            "fields":{"name":{"en-US":"Honey"},"price":{"en-US":5}}}"#;
+        let delivery = parse_delivery(topic, None, bad_id, "en-US");
+        assert!(
+            matches!(&delivery.action, CmsAction::Reject(reason) if reason.contains("sys.id")),
+            "{delivery:?}"
+        );
+        assert_eq!(delivery.entry_id, None);
+        let bad_name = br#"{"sys":{"id":"e1","version":2,"contentType":{"sys":{"id":"product"}}},
+            "fields":{"name":{"en-US":"Ho\u0000ney"},"price":{"en-US":5}}}"#;
+        let delivery = parse_delivery(topic, None, bad_name, "en-US");
+        assert!(
+            matches!(&delivery.action, CmsAction::Reject(reason) if reason.contains("control")),
+            "{delivery:?}"
         );
     }
 
