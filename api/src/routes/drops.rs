@@ -132,6 +132,11 @@ pub struct Reservation {
     /// Buy before this instant; at it, the unit goes back on sale.
     expires_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
+    /// The price when the hold was taken, in minor units: what buying it costs, whatever
+    /// the drop's price is changed to meanwhile.
+    price_cents: i64,
+    /// ISO 4217 code of `priceCents`.
+    currency: String,
 }
 
 impl From<reservations::Model> for Reservation {
@@ -142,6 +147,8 @@ impl From<reservations::Model> for Reservation {
             status: r.status.to_value(),
             expires_at: r.expires_at,
             created_at: r.created_at,
+            price_cents: r.price_cents,
+            currency: r.currency,
         }
     }
 }
@@ -260,9 +267,13 @@ impl DropsApi {
 
     /// Buy a held unit
     ///
-    /// The path id is the reservation's (as in the original sneaker-drop API). Send an
-    /// `Idempotency-Key` header to make retries safe: a retry with the same key returns the
-    /// first answer; the same key for another request is refused with 422.
+    /// The path id is the reservation's (as in the original sneaker-drop API). The price is
+    /// the one locked into the hold when it was taken (`priceCents` of the reservation), not
+    /// the drop's current price. A hold is honoured until its own `expiresAt`, even when the
+    /// drop closes (`endsAt`) in the meantime; at `expiresAt` it is 410
+    /// `reservation_expired`. Send an `Idempotency-Key` header to make retries safe: a retry
+    /// with the same key returns the first answer; the same key for another request is
+    /// refused with 422.
     #[oai(path = "/:reserveId/purchase", method = "post")]
     async fn purchase(
         &self,

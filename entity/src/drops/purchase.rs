@@ -13,8 +13,10 @@ use crate::{
     models::{drops, purchases, reservations},
 };
 
-/// Buys a held unit. The hold must be active and not yet due *now*: purchase never trusts
-/// that an expiry job has run.
+/// Buys a held unit at the price locked into the hold when it was taken. The hold must be
+/// active and not yet due *now*: purchase never trusts that an expiry job has run. A hold
+/// taken while the drop was open is honoured until its own `expires_at`, even if the drop
+/// has closed since (the buyer was promised that window).
 ///
 /// # Errors
 /// `ReservationNotFound`, `ReservationExpired`, `ReservationReleased`, `AlreadyPurchased`,
@@ -63,8 +65,8 @@ pub async fn purchase(
         reservation_id: Set(reservation.id),
         user_id: Set(user_id),
         drop_id: Set(drop.id),
-        amount_cents: Set(drop.price_cents),
-        currency: Set(drop.currency),
+        amount_cents: Set(reservation.price_cents),
+        currency: Set(reservation.currency),
         created_at: Set(now),
         ..Default::default()
     };

@@ -114,14 +114,17 @@ async fn reserve_in_one_statement(
                AND (ends_at IS NULL OR ends_at > $3)
                -- the per-buyer rule of `check_purchase_limit`
                AND (SELECT count(*) FROM purchases p WHERE p.drop_id = $1 AND p.user_id = $2) < max_per_user
-         RETURNING id, available_stock, stock_version
+         RETURNING id, available_stock, stock_version, price_cents, currency
         ), hold AS (
-            INSERT INTO reservations (drop_id, user_id, status, expires_at, created_at)
-            SELECT id, $2, $5, $4, $3 FROM taken
-         RETURNING id, drop_id, user_id, status, expires_at, created_at, ended_at
+            INSERT INTO reservations
+                   (drop_id, user_id, status, expires_at, created_at, price_cents, currency)
+            SELECT id, $2, $5, $4, $3, price_cents, currency FROM taken
+         RETURNING id, drop_id, user_id, status, expires_at, created_at, ended_at, price_cents,
+                   currency
         )
         SELECT hold.id, hold.drop_id, hold.user_id, hold.status, hold.expires_at, hold.created_at,
-               hold.ended_at, taken.available_stock, taken.stock_version
+               hold.ended_at, hold.price_cents, hold.currency, taken.available_stock,
+               taken.stock_version
           FROM hold CROSS JOIN taken"#;
     let statement = Statement::from_sql_and_values(
         DbBackend::Postgres,
@@ -173,7 +176,7 @@ async fn reserve_in_transaction(
         return Err(Error::DropNotActive);
     }
     check_purchase_limit(&txn, &drop, user_id).await?;
-    let reservation = insert_hold(&txn, drop_id, user_id, now + ttl, now).await?;
+    let reservation = insert_hold(&txn, &drop, user_id, now + ttl, now).await?;
 
     // Sold out by the counter? An overdue hold still gives its unit to this buyer. Concurrent
     // takeovers each lock a different overdue hold (SKIP LOCKED on Postgres; SQLite has one
@@ -226,16 +229,19 @@ async fn reserve_in_transaction(
     }))
 }
 
-/// The hold's row; one active hold per buyer and drop is a unique index.
+/// The hold's row, at the drop's price now; one active hold per buyer and drop is a unique
+/// index.
 async fn insert_hold(
     txn: &impl ConnectionTrait,
-    drop_id: i64,
+    drop: &drops::Model,
     user_id: i64,
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<reservations::Model> {
     let hold = reservations::ActiveModel {
-        drop_id: Set(drop_id),
+        drop_id: Set(drop.id),
+        price_cents: Set(drop.price_cents),
+        currency: Set(drop.currency.clone()),
         user_id: Set(user_id),
         status: Set(ReservationStatus::Active),
         expires_at: Set(expires_at),

@@ -13,6 +13,9 @@ pub struct Model {
     pub expires_at: DateTimeUtc,
     pub created_at: DateTimeUtc,
     pub ended_at: Option<DateTimeUtc>,
+    /// The drop's price when the hold was taken: what a purchase of it costs.
+    pub price_cents: i64,
+    pub currency: String,
 }
 
 /// Where a hold is in its life: `active` until bought, let go, or past its `expires_at`.
