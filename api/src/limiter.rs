@@ -68,29 +68,6 @@ impl Limiter {
         }
     }
 
-    /// The counter without changing it.
-    pub async fn peek(&self, key: &str) -> Window {
-        if let Some((conn, prefix)) = &self.redis {
-            let key = format!("{prefix}{key}");
-            let mut pipe = redis::pipe();
-            pipe.get(&key).pttl(&key);
-            if let Some((count, ttl)) = ask::<(Option<u32>, i64)>(conn, &pipe).await {
-                return window_of(count.unwrap_or(0), ttl);
-            }
-        }
-        let now = Instant::now();
-        match self.lock().get(key) {
-            Some((count, end)) if *end > now => Window {
-                count: *count,
-                resets_in: *end - now,
-            },
-            _ => Window {
-                count: 0,
-                resets_in: Duration::ZERO,
-            },
-        }
-    }
-
     pub async fn reset(&self, key: &str) {
         if let Some((conn, prefix)) = &self.redis {
             let mut pipe = redis::pipe();

@@ -59,11 +59,15 @@ impl Versions {
 }
 
 fn relay(state: &AppState, sent: &mut Versions, event: Event) {
-    if let Event::StockUpdate(update) = &event {
-        state.caches.observe(update);
-        if !sent.newer(update) {
-            return;
+    match &event {
+        Event::StockUpdate(update) => {
+            state.caches.observe(update);
+            if !sent.newer(update) {
+                return;
+            }
         }
+        Event::SessionEnded(ended) => state.sessions.forget(ended.session_id),
+        _ => {}
     }
     broadcast(state, event);
 }

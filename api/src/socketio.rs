@@ -38,6 +38,7 @@ use tower::ServiceBuilder;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::{
+    auth::CurrentUser,
     serve::{Body, HttpService},
     state::AppState,
     ws::{self, Frame},
@@ -119,10 +120,8 @@ struct Handshake {
 }
 
 /// Who a socket belongs to, set when its handshake is accepted.
-#[derive(Clone, Copy)]
-struct Viewer {
-    user_id: Option<i64>,
-}
+#[derive(Clone)]
+struct Viewer(Option<CurrentUser>);
 
 /// Why a connection was refused: socket.io-client reports it as `connect_error`'s message.
 #[derive(Debug, thiserror::Error)]
@@ -141,17 +140,16 @@ async fn authenticate(
             "unreadable auth payload, expected {{ token: \"<access token>\" }}: {e}"
         ))
     })?;
-    let user_id = match handshake.token {
+    let viewer = match handshake.token {
         None => None,
-        Some(token) => {
-            let user = state
+        Some(token) => Some(
+            state
                 .authenticate(&token)
                 .await
-                .map_err(|e| Refused(format!("unauthorized: {}", e.message)))?;
-            Some(user.user_id)
-        }
+                .map_err(|e| Refused(format!("unauthorized: {}", e.message)))?,
+        ),
     };
-    socket.extensions.insert(Viewer { user_id });
+    socket.extensions.insert(Viewer(viewer));
     Ok(())
 }
 
@@ -164,10 +162,7 @@ struct DropFilter(Arc<watch::Sender<Option<HashSet<i64>>>>);
 struct Gone(CancellationToken);
 
 async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
-    let viewer = socket
-        .extensions
-        .get::<Viewer>()
-        .unwrap_or(Viewer { user_id: None });
+    let Viewer(viewer) = socket.extensions.get::<Viewer>().unwrap_or(Viewer(None));
     let (filter, drops) = watch::channel(None);
     let gone = CancellationToken::new();
     socket.extensions.insert(DropFilter(Arc::new(filter)));
@@ -182,10 +177,7 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
     let frames = state.frames.subscribe();
     tokio::spawn(async move {
         state.metrics.socketio_clients.fetch_add(1, Relaxed);
-        let client = ws::Client {
-            user_id: viewer.user_id,
-            drops: None,
-        };
+        let client = ws::Client::new(viewer);
         tokio::select! {
             () = gone.cancelled() => {}
             () = relay(&socket, &state, frames, client, drops) => {}
@@ -271,7 +263,7 @@ async fn relay(
                 if drops.has_changed().unwrap_or(false) {
                     client.drops = drops.borrow_and_update().clone();
                 }
-                emit_batch(socket, &client, ws::conflate(pending)).await
+                emit_batch(socket, &mut client, ws::conflate(pending)).await
             }
             Batch::Resync => emit_snapshot(socket, state).await,
             Batch::Closed => return,
@@ -284,10 +276,10 @@ async fn relay(
 
 async fn emit_batch(
     socket: &SocketRef,
-    client: &ws::Client,
+    client: &mut ws::Client,
     frames: Vec<Arc<Frame>>,
 ) -> Result<(), Disconnected> {
-    for frame in frames.iter().filter(|f| client.wants(f.event())) {
+    for frame in frames.iter().filter(|f| client.take(f.event())) {
         emit(socket, frame.name(), frame.data()).await?;
     }
     Ok(())

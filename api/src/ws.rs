@@ -28,7 +28,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use worker::events::{Event, ProductState, ServerFrame, Snapshot, StockUpdate};
 
-use crate::{error::ApiError, state::AppState};
+use crate::{auth::CurrentUser, error::ApiError, state::AppState};
 
 const PING_EVERY: Duration = Duration::from_secs(25);
 /// A socket that says nothing (not even a pong) for this long is closed.
@@ -60,6 +60,7 @@ impl Frame {
             Event::ReservationExpired(r) => {
                 ("reservation_expired", serde_json::value::to_raw_value(r))
             }
+            Event::SessionEnded(e) => ("session_ended", serde_json::value::to_raw_value(e)),
             Event::WorkerPong(_) => return None,
         };
         let data = data.ok()?;
@@ -109,8 +110,8 @@ pub async fn upgrade(
     Query(query): Query<WsQuery>,
     Data(state): Data<&AppState>,
 ) -> poem::Result<impl IntoResponse> {
-    let user_id = match query.token {
-        Some(token) => Some(state.authenticate(&token).await?.user_id),
+    let viewer = match query.token {
+        Some(token) => Some(state.authenticate(&token).await?),
         None => None,
     };
     let state = state.clone();
@@ -123,33 +124,56 @@ pub async fn upgrade(
         .max_frame_size(Some(64 * 1024));
     Ok(ws
         .config(config)
-        .on_upgrade(move |socket| serve(socket, state, user_id)))
+        .on_upgrade(move |socket| serve(socket, state, viewer)))
 }
 
+/// One socket's view of the fan-out, `/ws` and Socket.IO alike.
 pub(crate) struct Client {
-    pub(crate) user_id: Option<i64>,
+    /// Who signed the socket in, if anyone.
+    viewer: Option<CurrentUser>,
     /// `None`: every drop.
     pub(crate) drops: Option<HashSet<i64>>,
 }
 
 impl Client {
-    pub(crate) fn wants(&self, event: &Event) -> bool {
+    pub(crate) fn new(viewer: Option<CurrentUser>) -> Self {
+        Self {
+            viewer,
+            drops: None,
+        }
+    }
+
+    /// Whether this socket gets `event`. A `session_ended` for the socket's own session is
+    /// sent, and from then on the socket is anonymous: its owner's events stop.
+    pub(crate) fn take(&mut self, event: &Event) -> bool {
         match event {
             Event::StockUpdate(u) => self.drops.as_ref().is_none_or(|d| d.contains(&u.drop_id)),
             Event::ProductRestocked(_) => true,
-            Event::ReservationExpired(r) => self.user_id == Some(r.user_id),
+            Event::ReservationExpired(r) => {
+                self.viewer.as_ref().is_some_and(|v| v.user_id == r.user_id)
+            }
+            Event::SessionEnded(e) => {
+                let mine = self
+                    .viewer
+                    .as_ref()
+                    .is_some_and(|v| v.session_id == e.session_id);
+                if mine {
+                    self.viewer = None;
+                }
+                mine
+            }
             Event::WorkerPong(_) => false,
         }
     }
 }
 
-async fn serve(socket: WebSocketStream, state: AppState, user_id: Option<i64>) {
+async fn serve(socket: WebSocketStream, state: AppState, viewer: Option<CurrentUser>) {
     state.metrics.websocket_clients.fetch_add(1, Relaxed);
-    connected(socket, &state, user_id).await;
+    connected(socket, &state, viewer).await;
     state.metrics.websocket_clients.fetch_sub(1, Relaxed);
 }
 
-async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i64>) {
+async fn connected(socket: WebSocketStream, state: &AppState, viewer: Option<CurrentUser>) {
     // Subscribe before reading the snapshot, so nothing falls between the two; and to the
     // shutdown before anything else, so a socket opened as it begins still says goodbye.
     let mut closing = state.closing.subscribe();
@@ -159,10 +183,7 @@ async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i6
     }
     let mut frames = state.frames.subscribe();
     let (mut sink, mut stream) = socket.split();
-    let mut client = Client {
-        user_id,
-        drops: None,
-    };
+    let mut client = Client::new(viewer);
     if send_snapshot(&mut sink, state).await.is_err() {
         return;
     }
@@ -192,7 +213,7 @@ async fn connected(socket: WebSocketStream, state: &AppState, user_id: Option<i6
                     let sent = if lagged {
                         send_snapshot(&mut sink, state).await
                     } else {
-                        send_batch(&mut sink, &client, conflate(pending)).await
+                        send_batch(&mut sink, &mut client, conflate(pending)).await
                     };
                     if sent.is_err() {
                         return;
@@ -265,10 +286,9 @@ async fn handle_frame(text: &str, client: &mut Client, state: &AppState) -> Serv
         }
         ClientFrame::Auth { token } => match state.authenticate(&token).await {
             Ok(user) => {
-                client.user_id = Some(user.user_id);
-                ServerFrame::Authenticated {
-                    user_id: user.user_id,
-                }
+                let user_id = user.user_id;
+                client.viewer = Some(user);
+                ServerFrame::Authenticated { user_id }
             }
             Err(e) => ServerFrame::error("unauthorized", e.message),
         },
@@ -323,13 +343,13 @@ pub(crate) fn conflate(pending: Vec<Arc<Frame>>) -> Vec<Arc<Frame>> {
 }
 
 /// Writes the frames this client wants, then flushes once.
-async fn send_batch<S>(sink: &mut S, client: &Client, frames: Vec<Arc<Frame>>) -> Result<(), ()>
+async fn send_batch<S>(sink: &mut S, client: &mut Client, frames: Vec<Arc<Frame>>) -> Result<(), ()>
 where
     S: futures::Sink<Message> + Unpin,
 {
     let wanted: Vec<_> = frames
         .into_iter()
-        .filter(|f| client.wants(&f.event))
+        .filter(|f| client.take(&f.event))
         .collect();
     if wanted.is_empty() {
         return Ok(());

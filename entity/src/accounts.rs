@@ -1,7 +1,11 @@
 //! Accounts and sessions: users with argon2id password hashes, and refresh-token families.
 
-use argon2::{Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier};
+use argon2::{
+    Algorithm, Argon2, Params, PasswordHash, Version,
+    password_hash::phc::{Output, ParamsString, Salt},
+};
 use chrono::{DateTime, Duration, Utc};
+use rand::RngCore;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     sea_query::Expr,
@@ -9,9 +13,9 @@ use sea_orm::{
 
 use crate::{
     EmailAddress, Error,
-    db::is_unique_violation,
+    db::{begin_write, is_unique_violation},
     error::Result,
-    models::{sessions, users},
+    models::{sessions, spent_refresh_tokens, users},
     tokens,
 };
 
@@ -62,17 +66,7 @@ impl DisplayName {
     /// # Errors
     /// Empty, too long, or containing control characters.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let name = raw.trim();
-        if name.is_empty() {
-            return Err("displayName must not be empty".into());
-        }
-        if name.chars().count() > 64 {
-            return Err("displayName must be at most 64 characters".into());
-        }
-        if name.chars().any(char::is_control) {
-            return Err("displayName must not contain control characters".into());
-        }
-        Ok(Self(name.to_owned()))
+        crate::text::single_line("displayName", raw, 64).map(Self)
     }
 
     pub fn from_email(email: &EmailAddress) -> Self {
@@ -80,46 +74,126 @@ impl DisplayName {
     }
 }
 
-/// The OWASP minimum for argon2id, which is also the crate default.
-fn hasher() -> Argon2<'static> {
-    Argon2::default()
+/// argon2's working memory (19 MiB at today's parameters), kept by a hashing thread and
+/// reused by each of its hashes. Allocating it afresh for every hash fragments the C heap:
+/// a burst of sign-ins left 150–300 MB resident for good.
+#[derive(Default)]
+pub struct HashMemory(Vec<argon2::Block>);
+
+impl HashMemory {
+    /// `count` blocks, growing the kept memory the first time.
+    fn blocks(&mut self, count: usize) -> &mut [argon2::Block] {
+        if self.0.len() < count {
+            self.0.resize(count, argon2::Block::new());
+        }
+        let (blocks, _) = self.0.split_at_mut(count);
+        blocks
+    }
 }
 
-/// Hashes with argon2id. CPU-bound for ~20 ms: call it from a blocking thread.
+/// Hashes with argon2id at the OWASP minimum (the crate's defaults). CPU-bound for ~20 ms:
+/// call it from a blocking thread.
 ///
 /// # Errors
 /// Only if argon2 itself fails (it does not for valid parameters).
 pub fn hash_password(password: &Password) -> Result<String> {
-    hasher()
-        .hash_password(password.0.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| Error::Invalid(format!("cannot hash password: {e}")))
+    hash_password_in(password, &mut HashMemory::default())
+}
+
+/// [`hash_password`] in memory the caller keeps.
+///
+/// # Errors
+/// Only if argon2 itself fails.
+pub fn hash_password_in(password: &Password, memory: &mut HashMemory) -> Result<String> {
+    let failed = |e: &dyn std::fmt::Display| Error::Invalid(format!("cannot hash password: {e}"));
+    let params = Params::default();
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = Salt::new(&salt).map_err(|e| failed(&e))?;
+    let (algorithm, version) = (Algorithm::Argon2id, Version::V0x13);
+    let output = compute(
+        algorithm,
+        version,
+        &params,
+        password,
+        &salt,
+        memory,
+        Params::DEFAULT_OUTPUT_LEN,
+    )
+    .map_err(|e| failed(&e))?;
+    let hash = PasswordHash {
+        algorithm: algorithm.ident(),
+        version: Some(version.into()),
+        params: ParamsString::try_from(&params).map_err(|e| failed(&e))?,
+        salt: Some(salt),
+        hash: Some(output),
+    };
+    Ok(hash.to_string())
+}
+
+fn compute(
+    algorithm: Algorithm,
+    version: Version,
+    params: &Params,
+    password: &Password,
+    salt: &Salt,
+    memory: &mut HashMemory,
+    output_len: usize,
+) -> Result<Output, argon2::Error> {
+    let mut out = vec![0u8; output_len];
+    Argon2::new(algorithm, version, params.clone()).hash_password_into_with_memory(
+        password.0.as_bytes(),
+        salt.as_ref(),
+        &mut out,
+        memory.blocks(params.block_count()),
+    )?;
+    Output::new(&out).map_err(|_| argon2::Error::OutputTooLong)
 }
 
 /// Whether `password` matches `stored`, and whether `stored` was made with weaker parameters
 /// than today's and should be replaced.
 pub fn verify_password(password: &Password, stored: &str) -> Verified {
+    verify_password_in(password, stored, &mut HashMemory::default())
+}
+
+/// [`verify_password`] in memory the caller keeps.
+pub fn verify_password_in(password: &Password, stored: &str, memory: &mut HashMemory) -> Verified {
+    let no = Verified {
+        matches: false,
+        needs_rehash: false,
+    };
     let Ok(parsed) = PasswordHash::new(stored) else {
-        return Verified {
-            matches: false,
-            needs_rehash: false,
-        };
+        return no;
     };
-    let matches = hasher()
-        .verify_password(password.0.as_bytes(), stored)
-        .is_ok();
+    let (Ok(params), Ok(algorithm)) = (
+        Params::try_from(&parsed),
+        Algorithm::try_from(parsed.algorithm.as_str()),
+    ) else {
+        return no;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return no,
+    };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return no;
+    };
+    let computed = compute(
+        algorithm,
+        version,
+        &params,
+        password,
+        salt,
+        memory,
+        expected.len(),
+    );
+    // `Output`'s equality is constant-time.
+    let matches = computed.is_ok_and(|computed| &computed == expected);
     let current = Params::default();
-    let param = |name: &str| {
-        parsed
-            .params
-            .get(name)
-            .and_then(|v| v.decimal().ok())
-            .unwrap_or(0)
-    };
-    let needs_rehash = parsed.algorithm.as_str() != "argon2id"
-        || param("m") < current.m_cost()
-        || param("t") < current.t_cost()
-        || param("p") < current.p_cost();
+    let needs_rehash = algorithm != Algorithm::Argon2id
+        || params.m_cost() < current.m_cost()
+        || params.t_cost() < current.t_cost()
+        || params.p_cost() < current.p_cost();
     Verified {
         matches,
         needs_rehash,
@@ -246,7 +320,6 @@ pub async fn start_session(
     let session = sessions::ActiveModel {
         user_id: Set(user_id),
         token_hash: Set(tokens::hash(&token)),
-        previous_token_hash: Set(None),
         created_at: Set(now),
         last_used_at: Set(now),
         expires_at: Set(now + lifetime),
@@ -267,15 +340,17 @@ pub enum Refreshed {
         session: sessions::Model,
         refresh_token: String,
     },
-    /// The token had already been rotated away: it was stolen or replayed, so the whole
-    /// session is now revoked.
-    ReuseDetected,
+    /// The token had already been rotated away (one rotation back or ten): it was stolen or
+    /// replayed, so the whole session is now revoked.
+    ReuseDetected { session_id: i64 },
     /// Unknown, revoked or past the session's absolute lifetime.
     Invalid,
 }
 
 /// Exchanges a refresh token for a new one. Rotation is a compare-and-swap on the current
-/// hash, so two concurrent uses of one token cannot both succeed.
+/// hash, so two concurrent uses of one token cannot both succeed, and every rotated-away
+/// token is remembered (in the same transaction), so presenting any of them later ends the
+/// session.
 ///
 /// # Errors
 /// Database failure.
@@ -290,48 +365,57 @@ pub async fn refresh(
         .one(db)
         .await?;
     let Some(session) = current else {
-        let replayed = sessions::Entity::find()
-            .filter(sessions::Column::PreviousTokenHash.eq(&presented_hash))
+        let spent = spent_refresh_tokens::Entity::find_by_id(presented_hash)
             .one(db)
             .await?;
-        if let Some(session) = replayed {
-            revoke(db, session.id, now).await?;
-            return Ok(Refreshed::ReuseDetected);
-        }
-        return Ok(Refreshed::Invalid);
+        return Ok(match spent {
+            Some(spent) => {
+                revoke(db, spent.session_id, now).await?;
+                Refreshed::ReuseDetected {
+                    session_id: spent.session_id,
+                }
+            }
+            None => Refreshed::Invalid,
+        });
     };
     if session.revoked_at.is_some() || session.expires_at <= now {
         return Ok(Refreshed::Invalid);
     }
     let next = tokens::generate();
+    let txn = begin_write(db).await?;
     let rotated = sessions::Entity::update_many()
         .col_expr(
             sessions::Column::TokenHash,
             Expr::value(tokens::hash(&next)),
         )
-        .col_expr(
-            sessions::Column::PreviousTokenHash,
-            Expr::value(presented_hash.clone()),
-        )
         .col_expr(sessions::Column::LastUsedAt, Expr::value(now))
         .filter(sessions::Column::Id.eq(session.id))
         .filter(sessions::Column::TokenHash.eq(&presented_hash))
         .filter(sessions::Column::RevokedAt.is_null())
-        .exec_with_returning(db)
+        .exec_with_returning(&txn)
         .await?
         .into_iter()
         .next();
-    match rotated {
-        Some(session) => Ok(Refreshed::Rotated {
-            session,
-            refresh_token: next,
-        }),
+    let Some(rotated) = rotated else {
         // Someone rotated it between our read and our write: the same token used twice.
-        None => {
-            revoke(db, session.id, now).await?;
-            Ok(Refreshed::ReuseDetected)
-        }
-    }
+        txn.rollback().await?;
+        revoke(db, session.id, now).await?;
+        return Ok(Refreshed::ReuseDetected {
+            session_id: session.id,
+        });
+    };
+    spent_refresh_tokens::Entity::insert(spent_refresh_tokens::ActiveModel {
+        token_hash: Set(presented_hash),
+        session_id: Set(session.id),
+        spent_at: Set(now),
+    })
+    .exec(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(Refreshed::Rotated {
+        session: rotated,
+        refresh_token: next,
+    })
 }
 
 /// # Errors
@@ -365,6 +449,8 @@ pub async fn session_is_live(
 
 #[cfg(test)]
 mod tests {
+    use argon2::PasswordHasher;
+
     use super::*;
 
     #[test]

@@ -7,6 +7,8 @@ mod m20261121_000001_accounts;
 mod m20261121_000002_catalog;
 mod m20261121_000003_drops;
 mod m20261122_000001_email_next_attempt;
+mod m20261126_000001_spent_refresh_tokens;
+mod m20261126_000002_hold_price;
 
 pub struct Migrator;
 
@@ -18,6 +20,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_catalog::Migration),
             Box::new(m20261121_000003_drops::Migration),
             Box::new(m20261122_000001_email_next_attempt::Migration),
+            Box::new(m20261126_000001_spent_refresh_tokens::Migration),
+            Box::new(m20261126_000002_hold_price::Migration),
         ]
     }
 }

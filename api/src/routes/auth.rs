@@ -144,20 +144,19 @@ impl AuthApi {
         limit_ip(state, req).await?;
         let email = EmailAddress::parse(&body.email).map_err(ApiError::bad_request)?;
         let password = Password::for_login(&body.password).map_err(ApiError::bad_request)?;
-        let lockout = Lockout::of(state, &email);
-        lockout.check().await?;
+        let lockout = Lockout::of(state, &email, &client_ip(req));
+        lockout.admit().await?;
         let user = accounts::find_by_email(&state.db, &email).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let verified = state.passwords.verify(password.clone(), stored).await?;
         let Some(user) = user.filter(|_| verified.matches) else {
-            lockout.failed().await;
             return Err(ApiError::new(
                 poem::http::StatusCode::UNAUTHORIZED,
                 ErrorCode::InvalidCredentials,
                 "email or password is incorrect",
             ));
         };
-        lockout.clear().await;
+        lockout.succeeded().await;
         if verified.needs_rehash {
             let hash = state.passwords.hash(password).await?;
             accounts::set_password_hash(&state.db, user.id, hash).await?;
@@ -192,9 +191,13 @@ impl AuthApi {
                     refresh_token,
                 )?)))
             }
-            Refreshed::ReuseDetected => Err(ApiError::unauthorized(
-                "this refresh token was already used; the session has been ended",
-            )),
+            Refreshed::ReuseDetected { session_id } => {
+                state.sessions.forget(session_id);
+                state.effects.session_ended(session_id).await;
+                Err(ApiError::unauthorized(
+                    "this refresh token was already used; the session has been ended",
+                ))
+            }
             Refreshed::Invalid => Err(ApiError::unauthorized("invalid or expired refresh token")),
         }
     }
@@ -205,8 +208,10 @@ impl AuthApi {
     /// api instance.
     #[oai(path = "/logout", method = "post")]
     async fn logout(&self, Data(state): Data<&AppState>, auth: BearerAuth) -> ApiResult<LoggedOut> {
-        accounts::revoke(&state.db, auth.0.session_id, Utc::now()).await?;
-        state.sessions.forget(auth.0.session_id);
+        let session_id = auth.0.session_id;
+        accounts::revoke(&state.db, session_id, Utc::now()).await?;
+        state.sessions.forget(session_id);
+        state.effects.session_ended(session_id).await;
         Ok(LoggedOut::NoContent)
     }
 
@@ -243,15 +248,21 @@ fn tokens(
     })
 }
 
+/// The address a request came from, as the limits count it.
+fn client_ip(req: &Request) -> String {
+    req.remote_addr()
+        .as_socket_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
+}
+
 /// Auth endpoints are rate-limited per client address.
 async fn limit_ip(state: &AppState, req: &Request) -> ApiResult<()> {
-    let ip = req
-        .remote_addr()
-        .as_socket_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
     let window = state
         .limiter
-        .hit(&format!("auth-ip:{ip}"), std::time::Duration::from_secs(60))
+        .hit(
+            &format!("auth-ip:{}", client_ip(req)),
+            std::time::Duration::from_secs(60),
+        )
         .await;
     if window.count > state.settings.auth.rate_limit_per_minute {
         return Err(ApiError::too_many(
@@ -263,39 +274,70 @@ async fn limit_ip(state: &AppState, req: &Request) -> ApiResult<()> {
     Ok(())
 }
 
-/// Repeated failed sign-ins lock an account for `LOGIN_LOCKOUT_SECS`.
+/// Guessing passwords, bounded (OWASP's authentication cheat sheet, "account lockout"):
+///
+/// - **Hard lock per (account, address).** Every sign-in attempt is counted *before* its
+///   password is checked, atomically (Redis `INCR`, or one mutex in memory), so at most
+///   `LOGIN_MAX_FAILURES` guesses from one address are ever verified per
+///   `LOGIN_LOCKOUT_SECS`, however many are sent at once. A success clears the count.
+///   Scoping it to the address means nobody can lock the owner (or the admin) out from
+///   elsewhere by failing on purpose.
+/// - **Slow-down per account.** Past [`SLOWDOWN_AFTER`] × `LOGIN_MAX_FAILURES` attempts on
+///   one account in a window, from any addresses, the account takes one attempt per
+///   [`SLOWDOWN_INTERVAL`]: a guesser spread over many addresses gets a trickle, and the
+///   owner signing in from their own address gets through after a moment's wait.
 struct Lockout<'a> {
     state: &'a AppState,
-    key: String,
+    address_key: String,
+    account_key: String,
+    gate_key: String,
 }
 
+/// Attempts on one account (all addresses) per window before it is slowed down, as a
+/// multiple of `LOGIN_MAX_FAILURES`.
+const SLOWDOWN_AFTER: u32 = 4;
+/// A slowed-down account takes one attempt this often.
+const SLOWDOWN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl<'a> Lockout<'a> {
-    fn of(state: &'a AppState, email: &EmailAddress) -> Self {
+    fn of(state: &'a AppState, email: &EmailAddress, ip: &str) -> Self {
         Self {
             state,
-            key: format!("login-failures:{email}"),
+            address_key: format!("login-attempts:{email}:{ip}"),
+            account_key: format!("login-attempts:{email}"),
+            gate_key: format!("login-gate:{email}"),
         }
     }
 
-    /// 429 `account_locked` while the account is locked.
-    async fn check(&self) -> ApiResult<()> {
-        let failures = self.state.limiter.peek(&self.key).await;
-        if failures.count >= self.state.settings.auth.login_max_failures {
+    /// Counts this attempt; 429 `account_locked` when it is one too many from this address,
+    /// 429 `too_many_requests` while the account is slowed down.
+    async fn admit(&self) -> ApiResult<()> {
+        let auth = &self.state.settings.auth;
+        let limiter = &self.state.limiter;
+        let from_here = limiter.hit(&self.address_key, auth.login_lockout).await;
+        if from_here.count > auth.login_max_failures {
             return Err(ApiError::too_many(
                 ErrorCode::AccountLocked,
-                "too many failed sign-ins for this account; try again later",
-                failures.resets_in.as_secs_f64().ceil() as u64,
+                "too many failed sign-ins for this account from this address; try again later",
+                from_here.resets_in.as_secs_f64().ceil() as u64,
             ));
+        }
+        let on_account = limiter.hit(&self.account_key, auth.login_lockout).await;
+        if on_account.count > auth.login_max_failures.saturating_mul(SLOWDOWN_AFTER) {
+            let gate = limiter.hit(&self.gate_key, SLOWDOWN_INTERVAL).await;
+            if gate.count > 1 {
+                return Err(ApiError::too_many(
+                    ErrorCode::TooManyRequests,
+                    "many failed sign-ins for this account; try again in a moment",
+                    gate.resets_in.as_secs_f64().ceil() as u64,
+                ));
+            }
         }
         Ok(())
     }
 
-    async fn failed(&self) {
-        let lockout = self.state.settings.auth.login_lockout;
-        self.state.limiter.hit(&self.key, lockout).await;
-    }
-
-    async fn clear(&self) {
-        self.state.limiter.reset(&self.key).await;
+    /// The password was right: this address starts afresh.
+    async fn succeeded(&self) {
+        self.state.limiter.reset(&self.address_key).await;
     }
 }

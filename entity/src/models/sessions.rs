@@ -10,7 +10,6 @@ pub struct Model {
     pub user_id: i64,
     #[sea_orm(unique)]
     pub token_hash: String,
-    pub previous_token_hash: Option<String>,
     pub created_at: DateTimeUtc,
     pub last_used_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,

@@ -15,7 +15,7 @@ use entity::{
 
 use super::{
     bus::EventBus,
-    events::{Event, ProductRestocked, ReservationExpired, StockUpdate},
+    events::{Event, ProductRestocked, ReservationExpired, SessionEnded, StockUpdate},
     queue::Queue,
 };
 use crate::jobs::{ExpireReservation, NotifyRestock, SendEmail};
@@ -140,6 +140,15 @@ impl Effects {
         if let Err(error) = self.queue.push(job).await {
             tracing::warn!(%error, restock_event_id, "restock fan-out not enqueued; the reconciler will retry");
         }
+    }
+
+    /// A session was revoked (logout, refresh-token reuse): every api instance stops
+    /// honouring its access tokens at once instead of at its next liveness check, and its
+    /// sockets lose its identity.
+    pub async fn session_ended(&self, session_id: i64) {
+        self.bus
+            .publish_or_log(&Event::SessionEnded(SessionEnded { session_id }))
+            .await;
     }
 
     /// Rows were written to the email ledger: their sends are enqueued. The rows are safe; if

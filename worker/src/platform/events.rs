@@ -11,6 +11,9 @@ pub enum Event {
     StockUpdate(StockUpdate),
     ProductRestocked(ProductRestocked),
     ReservationExpired(ReservationExpired),
+    /// A session was ended (logout, refresh-token reuse): every instance forgets it at once,
+    /// and its sockets are told and become anonymous.
+    SessionEnded(SessionEnded),
     /// Answer of a worker to [`crate::jobs::Ping`]; internal, never sent to browsers.
     WorkerPong(WorkerPong),
 }
@@ -40,6 +43,13 @@ pub struct ReservationExpired {
     pub drop_id: i64,
     /// Used to route the frame to its owner's sockets only.
     pub user_id: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionEnded {
+    /// Used to route the frame to that session's sockets only.
+    pub session_id: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

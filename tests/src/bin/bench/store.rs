@@ -102,7 +102,6 @@ impl Store {
             let session_rows = inserted.iter().map(|u| sessions::ActiveModel {
                 user_id: Set(u.id),
                 token_hash: Set(entity::tokens::hash(&entity::tokens::generate())),
-                previous_token_hash: Set(None),
                 created_at: Set(now),
                 last_used_at: Set(now),
                 expires_at: Set(now + chrono::Duration::days(1)),
