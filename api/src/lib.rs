@@ -9,6 +9,7 @@ pub mod listing_cache;
 pub mod metrics;
 pub mod outbox;
 pub mod relay;
+pub mod reserve_batch;
 pub mod routes;
 pub mod serve;
 pub mod socketio;

@@ -249,13 +249,14 @@ impl DropsApi {
                 .fetch_add(1, Relaxed);
             return Err(entity::Error::SoldOut.into());
         }
-        let ttl = state.settings.drops.reservation_ttl;
-        match drops::reserve(&state.holds_db, drop_id.0, auth.0.user_id, ttl, now).await? {
+        match state
+            .reserves
+            .reserve(state, drop_id.0, auth.0.user_id)
+            .await?
+        {
             ReserveOutcome::Reserved(reserved) => {
                 state.metrics.reservations_created.fetch_add(1, Relaxed);
-                let hold = reserved.reservation.clone();
-                state.effects.hold_taken(reserved);
-                Ok(Reserved::Created(Json(hold.into())))
+                Ok(Reserved::Created(Json(reserved.reservation.into())))
             }
             ReserveOutcome::SoldOut(sold_out) => {
                 state.caches.sold_out.record(drop_id.0, sold_out, now);

@@ -6,6 +6,7 @@
 //!
 //! - [`admin`]: creating and editing drops, from parsed input.
 //! - [`reserve`]: taking a hold, including the exact-expiry takeover of a due hold.
+//! - [`batch`]: taking holds for many buyers of one drop in one statement (Postgres).
 //! - [`holds`]: ending holds — expiry (job, sweep) and early release.
 //! - [`purchase`]: buying a held unit.
 //! - [`views`]: what the listings and sockets show.
@@ -25,12 +26,14 @@ use crate::{
 };
 
 mod admin;
+mod batch;
 mod holds;
 mod purchase;
 mod reserve;
 mod views;
 
 pub use admin::{DropInput, DropPatch, MAX_STOCK, NewDrop, create, update};
+pub use batch::{Batch, reserve_batch};
 pub use holds::{Ended, expire, expire_overdue, release};
 pub use purchase::purchase;
 pub use reserve::reserve;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use entity::{
     catalog::Change,
     drops::{Ended, Reserved, Stock},
+    models::reservations::Model as Reservation,
 };
 
 use super::{
@@ -83,16 +84,7 @@ impl Effects {
         self.note(reserved.stock);
         let effects = self.clone();
         tokio::spawn(async move {
-            let job = ExpireReservation {
-                reservation_id: reserved.reservation.id,
-            };
-            if let Err(error) = effects
-                .queue
-                .push_at(job, reserved.reservation.expires_at)
-                .await
-            {
-                tracing::warn!(%error, "expiry job not enqueued; the sweep will expire the hold");
-            }
+            effects.schedule_expiry(&reserved.reservation).await;
             let update = StockUpdate::from(reserved.stock);
             effects
                 .bus
@@ -104,6 +96,32 @@ impl Effects {
         });
     }
 
+    /// Holds were taken together by one statement (a batched reserve): each expiry is
+    /// scheduled, and the drop's new stock announced once.
+    pub fn holds_taken(&self, holds: Vec<Reservation>, stock: Stock) {
+        self.note(stock);
+        let effects = self.clone();
+        tokio::spawn(async move {
+            for hold in &holds {
+                effects.schedule_expiry(hold).await;
+            }
+            let update = StockUpdate::from(stock);
+            effects
+                .bus
+                .publish_or_log(&Event::StockUpdate(update))
+                .await;
+        });
+    }
+
+    async fn schedule_expiry(&self, hold: &Reservation) {
+        let job = ExpireReservation {
+            reservation_id: hold.id,
+        };
+        if let Err(error) = self.queue.push_at(job, hold.expires_at).await {
+            tracing::warn!(%error, "expiry job not enqueued; the sweep will expire the hold");
+        }
+    }
+
     /// A hold ended unbought (expired or released): its unit is back on sale, and an expiry
     /// is told to the hold's owner.
     pub async fn hold_ended(&self, ended: &Ended) {
@@ -113,7 +131,7 @@ impl Effects {
         }
     }
 
-    async fn hold_expired(&self, hold: &entity::models::reservations::Model) {
+    async fn hold_expired(&self, hold: &Reservation) {
         self.bus
             .publish_or_log(&Event::ReservationExpired(ReservationExpired::from(hold)))
             .await;
