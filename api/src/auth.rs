@@ -12,7 +12,10 @@ use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
 use serde::{Deserialize, Serialize};
 
-use entity::accounts::{HashMemory, Role};
+use entity::{
+    accounts::{HashMemory, Role},
+    models::sessions,
+};
 
 use crate::{error::ApiError, state::AppState};
 
@@ -59,21 +62,26 @@ impl Jwt {
         self.ttl
     }
 
+    /// An access token for `session`, expiring after the token lifetime or with the session,
+    /// whichever comes first: so a token never outlives its session, and whether a session
+    /// is live comes down to whether it was revoked.
+    ///
     /// # Errors
     /// Signing failed (it does not with an HMAC key).
     pub fn issue(
         &self,
         user_id: i64,
-        session_id: i64,
+        session: &sessions::Model,
         role: Role,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = Utc::now().timestamp();
+        let lifetime = i64::try_from(self.ttl.as_secs()).unwrap_or(900);
         let claims = Claims {
             sub: user_id.to_string(),
-            sid: session_id,
+            sid: session.id,
             jti: uuid::Uuid::new_v4().to_string(),
             iat: now,
-            exp: now + i64::try_from(self.ttl.as_secs()).unwrap_or(900),
+            exp: (now + lifetime).min(session.expires_at.timestamp()),
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
             role,
@@ -122,52 +130,105 @@ async fn check_admin(req: &Request, bearer: Bearer) -> poem::Result<CurrentUser>
     Ok(user)
 }
 
-/// Remembers for a moment that a session was live, so a stampede of requests does not each
-/// ask the database. A logout is seen by every instance within [`SESSION_RECHECK`].
-pub struct SessionCache {
-    live: Mutex<HashMap<i64, Instant>>,
+/// Which sessions were revoked, held in memory so that authenticating a request needs no
+/// database round trip. Kept current two ways: `session_ended` events on the bus (every
+/// instance hears a logout at once) and [`sync_sessions`], which reads the revocations of the
+/// last few seconds from the database every [`SESSION_SYNC_EVERY`] — so a process that
+/// missed events (a Redis blip, a restart) still learns of every revocation within a second.
+///
+/// Only revocations matter: an access token never outlives its session (see
+/// [`Jwt::issue`]), and one of a session revoked longer than a token's lifetime ago has
+/// expired anyway. While the view is not current (before the first read, or when the
+/// database has not answered for [`SESSION_VIEW_STALE`]) each request asks the database.
+pub struct SessionView {
+    inner: Mutex<ViewState>,
 }
 
-pub const SESSION_RECHECK: Duration = Duration::from_millis(900);
+#[derive(Default)]
+struct ViewState {
+    /// Revoked sessions, with when we learned of it (pruned after a token's lifetime).
+    revoked: HashMap<i64, Instant>,
+    synced_at: Option<Instant>,
+}
 
-impl SessionCache {
+pub const SESSION_SYNC_EVERY: Duration = Duration::from_millis(500);
+/// A view not refreshed for this long is not trusted.
+pub const SESSION_VIEW_STALE: Duration = Duration::from_secs(5);
+/// Revocations are read back this far each time: a revocation committed late, or stamped by
+/// an instance whose clock is behind, is still seen.
+const SESSION_SYNC_OVERLAP: Duration = Duration::from_secs(10);
+
+impl SessionView {
     pub fn new() -> Self {
         Self {
-            live: Mutex::new(HashMap::new()),
+            inner: Mutex::new(ViewState::default()),
         }
     }
 
-    pub fn recently_live(&self, session_id: i64) -> bool {
-        let live = self
-            .live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        live.get(&session_id)
-            .is_some_and(|at| at.elapsed() < SESSION_RECHECK)
+    /// `Some(true)` if revoked, `None` when the view cannot be trusted.
+    pub fn is_revoked(&self, session_id: i64) -> Option<bool> {
+        let view = self.lock();
+        let current = view
+            .synced_at
+            .is_some_and(|at| at.elapsed() < SESSION_VIEW_STALE);
+        current.then(|| view.revoked.contains_key(&session_id))
     }
 
-    pub fn mark_live(&self, session_id: i64) {
-        let mut live = self
-            .live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if live.len() > 200_000 {
-            live.retain(|_, at| at.elapsed() < SESSION_RECHECK);
+    /// The session ended (heard on the bus, or done here).
+    pub fn end(&self, session_id: i64) {
+        self.lock().revoked.insert(session_id, Instant::now());
+    }
+
+    fn synced(&self, revoked: Vec<i64>, forget_after: Duration) {
+        let now = Instant::now();
+        let mut view = self.lock();
+        view.revoked
+            .retain(|_, at| now.duration_since(*at) < forget_after);
+        for session_id in revoked {
+            view.revoked.entry(session_id).or_insert(now);
         }
-        live.insert(session_id, Instant::now());
+        view.synced_at = Some(now);
     }
 
-    pub fn forget(&self, session_id: i64) {
-        self.live
+    fn lock(&self) -> std::sync::MutexGuard<'_, ViewState> {
+        self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&session_id);
     }
 }
 
-impl Default for SessionCache {
+impl Default for SessionView {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Keeps `state.sessions` current from the database until the process stops.
+pub async fn sync_sessions(state: AppState) {
+    // Tokens of a session revoked before this can no longer be valid.
+    let token_life = state.jwt.ttl() + Duration::from_secs(LEEWAY_SECS);
+    let overlap = chrono::Duration::from_std(SESSION_SYNC_OVERLAP).unwrap_or_default();
+    let mut since = Utc::now() - chrono::Duration::from_std(token_life).unwrap_or_default();
+    let mut tick = tokio::time::interval(SESSION_SYNC_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let started = Utc::now();
+        match entity::accounts::revoked_since(&state.db, since).await {
+            Ok(revoked) => {
+                state.sessions.synced(revoked, token_life);
+                since = started - overlap;
+                if std::mem::take(&mut failing) {
+                    tracing::info!("session view current again");
+                }
+            }
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(error = %entity::error::chain(&error), "cannot read revoked sessions; checking each request against the database");
+            }
+            Err(_) => {}
+        }
     }
 }
 

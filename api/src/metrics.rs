@@ -12,7 +12,13 @@ pub struct Metrics {
     pub reservations_sold_out: AtomicU64,
     /// Sold-out answers given from the cache, without a database round trip.
     pub reservations_sold_out_cached: AtomicU64,
+    /// Batched reserve statements, and the holds they took.
+    pub reserve_batches: AtomicU64,
+    pub reserves_batched: AtomicU64,
     pub purchases: AtomicU64,
+    /// Requests whose session was checked in the database (the revocation view was not
+    /// current).
+    pub session_lookups: AtomicU64,
     pub websocket_clients: AtomicI64,
     pub socketio_clients: AtomicI64,
 }
@@ -60,10 +66,34 @@ impl Metrics {
             ],
         );
         line(
+            "honeydrop_reserve_batches_total",
+            "Statements that served several buyers of one drop at once (group commit).",
+            "counter",
+            &[("", get(&self.reserve_batches))],
+        );
+        line(
+            "honeydrop_reserves_batched_total",
+            "Holds taken by batched statements.",
+            "counter",
+            &[("", get(&self.reserves_batched))],
+        );
+        line(
             "honeydrop_purchases_total",
             "Completed purchases.",
             "counter",
             &[("", get(&self.purchases))],
+        );
+        line(
+            "honeydrop_overloaded_total",
+            "Requests answered 503 overloaded (no database connection in time, too many clients).",
+            "counter",
+            &[("", get(&crate::error::OVERLOADED))],
+        );
+        line(
+            "honeydrop_session_lookups_total",
+            "Requests authenticated by a database query because the session view was not current.",
+            "counter",
+            &[("", get(&self.session_lookups))],
         );
         line(
             "honeydrop_websocket_clients",

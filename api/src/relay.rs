@@ -66,7 +66,7 @@ fn relay(state: &AppState, sent: &mut Versions, event: Event) {
                 return;
             }
         }
-        Event::SessionEnded(ended) => state.sessions.forget(ended.session_id),
+        Event::SessionEnded(ended) => state.sessions.end(ended.session_id),
         _ => {}
     }
     broadcast(state, event);

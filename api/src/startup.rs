@@ -90,6 +90,7 @@ impl Application {
             ))
         });
         let relay = tokio::spawn(crate::relay::run(state.clone()));
+        let sessions = tokio::spawn(crate::auth::sync_sessions(state.clone()));
 
         let sockets = state.clone();
         let signal = async move {
@@ -106,6 +107,7 @@ impl Application {
         wait_for_sockets_to_close(&open_sockets).await;
         let _ = stop.send(true);
         relay.abort();
+        sessions.abort();
         if let Some(worker) = embedded_worker {
             worker.await??;
         }

@@ -6,7 +6,7 @@ use chrono::Utc;
 use worker::{Effects, Infra, Settings, bus::EventBus, queue::Queue};
 
 use crate::{
-    auth::{CurrentUser, Jwt, PasswordPool, SessionCache},
+    auth::{CurrentUser, Jwt, PasswordPool, SessionView},
     error::ApiError,
     limiter::Limiter,
     stock_cache::StockCaches,
@@ -27,9 +27,12 @@ pub struct Inner {
     pub effects: Effects,
     pub redis: Option<redis::aio::ConnectionManager>,
     pub jwt: Jwt,
-    pub sessions: SessionCache,
+    /// Revoked sessions, so authenticating needs no database round trip.
+    pub sessions: SessionView,
     pub passwords: PasswordPool,
     pub limiter: Limiter,
+    /// Concurrent reserves of one drop, combined into one statement.
+    pub reserves: crate::reserve_batch::ReserveBatcher,
     /// The sold-out cache and the drop listing, told of every stock change at once.
     pub caches: Arc<StockCaches>,
     pub metrics: crate::metrics::Metrics,
@@ -55,7 +58,8 @@ impl AppState {
             sea_orm::DbBackend::Postgres => {
                 entity::db::connect_for_holds(
                     settings.database.url.expose(),
-                    settings.database.max_connections,
+                    settings.database.holds_connections,
+                    settings.database.acquire_timeout,
                 )
                 .await?
             }
@@ -70,7 +74,8 @@ impl AppState {
                 settings.auth.access_token_ttl,
             ),
             limiter: Limiter::new(infra.redis.clone(), prefix),
-            sessions: SessionCache::new(),
+            sessions: SessionView::new(),
+            reserves: crate::reserve_batch::ReserveBatcher::default(),
             passwords: PasswordPool::new()?,
             metrics: crate::metrics::Metrics::default(),
             frames: tokio::sync::broadcast::channel(crate::ws::FRAME_BACKLOG).0,
@@ -85,8 +90,9 @@ impl AppState {
         })))
     }
 
-    /// Turns an access token into the caller: a valid signature and claims, and a session
-    /// that is still live (checked at most once a [`crate::auth::SESSION_RECHECK`] per instance).
+    /// Turns an access token into the caller: a valid signature and claims (checked here), of
+    /// a session not revoked (from [`crate::auth::SessionView`], without a database round
+    /// trip while the view is current).
     ///
     /// # Errors
     /// 401 `unauthorized` for anything else.
@@ -99,14 +105,19 @@ impl AppState {
             .sub
             .parse()
             .map_err(|_| ApiError::unauthorized("invalid access token"))?;
-        if !self.sessions.recently_live(claims.sid) {
-            let live = entity::accounts::session_is_live(&self.db, claims.sid, Utc::now()).await?;
-            if !live {
-                return Err(ApiError::unauthorized(
-                    "this session has ended; sign in again",
-                ));
+        let revoked = match self.sessions.is_revoked(claims.sid) {
+            Some(revoked) => revoked,
+            None => {
+                self.metrics
+                    .session_lookups
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                !entity::accounts::session_is_live(&self.db, claims.sid, Utc::now()).await?
             }
-            self.sessions.mark_live(claims.sid);
+        };
+        if revoked {
+            return Err(ApiError::unauthorized(
+                "this session has ended; sign in again",
+            ));
         }
         Ok(CurrentUser {
             user_id,

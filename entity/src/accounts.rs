@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    sea_query::Expr,
+    QuerySelect, sea_query::Expr,
 };
 
 use crate::{
@@ -428,6 +428,21 @@ pub async fn revoke(db: &impl ConnectionTrait, session_id: i64, now: DateTime<Ut
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Sessions revoked after `since`: what an api instance's view of revoked sessions learns
+/// from the database (by the index on `revoked_at`).
+///
+/// # Errors
+/// Database failure.
+pub async fn revoked_since(db: &impl ConnectionTrait, since: DateTime<Utc>) -> Result<Vec<i64>> {
+    Ok(sessions::Entity::find()
+        .select_only()
+        .column(sessions::Column::Id)
+        .filter(sessions::Column::RevokedAt.gt(since))
+        .into_tuple()
+        .all(db)
+        .await?)
 }
 
 /// Whether the session behind an access token may still be used.

@@ -440,7 +440,7 @@ pub async fn mint_user(
         entity::accounts::start_session(db, user.id, chrono::Duration::days(1), Utc::now())
             .await
             .expect("session");
-    let token = jwt.issue(user.id, session.id, role).expect("token");
+    let token = jwt.issue(user.id, &session, role).expect("token");
     TestUser {
         id: user.id,
         email: user.email,

@@ -2,7 +2,7 @@ use chrono::Utc;
 use entity::{
     EmailAddress,
     accounts::{self, DisplayName, Password, Refreshed},
-    models::users,
+    models::{sessions, users},
 };
 use poem::{Request, web::Data};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
@@ -187,12 +187,12 @@ impl AuthApi {
                 Ok(SignedIn::Ok(Json(tokens(
                     state,
                     user,
-                    session.id,
+                    &session,
                     refresh_token,
                 )?)))
             }
             Refreshed::ReuseDetected { session_id } => {
-                state.sessions.forget(session_id);
+                state.sessions.end(session_id);
                 state.effects.session_ended(session_id).await;
                 Err(ApiError::unauthorized(
                     "this refresh token was already used; the session has been ended",
@@ -210,7 +210,7 @@ impl AuthApi {
     async fn logout(&self, Data(state): Data<&AppState>, auth: BearerAuth) -> ApiResult<LoggedOut> {
         let session_id = auth.0.session_id;
         accounts::revoke(&state.db, session_id, Utc::now()).await?;
-        state.sessions.forget(session_id);
+        state.sessions.end(session_id);
         state.effects.session_ended(session_id).await;
         Ok(LoggedOut::NoContent)
     }
@@ -229,22 +229,25 @@ async fn sign_in(state: &AppState, user: users::Model) -> ApiResult<AuthResponse
     let lifetime = state.settings.auth.refresh_token_ttl;
     let (session, refresh_token) =
         accounts::start_session(&state.db, user.id, lifetime, Utc::now()).await?;
-    tokens(state, user, session.id, refresh_token)
+    tokens(state, user, &session, refresh_token)
 }
 
 fn tokens(
     state: &AppState,
     user: users::Model,
-    session_id: i64,
+    session: &sessions::Model,
     refresh_token: String,
 ) -> ApiResult<AuthResponse> {
-    let access_token = state.jwt.issue(user.id, session_id, user.role)?;
+    let access_token = state.jwt.issue(user.id, session, user.role)?;
     Ok(AuthResponse {
         user: user.into(),
         access_token,
         refresh_token,
         token_type: "Bearer".into(),
-        expires_in: state.jwt.ttl().as_secs(),
+        // A token never outlives its session (see `Jwt::issue`).
+        expires_in: u64::try_from((session.expires_at - Utc::now()).num_seconds())
+            .unwrap_or(0)
+            .min(state.jwt.ttl().as_secs()),
     })
 }
 
