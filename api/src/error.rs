@@ -46,6 +46,9 @@ pub enum ErrorCode {
     OutboxDisabled,
     InternalError,
     ServiceUnavailable,
+    /// The store is at its limits right now (no database connection came free in time):
+    /// retry after `Retry-After` seconds.
+    Overloaded,
 }
 
 /// The body of every error response.
@@ -88,7 +91,14 @@ enum ErrorResponse {
     /// Something failed on our side; the details are in our logs.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// `overloaded`: the store is at its limits right now, or a dependency is unavailable;
+    /// `Retry-After` says when to try again.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
+
+/// Requests refused as overloaded since the process started (for `/metrics`).
+pub static OVERLOADED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -135,6 +145,19 @@ impl ApiError {
         }
     }
 
+    /// 503 `overloaded` with `Retry-After: 1`: the request did nothing, and may be sent again.
+    pub fn overloaded() -> Self {
+        OVERLOADED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Overloaded,
+                "the store is busy right now; try again in a moment",
+            )
+        }
+    }
+
     /// Logs the cause chain and answers an opaque 500.
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error = %entity::error::chain(error), "internal error");
@@ -172,6 +195,10 @@ impl From<entity::Error> for ApiError {
             E::ProductInStock => (StatusCode::CONFLICT, ErrorCode::ProductInStock),
             E::InvalidToken => (StatusCode::NOT_FOUND, ErrorCode::InvalidToken),
             E::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed),
+            E::Database(db) if entity::db::is_overload(db) => {
+                tracing::warn!(error = %entity::error::chain(&error), "overloaded");
+                return Self::overloaded();
+            }
             E::Database(_) => return Self::internal(&error),
         };
         Self::new(status, code, error.to_string())
@@ -195,8 +222,23 @@ internal_errors!(
     crate::auth::HashError,
     jsonwebtoken::errors::Error,
     serde_json::Error,
-    worker::queue::QueueError,
 );
+
+/// The job queue (Redis in distributed mode) did not take a job: nothing was done, and the
+/// request may be sent again shortly.
+impl From<worker::queue::QueueError> for ApiError {
+    fn from(error: worker::queue::QueueError) -> Self {
+        tracing::warn!(error = %entity::error::chain(&error), "job queue unavailable");
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::ServiceUnavailable,
+                "the job queue is unavailable; try again shortly",
+            )
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -11,18 +11,27 @@ use sea_orm::{
 /// How long a single connection attempt may take, in the pool and when explaining a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long startup waits for the database (it may still be starting).
+const STARTUP_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Opens the pool. SQLite gets WAL, foreign keys, a busy timeout and a few connections (it has
-/// one writer anyway); Postgres gets up to `max_connections`.
+/// one writer anyway); Postgres gets up to `max_connections`. Once started, an operation waits
+/// at most `acquire_timeout` for a connection: past that it fails as [overloaded](is_overload),
+/// which the api answers with 503 rather than making a client wait.
 ///
 /// # Errors
 /// The database cannot be reached; the error names the real cause (connection refused,
 /// authentication failed, unknown database), not only the pool's timeout.
-pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
         .connect_timeout(CONNECT_TIMEOUT)
-        .acquire_timeout(Duration::from_secs(10));
+        .acquire_timeout(acquire_timeout);
     if url.starts_with("sqlite:") {
         options
             .max_connections(4)
@@ -35,12 +44,19 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     } else {
         options.max_connections(max_connections).min_connections(1);
     }
-    match Database::connect(options).await {
-        Ok(db) => Ok(db),
-        Err(error) if is_pool_timeout(&error) && !url.starts_with("sqlite:") => {
-            Err(explain_postgres(url).await.unwrap_or(error))
+    // The server may still be starting: keep trying for a while before saying why not.
+    let started = std::time::Instant::now();
+    loop {
+        match Database::connect(options.clone()).await {
+            Ok(db) => return Ok(db),
+            Err(error) if is_pool_timeout(&error) && !url.starts_with("sqlite:") => {
+                if started.elapsed() < STARTUP_PATIENCE {
+                    continue;
+                }
+                return Err(explain_postgres(url).await.unwrap_or(error));
+            }
+            Err(error) => return Err(error),
         }
-        Err(error) => Err(error),
     }
 }
 
@@ -79,12 +95,13 @@ async fn explain_postgres(url: &str) -> Option<DbErr> {
 pub async fn connect_for_holds(
     url: &str,
     max_connections: u32,
+    acquire_timeout: Duration,
 ) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
         .connect_timeout(CONNECT_TIMEOUT)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(acquire_timeout)
         .max_connections(max_connections)
         .min_connections(1)
         .map_sqlx_postgres_opts(|o: PgConnectOptions| o.options([("synchronous_commit", "off")]));
@@ -107,6 +124,32 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
 
 pub fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// The database is there but cannot take more work now: no pooled connection came free
+/// within the acquire timeout, Postgres refused a connection for want of slots ("too many
+/// clients", class 53) or because it is starting or stopping (57P03), or SQLite stayed
+/// locked past its busy timeout. A request that meets this is answered 503 with
+/// `Retry-After`, not 500.
+pub fn is_overload(err: &DbErr) -> bool {
+    let sqlx_error = match err {
+        DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout) => return true,
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        _ => return false,
+    };
+    match &**sqlx_error {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // SQLite's codes are numbers whose low byte is the primary code: 5 busy, 6 locked.
+            match code.parse::<u32>() {
+                Ok(sqlite) if code.len() < 5 => matches!(sqlite & 0xff, 5 | 6),
+                _ => code.starts_with("53") || code == "57P03",
+            }
+        }),
+        _ => false,
+    }
 }
 
 pub fn is_foreign_key_violation(err: &DbErr) -> bool {

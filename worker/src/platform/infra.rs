@@ -45,6 +45,7 @@ impl Infra {
         let db = entity::db::connect(
             settings.database.url.expose(),
             settings.database.max_connections,
+            settings.database.acquire_timeout,
         )
         .await
         .map_err(InfraError::Database)?;

@@ -93,6 +93,11 @@ pub struct DatabaseSettings {
     pub url: Secret,
     /// Postgres pool size per process.
     pub max_connections: u32,
+    /// The api's second Postgres pool, where holds are taken (batched, so a few suffice).
+    pub holds_connections: u32,
+    /// How long an operation waits for a pooled connection before it is refused as
+    /// overloaded (503).
+    pub acquire_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -307,7 +312,9 @@ impl DatabaseSettings {
         };
         Ok(Self {
             url: Secret::new(url),
-            max_connections: env.positive("DATABASE_MAX_CONNECTIONS", 24)?,
+            max_connections: env.positive("DATABASE_MAX_CONNECTIONS", 8)?,
+            holds_connections: env.positive("DATABASE_HOLDS_CONNECTIONS", 4)?,
+            acquire_timeout: env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 2000)?,
         })
     }
 }
