@@ -38,6 +38,21 @@ where
     T: Clone + Send + 'static,
     F: Fn(&reqwest::Client, T) -> reqwest::RequestBuilder + Send + Sync + 'static,
 {
+    run_until(client, connections, work, None, make).await
+}
+
+/// [`run_all`], but no request is sent once `until` has passed since the start.
+pub async fn run_until<T, F>(
+    client: &reqwest::Client,
+    connections: usize,
+    work: Vec<T>,
+    until: Option<Duration>,
+    make: F,
+) -> Vec<(T, Sample)>
+where
+    T: Clone + Send + 'static,
+    F: Fn(&reqwest::Client, T) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
     let queue = Arc::new(Mutex::new(work.into_iter()));
     let make = Arc::new(make);
     let started = Instant::now();
@@ -47,6 +62,9 @@ where
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             loop {
+                if until.is_some_and(|until| started.elapsed() >= until) {
+                    break;
+                }
                 let Some(item) = queue.lock().await.next() else {
                     break;
                 };

@@ -11,6 +11,7 @@
 mod load;
 mod scenarios;
 mod store;
+mod sustained;
 
 use serde::Serialize;
 
@@ -41,9 +42,10 @@ impl Figure {
     }
 }
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "footprint",
     "flash-sale",
+    "sustained",
     "catalog-read",
     "expiry",
     "ws-fanout",
@@ -65,6 +67,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("flash-sale") {
         figures.extend(scenarios::flash_sale().await?);
+    }
+    if wanted("sustained") {
+        figures.extend(sustained::sustained_reserve().await?);
     }
     if wanted("catalog-read") {
         figures.extend(scenarios::catalog_read().await?);

@@ -24,7 +24,7 @@ use crate::{
 
 const CONNECTIONS: usize = 256;
 
-async fn create_drop(
+pub(crate) async fn create_drop(
     client: &reqwest::Client,
     store: &Store,
     admin: &str,

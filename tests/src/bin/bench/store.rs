@@ -17,6 +17,8 @@ pub struct Store {
     pub base: String,
     pub port: u16,
     pub db: DatabaseConnection,
+    /// The store's own database, for measurements beside it.
+    pub database_url: String,
     pub api: Child,
     pub worker: Child,
     /// From spawning the api to its first 200 on `/readyz`.
@@ -63,12 +65,13 @@ impl Store {
         wait_ready(&base).await?;
         let start_to_ready = started.elapsed();
         let worker = spawn("worker", &env, &[])?;
-        let db = entity::db::connect(&env["DATABASE_URL"], 8).await?;
+        let db = entity::db::connect(&env["DATABASE_URL"], 8, Duration::from_secs(10)).await?;
         let jwt = api::auth::Jwt::new(JWT_SECRET, Duration::from_secs(3600));
         Ok(Self {
             base,
             port,
             db,
+            database_url: env["DATABASE_URL"].clone(),
             api,
             worker,
             start_to_ready,
@@ -112,7 +115,7 @@ impl Store {
                 .exec_with_returning(&self.db)
                 .await?;
             for (user, session) in inserted.iter().zip(sessions) {
-                out.push((user.id, self.jwt.issue(user.id, session.id, role)?));
+                out.push((user.id, self.jwt.issue(user.id, &session, role)?));
             }
         }
         Ok(out)
