@@ -153,10 +153,26 @@ async fn serve_batch(state: &AppState, drop_id: i64, mut batch: Vec<Waiter>) {
     }
 }
 
-/// One buyer's reserve, and what a taken hold implies.
+/// How often a reserve Postgres chose as a deadlock's victim is run again.
+const DEADLOCK_RETRIES: usize = 2;
+
+/// One buyer's reserve, and what a taken hold implies. A reserve that Postgres aborted to
+/// break a deadlock wrote nothing and is run again (a buyer's second request can meet their
+/// first inside the database).
 async fn reserve_alone(state: &AppState, drop_id: i64, user_id: i64) -> Answer {
     let ttl = state.settings.drops.reservation_ttl;
-    let outcome = drops::reserve(&state.holds_db, drop_id, user_id, ttl, Utc::now()).await?;
+    let mut tries = 0;
+    let outcome = loop {
+        match drops::reserve(&state.holds_db, drop_id, user_id, ttl, Utc::now()).await {
+            Err(entity::Error::Database(error))
+                if tries < DEADLOCK_RETRIES && entity::db::is_retryable(&error) =>
+            {
+                tries += 1;
+                tracing::warn!(error = %entity::error::chain(&error), "reserve retried");
+            }
+            other => break other?,
+        }
+    };
     if let ReserveOutcome::Reserved(reserved) = &outcome {
         state.effects.hold_taken(reserved.clone());
     }

@@ -152,6 +152,16 @@ pub fn is_overload(err: &DbErr) -> bool {
     }
 }
 
+/// Postgres gave up on the transaction to break a deadlock (40P01) or a serialization
+/// conflict (40001): nothing was written, and running it again is the documented answer.
+pub fn is_retryable(err: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
+    else {
+        return false;
+    };
+    matches!(&**e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
 pub fn is_foreign_key_violation(err: &DbErr) -> bool {
     matches!(
         err.sql_err(),

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
     sea_query::{LockBehavior, LockType},
 };
 
@@ -186,7 +186,7 @@ async fn reserve_in_transaction(
     // read and before the due holds were looked at.
     let mut last_look = false;
     for _ in 0..MAX_TAKEOVER_ROUNDS {
-        if let Some(stock) = take_units(&txn, drop_id, now, -1).await? {
+        if let Some(stock) = take_unit_or_let_go(&txn, drop_id, now).await? {
             txn.commit().await?;
             return Ok(ReserveOutcome::Reserved(Reserved {
                 reservation,
@@ -227,6 +227,32 @@ async fn reserve_in_transaction(
         version: drop.stock_version,
         until,
     }))
+}
+
+/// Takes one unit, in a savepoint that is rolled back when there is none. A refused
+/// conditional update can still leave the drop's row locked (Postgres locks the newest
+/// version of a row a concurrent transaction changed before it rechecks the condition), and
+/// this transaction may next wait for a due hold that the expiry sweep or job has locked —
+/// while they wait for the drop's row: a deadlock. Rolling back to the savepoint lets go.
+async fn take_unit_or_let_go(
+    txn: &DatabaseTransaction,
+    drop_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<Stock>> {
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return take_units(txn, drop_id, now, -1).await;
+    }
+    let attempt = txn.begin().await?;
+    match take_units(&attempt, drop_id, now, -1).await? {
+        Some(stock) => {
+            attempt.commit().await?;
+            Ok(Some(stock))
+        }
+        None => {
+            attempt.rollback().await?;
+            Ok(None)
+        }
+    }
 }
 
 /// The hold's row, at the drop's price now; one active hold per buyer and drop is a unique
