@@ -34,7 +34,7 @@ mod views;
 
 pub use admin::{DropInput, DropPatch, MAX_STOCK, NewDrop, create, update};
 pub use batch::{Batch, reserve_batch};
-pub use holds::{Ended, expire, expire_overdue, release};
+pub use holds::{Ended, expire, expire_overdue, next_due, release};
 pub use purchase::purchase;
 pub use reserve::reserve;
 pub use views::{

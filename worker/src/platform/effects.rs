@@ -16,22 +16,27 @@ use entity::{
 
 use super::{
     bus::EventBus,
-    events::{Event, ProductRestocked, ReservationExpired, SessionEnded, StockUpdate},
+    events::{
+        Event, ProductChanged, ProductRestocked, ReservationExpired, SessionEnded, StockUpdate,
+    },
     queue::Queue,
 };
 use crate::jobs::{ExpireReservation, NotifyRestock, SendEmail};
 
-/// What in this process must learn of its own stock changes at once, before the bus
-/// delivers them: the api's caches, so its next request already sees the change.
-pub trait StockObserver: Send + Sync {
-    fn observe(&self, update: &StockUpdate);
+/// What in this process must learn of its own changes at once, before the bus delivers
+/// them: the api's caches, so its next request already sees the change.
+pub trait ChangeObserver: Send + Sync {
+    /// A drop's stock moved.
+    fn stock_changed(&self, update: &StockUpdate);
+    /// A catalog product was written.
+    fn product_changed(&self);
 }
 
 #[derive(Clone)]
 pub struct Effects {
     queue: Queue,
     bus: EventBus,
-    observer: Option<Arc<dyn StockObserver>>,
+    observer: Option<Arc<dyn ChangeObserver>>,
 }
 
 impl std::fmt::Debug for Effects {
@@ -52,10 +57,9 @@ impl Effects {
         }
     }
 
-    /// Tells `observer` of every stock change made through these effects, before it is
-    /// published.
+    /// Tells `observer` of every change made through these effects, before it is published.
     #[must_use]
-    pub fn observed_by(self, observer: Arc<dyn StockObserver>) -> Self {
+    pub fn observed_by(self, observer: Arc<dyn ChangeObserver>) -> Self {
         Self {
             observer: Some(observer),
             ..self
@@ -65,7 +69,7 @@ impl Effects {
     fn note(&self, stock: Stock) -> StockUpdate {
         let update = StockUpdate::from(stock);
         if let Some(observer) = &self.observer {
-            observer.observe(&update);
+            observer.stock_changed(&update);
         }
         update
     }
@@ -131,15 +135,44 @@ impl Effects {
         }
     }
 
+    /// Holds ended together (the expiry sweep): each drop's new stock is announced once, its
+    /// newest figure first, then each expiry to its hold's owner.
+    pub async fn holds_ended(&self, ended: Vec<Ended>) {
+        let mut newest: std::collections::HashMap<i64, Stock> = std::collections::HashMap::new();
+        for e in &ended {
+            let stock = newest.entry(e.stock.drop_id).or_insert(e.stock);
+            if e.stock.version > stock.version {
+                *stock = e.stock;
+            }
+        }
+        for stock in newest.into_values() {
+            self.stock_changed(stock).await;
+        }
+        for e in &ended {
+            if e.reservation.status == entity::drops::ReservationStatus::Expired {
+                self.hold_expired(&e.reservation).await;
+            }
+        }
+    }
+
     async fn hold_expired(&self, hold: &Reservation) {
         self.bus
             .publish_or_log(&Event::ReservationExpired(ReservationExpired::from(hold)))
             .await;
     }
 
-    /// A product was written (webhook or admin). A restock is broadcast and its subscribers'
-    /// fan-out enqueued; a lost enqueue is re-run by the reconciler.
+    /// A product was written (webhook or admin): every instance's catalog listing is
+    /// refreshed, and a restock is broadcast and its subscribers' fan-out enqueued; a lost
+    /// enqueue is re-run by the reconciler.
     pub async fn product_changed(&self, change: &Change) {
+        if let Some(observer) = &self.observer {
+            observer.product_changed();
+        }
+        self.bus
+            .publish_or_log(&Event::ProductChanged(ProductChanged {
+                product_id: change.product.id,
+            }))
+            .await;
         let Some(restock) = &change.restock else {
             return;
         };

@@ -10,8 +10,11 @@ use chrono::{DateTime, Utc};
 use super::{Shutdown, stopped};
 use crate::jobs::{Deps, fan_out};
 
-/// Holds to expire per sweep; the next sweep takes the rest.
-const SWEEP_BATCH: u64 = 500;
+/// Holds expired per statement; a sweep runs statements until none is left due.
+const SWEEP_BATCH: u64 = 2_000;
+/// A sweep that found holds due but ended none (another worker is ending them) looks again
+/// this soon.
+const BUSY_RETRY: Duration = Duration::from_millis(20);
 /// Stuck emails re-enqueued and restocks re-run per reconciliation.
 const RECONCILE_BATCH: u64 = 500;
 
@@ -27,12 +30,46 @@ pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
     let retention = &deps.settings.retention;
     tokio::join!(
         super::retention::run(&deps.db, retention, shutdown.clone()),
-        sweep_and_reconcile(&deps, shutdown),
+        expire_as_due(&deps, shutdown.clone()),
+        reconcile(&deps, shutdown),
     );
 }
 
-async fn sweep_and_reconcile(deps: &Deps, shutdown: Shutdown) {
-    let mut sweep = every(deps.settings.drops.sweep_interval);
+/// Expires holds the moment they fall due: sleeps until the next active hold's `expires_at`
+/// (one indexed read), or at most `SWEEP_INTERVAL_MS`, then expires every due hold and
+/// announces it. With nothing due that is one query per interval; with thousands due in the
+/// same second they are back on sale within milliseconds of their `expires_at`. Every worker
+/// runs it; each due hold is ended by exactly one (see `entity::drops::expire_overdue`).
+async fn expire_as_due(deps: &Deps, shutdown: Shutdown) {
+    let period = deps.settings.drops.sweep_interval;
+    let stop = stopped(shutdown);
+    tokio::pin!(stop);
+    loop {
+        let now = Utc::now();
+        let wait = match entity::drops::next_due(&deps.db).await {
+            Ok(Some(due)) if due <= now => match sweep_expired(deps, now).await {
+                Ok(0) => BUSY_RETRY,
+                Ok(_) => Duration::ZERO,
+                Err(error) => {
+                    tracing::warn!(error = %entity::error::chain(&error), "expiry sweep failed");
+                    period
+                }
+            },
+            Ok(Some(due)) => (due - now).to_std().unwrap_or_default().min(period),
+            Ok(None) => period,
+            Err(error) => {
+                tracing::warn!(error = %entity::error::chain(&error), "cannot read the next expiry");
+                period
+            }
+        };
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn reconcile(deps: &Deps, shutdown: Shutdown) {
     let mut reconcile = every(deps.settings.worker.reconcile_interval);
     // Stuck mail is looked for more often than the rest (an eighth of the lease, unless the
     // reconciler runs even more often): a killed worker's claimed rows should go out soon
@@ -48,11 +85,6 @@ async fn sweep_and_reconcile(deps: &Deps, shutdown: Shutdown) {
     loop {
         tokio::select! {
             () = &mut stop => return,
-            _ = sweep.tick() => {
-                if let Err(error) = sweep_expired(deps, Utc::now()).await {
-                    tracing::warn!(error = %entity::error::chain(&error), "expiry sweep failed");
-                }
-            }
             _ = requeue.tick() => {
                 if let Err(error) = requeue_stuck_mail(deps, Utc::now()).await {
                     tracing::warn!(error = %entity::error::chain(&error), "mail requeue failed");
@@ -67,15 +99,22 @@ async fn sweep_and_reconcile(deps: &Deps, shutdown: Shutdown) {
     }
 }
 
-/// Expires overdue holds nobody asked for, and announces each.
+/// Expires every hold due at `now` that nobody asked for, and announces them; returns how
+/// many it ended.
 ///
 /// # Errors
 /// Database failure.
-pub async fn sweep_expired(deps: &Deps, now: DateTime<Utc>) -> Result<(), entity::Error> {
-    for ended in entity::drops::expire_overdue(&deps.db, now, SWEEP_BATCH).await? {
-        deps.effects.hold_ended(&ended).await;
+pub async fn sweep_expired(deps: &Deps, now: DateTime<Utc>) -> Result<usize, entity::Error> {
+    let mut total = 0;
+    loop {
+        let ended = entity::drops::expire_overdue(&deps.db, now, SWEEP_BATCH).await?;
+        let count = ended.len();
+        total += count;
+        deps.effects.holds_ended(ended).await;
+        if (count as u64) < SWEEP_BATCH {
+            return Ok(total);
+        }
     }
-    Ok(())
 }
 
 /// Re-enqueues queued emails nobody is working on, and re-runs the fan-out of in-stock
