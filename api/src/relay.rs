@@ -11,7 +11,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use chrono::Utc;
 use tokio::sync::broadcast::error::RecvError;
 use worker::{
-    effects::StockObserver,
+    effects::ChangeObserver,
     events::{Event, StockUpdate},
 };
 
@@ -61,12 +61,13 @@ impl Versions {
 fn relay(state: &AppState, sent: &mut Versions, event: Event) {
     match &event {
         Event::StockUpdate(update) => {
-            state.caches.observe(update);
+            state.caches.stock_changed(update);
             if !sent.newer(update) {
                 return;
             }
         }
         Event::SessionEnded(ended) => state.sessions.end(ended.session_id),
+        Event::ProductChanged(_) | Event::ProductRestocked(_) => state.caches.product_changed(),
         _ => {}
     }
     broadcast(state, event);
@@ -95,7 +96,7 @@ async fn heal_from_database(state: &AppState, sent: &mut Versions) {
                 version = update.version,
                 "re-sending a stock change the bus lost"
             );
-            state.caches.observe(&update);
+            state.caches.stock_changed(&update);
             broadcast(state, Event::StockUpdate(update));
         }
     }

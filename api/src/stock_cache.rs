@@ -10,6 +10,8 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use chrono::{DateTime, Utc};
 use worker::events::StockUpdate;
 
+use crate::listing_cache::ListingCache;
+
 const MAX_AGE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
@@ -68,18 +70,24 @@ impl SoldOutCache {
     }
 }
 
-/// What this instance caches about drops, kept current by every stock change it makes or
-/// hears of.
+/// What this instance caches about drops and products, kept current by every change it
+/// makes or hears of.
 #[derive(Default)]
 pub struct StockCaches {
     pub sold_out: SoldOutCache,
-    pub listing: crate::listing_cache::ListingCache,
+    pub listing: ListingCache<entity::drops::DropView>,
+    /// Every visible product with its waiting count (`GET /api/products`).
+    pub products: ListingCache<entity::catalog::ProductView>,
 }
 
-impl worker::effects::StockObserver for StockCaches {
-    fn observe(&self, update: &StockUpdate) {
+impl worker::effects::ChangeObserver for StockCaches {
+    fn stock_changed(&self, update: &StockUpdate) {
         self.sold_out.observe(update);
         self.listing.invalidate();
+    }
+
+    fn product_changed(&self) {
+        self.products.invalidate();
     }
 }
 

@@ -96,8 +96,23 @@ impl ProductsApi {
         Data(state): Data<&AppState>,
         #[oai(name = "inStock")] in_stock: Query<Option<bool>>,
     ) -> ApiResult<Json<Vec<Product>>> {
-        let products = catalog::list(&state.db, in_stock.0).await?;
-        Ok(Json(products.into_iter().map(Product::from).collect()))
+        let products = state
+            .caches
+            .products
+            .get_or_load(|| catalog::list(&state.db, None))
+            .await?;
+        Ok(Json(
+            products
+                .iter()
+                .filter(|p| {
+                    in_stock
+                        .0
+                        .is_none_or(|wanted| catalog::is_available(&p.product) == wanted)
+                })
+                .cloned()
+                .map(Product::from)
+                .collect(),
+        ))
     }
 
     /// One product, by id or slug

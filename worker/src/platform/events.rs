@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub enum Event {
     StockUpdate(StockUpdate),
     ProductRestocked(ProductRestocked),
+    /// A product was written (any field): instances refresh their catalog listing.
+    /// Internal, never sent to browsers.
+    ProductChanged(ProductChanged),
     ReservationExpired(ReservationExpired),
     /// A session was ended (logout, refresh-token reuse): every instance forgets it at once,
     /// and its sockets are told and become anonymous.
@@ -34,6 +37,12 @@ pub struct ProductRestocked {
     pub slug: String,
     pub name: String,
     pub stock_quantity: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductChanged {
+    pub product_id: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
