@@ -10,6 +10,7 @@
 
 mod load;
 mod scenarios;
+mod socketio;
 mod store;
 
 use serde::Serialize;
@@ -41,12 +42,13 @@ impl Figure {
     }
 }
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "footprint",
     "flash-sale",
     "catalog-read",
     "expiry",
     "ws-fanout",
+    "ws-fanout-mixed",
     "restock-fanout",
 ];
 
@@ -74,6 +76,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("ws-fanout") {
         figures.extend(scenarios::ws_fanout().await?);
+    }
+    if wanted("ws-fanout-mixed") {
+        figures.extend(scenarios::ws_fanout_mixed().await?);
     }
     if wanted("restock-fanout") {
         figures.extend(scenarios::restock_fanout().await?);
