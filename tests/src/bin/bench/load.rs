@@ -1,5 +1,5 @@
 //! A small closed-loop load generator: a fixed number of connections, each sending its next
-//! request as soon as the previous answer arrives.
+//! request as soon as the previous answer arrives; and the WebSocket clients' stream type.
 
 use std::{
     sync::Arc,
@@ -8,6 +8,10 @@ use std::{
 
 use reqwest::{Method, StatusCode};
 use tokio::sync::Mutex;
+
+/// A benchmark's WebSocket client (`/ws`, or Socket.IO's WebSocket transport).
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 #[derive(Clone, Debug)]
 pub struct Sample {

@@ -10,6 +10,7 @@
 
 mod load;
 mod scenarios;
+mod socketio;
 mod store;
 mod sustained;
 
@@ -49,6 +50,7 @@ const SCENARIOS: [&str; 7] = [
     "catalog-read",
     "expiry",
     "ws-fanout",
+    "ws-fanout-mixed",
     "restock-fanout",
 ];
 
@@ -79,6 +81,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("ws-fanout") {
         figures.extend(scenarios::ws_fanout().await?);
+    }
+    if wanted("ws-fanout-mixed") {
+        figures.extend(scenarios::ws_fanout_mixed().await?);
     }
     if wanted("restock-fanout") {
         figures.extend(scenarios::restock_fanout().await?);

@@ -1,4 +1,4 @@
-//! One function per scenario of issue #6; each returns its figures.
+//! One function per scenario of issues #6 and #11; each returns its figures.
 
 use std::{
     sync::{
@@ -18,7 +18,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     Figure,
-    load::{self, percentile_ms},
+    load::{self, Socket, percentile_ms},
+    socketio,
     store::Store,
 };
 
@@ -321,9 +322,6 @@ pub async fn catalog_read() -> anyhow::Result<Vec<Figure>> {
     Ok(figures)
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn connect_ws(port: u16) -> anyhow::Result<Socket> {
     let (socket, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await?;
     Ok(socket)
@@ -496,8 +494,129 @@ pub async fn expiry() -> anyhow::Result<Vec<Figure>> {
     Ok(figures)
 }
 
+/// A kind of client the fan-out scenarios open.
+#[derive(Clone, Copy)]
+enum ClientKind {
+    /// The store's own WebSocket, `/ws`.
+    Ws,
+    /// The Socket.IO endpoint over its WebSocket transport, as `socket.io-client` speaks it.
+    SocketIo,
+}
+
+impl ClientKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ws => "/ws",
+            Self::SocketIo => "Socket.IO",
+        }
+    }
+
+    async fn connect(self, port: u16) -> anyhow::Result<Socket> {
+        match self {
+            Self::Ws => connect_ws(port).await,
+            Self::SocketIo => socketio::connect(port, "/socket.io").await,
+        }
+    }
+}
+
+/// What one fan-out client saw of the drop's changes.
+struct Seen {
+    /// `stock_update`s of a version the benchmark sent.
+    delivered: usize,
+    /// From each change being sent to its `stock_update` arriving.
+    latencies: Vec<Duration>,
+    newest: usize,
+}
+
+/// Reads the drop's `stock_update`s until 5 s pass without a message once the last change
+/// (version `last`) has been sent; before that silence only means the others are still
+/// connecting.
+async fn read_updates(
+    kind: ClientKind,
+    mut socket: Socket,
+    drop_id: i64,
+    sent: Arc<Vec<AtomicI64>>,
+    last: usize,
+) -> Seen {
+    const QUIET: Duration = Duration::from_secs(5);
+    let mut seen = Seen {
+        delivered: 0,
+        latencies: Vec::new(),
+        newest: 0,
+    };
+    loop {
+        let message = match tokio::time::timeout(QUIET, socket.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(_) => break,
+            Err(_) => {
+                let last_sent = sent.get(last).map_or(0, |at| at.load(Relaxed));
+                let quiet_for = Utc::now().timestamp_micros() - last_sent;
+                if last_sent > 0 && quiet_for >= QUIET.as_micros() as i64 {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let now = Utc::now().timestamp_micros();
+        let (name, data) = match kind {
+            ClientKind::Ws => {
+                let mut frame: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+                (frame["event"].take(), frame["data"].take())
+            }
+            ClientKind::SocketIo => match socketio::decode(text.as_str()) {
+                socketio::Packet::Event(name, data) => (Value::String(name), data),
+                socketio::Packet::Ping => {
+                    if socket.send(Message::text(socketio::PONG)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                socketio::Packet::Other => continue,
+            },
+        };
+        if name != "stock_update" || data["dropId"] != drop_id {
+            continue;
+        }
+        let version = data["version"].as_u64().unwrap_or(0) as usize;
+        seen.newest = seen.newest.max(version);
+        if let Some(at) = sent
+            .get(version)
+            .map(|a| a.load(Relaxed))
+            .filter(|at| *at > 0)
+        {
+            seen.latencies
+                .push(Duration::from_micros(u64::try_from(now - at).unwrap_or(0)));
+            seen.delivered += 1;
+        }
+    }
+    seen
+}
+
+/// 5,000 `/ws` clients watch one drop while it changes 50 times a second for 10 s.
 pub async fn ws_fanout() -> anyhow::Result<Vec<Figure>> {
-    const CLIENTS: usize = 5_000;
+    fanout("ws-fanout", &[(ClientKind::Ws, 5_000)]).await
+}
+
+/// As `ws-fanout`, with half the clients on Socket.IO: 2,500 `/ws` and 2,500 Socket.IO
+/// clients watch the same drop at the same time; each kind's figures are reported apart.
+pub async fn ws_fanout_mixed() -> anyhow::Result<Vec<Figure>> {
+    fanout(
+        "ws-fanout-mixed",
+        &[(ClientKind::Ws, 2_500), (ClientKind::SocketIo, 2_500)],
+    )
+    .await
+}
+
+/// Connects each group of clients in turn (noting the api's memory after each), then sends
+/// 50 stock changes a second for 10 s to one drop and measures how each group received them.
+/// With one group the figures carry no prefix; with several, each group's carry its kind.
+async fn fanout(
+    scenario: &'static str,
+    groups: &[(ClientKind, usize)],
+) -> anyhow::Result<Vec<Figure>> {
     const RATE_PER_SEC: u64 = 50;
     const SECONDS: u64 = 10;
     let store = Store::start(&[]).await?;
@@ -509,48 +628,46 @@ pub async fn ws_fanout() -> anyhow::Result<Vec<Figure>> {
     let sent: Arc<Vec<AtomicI64>> =
         Arc::new((0..=changes + 1).map(|_| AtomicI64::new(0)).collect());
 
-    let rss_before = store.rss_mb(&store.api);
-    let mut readers = Vec::with_capacity(CLIENTS);
-    let connected = Arc::new(tokio::sync::Semaphore::new(200));
-    for _ in 0..CLIENTS {
-        let permit = connected.clone().acquire_owned().await?;
-        let mut socket = connect_ws(store.port).await?;
-        drop(permit);
-        let sent = sent.clone();
-        readers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut seen = 0usize;
-            let mut newest = 0usize;
-            while let Ok(Some(Ok(message))) =
-                tokio::time::timeout(Duration::from_secs(5), socket.next()).await
-            {
-                let Message::Text(text) = message else {
-                    continue;
-                };
-                let now = Utc::now().timestamp_micros();
-                let frame: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
-                if frame["event"] != "stock_update" || frame["data"]["dropId"] != drop_id {
-                    continue;
-                }
-                let version = frame["data"]["version"].as_u64().unwrap_or(0) as usize;
-                newest = newest.max(version);
-                if let Some(at) = sent
-                    .get(version)
-                    .map(|a| a.load(Relaxed))
-                    .filter(|at| *at > 0)
-                {
-                    latencies.push(Duration::from_micros(u64::try_from(now - at).unwrap_or(0)));
-                    seen += 1;
-                }
-            }
-            (seen, latencies, newest)
-        }));
+    let mut memory = vec![Figure::new(
+        scenario,
+        "api memory before clients",
+        store.rss_mb(&store.api),
+        "MB",
+        "",
+    )];
+    let mut readers: Vec<Vec<_>> = Vec::with_capacity(groups.len());
+    for (i, &(kind, clients)) in groups.iter().enumerate() {
+        let mut group = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            let socket = kind
+                .connect(store.port)
+                .await
+                .with_context(|| format!("cannot connect a {} client", kind.name()))?;
+            group.push(tokio::spawn(read_updates(
+                kind,
+                socket,
+                drop_id,
+                sent.clone(),
+                changes,
+            )));
+        }
+        readers.push(group);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let more = if i == 0 { "" } else { "+ " };
+        memory.push(Figure::new(
+            scenario,
+            &format!(
+                "api memory, {more}{clients} {} clients connected",
+                kind.name()
+            ),
+            store.rss_mb(&store.api),
+            "MB",
+            "",
+        ));
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_connected = store.rss_mb(&store.api);
 
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE_PER_SEC));
-    let mut rss_peak = rss_connected;
+    let mut rss_peak = memory.last().map_or(0.0, |f| f.value);
     let patch = format!("{}/api/admin/drops/{drop_id}", store.base);
     let mut inflight = Vec::new();
     for version in 1..=changes {
@@ -573,67 +690,87 @@ pub async fn ws_fanout() -> anyhow::Result<Vec<Figure>> {
     for change in inflight {
         let _ = change.await;
     }
-    let mut all = Vec::new();
-    let mut delivered = 0usize;
-    let mut caught_up = 0usize;
-    for reader in readers {
-        let (seen, latencies, newest) = reader.await?;
-        delivered += seen;
-        caught_up += usize::from(newest == changes);
-        all.extend(latencies);
-    }
-    let figures = vec![
-        Figure::new("ws-fanout", "connected clients", CLIENTS as f64, "", "5000"),
+
+    let total: usize = groups.iter().map(|(_, clients)| clients).sum();
+    let mut figures = vec![
         Figure::new(
-            "ws-fanout",
+            scenario,
+            "connected clients",
+            total as f64,
+            "",
+            &total.to_string(),
+        ),
+        Figure::new(
+            scenario,
             "stock changes",
             changes as f64,
             "",
             "50/s for 10 s",
         ),
-        Figure::new(
-            "ws-fanout",
-            "clients that reached the last version",
-            caught_up as f64 / CLIENTS as f64 * 100.0,
-            "%",
-            "= 100",
-        ),
-        Figure::new(
-            "ws-fanout",
-            "frames delivered / changes x clients (stale ones skipped)",
-            delivered as f64 / (CLIENTS * changes) as f64 * 100.0,
-            "%",
-            "",
-        ),
-        Figure::new(
-            "ws-fanout",
-            "delivery after the change was sent, p50",
-            percentile_ms(&mut all, 50.0),
-            "ms",
-            "",
-        ),
-        Figure::new(
-            "ws-fanout",
-            "delivery after the change was sent, p99",
-            percentile_ms(&mut all, 99.0),
-            "ms",
-            "<= 250",
-        ),
-        Figure::new(
-            "ws-fanout",
-            "api memory before clients",
-            rss_before,
-            "MB",
-            "",
-        ),
-        Figure::new(
-            "ws-fanout",
-            "api memory, peak during fan-out",
-            rss_peak,
-            "MB",
-            "<= 250",
-        ),
     ];
+    for (&(kind, clients), group) in groups.iter().zip(readers) {
+        let prefix = if groups.len() == 1 {
+            String::new()
+        } else {
+            format!("{}: ", kind.name())
+        };
+        let mut all = Vec::new();
+        let mut delivered = 0usize;
+        let mut caught_up = 0usize;
+        for reader in group {
+            let seen = reader.await?;
+            delivered += seen.delivered;
+            caught_up += usize::from(seen.newest == changes);
+            all.extend(seen.latencies);
+        }
+        if groups.len() > 1 {
+            figures.push(Figure::new(
+                scenario,
+                &format!("{prefix}connected clients"),
+                clients as f64,
+                "",
+                &clients.to_string(),
+            ));
+        }
+        figures.extend([
+            Figure::new(
+                scenario,
+                &format!("{prefix}clients that reached the last version"),
+                caught_up as f64 / clients as f64 * 100.0,
+                "%",
+                "= 100",
+            ),
+            Figure::new(
+                scenario,
+                &format!("{prefix}frames delivered / changes x clients (stale ones skipped)"),
+                delivered as f64 / (clients * changes) as f64 * 100.0,
+                "%",
+                "",
+            ),
+            Figure::new(
+                scenario,
+                &format!("{prefix}delivery after the change was sent, p50"),
+                percentile_ms(&mut all, 50.0),
+                "ms",
+                "",
+            ),
+            Figure::new(
+                scenario,
+                &format!("{prefix}delivery after the change was sent, p99"),
+                percentile_ms(&mut all, 99.0),
+                "ms",
+                "<= 250",
+            ),
+        ]);
+    }
+    figures.extend(memory);
+    figures.push(Figure::new(
+        scenario,
+        "api memory, peak during fan-out",
+        rss_peak,
+        "MB",
+        "<= 250",
+    ));
     store.stop();
     Ok(figures)
 }
