@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod contentful;
+pub mod cors;
 pub mod error;
 pub mod idempotent;
 pub mod limiter;

@@ -3,10 +3,7 @@
 use std::{future::Future, sync::Arc, time::Instant};
 
 use chrono::Utc;
-use poem::{
-    Endpoint, EndpointExt, IntoEndpoint, Request, Response, Route, http::StatusCode,
-    middleware::Cors,
-};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Request, Response, Route, http::StatusCode};
 use poem_openapi::OpenApiService;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -99,10 +96,12 @@ impl Application {
         let open_sockets = state.clone();
         let routes = serve::Routes {
             socketio: socketio::endpoint(&state),
+            cors: crate::cors::layer(&settings.http.cors_allowed_origins),
             app: app(state).boxed(),
         };
-        let served =
-            serve::serve(listener, routes, signal, std::time::Duration::from_secs(15)).await;
+        let limits = serve::Limits::from(&settings.http);
+        let grace = std::time::Duration::from_secs(15);
+        let served = serve::serve(listener, routes, limits, signal, grace).await;
         wait_for_sockets_to_close(&open_sockets).await;
         let _ = stop.send(true);
         relay.abort();
@@ -126,7 +125,7 @@ async fn wait_for_sockets_to_close(state: &AppState) {
 }
 
 /// poem's HTTP surface: REST + OpenAPI + Swagger UI + WebSocket (Socket.IO shares the
-/// listener beside it, see [`serve`]).
+/// listener beside it, and CORS is the listener's, see [`serve`]).
 pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
     let api = OpenApiService::new(routes::apis(), "Honeydrop", env!("CARGO_PKG_VERSION"))
         .description(DESCRIPTION);
@@ -143,7 +142,6 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
         .catch_all_error(error::uniform)
         .around(log_request)
         .data(state)
-        .with(Cors::new())
         .into_endpoint()
         .map_to_response()
 }
