@@ -1,5 +1,6 @@
 //! The api tier: routes, auth, the WebSocket hub and Socket.IO endpoint, and startup.
 
+pub mod allow;
 pub mod auth;
 pub mod contentful;
 pub mod cors;
@@ -13,10 +14,12 @@ pub mod relay;
 pub mod routes;
 pub mod serve;
 pub mod socketio;
+pub mod spec;
 pub mod startup;
 pub mod state;
 pub mod stock_cache;
 pub mod storefront;
+pub mod text;
 pub mod ws;
 
 pub use startup::Application;

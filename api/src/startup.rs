@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 use worker::{Infra, Settings, runtime};
 
-use crate::{error, routes, serve, socketio, state::AppState, storefront, ws};
+use crate::{allow, error, routes, serve, socketio, spec, state::AppState, storefront, ws};
 
 const DESCRIPTION: &str = include_str!("../API.md");
 
@@ -130,16 +130,25 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
     let api = OpenApiService::new(routes::apis(), "Honeydrop", env!("CARGO_PKG_VERSION"))
         .description(DESCRIPTION);
     let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let document = spec::finish(&api.spec());
+    let allowed = Arc::new(allow::AllowedMethods::from_spec(
+        &document,
+        &[
+            ("/openapi.json", &["GET"]),
+            ("/ws", &["GET"]),
+            ("/static/{name}", &["GET"]),
+        ],
+    ));
     let max_body = state.settings.http.max_body_bytes;
     Route::new()
         .nest("/", storefront::with_index(api))
         .nest("/docs", docs)
-        .at("/openapi.json", spec)
+        .at("/openapi.json", spec::endpoint(document))
         .at("/ws", ws::upgrade)
         .at("/static/:name", storefront::static_file)
         .around(move |next, req| limit_body(next, req, max_body))
         .catch_all_error(error::uniform)
+        .around(move |next, req| allow::add_allow_header(next, req, allowed.clone()))
         .around(log_request)
         .data(state)
         .into_endpoint()

@@ -12,6 +12,7 @@ use crate::{
     auth::AdminAuth,
     error::{ApiError, ApiResult},
     state::AppState,
+    text::Text,
 };
 
 pub struct AdminProductsApi;
@@ -19,23 +20,33 @@ pub struct AdminProductsApi;
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
 struct NewProductRequest {
-    /// Shown to visitors and in emails.
-    #[oai(validator(min_length = 1, max_length = 200))]
-    name: String,
-    /// Derived from the name when left out.
-    #[oai(validator(max_length = 100))]
-    slug: Option<String>,
+    /// Shown to visitors and in emails; not blank.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^ \t\n\x0b\x0c\r\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    ))]
+    name: Text,
+    /// Derived from the name when left out (`product-` and a random suffix when the name has
+    /// no Latin letter or digit). Lower-case letters, digits and single dashes, with at
+    /// least one letter.
+    #[oai(validator(
+        max_length = 100,
+        pattern = r"^([a-z0-9]+-)*[0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+    ))]
+    slug: Option<Text>,
     /// Plain text.
-    #[oai(validator(max_length = 20000))]
-    description: Option<String>,
+    #[oai(validator(max_length = 5000))]
+    description: Option<Text>,
     /// Price in the currency's minor unit (cents).
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: i64,
     /// ISO 4217 code; `USD` by default.
-    currency: Option<String>,
+    #[oai(validator(max_length = 3, pattern = r"^[A-Za-z]{3}$"))]
+    currency: Option<Text>,
     /// Absolute URL of a product photo.
     #[oai(validator(max_length = 2000))]
-    image_url: Option<String>,
+    image_url: Option<Text>,
     /// Whether it can be bought now.
     in_stock: bool,
     /// Units on hand, if you track them; 0 means sold out whatever `inStock` says.
@@ -46,21 +57,31 @@ struct NewProductRequest {
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
 struct ProductPatchRequest {
-    #[oai(validator(min_length = 1, max_length = 200))]
-    name: Option<String>,
-    /// Lower-case letters, digits and dashes; must stay unique.
-    #[oai(validator(max_length = 100))]
-    slug: Option<String>,
-    #[oai(validator(max_length = 20000))]
-    description: Option<String>,
+    /// Not blank.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^ \t\n\x0b\x0c\r\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    ))]
+    name: Option<Text>,
+    /// Lower-case letters, digits and single dashes, with at least one letter; must stay
+    /// unique.
+    #[oai(validator(
+        max_length = 100,
+        pattern = r"^([a-z0-9]+-)*[0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+    ))]
+    slug: Option<Text>,
+    #[oai(validator(max_length = 5000))]
+    description: Option<Text>,
     /// Price in the currency's minor unit (cents).
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: Option<i64>,
     /// ISO 4217 code.
-    currency: Option<String>,
+    #[oai(validator(max_length = 3, pattern = r"^[A-Za-z]{3}$"))]
+    currency: Option<Text>,
     /// `null` removes the image.
     #[oai(validator(max_length = 2000))]
-    image_url: MaybeUndefined<String>,
+    image_url: MaybeUndefined<Text>,
     /// Turning a sold-out product back in stock alerts its confirmed subscribers, exactly as
     /// a Contentful publish would.
     in_stock: Option<bool>,
@@ -119,13 +140,20 @@ impl AdminProductsApi {
         let fields = ProductFields {
             slug: match &body.slug {
                 Some(raw) => slug(raw)?,
-                None => Slug::from_name(name.as_str()).map_err(ApiError::bad_request)?,
+                // A name with no Latin letter to make a slug from ("日本茶") gets a
+                // generated one rather than a refusal.
+                None => Slug::from_name(name.as_str())
+                    .or_else(|_| {
+                        let suffix = uuid::Uuid::new_v4().simple().to_string();
+                        Slug::parse(&format!("product-{}", &suffix[..12]))
+                    })
+                    .map_err(ApiError::bad_request)?,
             },
             name,
-            description: body.description.unwrap_or_default(),
+            description: body.description.map(Text::into_string).unwrap_or_default(),
             price_cents: body.price_cents,
             currency: Some(currency(body.currency.as_deref())?),
-            image_url: Some(body.image_url),
+            image_url: Some(body.image_url.map(Text::into_string)),
             in_stock: body.in_stock,
             stock_quantity: body.stock_quantity,
         };
@@ -152,14 +180,14 @@ impl AdminProductsApi {
         let patch = ProductPatch {
             slug: body.slug.as_deref().map(slug).transpose()?,
             name: body.name.as_deref().map(name).transpose()?,
-            description: body.description,
+            description: body.description.map(Text::into_string),
             price_cents: body.price_cents,
             currency: body
                 .currency
                 .as_deref()
                 .map(|c| currency(Some(c)))
                 .transpose()?,
-            image_url: maybe(body.image_url),
+            image_url: maybe(body.image_url).map(|url| url.map(Text::into_string)),
             in_stock: body.in_stock,
             stock_quantity: maybe(body.stock_quantity),
             visible: body.visible,

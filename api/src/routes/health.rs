@@ -22,7 +22,7 @@ struct Health {
 }
 
 #[derive(Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 struct Readiness {
     /// `ok` or `unavailable`.
     status: String,

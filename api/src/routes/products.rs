@@ -14,13 +14,14 @@ use super::ApiTags;
 use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
+    text::Text,
 };
 
 pub struct ProductsApi;
 
 /// A catalog product.
 #[derive(Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Product {
     /// Use it for `notify-me`.
     id: i64,
@@ -65,8 +66,11 @@ impl From<ProductView> for Product {
 #[oai(rename_all = "camelCase")]
 struct NotifyMeRequest {
     /// Where to send the confirmation and, once confirmed, the restock alert.
-    #[oai(validator(max_length = 254))]
-    email: String,
+    #[oai(validator(
+        max_length = 254,
+        pattern = r"^[ \t]*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{0,62}[A-Za-z0-9!#$%&'*+/=?^_`{|}~-])?@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+[ \t]*$"
+    ))]
+    email: Text,
 }
 
 #[derive(Object)]
