@@ -96,6 +96,14 @@ headers = { Authorization = "Bearer $metrics_token" }
 [[operations]]
 include-path-regex = "^/api/admin/drops"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429"]
+
+# Answers that depend on what happened before, not on the request's shape, and that the
+# document lists: a hold that has expired or was released is 410 (purchase, release), and an
+# Idempotency-Key already used for another request is 422 (as the IETF Idempotency-Key draft
+# says). The fuzzer reuses keys and ids across cases, so it meets both with valid requests.
+[[operations]]
+include-path-regex = '^/api/(drops/[{]reserveId[}]/purchase|reservations/[{]id[}])$'
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "410", "422", "429"]
 EOF
 
 say "fuzzing $base for up to ${max_time}s"
