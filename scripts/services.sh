@@ -4,7 +4,8 @@
 # on Debian as root, installs them first; otherwise says what to install. Also makes sure
 # Python's aiosmtpd is importable: the catalog tests start it as their SMTP server. The
 # storefront's browser tests need Debian's chromium and puppeteer-core (npm ci in tests/browser),
-# and the Socket.IO tests run socket.io-client under Node (npm ci in tests/socketio).
+# the Socket.IO tests run socket.io-client under Node (npm ci in tests/socketio), and
+# scripts/schemathesis.sh runs schemathesis from a venv under target/tools/.
 set -euo pipefail
 
 say() { printf 'services: %s\n' "$*"; }
@@ -83,6 +84,33 @@ ensure_aiosmtpd() {
   python3 -c 'import aiosmtpd' || { say "aiosmtpd did not install"; exit 1; }
 }
 
+# The OpenAPI fuzzer of scripts/schemathesis.sh, in a venv of its own under target/ (ignored):
+# it brings many Python packages, which should not land in a Python the system manages.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  local venv
+  venv="$(cd "$(dirname "$0")/.." && pwd)/target/tools/schemathesis"
+  if [ -x "$venv/bin/schemathesis" ] \
+    && "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    say "schemathesis is installed"; return
+  fi
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    if can_apt; then
+      say "installing python3-venv"
+      apt_install python3-venv
+    else
+      say "Python's venv module is not installed: install it (Debian: apt-get install python3-venv)"
+      exit 1
+    fi
+  fi
+  say "installing schemathesis $SCHEMATHESIS_VERSION (in target/tools/schemathesis)"
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  "$venv/bin/schemathesis" --version >/dev/null || { say "schemathesis did not install"; exit 1; }
+}
+
 ensure_chromium() {
   if command -v chromium >/dev/null 2>&1; then say "chromium is installed"; return; fi
   if can_apt; then
@@ -142,6 +170,7 @@ ensure_socketio_client() {
 ensure_postgres
 ensure_redis
 ensure_aiosmtpd
+ensure_schemathesis
 ensure_chromium
 ensure_browser_driver
 ensure_socketio_client

@@ -82,6 +82,12 @@ enum ErrorResponse {
     /// The resource existed but is no longer usable (an expired reservation).
     #[oai(status = 410)]
     Gone(Json<ErrorBody>),
+    /// The body is larger than `MAX_BODY_BYTES` (128 KiB by default).
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not `application/json` where JSON is expected.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
     /// Well-formed but unacceptable (an idempotency key reused for another request).
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
@@ -91,10 +97,11 @@ enum ErrorResponse {
     /// Something failed on our side; the details are in our logs.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// `overloaded`: the store is at its limits right now, or a dependency is unavailable;
-    /// `Retry-After` says when to try again.
+    /// A dependency or feature is unavailable (a disabled webhook, the job queue down), or
+    /// `overloaded`: the store is at its limits right now. `Retry-After`, when present, says
+    /// when to try again.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+    Unavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] Option<u64>),
 }
 
 /// Requests refused as overloaded since the process started (for `/metrics`).
@@ -293,6 +300,11 @@ pub async fn uniform(error: poem::Error) -> Response {
         StatusCode::FORBIDDEN => ErrorCode::Forbidden,
         StatusCode::TOO_MANY_REQUESTS => ErrorCode::TooManyRequests,
         StatusCode::SERVICE_UNAVAILABLE => ErrorCode::ServiceUnavailable,
+        // A field the OpenAPI document's own constraints refuse (length, pattern, range): the
+        // same code as the domain's checks give, whichever of the two catches it.
+        StatusCode::BAD_REQUEST if message.contains("verification failed") => {
+            ErrorCode::ValidationFailed
+        }
         s if s.is_client_error() => ErrorCode::BadRequest,
         _ => ErrorCode::InternalError,
     };

@@ -1,7 +1,9 @@
 //! The api tier: routes, auth, the WebSocket hub and Socket.IO endpoint, and startup.
 
+pub mod allow;
 pub mod auth;
 pub mod contentful;
+pub mod cors;
 pub mod error;
 pub mod idempotent;
 pub mod limiter;
@@ -13,10 +15,12 @@ pub mod reserve_batch;
 pub mod routes;
 pub mod serve;
 pub mod socketio;
+pub mod spec;
 pub mod startup;
 pub mod state;
 pub mod stock_cache;
 pub mod storefront;
+pub mod text;
 pub mod ws;
 
 pub use startup::Application;

@@ -16,8 +16,8 @@ use std::{
     sync::{
         Arc,
         atomic::{
-            AtomicUsize,
-            Ordering::{AcqRel, Acquire},
+            AtomicU64, AtomicUsize,
+            Ordering::{AcqRel, Acquire, Release},
         },
     },
     task::{Context, Poll, ready},
@@ -27,7 +27,7 @@ use std::{
 use hyper::{
     Request, Response, StatusCode,
     body::{Bytes, Incoming},
-    header::{CONNECTION, HeaderValue},
+    header::{CONNECTION, HeaderValue, ORIGIN},
 };
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -42,11 +42,12 @@ use poem::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::Notify,
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
     time::Sleep,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
+use tower_http::cors::CorsLayer;
 
 use crate::socketio::SocketIoEndpoint;
 
@@ -56,14 +57,33 @@ pub type Body = http_body_util::combinators::BoxBody<Bytes, io::Error>;
 pub type HttpService =
     tower::util::BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
 
-/// A connection with no request in progress (one still sending its first headers, or idle
-/// between requests) is closed after this long: this bounds both the time to send a request's
-/// headers and keep-alive idleness.
+/// How long a connection may take over a request's headers and how long it may idle, and how
+/// many may be open at once (`HTTP_HEADER_READ_TIMEOUT_SECS`, `HTTP_KEEP_ALIVE_SECS`,
+/// `HTTP_MAX_CONNECTIONS`).
 ///
+/// Both timers run only while no request is in progress, and neither restarts as bytes
+/// arrive: a request's headers must be complete within `header_read` of its first byte (of
+/// the connection's opening, for the first request), however slowly they trickle in.
 /// Counted here rather than with hyper's `header_read_timeout`: with that timer set, hyper
 /// reads for the next request the moment a response is out, and an early answer to a body
 /// still being sent (413) then often reached the client as a reset connection.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub header_read: Duration,
+    pub keep_alive: Duration,
+    pub max_connections: usize,
+}
+
+impl From<&worker::settings::HttpSettings> for Limits {
+    fn from(http: &worker::settings::HttpSettings) -> Self {
+        Self {
+            header_read: http.header_read_timeout,
+            keep_alive: http.keep_alive,
+            max_connections: http.max_connections,
+        }
+    }
+}
+
 /// A connection that takes none of the bytes we write for this long belongs to a client that
 /// stopped reading; it is closed, which also frees a WebSocket writer stuck on it
 /// (see [`ClientIo`]).
@@ -77,6 +97,8 @@ const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Routes {
     pub app: BoxEndpoint<'static, poem::Response>,
     pub socketio: SocketIoEndpoint,
+    /// One CORS policy for both (see [`crate::cors`]).
+    pub cors: CorsLayer,
 }
 
 /// Serves `listener` until `signal` resolves; then stops accepting, closes the Socket.IO
@@ -88,6 +110,7 @@ pub struct Routes {
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
+    limits: Limits,
     signal: impl Future<Output = ()>,
     grace: Duration,
 ) -> io::Result<()> {
@@ -96,19 +119,35 @@ pub async fn serve(
     let stopping = CancellationToken::new();
     let abort = CancellationToken::new();
     let connections = TaskTracker::new();
+    // A permit per open connection, held by its socket: an upgraded one (WebSocket,
+    // Socket.IO) keeps it until it closes.
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut last_refusal_logged: Option<tokio::time::Instant> = None;
     tokio::pin!(signal);
     loop {
         tokio::select! {
             () = &mut signal => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        // Closed at once, before it costs a task or a buffer; logged at most
+                        // once a minute.
+                        drop(stream);
+                        if last_refusal_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                            last_refusal_logged = Some(tokio::time::Instant::now());
+                            tracing::warn!(
+                                max_connections = limits.max_connections,
+                                "connection limit reached (HTTP_MAX_CONNECTIONS); closing new connections"
+                            );
+                        }
+                        continue;
+                    };
                     // Small frames (stock updates) should leave at once, not wait for an ACK.
                     let _ = stream.set_nodelay(true);
                     connections.spawn(connection(
-                        stream,
-                        local,
-                        remote,
+                        Accepted { stream, permit, local, remote },
                         routes.clone(),
+                        limits,
                         stopping.clone(),
                         abort.clone(),
                     ));
@@ -159,15 +198,28 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
-async fn connection(
+/// One accepted connection and its place under the connection cap.
+struct Accepted {
     stream: TcpStream,
+    permit: OwnedSemaphorePermit,
     local: SocketAddr,
     remote: SocketAddr,
+}
+
+async fn connection(
+    accepted: Accepted,
     routes: Arc<Routes>,
+    limits: Limits,
     stopping: CancellationToken,
     abort: CancellationToken,
 ) {
-    let activity = Arc::new(Activity::default());
+    let Accepted {
+        stream,
+        permit,
+        local,
+        remote,
+    } = accepted;
+    let activity = Arc::new(Activity::new());
     let service = hyper::service::service_fn({
         let activity = activity.clone();
         move |request| {
@@ -188,18 +240,19 @@ async fn connection(
         .timer(TokioTimer::new())
         .keep_alive_interval(HTTP2_PING_INTERVAL)
         .keep_alive_timeout(HTTP2_PING_TIMEOUT);
-    let io = TokioIo::new(ClientIo::new(stream, WRITE_STALL_TIMEOUT));
-    let conn = builder.serve_connection_with_upgrades(io, service);
+    let io = ClientIo::new(stream, WRITE_STALL_TIMEOUT).watched(activity.clone(), permit);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut closing = false;
     loop {
         let idle = activity.in_flight.load(Acquire) == 0;
+        let deadline = activity.idle_deadline(limits);
         tokio::select! {
             _ = conn.as_mut() => return,
             () = activity.changed.notified() => {}
             // Nothing is in progress, so dropping the connection loses nothing. (hyper's
             // graceful shutdown would wait on a client still sending its headers.)
-            () = tokio::time::sleep(IDLE_TIMEOUT), if idle => return,
+            () = tokio::time::sleep_until(deadline), if idle => return,
             () = stopping.cancelled(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
@@ -209,11 +262,58 @@ async fn connection(
     }
 }
 
-/// Requests in progress on one connection, and a wake-up whenever that number changes.
-#[derive(Default)]
+/// Requests in progress on one connection, when it last became idle and when the bytes of
+/// its next request began to arrive, and a wake-up whenever one of these changes. Instants
+/// are nanoseconds since `opened` so that reads only touch atomics.
 struct Activity {
     in_flight: AtomicUsize,
     changed: Notify,
+    opened: tokio::time::Instant,
+    idle_since: AtomicU64,
+    /// 0: no byte of a next request yet.
+    request_began: AtomicU64,
+}
+
+impl Activity {
+    /// A new connection is opened to send a request: its header clock starts now.
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            changed: Notify::new(),
+            opened: tokio::time::Instant::now(),
+            idle_since: AtomicU64::new(0),
+            request_began: AtomicU64::new(1),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// When a connection with no request in progress is closed: `header_read` after the
+    /// first byte of its next request, or `keep_alive` after its last response when no byte
+    /// came since.
+    fn idle_deadline(&self, limits: Limits) -> tokio::time::Instant {
+        let at = |nanos: u64, after: Duration| self.opened + Duration::from_nanos(nanos) + after;
+        match self.request_began.load(Acquire) {
+            0 => at(self.idle_since.load(Acquire), limits.keep_alive),
+            began => at(began, limits.header_read),
+        }
+    }
+
+    /// Bytes were read: while idle, that is the start of the next request.
+    fn bytes_arrived(&self) {
+        if self.in_flight.load(Acquire) == 0
+            && self
+                .request_began
+                .compare_exchange(0, self.now(), AcqRel, Acquire)
+                .is_ok()
+        {
+            self.changed.notify_one();
+        }
+    }
 }
 
 /// One request, counted from the moment its headers are in until its response has been
@@ -223,6 +323,7 @@ struct InFlight(Arc<Activity>);
 impl InFlight {
     fn start(activity: &Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, AcqRel);
+        activity.request_began.store(0, Release);
         activity.changed.notify_one();
         Self(activity.clone())
     }
@@ -230,7 +331,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, AcqRel);
+        if self.0.in_flight.fetch_sub(1, AcqRel) == 1 {
+            self.0.idle_since.store(self.0.now(), Release);
+        }
         self.0.changed.notify_one();
     }
 }
@@ -261,7 +364,25 @@ impl hyper::body::Body for Counted {
     }
 }
 
+/// Requests from a browser page (they carry `Origin`) pass through the CORS policy, which
+/// answers preflights itself; others go straight to their endpoint, so a plain `OPTIONS`
+/// is still a 405.
 async fn route(
+    routes: Arc<Routes>,
+    request: Request<Incoming>,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
+    if !request.headers().contains_key(ORIGIN) {
+        return dispatch(routes, request, local, remote).await;
+    }
+    let cors = routes.cors.clone();
+    let endpoint =
+        tower::service_fn(move |request| dispatch(routes.clone(), request, local, remote));
+    cors.layer(endpoint).oneshot(request).await
+}
+
+async fn dispatch(
     routes: Arc<Routes>,
     request: Request<Incoming>,
     local: SocketAddr,
@@ -295,6 +416,10 @@ async fn route(
 /// still uploading a body we refused early (413) would lose our answer with it.
 pub struct ClientIo<T> {
     inner: T,
+    /// Told of reads, for the header timer; `None` in unit tests.
+    activity: Option<Arc<Activity>>,
+    /// This connection's place under [`Limits::max_connections`], released when it closes.
+    _permit: Option<OwnedSemaphorePermit>,
     limit: Duration,
     timer: Pin<Box<Sleep>>,
     armed: bool,
@@ -311,6 +436,8 @@ impl<T> ClientIo<T> {
     pub fn new(inner: T, limit: Duration) -> Self {
         Self {
             inner,
+            activity: None,
+            _permit: None,
             limit,
             timer: Box::pin(tokio::time::sleep(limit)),
             armed: false,
@@ -318,6 +445,12 @@ impl<T> ClientIo<T> {
             write_closed: false,
             lingered: 0,
         }
+    }
+
+    fn watched(mut self, activity: Arc<Activity>, permit: OwnedSemaphorePermit) -> Self {
+        self.activity = Some(activity);
+        self._permit = Some(permit);
+        self
     }
 
     fn stalled_error() -> io::Error {
@@ -367,7 +500,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
         if this.stalled {
             return Poll::Ready(Err(Self::stalled_error()));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if buf.filled().len() > before
+            && let Some(activity) = &this.activity
+        {
+            activity.bytes_arrived();
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -35,7 +35,6 @@ use tokio::sync::{
 };
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
-use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::{
     auth::CurrentUser,
@@ -82,10 +81,9 @@ pub fn endpoint(state: &AppState) -> SocketIoEndpoint {
         .with_state(state.clone())
         .build_svc();
     io.ns("/", on_connect.with(authenticate));
-    let service = ServiceBuilder::new()
-        .layer(cors())
-        .map_response(boxed)
-        .service(service);
+    // CORS for long-polling (cross-origin XHRs when the frontend is served from elsewhere) is
+    // the listener's, shared with the REST API.
+    let service = ServiceBuilder::new().map_response(boxed).service(service);
     SocketIoEndpoint {
         path,
         service: HttpService::new(service),
@@ -99,17 +97,6 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     response.map(|body| Body::new(body.map_err(std::io::Error::other)))
-}
-
-/// The REST API's policy (poem's `Cors::new()`): any origin, echoed back, any method and
-/// header, no credentials, preflight cached for a day. socket.io-client's long-polling
-/// requests are cross-origin XHRs when the frontend is served from elsewhere.
-fn cors() -> CorsLayer {
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
-        .allow_methods(AllowMethods::mirror_request())
-        .allow_headers(AllowHeaders::mirror_request())
-        .max_age(Duration::from_secs(86_400))
 }
 
 /// The `auth` option of `socket.io-client`: `io(url, { auth: { token } })`.

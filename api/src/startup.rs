@@ -3,16 +3,13 @@
 use std::{future::Future, sync::Arc, time::Instant};
 
 use chrono::Utc;
-use poem::{
-    Endpoint, EndpointExt, IntoEndpoint, Request, Response, Route, http::StatusCode,
-    middleware::Cors,
-};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Request, Response, Route, http::StatusCode};
 use poem_openapi::OpenApiService;
 use tokio::sync::watch;
 use tracing::Instrument;
 use worker::{Infra, Settings, runtime};
 
-use crate::{error, routes, serve, socketio, state::AppState, storefront, ws};
+use crate::{allow, error, routes, serve, socketio, spec, state::AppState, storefront, ws};
 
 const DESCRIPTION: &str = include_str!("../API.md");
 
@@ -100,10 +97,12 @@ impl Application {
         let open_sockets = state.clone();
         let routes = serve::Routes {
             socketio: socketio::endpoint(&state),
+            cors: crate::cors::layer(&settings.http.cors_allowed_origins),
             app: app(state).boxed(),
         };
-        let served =
-            serve::serve(listener, routes, signal, std::time::Duration::from_secs(15)).await;
+        let limits = serve::Limits::from(&settings.http);
+        let grace = std::time::Duration::from_secs(15);
+        let served = serve::serve(listener, routes, limits, signal, grace).await;
         wait_for_sockets_to_close(&open_sockets).await;
         let _ = stop.send(true);
         relay.abort();
@@ -128,25 +127,33 @@ async fn wait_for_sockets_to_close(state: &AppState) {
 }
 
 /// poem's HTTP surface: REST + OpenAPI + Swagger UI + WebSocket (Socket.IO shares the
-/// listener beside it, see [`serve`]).
+/// listener beside it, and CORS is the listener's, see [`serve`]).
 pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
     let api = OpenApiService::new(routes::apis(), "Honeydrop", env!("CARGO_PKG_VERSION"))
         .description(DESCRIPTION);
     let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let document = spec::finish(&api.spec());
+    let allowed = Arc::new(allow::AllowedMethods::from_spec(
+        &document,
+        &[
+            ("/openapi.json", &["GET"]),
+            ("/ws", &["GET"]),
+            ("/static/{name}", &["GET"]),
+        ],
+    ));
     let max_body = state.settings.http.max_body_bytes;
     Route::new()
         .nest("/", storefront::with_index(api))
         .nest("/docs", docs)
-        .at("/openapi.json", spec)
+        .at("/openapi.json", spec::endpoint(document))
         .at("/ws", ws::upgrade)
         .at("/static/:name", storefront::static_file)
         .around(move |next, req| limit_body(next, req, max_body))
         .around(refuse_control_characters)
         .catch_all_error(error::uniform)
+        .around(move |next, req| allow::add_allow_header(next, req, allowed.clone()))
         .around(log_request)
         .data(state)
-        .with(Cors::new())
         .into_endpoint()
         .map_to_response()
 }

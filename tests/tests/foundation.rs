@@ -114,7 +114,7 @@ async fn poems_own_errors_use_the_json_error_shape(backend: Backend) {
     );
 
     // Chunked bodies have no Content-Length to check up front; they are cut off all the same.
-    let stream = futures::stream::iter((0..17).map(|_| Ok::<_, std::io::Error>(vec![b' '; 4096])));
+    let stream = futures::stream::iter((0..33).map(|_| Ok::<_, std::io::Error>(vec![b' '; 4096])));
     let chunked = tests::answer(
         app.client
             .post(format!("{}/api/auth/signup", app.address))

@@ -4,27 +4,36 @@ use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
 use super::{ApiTags, drops::DropFields};
-use crate::{auth::AdminAuth, error::ApiResult, state::AppState};
+use crate::{auth::AdminAuth, error::ApiResult, state::AppState, text::Text};
 
 pub struct AdminDropsApi;
 
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
 struct NewDropRequest {
-    #[oai(validator(min_length = 1, max_length = 200))]
-    name: String,
-    #[oai(validator(max_length = 5000))]
-    description: Option<String>,
+    /// Not blank.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^ \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    ))]
+    name: Text,
+    #[oai(validator(
+        max_length = 5000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+    ))]
+    description: Option<Text>,
     /// Price in the currency's minor unit (cents).
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: i64,
     /// ISO 4217 code; `USD` by default.
-    currency: Option<String>,
+    #[oai(validator(max_length = 3, pattern = r"^[A-Za-z]{3}$"))]
+    currency: Option<Text>,
     #[oai(validator(minimum(value = "0"), maximum(value = "1000000")))]
     total_stock: i32,
     /// Opens now by default.
     starts_at: Option<DateTime<Utc>>,
-    /// Open-ended by default.
+    /// Open-ended by default. Must be after `startsAt` (400 otherwise).
     ends_at: Option<DateTime<Utc>>,
     /// 1 by default.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
@@ -34,14 +43,23 @@ struct NewDropRequest {
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
 struct DropPatchRequest {
-    #[oai(validator(min_length = 1, max_length = 200))]
-    name: Option<String>,
-    #[oai(validator(max_length = 5000))]
-    description: Option<String>,
+    /// Not blank.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^ \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    ))]
+    name: Option<Text>,
+    #[oai(validator(
+        max_length = 5000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+    ))]
+    description: Option<Text>,
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: Option<i64>,
     starts_at: Option<DateTime<Utc>>,
-    /// A new closing time (to extend or shorten the drop).
+    /// A new closing time (to extend or shorten the drop); must be after the drop's
+    /// `startsAt` (400 otherwise).
     ends_at: Option<DateTime<Utc>>,
     #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     max_per_user: Option<i32>,
@@ -90,10 +108,10 @@ impl AdminDropsApi {
         let now = Utc::now();
         let body = body.0;
         let input = drops::DropInput {
-            name: body.name,
-            description: body.description,
+            name: body.name.into(),
+            description: body.description.map(Text::into_string),
             price_cents: body.price_cents,
-            currency: body.currency,
+            currency: body.currency.map(Text::into_string),
             total_stock: body.total_stock,
             starts_at: body.starts_at,
             ends_at: body.ends_at,
@@ -116,8 +134,8 @@ impl AdminDropsApi {
         let body = body.0;
         let adds_stock = body.add_stock.is_some();
         let patch = drops::DropPatch {
-            name: body.name,
-            description: body.description,
+            name: body.name.map(Text::into_string),
+            description: body.description.map(Text::into_string),
             price_cents: body.price_cents,
             starts_at: body.starts_at,
             ends_at: body.ends_at,

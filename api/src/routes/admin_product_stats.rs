@@ -78,7 +78,7 @@ impl From<RestockAlerts> for Restock {
 
 /// Demand for one product.
 #[derive(Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 struct ProductStatsBody {
     product_id: i64,
     subscribers: Subscribers,

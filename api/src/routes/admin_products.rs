@@ -12,6 +12,7 @@ use crate::{
     auth::AdminAuth,
     error::{ApiError, ApiResult},
     state::AppState,
+    text::Text,
 };
 
 pub struct AdminProductsApi;
@@ -19,23 +20,39 @@ pub struct AdminProductsApi;
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
 struct NewProductRequest {
-    /// Shown to visitors and in emails.
-    #[oai(validator(min_length = 1, max_length = 200))]
-    name: String,
-    /// Derived from the name when left out.
-    #[oai(validator(max_length = 100))]
-    slug: Option<String>,
+    /// Shown to visitors and in emails; not blank.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^ \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    ))]
+    name: Text,
+    /// Derived from the name when left out (`product-` and a random suffix when the name has
+    /// no Latin letter or digit). Lower-case letters, digits and single dashes, with at
+    /// least one letter.
+    #[oai(validator(
+        max_length = 100,
+        pattern = r"^([a-z0-9]+-)*[0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+    ))]
+    slug: Option<Text>,
     /// Plain text.
-    #[oai(validator(max_length = 20000))]
-    description: Option<String>,
+    #[oai(validator(
+        max_length = 5000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+    ))]
+    description: Option<Text>,
     /// Price in the currency's minor unit (cents).
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: i64,
     /// ISO 4217 code; `USD` by default.
-    currency: Option<String>,
+    #[oai(validator(max_length = 3, pattern = r"^[A-Za-z]{3}$"))]
+    currency: Option<Text>,
     /// Absolute `https:` URL of a product photo (`http:` only on localhost).
-    #[oai(validator(max_length = 2000))]
-    image_url: Option<String>,
+    #[oai(validator(
+        max_length = 2000,
+        pattern = r"^(https://[A-Za-z0-9.-]+|http://(localhost|127\.0\.0\.1|\[::1\]))(:[0-9]{1,5})?([/?#][^\x00-\x20\x7f-\x9f]*)?$"
+    ))]
+    image_url: Option<Text>,
     /// Whether it can be bought now.
     in_stock: bool,
     /// Units on hand, if you track them; 0 means sold out whatever `inStock` says.
@@ -46,21 +63,37 @@ struct NewProductRequest {
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
 struct ProductPatchRequest {
-    #[oai(validator(min_length = 1, max_length = 200))]
-    name: Option<String>,
-    /// Lower-case letters, digits and dashes; must stay unique.
-    #[oai(validator(max_length = 100))]
-    slug: Option<String>,
-    #[oai(validator(max_length = 20000))]
-    description: Option<String>,
+    /// Not blank.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^ \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    ))]
+    name: Option<Text>,
+    /// Lower-case letters, digits and single dashes, with at least one letter; must stay
+    /// unique.
+    #[oai(validator(
+        max_length = 100,
+        pattern = r"^([a-z0-9]+-)*[0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+    ))]
+    slug: Option<Text>,
+    #[oai(validator(
+        max_length = 5000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+    ))]
+    description: Option<Text>,
     /// Price in the currency's minor unit (cents).
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: Option<i64>,
     /// ISO 4217 code.
-    currency: Option<String>,
+    #[oai(validator(max_length = 3, pattern = r"^[A-Za-z]{3}$"))]
+    currency: Option<Text>,
     /// `null` removes the image.
-    #[oai(validator(max_length = 2000))]
-    image_url: MaybeUndefined<String>,
+    #[oai(validator(
+        max_length = 2000,
+        pattern = r"^(https://[A-Za-z0-9.-]+|http://(localhost|127\.0\.0\.1|\[::1\]))(:[0-9]{1,5})?([/?#][^\x00-\x20\x7f-\x9f]*)?$"
+    ))]
+    image_url: MaybeUndefined<Text>,
     /// Turning a sold-out product back in stock alerts its confirmed subscribers, exactly as
     /// a Contentful publish would.
     in_stock: Option<bool>,
@@ -127,7 +160,14 @@ impl AdminProductsApi {
         let fields = ProductFields {
             slug: match &body.slug {
                 Some(raw) => slug(raw)?,
-                None => Slug::from_name(name.as_str()).map_err(ApiError::bad_request)?,
+                // A name with no Latin letter to make a slug from ("日本茶") gets a
+                // generated one rather than a refusal.
+                None => Slug::from_name(name.as_str())
+                    .or_else(|_| {
+                        let suffix = uuid::Uuid::new_v4().simple().to_string();
+                        Slug::parse(&format!("product-{}", &suffix[..12]))
+                    })
+                    .map_err(ApiError::bad_request)?,
             },
             name,
             description: description(body.description.as_deref().unwrap_or_default())?,

@@ -13,6 +13,7 @@ use crate::{
     auth::BearerAuth,
     error::{ApiError, ApiResult, ErrorCode},
     state::AppState,
+    text::Text,
 };
 
 pub struct AuthApi;
@@ -21,22 +22,32 @@ pub struct AuthApi;
 #[oai(rename_all = "camelCase")]
 struct SignupRequest {
     /// Used to sign in; compared case-insensitively.
-    #[oai(validator(max_length = 254))]
-    email: String,
+    #[oai(validator(
+        max_length = 254,
+        pattern = r"^[ \t]*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{0,62}[A-Za-z0-9!#$%&'*+/=?^_`{|}~-])?@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+[ \t]*$"
+    ))]
+    email: Text,
     /// 8 to 128 characters.
-    #[oai(validator(max_length = 1024))]
-    password: String,
-    /// Shown to other buyers; defaults to the part of the email before `@`.
-    #[oai(validator(max_length = 256))]
-    display_name: Option<String>,
+    #[oai(validator(min_length = 8, max_length = 128))]
+    password: Text,
+    /// Shown to other buyers; defaults to the part of the email before `@`. At most 64
+    /// characters, not blank, no control characters.
+    #[oai(validator(
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^ \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    ))]
+    display_name: Option<Text>,
 }
 
 #[derive(Object)]
 struct LoginRequest {
-    #[oai(validator(max_length = 254))]
-    email: String,
-    #[oai(validator(max_length = 1024))]
-    password: String,
+    #[oai(validator(
+        max_length = 254,
+        pattern = r"^[ \t]*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{0,62}[A-Za-z0-9!#$%&'*+/=?^_`{|}~-])?@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+[ \t]*$"
+    ))]
+    email: Text,
+    #[oai(validator(max_length = 128))]
+    password: Text,
 }
 
 #[derive(Object)]
@@ -44,7 +55,7 @@ struct LoginRequest {
 struct RefreshRequest {
     /// The refresh token from signup, login or the previous refresh. Each works once.
     #[oai(validator(max_length = 512))]
-    refresh_token: String,
+    refresh_token: Text,
 }
 
 /// An account as its owner sees it.

@@ -22,6 +22,7 @@ const DEFAULT_LIMIT: u32 = 20;
 
 /// One email from `DATA_DIR/outbox`.
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct OutboxEmail {
     /// The ledger id (`message-<id>.eml`); newer emails have larger ids.
     id: i64,

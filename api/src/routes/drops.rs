@@ -23,7 +23,7 @@ const UPCOMING_WINDOW_HOURS: i64 = 24;
 
 /// What every view of a drop shows.
 #[derive(Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct DropFields {
     id: i64,
     name: String,
@@ -281,7 +281,11 @@ impl DropsApi {
         Data(state): Data<&AppState>,
         auth: BearerAuth,
         #[oai(name = "reserveId")] reservation_id: Path<i64>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        #[oai(
+            name = "Idempotency-Key",
+            validator(min_length = 1, max_length = 255, pattern = r"^[!-~]+$")
+        )]
+        idempotency_key: Header<Option<String>>,
     ) -> ApiResult<Purchased> {
         let user_id = auth.0.user_id;
         let request = format!("POST /api/drops/{}/purchase", reservation_id.0);

@@ -1,12 +1,17 @@
-use poem::web::Data;
+use hmac::{Hmac, Mac};
+use poem::{Request, web::Data};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     payload::{Json, PlainText},
 };
 use sea_orm::ConnectionTrait;
+use sha2::Sha256;
 
 use super::ApiTags;
-use crate::state::AppState;
+use crate::{
+    error::{ApiError, ApiResult},
+    state::AppState,
+};
 
 pub struct HealthApi;
 
@@ -17,7 +22,7 @@ struct Health {
 }
 
 #[derive(Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 struct Readiness {
     /// `ok` or `unavailable`.
     status: String,
@@ -49,10 +54,27 @@ impl HealthApi {
         })
     }
 
-    /// Counters in Prometheus's text format
+    /// Counters in Prometheus's text format. When the store sets `METRICS_TOKEN`, send it as
+    /// `Authorization: Bearer <token>`; without it the answer is 401.
     #[oai(path = "/metrics", method = "get")]
-    async fn metrics(&self, Data(state): Data<&AppState>) -> PlainText<String> {
-        PlainText(state.metrics.render())
+    async fn metrics(
+        &self,
+        req: &Request,
+        Data(state): Data<&AppState>,
+    ) -> ApiResult<PlainText<String>> {
+        if let Some(token) = &state.settings.http.metrics_token {
+            let presented = req
+                .header("authorization")
+                .and_then(|value| value.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map_or("", |(_, token)| token.trim());
+            if !same_secret(token.expose(), presented) {
+                return Err(ApiError::unauthorized(
+                    "metrics need `Authorization: Bearer <METRICS_TOKEN>`",
+                ));
+            }
+        }
+        Ok(PlainText(state.metrics.render()))
     }
 
     /// The process can serve: the database (and Redis, in distributed mode) answer.
@@ -77,6 +99,24 @@ impl HealthApi {
         } else {
             ReadyResponse::NotReady(Json(body))
         }
+    }
+}
+
+/// Whether `presented` is `expected`, in a time that tells nothing about where they differ
+/// or how long `expected` is: both are MACed under `expected` and the tags compared in
+/// constant time.
+fn same_secret(expected: &str, presented: &str) -> bool {
+    let tag = |message: &str| {
+        Hmac::<Sha256>::new_from_slice(expected.as_bytes()).map(|mut mac| {
+            mac.update(message.as_bytes());
+            mac
+        })
+    };
+    match (tag(expected), tag(presented)) {
+        (Ok(reference), Ok(candidate)) => candidate
+            .verify_slice(&reference.finalize().into_bytes())
+            .is_ok(),
+        _ => false,
     }
 }
 
@@ -105,5 +145,24 @@ fn mode_name(mode: worker::settings::Mode) -> &'static str {
     match mode {
         worker::settings::Mode::Embedded => "embedded",
         worker::settings::Mode::Distributed => "distributed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn only_the_exact_token_is_the_same_secret() {
+        let token = "a-metrics-token-of-some-length";
+        assert!(same_secret(token, token));
+        for other in [
+            "",
+            "a-metrics-token",
+            "a-metrics-token-of-some-lengthX",
+            "A-metrics-token-of-some-length",
+        ] {
+            assert!(!same_secret(token, other), "{other}");
+        }
     }
 }

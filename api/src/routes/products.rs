@@ -14,13 +14,14 @@ use super::ApiTags;
 use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
+    text::Text,
 };
 
 pub struct ProductsApi;
 
 /// A catalog product.
 #[derive(Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Product {
     /// Use it for `notify-me`.
     id: i64,
@@ -65,8 +66,11 @@ impl From<ProductView> for Product {
 #[oai(rename_all = "camelCase")]
 struct NotifyMeRequest {
     /// Where to send the confirmation and, once confirmed, the restock alert.
-    #[oai(validator(max_length = 254))]
-    email: String,
+    #[oai(validator(
+        max_length = 254,
+        pattern = r"^[ \t]*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{0,62}[A-Za-z0-9!#$%&'*+/=?^_`{|}~-])?@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+[ \t]*$"
+    ))]
+    email: Text,
 }
 
 #[derive(Object)]
@@ -120,7 +124,11 @@ impl ProductsApi {
     async fn get(
         &self,
         Data(state): Data<&AppState>,
-        #[oai(name = "idOrSlug")] id_or_slug: Path<String>,
+        #[oai(
+            name = "idOrSlug",
+            validator(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")
+        )]
+        id_or_slug: Path<String>,
     ) -> ApiResult<Json<Product>> {
         Ok(Json(
             catalog::find_visible(&state.db, &id_or_slug.0)

@@ -50,7 +50,9 @@ impl SubscriptionsApi {
     async fn confirm(
         &self,
         Data(state): Data<&AppState>,
-        token: Query<String>,
+        #[oai(validator(max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] token: Query<
+            String,
+        >,
     ) -> ApiResult<ConfirmResponse> {
         let confirmed = catalog::confirm(&state.db, &token.0, Utc::now()).await?;
         if let Some(restock_event_id) = confirmed.pending_restock_id {
@@ -75,7 +77,9 @@ impl SubscriptionsApi {
     async fn unsubscribe(
         &self,
         Data(state): Data<&AppState>,
-        token: Query<String>,
+        #[oai(validator(max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] token: Query<
+            String,
+        >,
     ) -> ApiResult<UnsubscribeResponse> {
         catalog::unsubscribe(&state.db, &token.0).await?;
         Ok(UnsubscribeResponse::Unsubscribed(Json(Unsubscribed {
@@ -91,7 +95,9 @@ impl SubscriptionsApi {
     async fn unsubscribe_page(
         &self,
         Data(state): Data<&AppState>,
-        token: Query<String>,
+        #[oai(validator(max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] token: Query<
+            String,
+        >,
     ) -> ApiResult<UnsubscribePage> {
         if !catalog::unsubscribe_token_exists(&state.db, &token.0).await? {
             return Err(entity::Error::InvalidToken.into());

@@ -16,7 +16,7 @@ pub struct WebhooksApi;
 
 /// What a delivery did.
 #[derive(Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 struct DeliveryResult {
     /// `applied` (product created or updated), `hidden` (taken off the store), `stale` (an
     /// older `sys.version` than the one applied), `duplicate` (idempotency key seen before),

@@ -80,12 +80,68 @@ pub struct Settings {
 pub struct HttpSettings {
     pub host: IpAddr,
     pub port: u16,
-    /// Larger request bodies are refused with 413.
+    /// Larger request bodies are refused with 413. The default holds every body the OpenAPI
+    /// document allows, even with each character sent as a JSON `\u` escape.
     pub max_body_bytes: usize,
     /// Used in links in emails.
     pub public_base_url: String,
     /// Where Socket.IO is served (`SOCKET_IO_PATH`), without a trailing slash: `/socket.io`.
     pub socket_io_path: String,
+    /// A request's headers must arrive within this, counted from its first byte (or from the
+    /// connection's opening), however slowly they trickle in.
+    pub header_read_timeout: Duration,
+    /// A connection idle between requests is closed after this long.
+    pub keep_alive: Duration,
+    /// Open connections per process; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// When set, `/metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<Secret>,
+    /// Which browser origins may read the API's answers (CORS), REST and Socket.IO alike.
+    pub cors_allowed_origins: AllowedOrigins,
+}
+
+/// `CORS_ALLOWED_ORIGINS`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// Any origin (`*`; the default in embedded mode).
+    Any,
+    /// Only these exact origins (`https://shop.example.com`); empty: no cross-origin reads
+    /// (the default in distributed mode).
+    Only(Vec<String>),
+}
+
+impl AllowedOrigins {
+    fn read(env: &Vars, mode: Mode) -> Result<Self, SettingsError> {
+        const NAME: &str = "CORS_ALLOWED_ORIGINS";
+        let Some(raw) = env.get(NAME) else {
+            return Ok(match mode {
+                Mode::Embedded => Self::Any,
+                Mode::Distributed => Self::Only(Vec::new()),
+            });
+        };
+        if raw == "*" {
+            return Ok(Self::Any);
+        }
+        let mut origins = Vec::new();
+        for origin in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let scheme_ok = origin.starts_with("http://") || origin.starts_with("https://");
+            let host = origin.split_once("://").map_or("", |(_, rest)| rest);
+            if !scheme_ok
+                || host.is_empty()
+                || host.contains('/')
+                || !origin.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(invalid(
+                    NAME,
+                    format!(
+                        "{origin:?} is not an origin; expected `*` or a comma list like https://shop.example.com,http://localhost:5173"
+                    ),
+                ));
+            }
+            origins.push(origin.to_owned());
+        }
+        Ok(Self::Only(origins))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -219,7 +275,7 @@ impl Settings {
         } else {
             Mode::Embedded
         };
-        let http = HttpSettings::read(&env)?;
+        let http = HttpSettings::read(&env, mode)?;
         let log_format = match env.get("LOG_FORMAT").unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -263,7 +319,7 @@ impl Settings {
 }
 
 impl HttpSettings {
-    fn read(env: &Vars) -> Result<Self, SettingsError> {
+    fn read(env: &Vars, mode: Mode) -> Result<Self, SettingsError> {
         let host: IpAddr = env.parse("HOST")?.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let port: u16 = env.parse("PORT")?.unwrap_or(3000);
         let public_base_url = env
@@ -279,9 +335,19 @@ impl HttpSettings {
         Ok(Self {
             host,
             port,
-            max_body_bytes: env.positive("MAX_BODY_BYTES", 64 * 1024)?,
+            max_body_bytes: env.positive("MAX_BODY_BYTES", 128 * 1024)?,
             public_base_url,
             socket_io_path: socket_io_path(env.get("SOCKET_IO_PATH").unwrap_or("/socket.io/"))?,
+            header_read_timeout: env.secs("HTTP_HEADER_READ_TIMEOUT_SECS", 10, 1)?,
+            keep_alive: env.secs("HTTP_KEEP_ALIVE_SECS", 60, 1)?,
+            max_connections: env.positive("HTTP_MAX_CONNECTIONS", 10_000)?,
+            metrics_token: match env.get("METRICS_TOKEN") {
+                Some(token) if token.len() < 16 => {
+                    return Err(invalid("METRICS_TOKEN", "must be at least 16 characters"));
+                }
+                token => token.map(Secret::new),
+            },
+            cors_allowed_origins: AllowedOrigins::read(env, mode)?,
         })
     }
 }
@@ -612,6 +678,46 @@ mod tests {
         for bad in ["/", "socket.io", "/a b", "/x?y", "//"] {
             let err = with(bad).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.starts_with("SOCKET_IO_PATH is invalid"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn cors_allows_any_origin_embedded_and_none_distributed_unless_listed() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut all = vars(&[
+                ("DATABASE_URL", "sqlite::memory:"),
+                ("JWT_ACCESS_SECRET", &"k".repeat(32)),
+            ]);
+            all.extend(vars(pairs));
+            Settings::from_vars(all).map(|s| s.http.cors_allowed_origins)
+        };
+        let redis = ("REDIS_URL", "redis://127.0.0.1:6379");
+        assert_eq!(with(&[]).ok(), Some(AllowedOrigins::Any));
+        assert_eq!(with(&[redis]).ok(), Some(AllowedOrigins::Only(Vec::new())));
+        assert_eq!(
+            with(&[redis, ("CORS_ALLOWED_ORIGINS", "*")]).ok(),
+            Some(AllowedOrigins::Any)
+        );
+        assert_eq!(
+            with(&[(
+                "CORS_ALLOWED_ORIGINS",
+                "https://shop.example.com, http://localhost:5173"
+            )])
+            .ok(),
+            Some(AllowedOrigins::Only(vec![
+                "https://shop.example.com".into(),
+                "http://localhost:5173".into()
+            ]))
+        );
+        for bad in ["shop.example.com", "https://shop.example.com/", "https://"] {
+            let err = with(&[("CORS_ALLOWED_ORIGINS", bad)])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.starts_with("CORS_ALLOWED_ORIGINS is invalid"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -43,7 +43,7 @@ impl Figure {
     }
 }
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "footprint",
     "flash-sale",
     "sustained",
