@@ -115,6 +115,17 @@ fn slug(raw: &str) -> ApiResult<Slug> {
     Slug::parse(raw).map_err(ApiError::bad_request)
 }
 
+/// A slug derived from the name; a name with no Latin letter to make one from ("日本茶")
+/// gets a generated one rather than a refusal.
+fn slug_from_name(name: &ProductName) -> ApiResult<Slug> {
+    Slug::from_name(name.as_str())
+        .or_else(|_| {
+            let suffix = uuid::Uuid::new_v4().simple().to_string();
+            Slug::parse(&format!("product-{}", &suffix[..12]))
+        })
+        .map_err(ApiError::bad_request)
+}
+
 fn name(raw: &str) -> ApiResult<ProductName> {
     ProductName::parse(raw).map_err(ApiError::bad_request)
 }
@@ -160,14 +171,7 @@ impl AdminProductsApi {
         let fields = ProductFields {
             slug: match &body.slug {
                 Some(raw) => slug(raw)?,
-                // A name with no Latin letter to make a slug from ("日本茶") gets a
-                // generated one rather than a refusal.
-                None => Slug::from_name(name.as_str())
-                    .or_else(|_| {
-                        let suffix = uuid::Uuid::new_v4().simple().to_string();
-                        Slug::parse(&format!("product-{}", &suffix[..12]))
-                    })
-                    .map_err(ApiError::bad_request)?,
+                None => slug_from_name(&name)?,
             },
             name,
             description: description(body.description.as_deref().unwrap_or_default())?,

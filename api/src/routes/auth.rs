@@ -202,13 +202,7 @@ impl AuthApi {
                     refresh_token,
                 )?)))
             }
-            Refreshed::ReuseDetected { session_id } => {
-                state.sessions.end(session_id);
-                state.effects.session_ended(session_id).await;
-                Err(ApiError::unauthorized(
-                    "this refresh token was already used; the session has been ended",
-                ))
-            }
+            Refreshed::ReuseDetected { session_id } => Err(ended_by_reuse(state, session_id).await),
             Refreshed::Invalid => Err(ApiError::unauthorized("invalid or expired refresh token")),
         }
     }
@@ -234,6 +228,13 @@ impl AuthApi {
             .ok_or_else(|| ApiError::unauthorized("this account no longer exists"))?;
         Ok(Json(user.into()))
     }
+}
+
+/// A spent refresh token came back: the family was revoked; every instance forgets it now.
+async fn ended_by_reuse(state: &AppState, session_id: i64) -> ApiError {
+    state.sessions.end(session_id);
+    state.effects.session_ended(session_id).await;
+    ApiError::unauthorized("this refresh token was already used; the session has been ended")
 }
 
 async fn sign_in(state: &AppState, user: users::Model) -> ApiResult<AuthResponse> {
