@@ -43,12 +43,13 @@ impl Figure {
     }
 }
 
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "footprint",
     "flash-sale",
     "sustained",
     "catalog-read",
     "expiry",
+    "expiry-10k",
     "ws-fanout",
     "ws-fanout-mixed",
     "restock-fanout",
@@ -78,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("expiry") {
         figures.extend(scenarios::expiry().await?);
+    }
+    if wanted("expiry-10k") {
+        figures.extend(scenarios::expiry_10k().await?);
     }
     if wanted("ws-fanout") {
         figures.extend(scenarios::ws_fanout().await?);
