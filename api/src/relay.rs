@@ -67,7 +67,8 @@ fn relay(state: &AppState, sent: &mut Versions, event: Event) {
             }
         }
         Event::SessionEnded(ended) => state.sessions.end(ended.session_id),
-        Event::ProductChanged(_) | Event::ProductRestocked(_) => state.caches.product_changed(),
+        // Every product write announces ProductChanged (a restock too).
+        Event::ProductChanged(_) => state.caches.product_changed(),
         _ => {}
     }
     broadcast(state, event);

@@ -14,8 +14,9 @@ use crate::{Error, currency::Currency, db::begin_write, error::Result, models::d
 pub const MAX_STOCK: i32 = 1_000_000;
 /// The most characters of a drop's name.
 const MAX_NAME: usize = 200;
-/// The most characters of a drop's description.
-const MAX_DESCRIPTION: usize = 20_000;
+/// The most characters of a drop's description (the API's schema says the same: every body
+/// it allows fits under the default `MAX_BODY_BYTES`).
+const MAX_DESCRIPTION: usize = 5_000;
 
 /// A drop as an administrator describes it, before it is checked.
 #[derive(Clone, Debug, Default)]
