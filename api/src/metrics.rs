@@ -33,7 +33,8 @@ impl Metrics {
         counter.fetch_add(1, Relaxed);
     }
 
-    pub fn render(&self) -> String {
+    /// The counters, and the ledger's lapsed mail claims when they could be read.
+    pub fn render(&self, lapsed_mail_claims: Option<i64>) -> String {
         let mut out = String::new();
         let mut line = |name: &str, help: &str, kind: &str, samples: &[(&str, i64)]| {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -107,6 +108,14 @@ impl Metrics {
             "gauge",
             &[("", self.socketio_clients.load(Relaxed))],
         );
+        if let Some(lapsed) = lapsed_mail_claims {
+            line(
+                "honeydrop_mail_lapsed_claims",
+                "Email sends whose worker died before recording the outcome, over the rows the ledger keeps: each message may have gone out once more.",
+                "gauge",
+                &[("", lapsed)],
+            );
+        }
         out
     }
 }

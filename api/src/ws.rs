@@ -61,7 +61,7 @@ impl Frame {
                 ("reservation_expired", serde_json::value::to_raw_value(r))
             }
             Event::SessionEnded(e) => ("session_ended", serde_json::value::to_raw_value(e)),
-            Event::ProductChanged(_) | Event::WorkerPong(_) => return None,
+            Event::ProductChanged(_) | Event::WorkerPong(_) | Event::MailQueued(_) => return None,
         };
         let data = data.ok()?;
         let text = format!(r#"{{"event":"{name}","data":{}}}"#, data.get());
@@ -162,7 +162,7 @@ impl Client {
                 }
                 mine
             }
-            Event::ProductChanged(_) | Event::WorkerPong(_) => false,
+            Event::ProductChanged(_) | Event::WorkerPong(_) | Event::MailQueued(_) => false,
         }
     }
 }

@@ -1,16 +1,19 @@
-//! The email ledger: one row per message, the outbox the send jobs work from.
+//! The email ledger: one row per message, and the queue the mail pump works from.
 //!
 //! A row is written in the same transaction as the fact that calls for it (a sign-up, a
-//! restock fan-out), unique by its dedupe key, so a job that runs twice writes one row. A send
-//! *claims* its row by pushing `next_attempt_at` past a lease, so two jobs for one row never
-//! both send it; a row that is `sent` is never claimed again.
+//! restock fan-out), unique by its dedupe key, so a job that runs twice writes one row. The
+//! pump *claims* due rows in batches by pushing `next_attempt_at` past a lease, so two
+//! workers never both send a row; a row that is `sent` is never claimed again, and a row
+//! whose claim ran out (its worker died) is due again.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
-    sea_query::{Expr, ExprTrait},
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{CaseStatement, Expr, ExprTrait, LockBehavior, LockType},
 };
 use serde::{Deserialize, Serialize};
 
@@ -242,140 +245,203 @@ pub struct Outgoing {
     pub unsubscribe_token: String,
 }
 
-/// The answer to "may I send this row now?".
-#[derive(Clone, Debug)]
-pub enum Claim {
-    /// Yours: send it, then report with [`mark_sent`], [`retry_at`] or [`mark_failed`].
-    Ready(Box<Outgoing>),
-    /// Another send holds it, or its backoff has not run out: try again at this instant.
-    NotYet(DateTime<Utc>),
-    /// Already sent or failed (or skipped now, because its subscriber left): nothing to do.
-    Done,
-}
-
-/// Claims a queued row for one send attempt, holding it for `lease`.
+/// Claims up to `limit` queued rows that are due — never tried, or whose backoff or previous
+/// claim ran out — oldest first, holding each for `lease`, and mints the link tokens their
+/// emails carry. Three statements in one transaction, whatever `limit` is: the rows are read
+/// `FOR UPDATE SKIP LOCKED` on Postgres (workers claiming at once take disjoint rows; SQLite
+/// has one writer), marked claimed, and their subscriptions given fresh token hashes. A row
+/// whose subscriber left is settled as skipped and not returned; a row whose previous claim
+/// ended with no outcome recorded counts a lapsed claim (it may have been sent already).
+///
+/// Report each returned row with [`mark_sent`] (or [`mark_sent_many`]), [`retry_at`] or
+/// [`mark_failed`]; a row not reported is claimed again when its lease runs out.
 ///
 /// # Errors
 /// Database failure.
-pub async fn claim(
+pub async fn claim_due(
     db: &DatabaseConnection,
-    message_id: i64,
+    limit: u64,
     lease: Duration,
     now: DateTime<Utc>,
-) -> Result<Claim> {
+) -> Result<Vec<Outgoing>> {
     let txn = begin_write(db).await?;
-    let Some(message) = email_messages::Entity::find_by_id(message_id)
-        .one(&txn)
+    let mut due = email_messages::Entity::find()
+        .filter(email_messages::Column::Status.eq(MessageStatus::Queued))
+        .filter(
+            Condition::any()
+                .add(email_messages::Column::NextAttemptAt.is_null())
+                .add(email_messages::Column::NextAttemptAt.lte(now)),
+        )
+        .order_by_asc(email_messages::Column::Id)
+        .limit(limit);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        due = due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let rows = due.all(&txn).await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    take_leases(&txn, &rows, now + lease, now).await?;
+    let subscription_ids: Vec<i64> = rows.iter().filter_map(|r| r.subscription_id).collect();
+    let subscriptions: HashMap<i64, subscriptions::Model> = subscriptions::Entity::find()
+        .filter(subscriptions::Column::Id.is_in(subscription_ids))
+        .all(&txn)
         .await?
-    else {
-        return Ok(Claim::Done);
-    };
-    if message.status != MessageStatus::Queued {
-        return Ok(Claim::Done);
-    }
-    if let Some(at) = message.next_attempt_at
-        && at > now
-    {
-        return Ok(Claim::NotYet(at));
-    }
-    if !take_lease(&txn, &message, now + lease, now).await? {
-        return Ok(Claim::NotYet(now + lease));
-    }
-    let payload: Payload = match serde_json::from_value(message.payload.clone()) {
-        Ok(payload) => payload,
-        Err(e) => {
-            mark_failed(&txn, message_id, &format!("unreadable payload: {e}"), now).await?;
-            txn.commit().await?;
-            return Ok(Claim::Done);
+        .into_iter()
+        .map(|s| (s.id, s))
+        .collect();
+    let mut ready = Vec::with_capacity(rows.len());
+    let mut skipped = Vec::new();
+    for row in rows {
+        let subscription = row.subscription_id.and_then(|id| subscriptions.get(&id));
+        match (
+            sendable(&row, subscription),
+            serde_json::from_value(row.payload.clone()),
+        ) {
+            (Some(pending_confirmation), Ok(payload)) => {
+                ready.push((row, payload, pending_confirmation));
+            }
+            (None, _) => skipped.push(row.id),
+            (Some(_), Err(e)) => {
+                let reason = format!("unreadable payload: {e}");
+                settle(&txn, &[row.id], Settled::failed(&reason), now).await?;
+            }
         }
-    };
-    let subscription = match message.subscription_id {
-        Some(id) => subscriptions::Entity::find_by_id(id).one(&txn).await?,
-        None => None,
-    };
-    let pending_confirmation = match (message.kind, &subscription) {
+    }
+    let skip = "skipped: the subscription is gone, unsubscribed or already confirmed";
+    settle(&txn, &skipped, Settled::failed(skip), now).await?;
+    let needs_tokens: HashMap<i64, bool> = ready
+        .iter()
+        .filter_map(|(row, _, pending)| row.subscription_id.map(|id| (id, *pending)))
+        .collect();
+    let minted = mint_tokens(&txn, &needs_tokens).await?;
+    txn.commit().await?;
+    Ok(ready
+        .into_iter()
+        .filter_map(|(row, payload, _)| {
+            let (confirm_token, unsubscribe_token) = minted.get(&row.subscription_id?)?.clone();
+            Some(Outgoing {
+                id: row.id,
+                kind: row.kind,
+                recipient: row.recipient,
+                payload,
+                attempt: row.attempts + 1,
+                confirm_token,
+                unsubscribe_token,
+            })
+        })
+        .collect())
+}
+
+/// Whether a claimed row still has a reader: `Some(true)` for a confirmation its subscription
+/// still awaits, `Some(false)` for an alert to a subscriber who has not left, `None` to skip.
+fn sendable(
+    row: &email_messages::Model,
+    subscription: Option<&subscriptions::Model>,
+) -> Option<bool> {
+    match (row.kind, subscription) {
         (MessageKind::SubscriptionConfirmation, Some(sub))
             if sub.status == SubscriptionStatus::Pending =>
         {
-            true
+            Some(true)
         }
         (MessageKind::RestockAlert, Some(sub))
             if sub.status != SubscriptionStatus::Unsubscribed =>
         {
-            false
+            Some(false)
         }
-        _ => {
-            mark_failed(
-                &txn,
-                message_id,
-                "skipped: the subscription is gone, unsubscribed or already confirmed",
-                now,
-            )
-            .await?;
-            txn.commit().await?;
-            return Ok(Claim::Done);
-        }
-    };
-    let (confirm_token, unsubscribe_token) =
-        mint_tokens(&txn, message.subscription_id, pending_confirmation).await?;
-    txn.commit().await?;
-    Ok(Claim::Ready(Box::new(Outgoing {
-        id: message.id,
-        kind: message.kind,
-        recipient: message.recipient,
-        payload,
-        attempt: message.attempts + 1,
-        confirm_token,
-        unsubscribe_token,
-    })))
+        _ => None,
+    }
 }
 
-/// Counts an attempt and holds the row until `until`, unless another send claimed it since
-/// it was read.
-async fn take_lease(
+/// Counts an attempt on each row and holds it until `until`. A row tried before whose last
+/// claim left neither an error nor a verdict lapsed (its worker died mid-send): counted. The
+/// previous error is cleared, so the next lapse of this row is counted too.
+async fn take_leases(
     txn: &impl ConnectionTrait,
-    message: &email_messages::Model,
+    rows: &[email_messages::Model],
     until: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<bool> {
-    let claimed = email_messages::Entity::update_many()
+) -> Result<()> {
+    use email_messages::Column;
+    let lapsed = Condition::all()
+        .add(Column::Attempts.gt(0))
+        .add(Column::LastError.is_null());
+    email_messages::Entity::update_many()
+        .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
         .col_expr(
-            email_messages::Column::Attempts,
-            Expr::col(email_messages::Column::Attempts).add(1),
+            Column::LapsedClaims,
+            Expr::col(Column::LapsedClaims).add(Expr::case(lapsed, 1).finally(0)),
         )
-        .col_expr(email_messages::Column::NextAttemptAt, Expr::value(until))
-        .col_expr(email_messages::Column::UpdatedAt, Expr::value(now))
-        .filter(email_messages::Column::Id.eq(message.id))
-        .filter(email_messages::Column::Status.eq(MessageStatus::Queued))
-        .filter(email_messages::Column::Attempts.eq(message.attempts))
+        .col_expr(Column::LastError, Expr::value(None::<String>))
+        .col_expr(Column::NextAttemptAt, Expr::value(until))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.is_in(rows.iter().map(|r| r.id)))
         .exec(txn)
         .await?;
-    Ok(claimed.rows_affected == 1)
+    Ok(())
 }
 
-/// New link tokens for the email about to go out (only the newest email's links work): an
-/// unsubscribe token always, a confirmation token while the subscription awaits one.
+/// New link tokens for the emails about to go out (only the newest email's links work), one
+/// pair per subscription whatever the number of its emails in the batch: an unsubscribe token
+/// always, a confirmation token while the subscription awaits one. One statement.
 async fn mint_tokens(
     txn: &impl ConnectionTrait,
-    subscription_id: Option<i64>,
-    pending_confirmation: bool,
-) -> Result<(Option<String>, String)> {
-    let unsubscribe_token = tokens::generate();
+    subscriptions: &HashMap<i64, bool>,
+) -> Result<HashMap<i64, (Option<String>, String)>> {
+    use subscriptions::Column;
+    if subscriptions.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let minted: HashMap<i64, (Option<String>, String)> = subscriptions
+        .iter()
+        .map(|(id, pending)| (*id, (pending.then(tokens::generate), tokens::generate())))
+        .collect();
+    let mut unsubscribe = CaseStatement::new();
+    let mut confirm: Option<CaseStatement> = None;
+    for (id, (confirm_token, unsubscribe_token)) in &minted {
+        let this = Column::Id.eq(*id);
+        unsubscribe = unsubscribe.case(this.clone(), tokens::hash(unsubscribe_token));
+        if let Some(token) = confirm_token {
+            let case = confirm.take().unwrap_or_default();
+            confirm = Some(case.case(this, tokens::hash(token)));
+        }
+    }
     let mut update = subscriptions::Entity::update_many()
         .col_expr(
-            subscriptions::Column::UnsubscribeTokenHash,
-            Expr::value(tokens::hash(&unsubscribe_token)),
+            Column::UnsubscribeTokenHash,
+            unsubscribe
+                .finally(Expr::col(Column::UnsubscribeTokenHash))
+                .into(),
         )
-        .filter(subscriptions::Column::Id.eq(subscription_id));
-    let confirm_token = pending_confirmation.then(tokens::generate);
-    if let Some(token) = &confirm_token {
+        .filter(Column::Id.is_in(minted.keys().copied()));
+    if let Some(confirm) = confirm {
         update = update.col_expr(
-            subscriptions::Column::ConfirmTokenHash,
-            Expr::value(tokens::hash(token)),
+            Column::ConfirmTokenHash,
+            confirm.finally(Expr::col(Column::ConfirmTokenHash)).into(),
         );
     }
     update.exec(txn).await?;
-    Ok((confirm_token, unsubscribe_token))
+    Ok(minted)
+}
+
+/// Claims that ended with no outcome recorded, over the rows the ledger keeps: each may have
+/// sent its message once more than the ledger says.
+///
+/// # Errors
+/// Database failure.
+pub async fn lapsed_claims(db: &impl ConnectionTrait) -> Result<i64> {
+    let total: Option<Option<i64>> = email_messages::Entity::find()
+        .select_only()
+        .column_as(
+            Expr::col(email_messages::Column::LapsedClaims).sum(),
+            "total",
+        )
+        .filter(email_messages::Column::LapsedClaims.gt(0))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(total.flatten().unwrap_or(0))
 }
 
 /// What an attempt's outcome writes to a queued row.
@@ -386,13 +452,27 @@ struct Settled<'a> {
     sent_at: Option<DateTime<Utc>>,
 }
 
-/// Writes an attempt's outcome to a row that is still queued.
+impl<'a> Settled<'a> {
+    fn failed(error: &'a str) -> Self {
+        Self {
+            status: MessageStatus::Failed,
+            error: Some(error),
+            next_attempt_at: None,
+            sent_at: None,
+        }
+    }
+}
+
+/// Writes an attempt's outcome to the rows that are still queued.
 async fn settle(
     db: &impl ConnectionTrait,
-    message_id: i64,
+    message_ids: &[i64],
     outcome: Settled<'_>,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    if message_ids.is_empty() {
+        return Ok(());
+    }
     email_messages::Entity::update_many()
         .col_expr(email_messages::Column::Status, Expr::value(outcome.status))
         .col_expr(
@@ -405,7 +485,7 @@ async fn settle(
         )
         .col_expr(email_messages::Column::SentAt, Expr::value(outcome.sent_at))
         .col_expr(email_messages::Column::UpdatedAt, Expr::value(now))
-        .filter(email_messages::Column::Id.eq(message_id))
+        .filter(email_messages::Column::Id.is_in(message_ids.iter().copied()))
         .filter(email_messages::Column::Status.eq(MessageStatus::Queued))
         .exec(db)
         .await?;
@@ -419,13 +499,25 @@ pub async fn mark_sent(
     message_id: i64,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    mark_sent_many(db, &[message_id], now).await
+}
+
+/// Records that the SMTP server accepted these messages: one statement for the lot.
+///
+/// # Errors
+/// Database failure.
+pub async fn mark_sent_many(
+    db: &impl ConnectionTrait,
+    message_ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<()> {
     let sent = Settled {
         status: MessageStatus::Sent,
         error: None,
         next_attempt_at: None,
         sent_at: Some(now),
     };
-    settle(db, message_id, sent, now).await
+    settle(db, message_ids, sent, now).await
 }
 
 /// Records a transient failure; the row may be tried again from `at`.
@@ -445,7 +537,7 @@ pub async fn retry_at(
         next_attempt_at: Some(at),
         sent_at: None,
     };
-    settle(db, message_id, deferred, now).await
+    settle(db, &[message_id], deferred, now).await
 }
 
 /// Gives up on a row (a permanent rejection, or too many attempts): the dead letter.
@@ -458,82 +550,11 @@ pub async fn mark_failed(
     error: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let failed = Settled {
-        status: MessageStatus::Failed,
-        error: Some(error),
-        next_attempt_at: None,
-        sent_at: None,
-    };
-    settle(db, message_id, failed, now).await
+    settle(db, &[message_id], Settled::failed(error), now).await
 }
 
 fn truncate(error: &str) -> String {
     error.chars().take(2000).collect()
-}
-
-/// A lease or backoff that ran out this long ago has no send coming: a retry job scheduled
-/// for that instant starts within about a second (run-at is stored in whole seconds), so the
-/// reconciler does not race it for nothing.
-pub const RESCHEDULE_SLACK: Duration = Duration::seconds(2);
-
-/// Queued rows nobody is working on: never picked up `unclaimed_after` after they were
-/// queued or last handed to a job (the job was lost), or whose lease or backoff ran out
-/// [`RESCHEDULE_SLACK`] ago (the send holding it died with its worker, or the retry job was
-/// lost). There is no longer wait on top of a lease: a lease is sized to outlast its send.
-fn overdue(now: DateTime<Utc>, unclaimed_after: Duration) -> Condition {
-    Condition::all()
-        .add(email_messages::Column::Status.eq(MessageStatus::Queued))
-        .add(
-            Condition::any()
-                .add(
-                    Condition::all()
-                        .add(email_messages::Column::NextAttemptAt.is_null())
-                        .add(email_messages::Column::UpdatedAt.lt(now - unclaimed_after)),
-                )
-                .add(email_messages::Column::NextAttemptAt.lt(now - RESCHEDULE_SLACK)),
-        )
-}
-
-/// Takes up to `limit` overdue rows (see [`overdue`]) to hand to new jobs, and marks them
-/// handed over (no lease, `updated_at = now`): a row is taken again only if it is still
-/// unclaimed `unclaimed_after` later. The mark is conditional, so when several workers
-/// reconcile at once each row goes to one of them.
-///
-/// # Errors
-/// Database failure.
-pub async fn requeue_overdue(
-    db: &impl ConnectionTrait,
-    now: DateTime<Utc>,
-    unclaimed_after: Duration,
-    limit: u64,
-) -> Result<Vec<i64>> {
-    let candidates: Vec<i64> = email_messages::Entity::find()
-        .select_only()
-        .column(email_messages::Column::Id)
-        .filter(overdue(now, unclaimed_after))
-        .order_by_asc(email_messages::Column::Id)
-        .limit(limit)
-        .into_tuple()
-        .all(db)
-        .await?;
-    if candidates.is_empty() {
-        return Ok(candidates);
-    }
-    let mut taken: Vec<i64> = email_messages::Entity::update_many()
-        .col_expr(
-            email_messages::Column::NextAttemptAt,
-            Expr::value(None::<DateTime<Utc>>),
-        )
-        .col_expr(email_messages::Column::UpdatedAt, Expr::value(now))
-        .filter(email_messages::Column::Id.is_in(candidates))
-        .filter(overdue(now, unclaimed_after))
-        .exec_with_returning(db)
-        .await?
-        .into_iter()
-        .map(|row| row.id)
-        .collect();
-    taken.sort_unstable();
-    Ok(taken)
 }
 
 /// # Errors

@@ -10,6 +10,7 @@ mod m20261122_000001_email_next_attempt;
 mod m20261126_000001_spent_refresh_tokens;
 mod m20261126_000002_hold_price;
 mod m20261126_000003_sessions_revoked_at;
+mod m20261126_000004_mail_claims;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_spent_refresh_tokens::Migration),
             Box::new(m20261126_000002_hold_price::Migration),
             Box::new(m20261126_000003_sessions_revoked_at::Migration),
+            Box::new(m20261126_000004_mail_claims::Migration),
         ]
     }
 }

@@ -629,14 +629,13 @@ async fn signing_up_again_is_idempotent(backend: Backend) {
     assert_eq!(store.ledger().await.len(), 1);
 }
 
-async fn the_reconciler_recovers_lost_fan_out_and_send_jobs(backend: Backend) {
+async fn the_reconciler_recovers_a_lost_fan_out_and_the_pump_finds_unannounced_mail(
+    backend: Backend,
+) {
     let store = common::store_with(
         backend,
         Smtp::Accepting,
-        &[
-            ("RECONCILE_INTERVAL_SECS", "1"),
-            ("MAIL_STUCK_AFTER_SECS", "1"),
-        ],
+        &[("RECONCILE_INTERVAL_SECS", "1")],
     )
     .await;
     let id = store.publish("entry-1", 1, honey(false)).await.body["productId"]
@@ -755,52 +754,59 @@ async fn admin_product_edits_are_checked(backend: Backend) {
     assert_eq!(cleared.body["imageUrl"], serde_json::Value::Null);
 }
 
-async fn a_send_job_that_runs_several_times_sends_once(backend: Backend) {
-    let store = store(backend, Smtp::Accepting).await;
+/// Four claimers beside the store's own pump, all at once, as five workers would: no row is
+/// claimed twice. The extra claimers never send, so their rows go out through the pump when
+/// their lease runs out — each address gets exactly one email, and each of those rows shows
+/// one lapsed claim.
+async fn workers_claiming_at_once_never_share_a_row(backend: Backend) {
+    const SIGN_UPS: usize = 40;
+    let store = common::store_with(backend, Smtp::Accepting, &[("MAIL_LEASE_SECS", "2")]).await;
     let id = store.publish("entry-1", 1, honey(false)).await.body["productId"]
         .as_i64()
         .unwrap();
-    let ann = entity::EmailAddress::parse("ann@example.com").unwrap();
-    let signed_up = entity::catalog::subscribe(&store.app.db, id, &ann, chrono::Utc::now())
-        .await
-        .expect("signed up");
-    let message_id = signed_up
-        .confirmation_message_id
-        .expect("a confirmation is due");
+    let db = &store.app.db;
+    // Written straight to the ledger, with no wake-up: the pump finds them at its next poll.
+    for n in 0..SIGN_UPS {
+        let address = entity::EmailAddress::parse(&format!("s{n}@example.com")).unwrap();
+        entity::catalog::subscribe(db, id, &address, chrono::Utc::now())
+            .await
+            .expect("signed up");
+    }
+    let lease = chrono::Duration::seconds(2);
+    let claims = futures::future::join_all(
+        (0..4).map(|_| entity::mail::claim_due(db, 100, lease, chrono::Utc::now())),
+    )
+    .await;
+    let mut held: Vec<i64> = claims
+        .into_iter()
+        .flat_map(|claimed| claimed.expect("claimed"))
+        .map(|outgoing| outgoing.id)
+        .collect();
+    let claimed = held.len();
+    held.sort_unstable();
+    held.dedup();
+    assert_eq!(held.len(), claimed, "a row claimed twice");
 
-    // Three jobs for one row, at once: as if a job were delivered twice and the reconciler
-    // re-enqueued it as well.
-    let jobs = vec![worker::jobs::SendEmail { message_id }; 3];
-    store
-        .app
-        .state
-        .queue
-        .push_bulk(jobs)
-        .await
-        .expect("enqueued");
-    store.smtp.wait_for("ann@example.com", 1).await;
-    let again = vec![worker::jobs::SendEmail { message_id }];
-    store
-        .app
-        .state
-        .queue
-        .push_bulk(again)
-        .await
-        .expect("enqueued");
+    for n in 0..SIGN_UPS {
+        store.smtp.wait_for(&format!("s{n}@example.com"), 1).await;
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    assert_eq!(store.smtp.messages_to("ann@example.com").len(), 1);
-    let ledger = store.ledger().await;
-    assert_eq!(
-        (ledger[0].status, ledger[0].attempts),
-        (MessageStatus::Sent, 1)
-    );
+    assert_eq!(store.smtp.messages().len(), SIGN_UPS, "one email each");
+    for row in store.ledger().await {
+        let lapsed = i32::from(held.contains(&row.id));
+        assert_eq!(
+            (row.status, row.attempts, row.lapsed_claims),
+            (MessageStatus::Sent, 1 + lapsed, lapsed),
+            "{row:?}"
+        );
+    }
 }
 
 both_backends!(
-    a_send_job_that_runs_several_times_sends_once,
+    workers_claiming_at_once_never_share_a_row,
     admin_product_edits_are_checked,
-    the_reconciler_recovers_lost_fan_out_and_send_jobs,
+    the_reconciler_recovers_a_lost_fan_out_and_the_pump_finds_unannounced_mail,
     a_signed_publish_creates_a_product,
     unpublishing_hides_the_product,
     a_restock_mails_every_confirmed_subscriber_exactly_once,

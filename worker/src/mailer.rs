@@ -15,6 +15,7 @@ use lettre::{
         Mailbox, MultiPart,
         header::{HeaderName, HeaderValue},
     },
+    transport::smtp::PoolConfig,
 };
 use minijinja::{Environment, Value, context};
 
@@ -109,6 +110,7 @@ impl Mailer {
                 AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
                     .map_err(|e| MailerError::SmtpUrl(e.to_string()))?
                     .timeout(Some(mail.send_timeout))
+                    .pool_config(PoolConfig::new().max_size(pool_size(mail.connections)))
                     .build(),
             ),
             None => Transport::Outbox(mail.outbox_dir.clone()),
@@ -211,10 +213,16 @@ impl Mailer {
             .map_err(|e| permanent(&e))
     }
 
-    /// Waits until the send-rate cap allows one more send. Called before a row is claimed,
-    /// so the claim's lease covers the send alone, whatever the rate and concurrency.
-    pub async fn wait_turn(&self) {
-        self.limiter.acquire().await;
+    /// Waits until the send-rate cap allows at least one more send, and takes up to `wanted`
+    /// turns; returns how many it took. Called before rows are claimed, so a claim's lease
+    /// covers the send alone, whatever the rate.
+    pub async fn take_turns(&self, wanted: usize) -> usize {
+        self.limiter.acquire_up_to(wanted).await
+    }
+
+    /// Returns turns taken but not used (fewer rows were due than turns taken).
+    pub fn give_back_turns(&self, unused: usize) {
+        self.limiter.give_back(unused);
     }
 
     /// Sends one message, giving up after the send timeout (half the claim's lease).
@@ -272,20 +280,29 @@ impl RateLimiter {
         }
     }
 
-    async fn acquire(&self) {
+    fn state(&self) -> std::sync::MutexGuard<'_, (f64, Instant)> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Waits for at least one token, then takes up to `wanted` of those there are.
+    async fn acquire_up_to(&self, wanted: usize) -> usize {
+        let wanted = wanted.max(1);
         loop {
             let wait = {
-                let mut state = match self.state.lock() {
-                    Ok(guard) => guard,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
+                let mut state = self.state();
                 let (tokens, last) = *state;
                 let now = Instant::now();
                 let tokens =
                     (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
                 if tokens >= 1.0 {
-                    *state = (tokens - 1.0, now);
-                    return;
+                    // Whole tokens (at most `rate`), never more than wanted.
+                    let taken = (tokens.floor() as usize).min(wanted);
+                    let left = tokens - taken as f64;
+                    *state = (left, now);
+                    return taken;
                 }
                 *state = (tokens, now);
                 Duration::from_secs_f64((1.0 - tokens) / self.rate)
@@ -293,6 +310,17 @@ impl RateLimiter {
             tokio::time::sleep(wait).await;
         }
     }
+
+    fn give_back(&self, unused: usize) {
+        let mut state = self.state();
+        let tokens = (state.0 + unused as f64).min(self.rate);
+        state.0 = tokens;
+    }
+}
+
+/// lettre's pool size: at least one connection, at most what its `u32` holds.
+fn pool_size(connections: usize) -> u32 {
+    u32::try_from(connections.max(1)).unwrap_or(u32::MAX)
 }
 
 /// Exponential backoff: `base`, `2·base`, `4·base`, ... capped at one hour.
@@ -370,8 +398,9 @@ mod tests {
     async fn the_rate_cap_spreads_sends_out() {
         let limiter = RateLimiter::new(20);
         let started = Instant::now();
-        for _ in 0..30 {
-            limiter.acquire().await;
+        let mut taken = 0;
+        while taken < 30 {
+            taken += limiter.acquire_up_to(30 - taken).await;
         }
         // 20 from the initial burst, 10 more at 20 a second.
         assert!(

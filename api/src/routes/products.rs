@@ -153,7 +153,7 @@ impl ProductsApi {
         let email = EmailAddress::parse(&body.0.email).map_err(ApiError::bad_request)?;
         let subscribed = catalog::subscribe(&state.db, id.0, &email, Utc::now()).await?;
         if let Some(message_id) = subscribed.confirmation_message_id {
-            state.effects.emails_queued(vec![message_id]).await;
+            state.effects.emails_queued(&[message_id]).await;
         }
         Ok(NotifyMeResponse::Accepted(Json(NotifyMeAccepted {
             message: "Check your inbox and confirm; we will email you once when it is back.".into(),

@@ -21,6 +21,9 @@ pub struct Model {
     /// Earliest instant the next send may start: a lease while a send runs, the backoff
     /// deadline after a transient failure.
     pub next_attempt_at: Option<DateTimeUtc>,
+    /// Claims of this row that ended with no outcome recorded (the sending worker died): each
+    /// may have sent the message once more than the ledger says.
+    pub lapsed_claims: i32,
 }
 
 /// What an email is for.

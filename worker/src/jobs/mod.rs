@@ -18,19 +18,16 @@ use crate::{
 mod expire_reservation;
 mod notify_restock;
 mod ping;
-mod send_email;
 
 pub use expire_reservation::ExpireReservation;
 pub use notify_restock::{NotifyRestock, fan_out};
 pub use ping::Ping;
-pub use send_email::SendEmail;
 
 /// Every job the workers run.
 pub fn register_all(workers: Workers) -> Workers {
     workers
         .add::<ExpireReservation>()
         .add::<NotifyRestock>()
-        .add::<SendEmail>()
         .add::<Ping>()
 }
 

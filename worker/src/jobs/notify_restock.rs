@@ -45,7 +45,7 @@ pub async fn fan_out(deps: &Deps, restock_event_id: i64) -> Result<(), entity::E
                 alerts = batch.message_ids.len(),
                 "restock alerts queued"
             );
-            deps.effects.emails_queued(batch.message_ids).await;
+            deps.effects.emails_queued(&batch.message_ids).await;
         }
         if !batch.more {
             return Ok(());

@@ -17,11 +17,12 @@ use entity::{
 use super::{
     bus::EventBus,
     events::{
-        Event, ProductChanged, ProductRestocked, ReservationExpired, SessionEnded, StockUpdate,
+        Event, MailQueued, ProductChanged, ProductRestocked, ReservationExpired, SessionEnded,
+        StockUpdate,
     },
     queue::Queue,
 };
-use crate::jobs::{ExpireReservation, NotifyRestock, SendEmail};
+use crate::jobs::{ExpireReservation, NotifyRestock};
 
 /// What in this process must learn of its own changes at once, before the bus delivers
 /// them: the api's caches, so its next request already sees the change.
@@ -202,15 +203,15 @@ impl Effects {
             .await;
     }
 
-    /// Rows were written to the email ledger: their sends are enqueued. The rows are safe; if
-    /// the queue refuses, the reconciler re-enqueues them.
-    pub async fn emails_queued(&self, message_ids: Vec<i64>) {
-        let jobs = message_ids
-            .into_iter()
-            .map(|message_id| SendEmail { message_id })
-            .collect();
-        if let Err(error) = self.queue.push_bulk(jobs).await {
-            tracing::warn!(%error, "send jobs not enqueued; the reconciler will retry");
+    /// Rows were written to the email ledger: idle mail pumps are woken. The ledger is the
+    /// queue, so a lost wake-up only delays the rows until a pump's next poll.
+    pub async fn emails_queued(&self, message_ids: &[i64]) {
+        if message_ids.is_empty() {
+            return;
         }
+        let queued = MailQueued {
+            messages: message_ids.len(),
+        };
+        self.bus.publish_or_log(&Event::MailQueued(queued)).await;
     }
 }

@@ -19,6 +19,9 @@ pub enum Event {
     SessionEnded(SessionEnded),
     /// Answer of a worker to [`crate::jobs::Ping`]; internal, never sent to browsers.
     WorkerPong(WorkerPong),
+    /// Rows were written to the email ledger: idle mail pumps look at once instead of at
+    /// their next poll. Internal, never sent to browsers.
+    MailQueued(MailQueued),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +62,12 @@ pub struct ReservationExpired {
 pub struct SessionEnded {
     /// Used to route the frame to that session's sockets only.
     pub session_id: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MailQueued {
+    pub messages: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -202,17 +202,17 @@ pub struct MailSettings {
     /// Wait before the first retry of a transiently failed email; doubles with each try.
     pub retry_base: Duration,
     /// How long a send holds the row it claimed. A row whose lease ran out has no live send
-    /// (its worker was killed), so the reconciler hands it to another.
+    /// (its worker was killed), so it is due again for any worker's pump.
     pub lease: chrono::Duration,
     /// Bound on one send, SMTP connection and exchange included: half the lease, so a slow
     /// send gives up while its row is still held and is never doubled by another worker.
     pub send_timeout: Duration,
-    /// How often the reconciler looks for rows whose lease or backoff ran out: an eighth of
-    /// the lease, so a killed worker's row waits little longer than its lease.
-    pub requeue_interval: Duration,
-    /// A queued email no send has picked up this long after it was queued (or last handed
-    /// to a job) has lost its job and is re-enqueued.
-    pub stuck_after: chrono::Duration,
+    /// SMTP connections per worker process, each carrying one send at a time: the pump
+    /// claims as many rows as it has free connections.
+    pub connections: usize,
+    /// How often an idle pump looks for due rows (a retry whose backoff ran out, a lease
+    /// that ran out); new rows wake it at once.
+    pub poll_interval: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -466,8 +466,8 @@ impl MailSettings {
             retry_base: env.millis("MAIL_RETRY_BASE_MS", 30_000)?,
             lease: chrono_secs(lease),
             send_timeout: lease / 2,
-            requeue_interval: (lease / 8).max(Duration::from_millis(500)),
-            stuck_after: chrono_secs(env.secs("MAIL_STUCK_AFTER_SECS", 15, 1)?),
+            connections: env.positive("MAIL_CONNECTIONS", 16)?,
+            poll_interval: env.millis("MAIL_POLL_MS", 2_000)?,
         })
     }
 }
@@ -747,7 +747,7 @@ mod tests {
     }
 
     #[test]
-    fn the_mail_lease_bounds_the_send_and_the_requeue_period() {
+    fn the_mail_lease_bounds_the_send() {
         let embedded = |extra: &[(&str, &str)]| {
             let mut pairs = vec![
                 ("DATABASE_URL", "sqlite::memory:"),
@@ -759,7 +759,8 @@ mod tests {
         let mail = embedded(&[]).map(|s| s.mail).expect("defaults");
         assert_eq!(mail.lease, chrono::Duration::seconds(15));
         assert_eq!(mail.send_timeout, Duration::from_millis(7500));
-        assert_eq!(mail.requeue_interval, Duration::from_millis(1875));
+        assert_eq!(mail.connections, 16);
+        assert_eq!(mail.poll_interval, Duration::from_secs(2));
 
         let err = embedded(&[("MAIL_LEASE_SECS", "1")])
             .err()

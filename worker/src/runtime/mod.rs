@@ -1,5 +1,5 @@
-//! The worker tier: apalis workers for each queue, plus the periodic sweep and reconciler
-//! that re-derive any job Redis lost. Runs as the `worker` binary, or inside the api in
+//! The worker tier: apalis workers for each queue, the mail pump that sends from the email
+//! ledger, and the periodic sweep and reconciler that re-derive any job Redis lost. Runs as the `worker` binary, or inside the api in
 //! embedded mode.
 
 use std::{
@@ -20,10 +20,11 @@ use crate::{
     platform::{infra::Infra, queue::Storage, settings::Settings},
 };
 
+mod mail_pump;
 mod periodic;
 mod retention;
 
-pub use periodic::{reconcile_jobs, requeue_stuck_mail, sweep_expired};
+pub use periodic::{reconcile_restocks, sweep_expired};
 pub use retention::{Purged, purge_old_rows};
 
 /// Fires once when the process should stop.
@@ -74,6 +75,7 @@ pub async fn run(
     });
     tracing::info!(worker = %name, "worker started");
     let periodic = tokio::spawn(periodic::run(deps.clone(), shutdown.clone()));
+    let mail = tokio::spawn(mail_pump::run(deps.clone(), shutdown.clone()));
     let workers = jobs::register_all(Workers {
         deps,
         shutdown,
@@ -82,6 +84,7 @@ pub async fn run(
     for supervisor in workers.supervisors {
         let _ = supervisor.await;
     }
+    let _ = mail.await;
     periodic.abort();
     tracing::info!(worker = %name, "worker stopped");
     Ok(())

@@ -1,7 +1,7 @@
 //! The worker's periodic tasks, independent of the job queue: the sweep expires overdue
-//! holds whose delayed job is late or lost, the reconciler re-derives work whose job Redis
-//! may have lost, and the retention pass (`retention.rs`) deletes rows whose time is up. All
-//! work from the database, so several workers may run them at once.
+//! holds whose delayed job is late or lost, the reconciler re-runs restock fan-outs whose job
+//! Redis may have lost, and the retention pass (`retention.rs`) deletes rows whose time is
+//! up. All work from the database, so several workers may run them at once.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,8 +15,6 @@ const SWEEP_BATCH: u64 = 2_000;
 /// A sweep that found holds due but ended none (another worker is ending them) looks again
 /// this soon.
 const BUSY_RETRY: Duration = Duration::from_millis(20);
-/// Stuck emails re-enqueued and restocks re-run per reconciliation.
-const RECONCILE_BATCH: u64 = 500;
 
 fn every(period: Duration) -> tokio::time::Interval {
     let mut interval = tokio::time::interval(period);
@@ -71,25 +69,11 @@ async fn expire_as_due(deps: &Deps, shutdown: Shutdown) {
 
 async fn reconcile(deps: &Deps, shutdown: Shutdown) {
     let mut reconcile = every(deps.settings.worker.reconcile_interval);
-    // Stuck mail is looked for more often than the rest (an eighth of the lease, unless the
-    // reconciler runs even more often): a killed worker's claimed rows should go out soon
-    // after their lease ends.
-    let mut requeue = every(
-        deps.settings
-            .mail
-            .requeue_interval
-            .min(deps.settings.worker.reconcile_interval),
-    );
     let stop = stopped(shutdown);
     tokio::pin!(stop);
     loop {
         tokio::select! {
             () = &mut stop => return,
-            _ = requeue.tick() => {
-                if let Err(error) = requeue_stuck_mail(deps, Utc::now()).await {
-                    tracing::warn!(error = %entity::error::chain(&error), "mail requeue failed");
-                }
-            }
             _ = reconcile.tick() => {
                 if let Err(error) = reconcile_restocks(deps).await {
                     tracing::warn!(error = %entity::error::chain(&error), "reconciler failed");
@@ -117,34 +101,11 @@ pub async fn sweep_expired(deps: &Deps, now: DateTime<Utc>) -> Result<usize, ent
     }
 }
 
-/// Re-enqueues queued emails nobody is working on, and re-runs the fan-out of in-stock
-/// products whose confirmed subscribers no fan-out has reached.
-///
-/// # Errors
-/// Database failure.
-pub async fn reconcile_jobs(deps: &Deps, now: DateTime<Utc>) -> Result<(), entity::Error> {
-    requeue_stuck_mail(deps, now).await?;
-    reconcile_restocks(deps).await
-}
-
-/// Hands queued emails nobody is working on to new send jobs: those whose lease or backoff
-/// ran out, and those no job picked up within `MAIL_STUCK_AFTER_SECS`.
-///
-/// # Errors
-/// Database failure.
-pub async fn requeue_stuck_mail(deps: &Deps, now: DateTime<Utc>) -> Result<(), entity::Error> {
-    let unclaimed_after = deps.settings.mail.stuck_after;
-    let stuck =
-        entity::mail::requeue_overdue(&deps.db, now, unclaimed_after, RECONCILE_BATCH).await?;
-    if !stuck.is_empty() {
-        tracing::info!(count = stuck.len(), "re-enqueuing stuck emails");
-        deps.effects.emails_queued(stuck).await;
-    }
-    Ok(())
-}
-
 /// Re-runs the fan-out of in-stock products whose confirmed subscribers no fan-out reached.
-async fn reconcile_restocks(deps: &Deps) -> Result<(), entity::Error> {
+///
+/// # Errors
+/// Database failure.
+pub async fn reconcile_restocks(deps: &Deps) -> Result<(), entity::Error> {
     for restock_event_id in entity::catalog::unfinished_restocks(&deps.db, 1000).await? {
         fan_out(deps, restock_event_id).await?;
     }

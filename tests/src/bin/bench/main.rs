@@ -9,6 +9,7 @@
 //! ```
 
 mod load;
+mod mail;
 mod scenarios;
 mod socketio;
 mod store;
@@ -43,7 +44,7 @@ impl Figure {
     }
 }
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 11] = [
     "footprint",
     "flash-sale",
     "sustained",
@@ -53,6 +54,8 @@ const SCENARIOS: [&str; 9] = [
     "ws-fanout",
     "ws-fanout-mixed",
     "restock-fanout",
+    "restock-kill",
+    "idle-worker",
 ];
 
 #[tokio::main]
@@ -90,7 +93,13 @@ async fn main() -> anyhow::Result<()> {
         figures.extend(scenarios::ws_fanout_mixed().await?);
     }
     if wanted("restock-fanout") {
-        figures.extend(scenarios::restock_fanout().await?);
+        figures.extend(mail::restock_fanout().await?);
+    }
+    if wanted("restock-kill") {
+        figures.extend(mail::restock_kill().await?);
+    }
+    if wanted("idle-worker") {
+        figures.extend(mail::idle_queries().await?);
     }
     print_table(&figures);
     println!("{}", serde_json::to_string(&figures)?);

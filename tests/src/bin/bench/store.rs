@@ -21,6 +21,9 @@ pub struct Store {
     pub database_url: String,
     pub api: Child,
     pub worker: Child,
+    /// Workers started after the first, by [`Store::add_worker`].
+    pub more_workers: Vec<Child>,
+    env: HashMap<String, String>,
     /// From spawning the api to its first 200 on `/readyz`.
     pub start_to_ready: Duration,
     jwt: api::auth::Jwt,
@@ -74,6 +77,8 @@ impl Store {
             database_url: env["DATABASE_URL"].clone(),
             api,
             worker,
+            more_workers: Vec::new(),
+            env,
             start_to_ready,
             jwt,
         })
@@ -121,17 +126,25 @@ impl Store {
         Ok(out)
     }
 
+    /// One more worker process beside the first.
+    pub fn add_worker(&mut self) -> anyhow::Result<()> {
+        self.more_workers.push(spawn("worker", &self.env, &[])?);
+        Ok(())
+    }
+
     pub fn rss_mb(&self, which: &Child) -> f64 {
         rss_mb(which.id())
     }
 
     pub fn stop(mut self) {
-        for child in [&mut self.api, &mut self.worker] {
+        let mut children = vec![&mut self.api, &mut self.worker];
+        children.extend(self.more_workers.iter_mut());
+        for child in &children {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
         }
-        for child in [&mut self.api, &mut self.worker] {
+        for child in children {
             for _ in 0..100 {
                 if matches!(child.try_wait(), Ok(Some(_))) {
                     break;

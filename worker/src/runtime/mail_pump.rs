@@ -1,0 +1,281 @@
+//! The mail pump: sends the email ledger's due rows at the SMTP server's pace.
+//!
+//! The ledger is the queue. Each worker process claims due rows in batches — up to four per
+//! SMTP connection (`MAIL_CONNECTIONS`), as many as the rate cap allows — sends them over the
+//! pooled connections, one at a time on each, and records the outcomes in batches: the
+//! messages the server accepted are marked `sent` together, by one statement, as soon as the
+//! previous mark has committed (group commit). Redis carries no mail: a flush or a restart
+//! loses nothing, and several workers add up because their claims never overlap.
+//!
+//! A worker that dies mid-batch leaves its rows claimed; when their lease runs out they are
+//! due again and another pump sends them. A row whose `sent` mark committed is never sent
+//! again; a row whose mark did not commit (the worker died between the server's answer and
+//! the mark) is sent once more, and the ledger counts it as a lapsed claim.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use entity::mail::Outgoing;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc},
+    time::Instant,
+};
+
+use super::{Shutdown, stopped};
+use crate::{
+    jobs::Deps,
+    mailer::{SendError, backoff},
+    platform::events::Event,
+};
+
+/// Rows claimed per SMTP connection, at most: one being sent, the rest waiting their turn.
+const CLAIM_AHEAD: usize = 4;
+/// How long a stopping pump waits for the sends it has in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A retry is looked for this long after it is due (the ledger's clock and the pump's
+/// timer are read apart).
+const RETRY_MARGIN: Duration = Duration::from_millis(10);
+/// Outcomes recorded per statement, at most.
+const RECORD_BATCH: usize = 512;
+/// Tries to record a batch of sends before leaving its rows to lapse (and be sent again).
+const RECORD_TRIES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+];
+
+/// One send's result, for the recorder.
+struct Attempt {
+    outgoing: Outgoing,
+    result: Result<(), SendError>,
+}
+
+pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
+    let connections = deps.settings.mail.connections;
+    // Rows are claimed ahead of the connections, so a connection that frees up finds the
+    // next row waiting instead of waiting for a claim: claims are batches, not single rows.
+    let ahead = connections.saturating_mul(CLAIM_AHEAD);
+    let claimable = Arc::new(Semaphore::new(ahead));
+    let sending = Arc::new(Semaphore::new(connections));
+    let (outcomes, recorded) = mpsc::unbounded_channel();
+    let next_retry = Arc::new(NextRetry::default());
+    let recorder = tokio::spawn(record(deps.clone(), recorded, next_retry.clone()));
+    let mut wake = deps.bus.subscribe();
+    let stop = stopped(shutdown);
+    tokio::pin!(stop);
+    loop {
+        let room = tokio::select! {
+            () = &mut stop => break,
+            room = room_for(&claimable, connections.min(ahead), ahead) => room,
+        };
+        let Some(mut room) = room else { break };
+        let turns = tokio::select! {
+            () = &mut stop => break,
+            turns = deps.mailer.take_turns(room.len()) => turns,
+        };
+        room.truncate(turns);
+        let claimed = match claim(&deps, room.len()).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(error = %entity::error::chain(&error), "cannot claim emails");
+                Vec::new()
+            }
+        };
+        deps.mailer
+            .give_back_turns(room.len().saturating_sub(claimed.len()));
+        if claimed.is_empty() {
+            drop(room);
+            let look_again = next_retry.next_look(deps.settings.mail.poll_interval);
+            tokio::select! {
+                () = &mut stop => break,
+                () = tokio::time::sleep_until(look_again) => {}
+                () = mail_queued(&mut wake) => {}
+            }
+            continue;
+        }
+        for (outgoing, claim) in claimed.into_iter().zip(room) {
+            let send = send(deps.clone(), outgoing, sending.clone(), outcomes.clone());
+            tokio::spawn(async move {
+                send.await;
+                drop(claim);
+            });
+        }
+    }
+    // Stop claiming; let the claimed rows be sent and recorded.
+    let drained = claimable.acquire_many(u32::try_from(ahead).unwrap_or(u32::MAX));
+    if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
+        tracing::warn!("sends still in flight at shutdown; their rows go out after their lease");
+    }
+    drop(outcomes);
+    let _ = recorder.await;
+}
+
+/// The soonest retry this pump's sends scheduled: an idle pump wakes for it rather than
+/// waiting out its poll.
+#[derive(Default)]
+struct NextRetry(std::sync::Mutex<Option<Instant>>);
+
+impl NextRetry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        match self.0.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn at(&self, when: Instant) {
+        let mut soonest = self.lock();
+        *soonest = Some(soonest.map_or(when, |at| at.min(when)));
+    }
+
+    /// When an idle pump looks again: after `poll`, or at a retry due sooner (then
+    /// forgotten: the look claims it).
+    fn next_look(&self, poll: Duration) -> Instant {
+        let after_poll = Instant::now() + poll;
+        let mut soonest = self.lock();
+        match *soonest {
+            Some(at) if at < after_poll => {
+                *soonest = None;
+                at
+            }
+            _ => after_poll,
+        }
+    }
+}
+
+/// Waits until `at_least` claimed rows could be taken on (so a busy pump claims in batches),
+/// then takes room for every other one up to `most`; `None` if the semaphore closed.
+async fn room_for(
+    claimable: &Arc<Semaphore>,
+    at_least: usize,
+    most: usize,
+) -> Option<Vec<OwnedSemaphorePermit>> {
+    let mut room = Vec::with_capacity(most);
+    while room.len() < at_least.max(1) {
+        room.push(claimable.clone().acquire_owned().await.ok()?);
+    }
+    while room.len() < most {
+        match claimable.clone().try_acquire_owned() {
+            Ok(more) => room.push(more),
+            Err(_) => break,
+        }
+    }
+    Some(room)
+}
+
+async fn claim(deps: &Deps, wanted: usize) -> Result<Vec<Outgoing>, entity::Error> {
+    let limit = u64::try_from(wanted).unwrap_or(u64::MAX);
+    entity::mail::claim_due(&deps.db, limit, deps.settings.mail.lease, Utc::now()).await
+}
+
+/// Returns when rows were queued (or the bus lagged, which may have hidden that); never if
+/// the bus is gone, leaving the pump to its poll.
+async fn mail_queued(wake: &mut broadcast::Receiver<Event>) {
+    loop {
+        match wake.recv().await {
+            Ok(Event::MailQueued(_)) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
+
+/// Waits for a free connection (in claim order: the semaphore is fair), renders and sends
+/// one claimed row, and hands the result on.
+async fn send(
+    deps: Arc<Deps>,
+    outgoing: Outgoing,
+    sending: Arc<Semaphore>,
+    outcomes: mpsc::UnboundedSender<Attempt>,
+) {
+    let Ok(_connection) = sending.acquire().await else {
+        return;
+    };
+    let result = match deps.mailer.compose(&outgoing) {
+        Ok(message) => deps.mailer.send(outgoing.id, message).await,
+        Err(error) => Err(error),
+    };
+    let _ = outcomes.send(Attempt { outgoing, result });
+}
+
+/// Records outcomes as they come: everything that arrived while the previous statement ran
+/// goes in the next, the accepted sends in one `UPDATE`.
+async fn record(
+    deps: Arc<Deps>,
+    mut attempts: mpsc::UnboundedReceiver<Attempt>,
+    next_retry: Arc<NextRetry>,
+) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while attempts.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let mut sent = Vec::with_capacity(batch.len());
+        for attempt in batch.drain(..) {
+            match attempt.result {
+                Ok(()) => sent.push(attempt.outgoing.id),
+                Err(error) => {
+                    if let Some(delay) = record_failure(&deps, &attempt.outgoing, error).await {
+                        // A little after the row is due, so the look finds it due.
+                        next_retry.at(Instant::now() + delay + RETRY_MARGIN);
+                    }
+                }
+            }
+        }
+        record_sent(&deps, &sent).await;
+    }
+}
+
+async fn record_sent(deps: &Deps, sent: &[i64]) {
+    if sent.is_empty() {
+        return;
+    }
+    let mut tries = RECORD_TRIES.iter();
+    loop {
+        match entity::mail::mark_sent_many(&deps.db, sent, Utc::now()).await {
+            Ok(()) => {
+                tracing::debug!(count = sent.len(), "emails sent");
+                return;
+            }
+            Err(error) => {
+                let error = entity::error::chain(&error);
+                let Some(delay) = tries.next() else {
+                    tracing::error!(%error, count = sent.len(), "sent emails not recorded; they go out again after their lease");
+                    return;
+                };
+                tracing::warn!(%error, "cannot record sent emails; trying again");
+                tokio::time::sleep(*delay).await;
+            }
+        }
+    }
+}
+
+/// A refused send: a permanent answer or too many tries fail the row; a transient one is
+/// due again after the backoff, which is returned.
+async fn record_failure(deps: &Deps, outgoing: &Outgoing, error: SendError) -> Option<Duration> {
+    let mail = &deps.settings.mail;
+    let now = Utc::now();
+    let mut retry_in = None;
+    let recorded = match error {
+        SendError::Permanent(error) => {
+            tracing::warn!(message_id = outgoing.id, %error, "email rejected; not retrying");
+            entity::mail::mark_failed(&deps.db, outgoing.id, &error, now).await
+        }
+        SendError::Transient(error) if outgoing.attempt >= mail.max_attempts => {
+            tracing::warn!(message_id = outgoing.id, %error, attempts = outgoing.attempt, "email failed; giving up");
+            let reason = format!("gave up after {} attempts: {error}", outgoing.attempt);
+            entity::mail::mark_failed(&deps.db, outgoing.id, &reason, now).await
+        }
+        SendError::Transient(error) => {
+            let delay = backoff(mail.retry_base, outgoing.attempt);
+            let at = now + chrono::Duration::from_std(delay).unwrap_or(mail.lease);
+            tracing::info!(message_id = outgoing.id, %error, attempt = outgoing.attempt, retry_in_ms = delay.as_millis(), "email deferred");
+            retry_in = Some(delay);
+            entity::mail::retry_at(&deps.db, outgoing.id, &error, at, now).await
+        }
+    };
+    match recorded {
+        Ok(()) => retry_in,
+        Err(error) => {
+            tracing::warn!(message_id = outgoing.id, error = %entity::error::chain(&error), "cannot record an email's outcome; it is tried again after its lease");
+            None
+        }
+    }
+}
