@@ -314,7 +314,7 @@ fn links(text: &str) -> Vec<String> {
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {
-    use entity::mail::{MessageKind, Outgoing, Payload};
+    use entity::mail::{Content, MessageKind, Outgoing, Payload};
     use worker::{Settings, mailer::Mailer};
 
     use super::*;
@@ -336,15 +336,15 @@ mod tests {
             id,
             kind: MessageKind::SubscriptionConfirmation,
             recipient: "ann@example.com".into(),
-            payload: Payload {
+            payload: Content::Product(Payload {
                 product_id: 1,
                 product_name: name.into(),
                 product_slug: "heather-honey".into(),
                 restock_event_id: None,
-            },
+            }),
             attempt: 1,
             confirm_token: Some("c0nfirm-t0ken_with-a-long-tail-0123456789abcdefghij".into()),
-            unsubscribe_token: "unsub".into(),
+            unsubscribe_token: Some("unsub".into()),
         }
     }
 

@@ -60,6 +60,7 @@ impl Frame {
             Event::ReservationExpired(r) => {
                 ("reservation_expired", serde_json::value::to_raw_value(r))
             }
+            Event::HoldOffered(o) => ("hold_offered", serde_json::value::to_raw_value(o)),
             Event::SessionEnded(e) => ("session_ended", serde_json::value::to_raw_value(e)),
             Event::ProductChanged(_) | Event::WorkerPong(_) | Event::MailQueued(_) => return None,
         };
@@ -152,6 +153,7 @@ impl Client {
             Event::ReservationExpired(r) => {
                 self.viewer.as_ref().is_some_and(|v| v.user_id == r.user_id)
             }
+            Event::HoldOffered(o) => self.viewer.as_ref().is_some_and(|v| v.user_id == o.user_id),
             Event::SessionEnded(e) => {
                 let mine = self
                     .viewer

@@ -14,6 +14,12 @@ pub enum Error {
     PurchaseLimitReached,
     #[error("this drop is not open right now")]
     DropNotActive,
+    #[error("this drop has stock: reserve instead of joining its waitlist")]
+    DropNotSoldOut,
+    #[error("you are already on this drop's waitlist")]
+    AlreadyWaiting,
+    #[error("you are not on this drop's waitlist")]
+    NotWaiting,
     #[error("no reservation with that id")]
     ReservationNotFound,
     #[error("this reservation has expired")]

@@ -28,7 +28,7 @@ use crate::{
 
 pub use crate::models::email_messages::{MessageKind, MessageStatus};
 
-/// What a message is about, as it was when the row was written.
+/// What a confirmation or restock alert is about, as it was when the row was written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {
     pub product_id: i64,
@@ -36,6 +36,65 @@ pub struct Payload {
     pub product_slug: String,
     #[serde(default)]
     pub restock_event_id: Option<i64>,
+}
+
+/// What a waitlist offer says: which drop's unit is held for the buyer, and until when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferPayload {
+    pub drop_id: i64,
+    pub drop_name: String,
+    pub reservation_id: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A claimed message's content, by its kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// A confirmation or a restock alert.
+    Product(Payload),
+    /// A waitlist offer.
+    Offer(OfferPayload),
+}
+
+impl Content {
+    fn read(kind: MessageKind, json: serde_json::Value) -> serde_json::Result<Self> {
+        Ok(match kind {
+            MessageKind::HoldOffer => Self::Offer(serde_json::from_value(json)?),
+            MessageKind::SubscriptionConfirmation | MessageKind::RestockAlert => {
+                Self::Product(serde_json::from_value(json)?)
+            }
+        })
+    }
+}
+
+/// Writes the email telling a buyer that a unit of a drop is held for them, in the
+/// transaction that made the offer.
+///
+/// # Errors
+/// Database failure.
+pub async fn queue_offer(
+    txn: &impl ConnectionTrait,
+    recipient: &str,
+    offer: &OfferPayload,
+    now: DateTime<Utc>,
+) -> Result<i64> {
+    let payload = serde_json::to_value(offer).map_err(|e| Error::Invalid(e.to_string()))?;
+    let row = email_messages::ActiveModel {
+        kind: Set(MessageKind::HoldOffer),
+        recipient: Set(recipient.to_owned()),
+        subscription_id: Set(None),
+        dedupe_key: Set(format!("offer:{}", offer.reservation_id)),
+        payload: Set(payload),
+        status: Set(MessageStatus::Queued),
+        attempts: Set(0),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    };
+    Ok(email_messages::Entity::insert(row)
+        .exec_with_returning(txn)
+        .await?
+        .id)
 }
 
 /// Writes the confirmation email of a sign-up.
@@ -235,14 +294,15 @@ pub struct Outgoing {
     pub id: i64,
     pub kind: MessageKind,
     pub recipient: String,
-    pub payload: Payload,
+    pub payload: Content,
     /// This try's number, counting from 1.
     pub attempt: i32,
     /// Fresh tokens for the links the email carries. Only their hashes are stored, so they
     /// are minted as the email is written and never kept; the newest email's links are the
-    /// ones that work. The confirm token is set for confirmation emails only.
+    /// ones that work. The confirm token is set for confirmation emails only; offers, which
+    /// belong to no subscription, carry neither.
     pub confirm_token: Option<String>,
-    pub unsubscribe_token: String,
+    pub unsubscribe_token: Option<String>,
 }
 
 /// Claims up to `limit` queued rows that are due — never tried, or whose backoff or previous
@@ -296,7 +356,7 @@ pub async fn claim_due(
         let subscription = row.subscription_id.and_then(|id| subscriptions.get(&id));
         match (
             sendable(&row, subscription),
-            serde_json::from_value(row.payload.clone()),
+            Content::read(row.kind, row.payload.clone()),
         ) {
             (Some(pending_confirmation), Ok(payload)) => {
                 ready.push((row, payload, pending_confirmation));
@@ -318,9 +378,14 @@ pub async fn claim_due(
     txn.commit().await?;
     Ok(ready
         .into_iter()
-        .filter_map(|(row, payload, _)| {
-            let (confirm_token, unsubscribe_token) = minted.get(&row.subscription_id?)?.clone();
-            Some(Outgoing {
+        .map(|(row, payload, _)| {
+            let (confirm_token, unsubscribe_token) = row
+                .subscription_id
+                .and_then(|id| minted.get(&id).cloned())
+                .map_or((None, None), |(confirm, unsubscribe)| {
+                    (confirm, Some(unsubscribe))
+                });
+            Outgoing {
                 id: row.id,
                 kind: row.kind,
                 recipient: row.recipient,
@@ -328,13 +393,14 @@ pub async fn claim_due(
                 attempt: row.attempts + 1,
                 confirm_token,
                 unsubscribe_token,
-            })
+            }
         })
         .collect())
 }
 
 /// Whether a claimed row still has a reader: `Some(true)` for a confirmation its subscription
-/// still awaits, `Some(false)` for an alert to a subscriber who has not left, `None` to skip.
+/// still awaits, `Some(false)` for an alert to a subscriber who has not left or an offer,
+/// `None` to skip.
 fn sendable(
     row: &email_messages::Model,
     subscription: Option<&subscriptions::Model>,
@@ -350,6 +416,7 @@ fn sendable(
         {
             Some(false)
         }
+        (MessageKind::HoldOffer, _) => Some(false),
         _ => None,
     }
 }

@@ -11,6 +11,7 @@ mod m20261126_000001_spent_refresh_tokens;
 mod m20261126_000002_hold_price;
 mod m20261126_000003_sessions_revoked_at;
 mod m20261126_000004_mail_claims;
+mod m20261126_000005_waitlist;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_hold_price::Migration),
             Box::new(m20261126_000003_sessions_revoked_at::Migration),
             Box::new(m20261126_000004_mail_claims::Migration),
+            Box::new(m20261126_000005_waitlist::Migration),
         ]
     }
 }

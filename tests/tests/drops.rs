@@ -700,17 +700,19 @@ async fn expiring_a_hold_twice_gives_its_unit_back_once(backend: Backend) {
     let hold = reserve(&app, &app.customer("twice").await, drop_id).await;
     let id = hold.body["id"].as_i64().unwrap();
     let due = expires_at(&hold);
+    let ttl = chrono::Duration::seconds(60);
 
     assert!(
-        entity::drops::expire(&app.db, id, due - chrono::Duration::milliseconds(1))
+        entity::drops::expire(&app.db, id, ttl, due - chrono::Duration::milliseconds(1))
             .await
             .unwrap()
             .is_none(),
         "expired early"
     );
-    let first = entity::drops::expire(&app.db, id, due).await.unwrap();
-    let second = entity::drops::expire(&app.db, id, due).await.unwrap();
-    let swept = entity::drops::expire_overdue(&app.db, due + chrono::Duration::seconds(5), 100)
+    let first = entity::drops::expire(&app.db, id, ttl, due).await.unwrap();
+    let second = entity::drops::expire(&app.db, id, ttl, due).await.unwrap();
+    let later = due + chrono::Duration::seconds(5);
+    let swept = entity::drops::expire_overdue(&app.db, later, 100, ttl)
         .await
         .unwrap();
     // The delayed job may have got there first; either way exactly one expiry happened.

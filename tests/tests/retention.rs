@@ -386,10 +386,15 @@ async fn holds_stay_unless_configured_then_only_ended_unbought_ones_go(backend: 
     assert!(answer.status.is_success(), "{:?}", answer.body);
     let (_, expired) = hold(&app, drop_id, "dawdler").await;
     let t0 = Utc::now();
-    entity::drops::expire(&app.db, expired, t0 + Duration::minutes(2))
-        .await
-        .unwrap()
-        .expect("expired");
+    entity::drops::expire(
+        &app.db,
+        expired,
+        Duration::minutes(1),
+        t0 + Duration::minutes(2),
+    )
+    .await
+    .unwrap()
+    .expect("expired");
     let (_, active) = hold(&app, drop_id, "holder").await;
     let all = BTreeSet::from([bought, released, expired, active]);
 

@@ -8,11 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use entity::mail::{MessageKind, Outgoing};
+use entity::mail::{Content, MessageKind, OfferPayload, Outgoing, Payload};
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{
-        Mailbox, MultiPart,
+        Mailbox, MessageBuilder, MultiPart,
         header::{HeaderName, HeaderValue},
     },
     transport::smtp::PoolConfig,
@@ -71,7 +71,7 @@ impl std::fmt::Debug for Mailer {
     }
 }
 
-const TEMPLATES: [(&str, &str); 4] = [
+const TEMPLATES: [(&str, &str); 6] = [
     (
         "confirmation.txt",
         include_str!("../templates/confirmation.txt"),
@@ -87,6 +87,14 @@ const TEMPLATES: [(&str, &str); 4] = [
     (
         "restock_alert.html",
         include_str!("../templates/restock_alert.html"),
+    ),
+    (
+        "hold_offer.txt",
+        include_str!("../templates/hold_offer.txt"),
+    ),
+    (
+        "hold_offer.html",
+        include_str!("../templates/hold_offer.html"),
     ),
 ];
 
@@ -136,68 +144,13 @@ impl Mailer {
     pub fn compose(&self, outgoing: &Outgoing) -> Result<Message, SendError> {
         let permanent = |e: &dyn std::fmt::Display| SendError::Permanent(e.to_string());
         let to: Mailbox = outgoing.recipient.parse().map_err(|e| permanent(&e))?;
-        let base = &self.base_url;
-        // Links are built from the configured base URL, a slug ([a-z0-9-]) and a URL-safe
-        // token: nothing to escape, and escaping `/` would only make them unreadable.
-        let link = Value::from_safe_string;
-        let product_url = link(format!(
-            "{base}/api/products/{}",
-            outgoing.payload.product_slug
-        ));
-        let unsubscribe_url = format!(
-            "{base}/api/subscriptions/unsubscribe?token={}",
-            outgoing.unsubscribe_token
-        );
         let builder = Message::builder()
             .from(self.from.clone())
             .to(to)
             .message_id(None);
-        let (builder, template, ctx) = match outgoing.kind {
-            MessageKind::SubscriptionConfirmation => {
-                let Some(token) = &outgoing.confirm_token else {
-                    return Err(SendError::Permanent(
-                        "a confirmation without a token".into(),
-                    ));
-                };
-                let confirm_url = format!("{base}/api/subscriptions/confirm?token={token}");
-                (
-                    builder.subject(format!(
-                        "Confirm: tell me when {} is back",
-                        outgoing.payload.product_name
-                    )),
-                    "confirmation",
-                    context! {
-                        product_name => outgoing.payload.product_name,
-                        product_url => product_url,
-                        confirm_url => link(confirm_url),
-                        unsubscribe_url => link(unsubscribe_url),
-                    },
-                )
-            }
-            MessageKind::RestockAlert => {
-                (
-                    builder
-                        .subject(format!(
-                            "{} is back in stock",
-                            outgoing.payload.product_name
-                        ))
-                        // RFC 8058 one-click unsubscribe: mail clients POST to this URL.
-                        .raw_header(HeaderValue::new(
-                            LIST_UNSUBSCRIBE,
-                            format!("<{unsubscribe_url}>"),
-                        ))
-                        .raw_header(HeaderValue::new(
-                            LIST_UNSUBSCRIBE_POST,
-                            "List-Unsubscribe=One-Click".to_owned(),
-                        )),
-                    "restock_alert",
-                    context! {
-                        product_name => outgoing.payload.product_name,
-                        product_url => product_url,
-                        unsubscribe_url => link(unsubscribe_url),
-                    },
-                )
-            }
+        let (builder, template, ctx) = match &outgoing.payload {
+            Content::Product(product) => self.about_product(builder, outgoing, product)?,
+            Content::Offer(offer) => self.offer(builder, offer),
         };
         let render = |suffix: &str| {
             self.templates
@@ -211,6 +164,88 @@ impl Mailer {
                 render("html")?,
             ))
             .map_err(|e| permanent(&e))
+    }
+
+    /// A confirmation or a restock alert: links to the product and to unsubscribe.
+    fn about_product(
+        &self,
+        builder: MessageBuilder,
+        outgoing: &Outgoing,
+        product: &Payload,
+    ) -> Result<(MessageBuilder, &'static str, Value), SendError> {
+        let base = &self.base_url;
+        // Links are built from the configured base URL, a slug ([a-z0-9-]) and a URL-safe
+        // token: nothing to escape, and escaping `/` would only make them unreadable.
+        let link = Value::from_safe_string;
+        let Some(unsubscribe_token) = &outgoing.unsubscribe_token else {
+            return Err(SendError::Permanent(
+                "a product email without an unsubscribe token".into(),
+            ));
+        };
+        let product_url = link(format!("{base}/api/products/{}", product.product_slug));
+        let unsubscribe_url =
+            format!("{base}/api/subscriptions/unsubscribe?token={unsubscribe_token}");
+        Ok(match outgoing.kind {
+            MessageKind::SubscriptionConfirmation => {
+                let Some(token) = &outgoing.confirm_token else {
+                    return Err(SendError::Permanent(
+                        "a confirmation without a token".into(),
+                    ));
+                };
+                let confirm_url = format!("{base}/api/subscriptions/confirm?token={token}");
+                (
+                    builder.subject(format!(
+                        "Confirm: tell me when {} is back",
+                        product.product_name
+                    )),
+                    "confirmation",
+                    context! {
+                        product_name => product.product_name,
+                        product_url => product_url,
+                        confirm_url => link(confirm_url),
+                        unsubscribe_url => link(unsubscribe_url),
+                    },
+                )
+            }
+            MessageKind::RestockAlert | MessageKind::HoldOffer => (
+                builder
+                    .subject(format!("{} is back in stock", product.product_name))
+                    // RFC 8058 one-click unsubscribe: mail clients POST to this URL.
+                    .raw_header(HeaderValue::new(
+                        LIST_UNSUBSCRIBE,
+                        format!("<{unsubscribe_url}>"),
+                    ))
+                    .raw_header(HeaderValue::new(
+                        LIST_UNSUBSCRIBE_POST,
+                        "List-Unsubscribe=One-Click".to_owned(),
+                    )),
+                "restock_alert",
+                context! {
+                    product_name => product.product_name,
+                    product_url => product_url,
+                    unsubscribe_url => link(unsubscribe_url),
+                },
+            ),
+        })
+    }
+
+    /// A waitlist offer: the drop, the deadline, and a link to the storefront.
+    fn offer(
+        &self,
+        builder: MessageBuilder,
+        offer: &OfferPayload,
+    ) -> (MessageBuilder, &'static str, Value) {
+        let storefront_url =
+            Value::from_safe_string(format!("{}/#drop-{}", self.base_url, offer.drop_id));
+        (
+            builder.subject(format!("{} is held for you", offer.drop_name)),
+            "hold_offer",
+            context! {
+                drop_name => offer.drop_name,
+                expires_at => offer.expires_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                storefront_url => storefront_url,
+            },
+        )
     }
 
     /// Waits until the send-rate cap allows at least one more send, and takes up to `wanted`
@@ -337,7 +372,7 @@ pub fn backoff(base: Duration, attempt: i32) -> Duration {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use entity::mail::{MessageKind, Outgoing, Payload};
+    use entity::mail::{Content, MessageKind, OfferPayload, Outgoing, Payload};
 
     use super::{Mailer, RateLimiter, backoff};
     use crate::platform::settings::Settings;
@@ -357,15 +392,15 @@ mod tests {
             id: 7,
             kind: MessageKind::RestockAlert,
             recipient: "ann@example.com".into(),
-            payload: Payload {
+            payload: Content::Product(Payload {
                 product_id: 1,
                 product_name: "Heather <Honey>".into(),
                 product_slug: "heather-honey".into(),
                 restock_event_id: Some(3),
-            },
+            }),
             attempt: 1,
             confirm_token: None,
-            unsubscribe_token: "tok".into(),
+            unsubscribe_token: Some("tok".into()),
         };
 
         let message = mailer.compose(&alert).expect("composed");
@@ -383,6 +418,54 @@ mod tests {
         assert!(
             eml.contains("Heather &lt;Honey&gt;"),
             "the name is escaped in HTML"
+        );
+    }
+
+    #[test]
+    fn an_offer_names_the_drop_its_deadline_and_links_to_the_storefront() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let vars = [
+            ("DATA_DIR", dir.path().display().to_string()),
+            ("PUBLIC_BASE_URL", "https://shop.example.com".to_owned()),
+        ];
+        let settings =
+            Settings::from_vars(vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                .expect("settings");
+        let mailer = Mailer::from_settings(&settings).expect("mailer");
+        let expires_at = chrono::DateTime::parse_from_rfc3339("2026-11-26T10:00:30Z")
+            .expect("instant")
+            .to_utc();
+        let offer = Outgoing {
+            id: 8,
+            kind: MessageKind::HoldOffer,
+            recipient: "ann@example.com".into(),
+            payload: Content::Offer(OfferPayload {
+                drop_id: 4,
+                drop_name: "Golden <Jar>".into(),
+                reservation_id: 17,
+                expires_at,
+            }),
+            attempt: 1,
+            confirm_token: None,
+            unsubscribe_token: None,
+        };
+
+        let message = mailer.compose(&offer).expect("composed");
+        let eml = String::from_utf8_lossy(&message.formatted()).into_owned();
+
+        assert!(
+            eml.contains("Subject: Golden <Jar> is held for you"),
+            "{eml}"
+        );
+        assert!(eml.contains("https://shop.example.com/#drop-4"));
+        assert!(eml.contains("2026-11-26 10:00:30"));
+        assert!(
+            eml.contains("Golden &lt;Jar&gt;"),
+            "the name is escaped in HTML"
+        );
+        assert!(
+            !eml.contains("List-Unsubscribe"),
+            "an offer is no list mail"
         );
     }
 

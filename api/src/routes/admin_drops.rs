@@ -142,11 +142,14 @@ impl AdminDropsApi {
             max_per_user: body.max_per_user,
             add_stock: body.add_stock,
         };
-        let drop = drops::update(&state.db, id.0, patch, Utc::now()).await?;
+        let offer_ttl = state.settings.drops.reservation_ttl;
+        let updated = drops::update(&state.db, id.0, patch, offer_ttl, Utc::now()).await?;
         if adds_stock {
-            state.effects.stock_changed(drops::Stock::from(&drop)).await;
+            let stock = drops::Stock::from(&updated.drop);
+            state.effects.stock_changed(stock).await;
+            state.effects.units_offered(&updated.offers).await;
         }
-        Ok(Json(drop.into()))
+        Ok(Json(updated.drop.into()))
     }
 
     /// Every drop, newest first

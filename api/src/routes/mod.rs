@@ -13,6 +13,7 @@ pub mod health;
 pub mod products;
 pub mod reservations;
 pub mod subscriptions;
+pub mod waitlist;
 pub mod webhooks;
 
 #[derive(Tags)]
@@ -38,6 +39,7 @@ pub fn apis() -> impl poem_openapi::OpenApi {
     (
         auth::AuthApi,
         drops::DropsApi,
+        waitlist::WaitlistApi,
         reservations::ReservationsApi,
         products::ProductsApi,
         subscriptions::SubscriptionsApi,

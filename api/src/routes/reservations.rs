@@ -22,7 +22,8 @@ enum Released {
 impl ReservationsApi {
     /// Let a hold go early
     ///
-    /// The unit goes back on sale at once.
+    /// The unit goes back on sale at once — or, if buyers wait for the drop, becomes a
+    /// personal hold for the first in line.
     #[oai(path = "/reservations/:id", method = "delete")]
     async fn release(
         &self,
@@ -30,7 +31,9 @@ impl ReservationsApi {
         auth: BearerAuth,
         id: Path<i64>,
     ) -> ApiResult<Released> {
-        if let Some(ended) = drops::release(&state.db, id.0, auth.0.user_id, Utc::now()).await? {
+        let offer_ttl = state.settings.drops.reservation_ttl;
+        let released = drops::release(&state.db, id.0, auth.0.user_id, offer_ttl, Utc::now());
+        if let Some(ended) = released.await? {
             state.effects.hold_ended(&ended).await;
         }
         Ok(Released::NoContent)

@@ -154,8 +154,9 @@ pub async fn update(
     db: &DatabaseConnection,
     id: i64,
     patch: DropPatch,
+    offer_ttl: chrono::Duration,
     now: DateTime<Utc>,
-) -> Result<drops::Model> {
+) -> Result<Updated> {
     let txn = begin_write(db).await?;
     let current = drops::Entity::find_by_id(id)
         .one(&txn)
@@ -211,12 +212,27 @@ pub async fn update(
                 Expr::col(drops::Column::StockVersion).add(1),
             );
     }
-    let updated = update
+    let mut drop = update
         .exec_with_returning(&txn)
         .await?
         .into_iter()
         .next()
         .ok_or(Error::DropNotFound)?;
+    // Added units go to the waitlist first.
+    let mut offers = Vec::new();
+    if patch.add_stock.is_some() {
+        let (offered, stock) = super::waitlist::settle_units(&txn, id, 0, offer_ttl, now).await?;
+        drop.available_stock = stock.available_stock;
+        drop.stock_version = stock.version;
+        offers = offered;
+    }
     txn.commit().await?;
-    Ok(updated)
+    Ok(Updated { drop, offers })
+}
+
+/// A drop after an admin's edit, and the offers its added units made to the waitlist.
+#[derive(Clone, Debug)]
+pub struct Updated {
+    pub drop: drops::Model,
+    pub offers: Vec<super::waitlist::Offer>,
 }

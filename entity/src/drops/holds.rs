@@ -1,5 +1,6 @@
 //! Ending holds unbought: expiry (the delayed job, the sweep) and early release. Each is one
-//! transaction that ends the hold and gives its unit back, and is safe to run twice.
+//! transaction that ends the hold and gives its unit back — to the first buyer on the
+//! drop's waitlist if anyone waits (see [`super::waitlist`]) — and is safe to run twice.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -7,13 +8,21 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, Statement, sea_query::Expr,
 };
 
-use super::{ReservationStatus, Stock, take_units};
+use chrono::Duration;
+
+use super::{
+    ReservationStatus, Stock,
+    waitlist::{self, Offer},
+};
 use crate::{Error, db::begin_write, error::Result, models::reservations};
 
 #[derive(Clone, Debug)]
 pub struct Ended {
     pub reservation: reservations::Model,
     pub stock: Stock,
+    /// What the returned unit became for the waitlist (and, after a sweep, units of the
+    /// same drop that were on sale while buyers waited).
+    pub offers: Vec<Offer>,
 }
 
 /// Ends an active hold (optionally only its owner's), returning it as it now is.
@@ -49,6 +58,7 @@ pub(super) async fn end_hold(
 pub async fn expire(
     db: &DatabaseConnection,
     reservation_id: i64,
+    offer_ttl: Duration,
     now: DateTime<Utc>,
 ) -> Result<Option<Ended>> {
     let txn = begin_write(db).await?;
@@ -58,15 +68,19 @@ pub async fn expire(
         txn.rollback().await?;
         return Ok(None);
     };
-    let stock = take_units(&txn, reservation.drop_id, now, 1)
-        .await?
-        .ok_or(Error::DropNotFound)?;
+    let (offers, stock) =
+        waitlist::settle_units(&txn, reservation.drop_id, 1, offer_ttl, now).await?;
     txn.commit().await?;
-    Ok(Some(Ended { reservation, stock }))
+    Ok(Some(Ended {
+        reservation,
+        stock,
+        offers,
+    }))
 }
 
-/// Expires up to `limit` overdue holds; what the expiry sweep runs. On Postgres in one
-/// statement ([`expire_due_in_one_statement`]); on SQLite one transaction per hold.
+/// Expires up to `limit` overdue holds; what the expiry sweep runs. On Postgres the holds of
+/// drops nobody waits for in one statement ([`expire_due_in_one_statement`]) and the others
+/// one transaction each, so their units become offers; on SQLite one transaction per hold.
 ///
 /// # Errors
 /// Database failure.
@@ -74,17 +88,50 @@ pub async fn expire_overdue(
     db: &DatabaseConnection,
     now: DateTime<Utc>,
     limit: u64,
+    offer_ttl: Duration,
 ) -> Result<Vec<Ended>> {
-    if db.get_database_backend() == DbBackend::Postgres {
-        return expire_due_in_one_statement(db, now, limit).await;
+    let postgres = db.get_database_backend() == DbBackend::Postgres;
+    let mut ended = if postgres {
+        expire_due_in_one_statement(db, now, limit).await?
+    } else {
+        Vec::new()
+    };
+    if postgres {
+        offer_what_went_on_sale(db, &mut ended, offer_ttl, now).await?;
     }
-    let mut ended = Vec::new();
-    for id in overdue_holds(db, now, limit).await? {
-        if let Some(e) = expire(db, id, now).await? {
+    for id in overdue_holds(db, now, limit, postgres).await? {
+        if let Some(e) = expire(db, id, offer_ttl, now).await? {
             ended.push(e);
         }
     }
     Ok(ended)
+}
+
+/// A buyer who joined a drop's line while the one-statement sweep was giving its units back
+/// (the sweep read the line before the join committed) must not see them sold to someone
+/// else: those units are offered to the line at once.
+async fn offer_what_went_on_sale(
+    db: &DatabaseConnection,
+    ended: &mut [Ended],
+    offer_ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut drop_ids: Vec<i64> = ended.iter().map(|e| e.stock.drop_id).collect();
+    drop_ids.sort_unstable();
+    drop_ids.dedup();
+    if drop_ids.is_empty() {
+        return Ok(());
+    }
+    for drop_id in waitlist::drops_with_waiters(db, drop_ids).await? {
+        let txn = begin_write(db).await?;
+        let (offers, stock) = waitlist::settle_units(&txn, drop_id, 0, offer_ttl, now).await?;
+        txn.commit().await?;
+        if let Some(last) = ended.iter_mut().rev().find(|e| e.stock.drop_id == drop_id) {
+            last.offers.extend(offers);
+            last.stock = stock;
+        }
+    }
+    Ok(())
 }
 
 /// Up to `limit` due holds expired and their units given back in one statement, one stock
@@ -104,6 +151,9 @@ async fn expire_due_in_one_statement(
         WITH due AS (
             SELECT id FROM reservations
              WHERE status = 'active' AND expires_at <= $2
+               -- a unit of a drop with a line goes to the line, one hold at a time
+               AND NOT EXISTS (SELECT 1 FROM waitlist_entries w
+                                WHERE w.drop_id = reservations.drop_id AND w.status = 'waiting')
              ORDER BY expires_at
              LIMIT $3
                FOR UPDATE SKIP LOCKED
@@ -150,7 +200,11 @@ async fn expire_due_in_one_statement(
             available_stock: row.try_get("", "available_stock")?,
             version: row.try_get("", "stock_version")?,
         };
-        ended.push(Ended { reservation, stock });
+        ended.push(Ended {
+            reservation,
+            stock,
+            offers: Vec::new(),
+        });
     }
     Ok(ended)
 }
@@ -181,6 +235,7 @@ pub async fn release(
     db: &DatabaseConnection,
     reservation_id: i64,
     user_id: i64,
+    offer_ttl: Duration,
     now: DateTime<Utc>,
 ) -> Result<Option<Ended>> {
     let txn = begin_write(db).await?;
@@ -206,11 +261,14 @@ pub async fn release(
             }
         };
     };
-    let stock = take_units(&txn, reservation.drop_id, now, 1)
-        .await?
-        .ok_or(Error::DropNotFound)?;
+    let (offers, stock) =
+        waitlist::settle_units(&txn, reservation.drop_id, 1, offer_ttl, now).await?;
     txn.commit().await?;
-    Ok(Some(Ended { reservation, stock }))
+    Ok(Some(Ended {
+        reservation,
+        stock,
+        offers,
+    }))
 }
 
 /// The caller's reservation, or `ReservationNotFound` — also for someone else's, so ids do
@@ -227,17 +285,26 @@ pub(super) async fn owned(
         .ok_or(Error::ReservationNotFound)
 }
 
-/// Ids of active holds that are due, oldest first.
+/// Ids of active holds that are due, oldest first; with `waited_for_only`, only those of
+/// drops someone waits for.
 async fn overdue_holds(
     db: &impl ConnectionTrait,
     now: DateTime<Utc>,
     limit: u64,
+    waited_for_only: bool,
 ) -> Result<Vec<i64>> {
-    Ok(reservations::Entity::find()
+    let mut query = reservations::Entity::find()
         .select_only()
         .column(reservations::Column::Id)
         .filter(reservations::Column::Status.eq(ReservationStatus::Active))
-        .filter(reservations::Column::ExpiresAt.lte(now))
+        .filter(reservations::Column::ExpiresAt.lte(now));
+    if waited_for_only {
+        query = query.filter(Expr::cust(
+            "EXISTS (SELECT 1 FROM waitlist_entries w WHERE w.drop_id = reservations.drop_id \
+             AND w.status = 'waiting')",
+        ));
+    }
+    Ok(query
         .order_by_asc(reservations::Column::ExpiresAt)
         .limit(limit)
         .into_tuple()

@@ -10,6 +10,7 @@
 //! - [`holds`]: ending holds — expiry (job, sweep) and early release.
 //! - [`purchase`]: buying a held unit.
 //! - [`views`]: what the listings and sockets show.
+//! - [`waitlist`]: the line of a sold-out drop, and offers of returned units to it.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -31,8 +32,9 @@ mod holds;
 mod purchase;
 mod reserve;
 mod views;
+pub mod waitlist;
 
-pub use admin::{DropInput, DropPatch, MAX_STOCK, NewDrop, create, update};
+pub use admin::{DropInput, DropPatch, MAX_STOCK, NewDrop, Updated, create, update};
 pub use batch::{Batch, reserve_batch};
 pub use holds::{Ended, expire, expire_overdue, next_due, release};
 pub use purchase::purchase;

@@ -184,6 +184,9 @@ async fn reserve_in_transaction(
     // is waited for, so nobody is refused while a due hold is left. When no due hold is left,
     // the counter is read once more: a sweep may have given a unit back after it was first
     // read and before the due holds were looked at.
+    // A due hold of a drop with a line is left to its expiry, which offers the unit to the
+    // first in line: a racing reserve never takes it over.
+    let line = super::waitlist::has_waiters(&txn, drop_id).await?;
     let mut last_look = false;
     for _ in 0..MAX_TAKEOVER_ROUNDS {
         if let Some(stock) = take_unit_or_let_go(&txn, drop_id, now).await? {
@@ -194,7 +197,7 @@ async fn reserve_in_transaction(
                 took_over: None,
             }));
         }
-        if last_look {
+        if last_look || line {
             break;
         }
         let now = std::cmp::max(now, Utc::now());

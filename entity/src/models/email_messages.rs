@@ -34,6 +34,8 @@ pub enum MessageKind {
     SubscriptionConfirmation,
     /// "X is back in stock".
     RestockAlert,
+    /// "A unit of drop X is held for you until T": the waitlist's offer.
+    HoldOffer,
 }
 
 /// Where a ledger row is: `queued` until sent, or failed for good.

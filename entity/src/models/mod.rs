@@ -12,4 +12,5 @@ pub mod sessions;
 pub mod spent_refresh_tokens;
 pub mod subscriptions;
 pub mod users;
+pub mod waitlist_entries;
 pub mod webhook_deliveries;

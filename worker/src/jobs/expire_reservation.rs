@@ -19,7 +19,9 @@ impl Job for ExpireReservation {
     /// A database failure is retried; a second run changes nothing.
     async fn run(self, deps: Arc<Deps>) -> Result<(), BoxDynError> {
         let now = Utc::now();
-        if let Some(ended) = entity::drops::expire(&deps.db, self.reservation_id, now).await? {
+        let offer_ttl = deps.settings.drops.reservation_ttl;
+        let expired = entity::drops::expire(&deps.db, self.reservation_id, offer_ttl, now);
+        if let Some(ended) = expired.await? {
             deps.effects.hold_ended(&ended).await;
         }
         Ok(())

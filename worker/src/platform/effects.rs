@@ -10,15 +10,15 @@ use std::sync::Arc;
 
 use entity::{
     catalog::Change,
-    drops::{Ended, Reserved, Stock},
+    drops::{Ended, Reserved, Stock, waitlist::Offer},
     models::reservations::Model as Reservation,
 };
 
 use super::{
     bus::EventBus,
     events::{
-        Event, MailQueued, ProductChanged, ProductRestocked, ReservationExpired, SessionEnded,
-        StockUpdate,
+        Event, HoldOffered, MailQueued, ProductChanged, ProductRestocked, ReservationExpired,
+        SessionEnded, StockUpdate,
     },
     queue::Queue,
 };
@@ -127,13 +127,31 @@ impl Effects {
         }
     }
 
-    /// A hold ended unbought (expired or released): its unit is back on sale, and an expiry
-    /// is told to the hold's owner.
+    /// A hold ended unbought (expired or released): its unit is back on sale or offered to
+    /// the waitlist, and an expiry is told to the hold's owner.
     pub async fn hold_ended(&self, ended: &Ended) {
         self.stock_changed(ended.stock).await;
         if ended.reservation.status == entity::drops::ReservationStatus::Expired {
             self.hold_expired(&ended.reservation).await;
         }
+        self.units_offered(&ended.offers).await;
+    }
+
+    /// Returned units became personal holds for buyers on a waitlist: each expiry is
+    /// scheduled (an offer not bought in time passes on), each buyer told on their sockets,
+    /// and their emails' sends woken.
+    pub async fn units_offered(&self, offers: &[Offer]) {
+        if offers.is_empty() {
+            return;
+        }
+        for offer in offers {
+            self.schedule_expiry(&offer.hold).await;
+            self.bus
+                .publish_or_log(&Event::HoldOffered(HoldOffered::from(&offer.hold)))
+                .await;
+        }
+        let emails: Vec<i64> = offers.iter().map(|o| o.message_id).collect();
+        self.emails_queued(&emails).await;
     }
 
     /// Holds ended together (the expiry sweep): each drop's new stock is announced once, its
@@ -153,6 +171,7 @@ impl Effects {
             if e.reservation.status == entity::drops::ReservationStatus::Expired {
                 self.hold_expired(&e.reservation).await;
             }
+            self.units_offered(&e.offers).await;
         }
     }
 

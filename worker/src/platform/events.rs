@@ -14,6 +14,9 @@ pub enum Event {
     /// Internal, never sent to browsers.
     ProductChanged(ProductChanged),
     ReservationExpired(ReservationExpired),
+    /// A unit that came back became a personal hold for the first buyer on the waitlist:
+    /// told to that buyer's sockets only.
+    HoldOffered(HoldOffered),
     /// A session was ended (logout, refresh-token reuse): every instance forgets it at once,
     /// and its sockets are told and become anonymous.
     SessionEnded(SessionEnded),
@@ -55,6 +58,27 @@ pub struct ReservationExpired {
     pub drop_id: i64,
     /// Used to route the frame to its owner's sockets only.
     pub user_id: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldOffered {
+    pub reservation_id: i64,
+    pub drop_id: i64,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// Used to route the frame to its owner's sockets only.
+    pub user_id: i64,
+}
+
+impl From<&entity::models::reservations::Model> for HoldOffered {
+    fn from(r: &entity::models::reservations::Model) -> Self {
+        Self {
+            reservation_id: r.id,
+            drop_id: r.drop_id,
+            expires_at: r.expires_at,
+            user_id: r.user_id,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

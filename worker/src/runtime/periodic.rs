@@ -91,7 +91,8 @@ async fn reconcile(deps: &Deps, shutdown: Shutdown) {
 pub async fn sweep_expired(deps: &Deps, now: DateTime<Utc>) -> Result<usize, entity::Error> {
     let mut total = 0;
     loop {
-        let ended = entity::drops::expire_overdue(&deps.db, now, SWEEP_BATCH).await?;
+        let offer_ttl = deps.settings.drops.reservation_ttl;
+        let ended = entity::drops::expire_overdue(&deps.db, now, SWEEP_BATCH, offer_ttl).await?;
         let count = ended.len();
         total += count;
         deps.effects.holds_ended(ended).await;

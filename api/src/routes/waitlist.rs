@@ -1,0 +1,108 @@
+//! The waitlist of a sold-out drop: join, see your place, leave.
+
+use chrono::Utc;
+use entity::drops::waitlist::{self, Place};
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use sea_orm::ActiveEnum;
+
+use super::ApiTags;
+use crate::{auth::BearerAuth, error::ApiResult, state::AppState};
+
+pub struct WaitlistApi;
+
+/// Your place on a drop's waitlist.
+#[derive(Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct WaitlistPlace {
+    drop_id: i64,
+    /// `waiting` in line, or `offered`: a unit came back and is held for you
+    /// (`reservationId`), to buy with `POST /api/drops/{reservationId}/purchase` before it
+    /// expires.
+    status: String,
+    /// 1 when you are next; absent once offered.
+    position: Option<u64>,
+    /// Buyers waiting for the drop.
+    length: u64,
+    /// Your personal hold, once offered.
+    reservation_id: Option<i64>,
+}
+
+impl From<Place> for WaitlistPlace {
+    fn from(p: Place) -> Self {
+        Self {
+            drop_id: p.drop_id,
+            status: p.status.to_value(),
+            position: p.position,
+            length: p.length,
+            reservation_id: p.reservation_id,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum Joined {
+    /// You are in line.
+    #[oai(status = 201)]
+    Created(Json<WaitlistPlace>),
+}
+
+#[derive(ApiResponse)]
+enum Left {
+    /// You are out of the line.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+#[OpenApi(prefix_path = "/api/drops", tag = "ApiTags::Drops")]
+impl WaitlistApi {
+    /// Join a sold-out drop's waitlist
+    ///
+    /// While the drop is open and sold out. When a unit comes back (a hold expires or is let
+    /// go, or stock is added), it becomes a personal hold for the first in line — never back
+    /// on general sale while someone waits — with the usual hold TTL; you are told by a
+    /// `hold_offered` event on your signed-in WebSocket and Socket.IO connections and by
+    /// email. An offer not bought in time passes to the next in line. One entry per buyer:
+    /// 409 `drop_not_sold_out`, `already_waiting`, `already_reserved` (you hold a unit),
+    /// `purchase_limit_reached`, `drop_not_active`; 404 `drop_not_found`.
+    #[oai(path = "/:dropId/waitlist", method = "post")]
+    async fn join(
+        &self,
+        Data(state): Data<&AppState>,
+        auth: BearerAuth,
+        #[oai(name = "dropId")] drop_id: Path<i64>,
+    ) -> ApiResult<Joined> {
+        let place = waitlist::join(&state.db, drop_id.0, auth.0.user_id, Utc::now()).await?;
+        Ok(Joined::Created(Json(place.into())))
+    }
+
+    /// Your place on a drop's waitlist
+    ///
+    /// Your position and the line's length, or your offer. 404 `not_waiting` when you have
+    /// no entry for the drop.
+    #[oai(path = "/:dropId/waitlist", method = "get")]
+    async fn place(
+        &self,
+        Data(state): Data<&AppState>,
+        auth: BearerAuth,
+        #[oai(name = "dropId")] drop_id: Path<i64>,
+    ) -> ApiResult<Json<WaitlistPlace>> {
+        let place = waitlist::place(&state.db, drop_id.0, auth.0.user_id).await?;
+        Ok(Json(place.into()))
+    }
+
+    /// Leave a drop's waitlist
+    ///
+    /// 404 `not_waiting` when you are not in line (an offer already made is yours to buy or
+    /// let go).
+    #[oai(path = "/:dropId/waitlist", method = "delete")]
+    async fn leave(
+        &self,
+        Data(state): Data<&AppState>,
+        auth: BearerAuth,
+        #[oai(name = "dropId")] drop_id: Path<i64>,
+    ) -> ApiResult<Left> {
+        waitlist::leave(&state.db, drop_id.0, auth.0.user_id).await?;
+        Ok(Left::NoContent)
+    }
+}
