@@ -35,6 +35,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A retry is looked for this long after it is due (the ledger's clock and the pump's
 /// timer are read apart).
 const RETRY_MARGIN: Duration = Duration::from_millis(10);
+/// How long a small batch of outcomes waits for more before it is recorded.
+const RECORD_LINGER: Duration = Duration::from_millis(5);
 /// Outcomes recorded per statement, at most.
 const RECORD_BATCH: usize = 512;
 /// Tries to record a batch of sends before leaving its rows to lapse (and be sent again).
@@ -207,6 +209,16 @@ async fn record(
 ) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while attempts.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        // A moment for the sends finishing alongside to join this statement.
+        if batch.len() < RECORD_BATCH / 8 {
+            tokio::time::sleep(RECORD_LINGER).await;
+            while batch.len() < RECORD_BATCH {
+                match attempts.try_recv() {
+                    Ok(attempt) => batch.push(attempt),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut sent = Vec::with_capacity(batch.len());
         for attempt in batch.drain(..) {
             match attempt.result {

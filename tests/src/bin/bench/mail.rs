@@ -10,9 +10,7 @@ use std::{
 use anyhow::Context;
 use chrono::Utc;
 use entity::accounts::Role;
-use lettre::{
-    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor, transport::smtp::PoolConfig,
-};
+use lettre::Message;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, Statement};
 use serde_json::{Value, json};
 
@@ -79,26 +77,32 @@ impl Drop for SmtpSink {
     }
 }
 
-/// What the sink accepts from a plain client: `CONNECTIONS` pooled lettre connections sending
-/// `n` ready-made messages of an alert's size, no database, no templates.
+/// What the sink accepts from a plain client: `CONNECTIONS` connections (`TCP_NODELAY`, as
+/// the store's own), each sending its share of `n` ready-made messages of an alert's size
+/// back to back; no database, no templates.
 async fn sink_ceiling(n: usize) -> anyhow::Result<f64> {
+    use lettre::transport::smtp::{client::AsyncSmtpConnection, extension::ClientId};
     let sink = SmtpSink::start()?;
-    let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&sink.url())?
-        .pool_config(PoolConfig::new().max_size(CONNECTIONS as u32))
-        .build();
     let body = "x".repeat(3_000);
     let started = Instant::now();
     let per_task = n / CONNECTIONS;
     let tasks = (0..CONNECTIONS).map(|task| {
-        let (transport, body) = (transport.clone(), body.clone());
+        let (body, port) = (body.clone(), sink.port);
         tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            stream.set_nodelay(true)?;
+            let hello = ClientId::default();
+            let mut connection =
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello).await?;
             for i in 0..per_task {
                 let message = Message::builder()
                     .from("bench@honeydrop.local".parse()?)
                     .to(format!("plain{task}-{i}@bench.example").parse()?)
                     .subject("Bench honey is back in stock")
                     .body(body.clone())?;
-                transport.send(message).await?;
+                connection
+                    .send(message.envelope(), &message.formatted())
+                    .await?;
             }
             anyhow::Ok(())
         })

@@ -43,7 +43,11 @@ pub enum SendError {
     Permanent(String),
 }
 
+mod direct;
+
 enum Transport {
+    /// A plain `smtp://host:port`: our own `TCP_NODELAY` connections (see [`direct`]).
+    Direct(direct::Direct),
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
     /// One `.eml` file (the full RFC 5322 message) per email.
     Outbox(PathBuf),
@@ -61,7 +65,7 @@ pub struct Mailer {
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let transport = match &self.transport {
-            Transport::Smtp(_) => "smtp".to_owned(),
+            Transport::Direct(_) | Transport::Smtp(_) => "smtp".to_owned(),
             Transport::Outbox(dir) => format!("outbox {}", dir.display()),
         };
         f.debug_struct("Mailer")
@@ -74,27 +78,27 @@ impl std::fmt::Debug for Mailer {
 const TEMPLATES: [(&str, &str); 6] = [
     (
         "confirmation.txt",
-        include_str!("../templates/confirmation.txt"),
+        include_str!("../../templates/confirmation.txt"),
     ),
     (
         "confirmation.html",
-        include_str!("../templates/confirmation.html"),
+        include_str!("../../templates/confirmation.html"),
     ),
     (
         "restock_alert.txt",
-        include_str!("../templates/restock_alert.txt"),
+        include_str!("../../templates/restock_alert.txt"),
     ),
     (
         "restock_alert.html",
-        include_str!("../templates/restock_alert.html"),
+        include_str!("../../templates/restock_alert.html"),
     ),
     (
         "hold_offer.txt",
-        include_str!("../templates/hold_offer.txt"),
+        include_str!("../../templates/hold_offer.txt"),
     ),
     (
         "hold_offer.html",
-        include_str!("../templates/hold_offer.html"),
+        include_str!("../../templates/hold_offer.html"),
     ),
 ];
 
@@ -114,13 +118,16 @@ impl Mailer {
             .parse()
             .map_err(|e: lettre::address::AddressError| MailerError::From(e.to_string()))?;
         let transport = match &mail.smtp_url {
-            Some(url) => Transport::Smtp(
-                AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
-                    .map_err(|e| MailerError::SmtpUrl(e.to_string()))?
-                    .timeout(Some(mail.send_timeout))
-                    .pool_config(PoolConfig::new().max_size(pool_size(mail.connections)))
-                    .build(),
-            ),
+            Some(url) => match direct::Direct::for_url(url.expose(), mail.send_timeout) {
+                Some(direct) => Transport::Direct(direct),
+                None => Transport::Smtp(
+                    AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
+                        .map_err(|e| MailerError::SmtpUrl(e.to_string()))?
+                        .timeout(Some(mail.send_timeout))
+                        .pool_config(PoolConfig::new().max_size(pool_size(mail.connections)))
+                        .build(),
+                ),
+            },
             None => Transport::Outbox(mail.outbox_dir.clone()),
         };
         let mut templates = Environment::new();
@@ -273,6 +280,7 @@ impl Mailer {
                     Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
                     Err(e) => Err(SendError::Transient(e.to_string())),
                 },
+                Transport::Direct(direct) => direct.send(&message).await,
                 Transport::Outbox(dir) => write_outbox(dir, message_id, &message.formatted())
                     .await
                     .map_err(|e| SendError::Transient(format!("cannot write the outbox: {e}"))),
