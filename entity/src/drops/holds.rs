@@ -138,7 +138,10 @@ async fn offer_what_went_on_sale(
 /// bump per drop: thousands of holds falling due in the same second are back on sale in
 /// milliseconds, not one transaction each. Holds another worker is ending are skipped
 /// (`SKIP LOCKED`), so workers sweeping at once share the work and never do it twice; drops
-/// are locked in id order, so two sweeps never deadlock on them.
+/// are locked in id order, so two sweeps never deadlock on them, and `FOR NO KEY UPDATE`
+/// (what an `UPDATE` takes), so a reserve whose new hold's foreign key holds `KEY SHARE` on
+/// the drop, and which then waits for a due hold this sweep is ending, does not deadlock
+/// with it.
 async fn expire_due_in_one_statement(
     db: &DatabaseConnection,
     now: DateTime<Utc>,
@@ -169,7 +172,7 @@ async fn expire_due_in_one_statement(
         ), locked AS (
             SELECT d.id FROM drops d JOIN returned ON returned.drop_id = d.id
              ORDER BY d.id
-               FOR UPDATE OF d
+               FOR NO KEY UPDATE OF d
         ), stock AS (
             UPDATE drops d
                SET available_stock = d.available_stock + returned.units,
@@ -296,7 +299,8 @@ async fn overdue_holds(
     let mut query = reservations::Entity::find()
         .select_only()
         .column(reservations::Column::Id)
-        .filter(reservations::Column::Status.eq(ReservationStatus::Active))
+        // Written out, not bound, so every plan can use the partial index of active holds.
+        .filter(Expr::cust("reservations.status = 'active'"))
         .filter(reservations::Column::ExpiresAt.lte(now));
     if waited_for_only {
         query = query.filter(Expr::cust(

@@ -233,10 +233,13 @@ async fn offer(
 }
 
 /// The drop's row, locked until the transaction ends (on Postgres; SQLite has one writer).
+/// `FOR NO KEY UPDATE`, the lock an `UPDATE` of the row takes: it serialises stock moves, but
+/// not a reserve that inserted a hold (its foreign-key check holds `KEY SHARE` on the drop)
+/// and may next wait for a due hold this transaction is ending — that would deadlock.
 async fn lock_drop(txn: &impl ConnectionTrait, drop_id: i64) -> Result<drops::Model> {
     let mut query = drops::Entity::find_by_id(drop_id);
     if txn.get_database_backend() == DbBackend::Postgres {
-        query = query.lock(LockType::Update);
+        query = query.lock(LockType::NoKeyUpdate);
     }
     query.one(txn).await?.ok_or(Error::DropNotFound)
 }
