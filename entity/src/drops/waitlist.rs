@@ -147,10 +147,25 @@ pub async fn settle_units(
     offer_ttl: Duration,
     now: DateTime<Utc>,
 ) -> Result<(Vec<Offer>, Stock)> {
-    let drop = lock_drop(txn, drop_id).await?;
-    let free = drop.available_stock.saturating_add(returned);
+    // Lock the drop's row first — by the update that gives the units back, the same lock
+    // every stock move takes — then look at the line: with nobody waiting (the common case)
+    // the lock is held no longer than a plain return holds it.
+    let mut stock = if returned == 0 {
+        Stock::from(&lock_drop(txn, drop_id).await?)
+    } else {
+        take_units(txn, drop_id, now, returned)
+            .await?
+            .ok_or(Error::DropNotFound)?
+    };
+    if !has_waiters(txn, drop_id).await? {
+        return Ok((Vec::new(), stock));
+    }
+    let drop = drops::Entity::find_by_id(drop_id)
+        .one(txn)
+        .await?
+        .ok_or(Error::DropNotFound)?;
     let mut offers = Vec::new();
-    while i32::try_from(offers.len()).unwrap_or(i32::MAX) < free {
+    while i32::try_from(offers.len()).unwrap_or(i32::MAX) < stock.available_stock {
         let Some(next) = waiting(drop_id)
             .order_by_asc(waitlist_entries::Column::Id)
             .one(txn)
@@ -172,14 +187,12 @@ pub async fn settle_units(
         }
         offers.push(offer(txn, &drop, &next, offer_ttl, now).await?);
     }
-    if returned == 0 && offers.is_empty() {
-        // Nothing moved: the stock and its version stay as they are.
-        return Ok((offers, Stock::from(&drop)));
+    if !offers.is_empty() {
+        let offered = i32::try_from(offers.len()).unwrap_or(i32::MAX);
+        stock = take_units(txn, drop_id, now, -offered)
+            .await?
+            .ok_or(Error::DropNotFound)?;
     }
-    let offered = i32::try_from(offers.len()).unwrap_or(i32::MAX);
-    let stock = take_units(txn, drop_id, now, returned - offered)
-        .await?
-        .ok_or(Error::DropNotFound)?;
     Ok((offers, stock))
 }
 
