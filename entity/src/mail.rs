@@ -78,19 +78,12 @@ pub async fn queue_offer(
     offer: &OfferPayload,
     now: DateTime<Utc>,
 ) -> Result<i64> {
-    let payload = serde_json::to_value(offer).map_err(|e| Error::Invalid(e.to_string()))?;
-    let row = email_messages::ActiveModel {
-        kind: Set(MessageKind::HoldOffer),
-        recipient: Set(recipient.to_owned()),
-        subscription_id: Set(None),
-        dedupe_key: Set(format!("offer:{}", offer.reservation_id)),
-        payload: Set(payload),
-        status: Set(MessageStatus::Queued),
-        attempts: Set(0),
-        created_at: Set(now),
-        updated_at: Set(now),
-        ..Default::default()
+    let addressee = Addressee {
+        recipient: recipient.to_owned(),
+        subscription_id: None,
     };
+    let dedupe_key = format!("offer:{}", offer.reservation_id);
+    let row = ledger_row(MessageKind::HoldOffer, addressee, dedupe_key, offer, now)?;
     Ok(email_messages::Entity::insert(row)
         .exec_with_returning(txn)
         .await?
@@ -137,11 +130,32 @@ fn new_row(
     payload: &Payload,
     now: DateTime<Utc>,
 ) -> Result<email_messages::ActiveModel> {
+    let addressee = Addressee {
+        recipient: subscription.email.clone(),
+        subscription_id: Some(subscription.id),
+    };
+    ledger_row(kind, addressee, dedupe_key, payload, now)
+}
+
+/// Who a ledger row goes to: a subscriber, or (an offer) a buyer's account address.
+struct Addressee {
+    recipient: String,
+    subscription_id: Option<i64>,
+}
+
+/// A queued ledger row, not yet tried.
+fn ledger_row(
+    kind: MessageKind,
+    to: Addressee,
+    dedupe_key: String,
+    payload: &impl Serialize,
+    now: DateTime<Utc>,
+) -> Result<email_messages::ActiveModel> {
     let payload = serde_json::to_value(payload).map_err(|e| Error::Invalid(e.to_string()))?;
     Ok(email_messages::ActiveModel {
         kind: Set(kind),
-        recipient: Set(subscription.email.clone()),
-        subscription_id: Set(Some(subscription.id)),
+        recipient: Set(to.recipient),
+        subscription_id: Set(to.subscription_id),
         dedupe_key: Set(dedupe_key),
         payload: Set(payload),
         status: Set(MessageStatus::Queued),

@@ -7,7 +7,7 @@ mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use common::{Smtp, store_with};
 use entity::{
     accounts::Role,
@@ -87,11 +87,18 @@ async fn confirmed_subscription(
     product_id: i64,
     email: &str,
 ) -> subscriptions::Model {
-    let now = Utc::now();
+    confirmed(product_id, email.to_owned(), Utc::now())
+        .insert(db)
+        .await
+        .expect("subscription")
+}
+
+/// A subscription as confirmation leaves it.
+fn confirmed(product_id: i64, email: String, now: DateTime<Utc>) -> subscriptions::ActiveModel {
     let hash = || entity::tokens::hash(&entity::tokens::generate());
     subscriptions::ActiveModel {
         product_id: Set(product_id),
-        email: Set(email.to_owned()),
+        email: Set(email),
         status: Set(SubscriptionStatus::Confirmed),
         confirm_token_hash: Set(hash()),
         unsubscribe_token_hash: Set(hash()),
@@ -99,9 +106,6 @@ async fn confirmed_subscription(
         created_at: Set(now),
         ..Default::default()
     }
-    .insert(db)
-    .await
-    .expect("subscription")
 }
 
 /// A restock alert for `subscription`, claimed once and held until `lease_end`.
@@ -375,18 +379,8 @@ impl Distributed {
 /// Confirmed subscribers of a product, written as confirmation would leave them.
 async fn subscribe_confirmed(db: &DatabaseConnection, product_id: i64, count: usize) {
     let now = Utc::now();
-    let hash = || entity::tokens::hash(&entity::tokens::generate());
     let rows: Vec<_> = (0..count)
-        .map(|n| subscriptions::ActiveModel {
-            product_id: Set(product_id),
-            email: Set(format!("subscriber{n}@example.com")),
-            status: Set(SubscriptionStatus::Confirmed),
-            confirm_token_hash: Set(hash()),
-            unsubscribe_token_hash: Set(hash()),
-            confirmed_at: Set(Some(now)),
-            created_at: Set(now),
-            ..Default::default()
-        })
+        .map(|n| confirmed(product_id, format!("subscriber{n}@example.com"), now))
         .collect();
     subscriptions::Entity::insert_many(rows)
         .exec_without_returning(db)

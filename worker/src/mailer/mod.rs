@@ -385,9 +385,8 @@ mod tests {
     use super::{Mailer, RateLimiter, backoff};
     use crate::platform::settings::Settings;
 
-    #[tokio::test]
-    async fn without_smtp_an_alert_is_written_to_the_outbox_in_full() {
-        let dir = tempfile::tempdir().expect("temp dir");
+    /// A mailer writing to an outbox under `dir`, with links to `https://shop.example.com`.
+    fn shop_mailer(dir: &tempfile::TempDir) -> (Mailer, Settings) {
         let vars = [
             ("DATA_DIR", dir.path().display().to_string()),
             ("PUBLIC_BASE_URL", "https://shop.example.com".to_owned()),
@@ -395,7 +394,13 @@ mod tests {
         let settings =
             Settings::from_vars(vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
                 .expect("settings");
-        let mailer = Mailer::from_settings(&settings).expect("mailer");
+        (Mailer::from_settings(&settings).expect("mailer"), settings)
+    }
+
+    #[tokio::test]
+    async fn without_smtp_an_alert_is_written_to_the_outbox_in_full() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mailer, settings) = shop_mailer(&dir);
         let alert = Outgoing {
             id: 7,
             kind: MessageKind::RestockAlert,
@@ -432,14 +437,7 @@ mod tests {
     #[test]
     fn an_offer_names_the_drop_its_deadline_and_links_to_the_storefront() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let vars = [
-            ("DATA_DIR", dir.path().display().to_string()),
-            ("PUBLIC_BASE_URL", "https://shop.example.com".to_owned()),
-        ];
-        let settings =
-            Settings::from_vars(vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-                .expect("settings");
-        let mailer = Mailer::from_settings(&settings).expect("mailer");
+        let (mailer, _) = shop_mailer(&dir);
         let expires_at = chrono::DateTime::parse_from_rfc3339("2026-11-26T10:00:30Z")
             .expect("instant")
             .to_utc();
