@@ -186,7 +186,6 @@ async fn reserve_in_transaction(
     // read and before the due holds were looked at.
     // A due hold of a drop with a line is left to its expiry, which offers the unit to the
     // first in line: a racing reserve never takes it over.
-    let line = super::waitlist::has_waiters(&txn, drop_id).await?;
     let mut last_look = false;
     for _ in 0..MAX_TAKEOVER_ROUNDS {
         if let Some(stock) = take_unit_or_let_go(&txn, drop_id, now).await? {
@@ -197,7 +196,8 @@ async fn reserve_in_transaction(
                 took_over: None,
             }));
         }
-        if last_look || line {
+        // The line is looked at only once the counter said no: a plain reserve pays nothing.
+        if last_look || super::waitlist::has_waiters(&txn, drop_id).await? {
             break;
         }
         let now = std::cmp::max(now, Utc::now());
@@ -259,8 +259,8 @@ async fn take_unit_or_let_go(
 }
 
 /// The hold's row, at the drop's price now; one active hold per buyer and drop is a unique
-/// index.
-async fn insert_hold(
+/// index. Also a waitlist offer's hold.
+pub(super) async fn insert_hold(
     txn: &impl ConnectionTrait,
     drop: &drops::Model,
     user_id: i64,

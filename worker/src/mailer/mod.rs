@@ -214,7 +214,12 @@ impl Mailer {
                     },
                 )
             }
-            MessageKind::RestockAlert | MessageKind::HoldOffer => (
+            MessageKind::HoldOffer => {
+                return Err(SendError::Permanent(
+                    "an offer written with a product's content".into(),
+                ));
+            }
+            MessageKind::RestockAlert => (
                 builder
                     .subject(format!("{} is back in stock", product.product_name))
                     // RFC 8058 one-click unsubscribe: mail clients POST to this URL.
@@ -324,10 +329,9 @@ impl RateLimiter {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, (f64, Instant)> {
-        match self.state.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Waits for at least one token, then takes up to `wanted` of those there are.

@@ -119,10 +119,9 @@ struct NextRetry(std::sync::Mutex<Option<Instant>>);
 
 impl NextRetry {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        match self.0.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn at(&self, when: Instant) {
