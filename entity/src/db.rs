@@ -122,6 +122,19 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     .await
 }
 
+/// A read-only view of one instant, for figures read by several queries that must agree:
+/// `REPEATABLE READ` on Postgres; a SQLite transaction is a snapshot already.
+///
+/// # Errors
+/// The transaction cannot begin.
+pub async fn begin_snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let isolation = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => Some(sea_orm::IsolationLevel::RepeatableRead),
+        _ => None,
+    };
+    db.begin_with_config(isolation, None).await
+}
+
 pub fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait, Query},
 };
 
@@ -76,7 +76,17 @@ impl ProductStats {
 ///
 /// # Errors
 /// `ProductNotFound`, or database failure.
-pub async fn product_stats(db: &impl ConnectionTrait, product_id: i64) -> Result<ProductStats> {
+pub async fn product_stats(db: &DatabaseConnection, product_id: i64) -> Result<ProductStats> {
+    // One snapshot for every count: read apart, a fan-out and its sends committing in between
+    // showed alerts `sent` for subscribers still counted `confirmed`. (SQLite transactions
+    // are snapshots already.)
+    let txn = crate::db::begin_snapshot(db).await?;
+    let stats = stats_in(&txn, product_id).await?;
+    txn.commit().await?;
+    Ok(stats)
+}
+
+async fn stats_in(db: &impl ConnectionTrait, product_id: i64) -> Result<ProductStats> {
     products::Entity::find_by_id(product_id)
         .one(db)
         .await?

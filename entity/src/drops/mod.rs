@@ -15,7 +15,6 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    TransactionTrait,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -147,12 +146,8 @@ pub(crate) async fn take_units(
 /// `DropNotFound`, or database failure.
 pub async fn audit(db: &DatabaseConnection, drop_id: i64) -> Result<Audit> {
     // One snapshot for all three counts: under READ COMMITTED a sweep committing between
-    // them would make a sound drop look broken. (SQLite transactions are snapshots already.)
-    let isolation = match db.get_database_backend() {
-        sea_orm::DbBackend::Postgres => Some(sea_orm::IsolationLevel::RepeatableRead),
-        _ => None,
-    };
-    let txn = db.begin_with_config(isolation, None).await?;
+    // them would make a sound drop look broken.
+    let txn = crate::db::begin_snapshot(db).await?;
     let drop = drops::Entity::find_by_id(drop_id)
         .one(&txn)
         .await?
