@@ -61,6 +61,7 @@ impl Frame {
                 ("reservation_expired", serde_json::value::to_raw_value(r))
             }
             Event::HoldOffered(o) => ("hold_offered", serde_json::value::to_raw_value(o)),
+            Event::DrawResult(r) => ("draw_result", serde_json::value::to_raw_value(r)),
             Event::SessionEnded(e) => ("session_ended", serde_json::value::to_raw_value(e)),
             Event::ProductChanged(_) | Event::WorkerPong(_) | Event::MailQueued(_) => return None,
         };
@@ -154,6 +155,7 @@ impl Client {
                 self.viewer.as_ref().is_some_and(|v| v.user_id == r.user_id)
             }
             Event::HoldOffered(o) => self.viewer.as_ref().is_some_and(|v| v.user_id == o.user_id),
+            Event::DrawResult(r) => self.viewer.as_ref().is_some_and(|v| v.user_id == r.user_id),
             Event::SessionEnded(e) => {
                 let mine = self
                     .viewer

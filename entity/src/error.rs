@@ -20,6 +20,16 @@ pub enum Error {
     AlreadyWaiting,
     #[error("you are not on this drop's waitlist")]
     NotWaiting,
+    #[error("this drop's units go to the winners of its draw: enter the draw instead")]
+    DrawPending,
+    #[error("this drop is not sold by a draw")]
+    NotADraw,
+    #[error("this draw takes no more entries")]
+    EntriesClosed,
+    #[error("you have already entered this draw")]
+    AlreadyEntered,
+    #[error("you have not entered this draw")]
+    NotEntered,
     #[error("no reservation with that id")]
     ReservationNotFound,
     #[error("this reservation has expired")]

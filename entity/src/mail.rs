@@ -45,6 +45,17 @@ pub struct OfferPayload {
     pub drop_name: String,
     pub reservation_id: i64,
     pub expires_at: DateTime<Utc>,
+    /// The hold is a draw's win, not a returned unit.
+    #[serde(default)]
+    pub won_draw: bool,
+}
+
+/// What the email to a draw's entrant who did not win says: their place on the waitlist.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitlistedPayload {
+    pub drop_id: i64,
+    pub drop_name: String,
+    pub position: u64,
 }
 
 /// A claimed message's content, by its kind.
@@ -52,14 +63,17 @@ pub struct OfferPayload {
 pub enum Content {
     /// A confirmation or a restock alert.
     Product(Payload),
-    /// A waitlist offer.
+    /// A waitlist offer, or a draw's winning hold.
     Offer(OfferPayload),
+    /// A draw not won: the entrant's place on the waitlist.
+    Waitlisted(WaitlistedPayload),
 }
 
 impl Content {
     fn read(kind: MessageKind, json: serde_json::Value) -> serde_json::Result<Self> {
         Ok(match kind {
             MessageKind::HoldOffer => Self::Offer(serde_json::from_value(json)?),
+            MessageKind::DrawWaitlisted => Self::Waitlisted(serde_json::from_value(json)?),
             MessageKind::SubscriptionConfirmation | MessageKind::RestockAlert => {
                 Self::Product(serde_json::from_value(json)?)
             }
@@ -88,6 +102,43 @@ pub async fn queue_offer(
         .exec_with_returning(txn)
         .await?
         .id)
+}
+
+/// Writes the emails telling a draw's entrants who did not win their place on the waitlist,
+/// in the transaction of the draw, as `(recipient, content)`.
+///
+/// # Errors
+/// Database failure.
+pub async fn queue_waitlisted(
+    txn: &impl ConnectionTrait,
+    letters: Vec<(String, WaitlistedPayload)>,
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(letters.len());
+    for chunk in letters.chunks(500) {
+        let rows = chunk
+            .iter()
+            .map(|(recipient, content)| {
+                let addressee = Addressee {
+                    recipient: recipient.clone(),
+                    subscription_id: None,
+                };
+                let dedupe_key = format!("draw:{}:{recipient}", content.drop_id);
+                ledger_row(
+                    MessageKind::DrawWaitlisted,
+                    addressee,
+                    dedupe_key,
+                    content,
+                    now,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let written = email_messages::Entity::insert_many(rows)
+            .exec_with_returning_keys(txn)
+            .await?;
+        ids.extend(written);
+    }
+    Ok(ids)
 }
 
 /// Writes the confirmation email of a sign-up.
@@ -432,7 +483,7 @@ fn sendable(
         {
             Some(false)
         }
-        (MessageKind::HoldOffer, _) => Some(false),
+        (MessageKind::HoldOffer | MessageKind::DrawWaitlisted, _) => Some(false),
         _ => None,
     }
 }

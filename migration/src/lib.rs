@@ -12,6 +12,7 @@ mod m20261126_000002_hold_price;
 mod m20261126_000003_sessions_revoked_at;
 mod m20261126_000004_mail_claims;
 mod m20261126_000005_waitlist;
+mod m20261126_000006_draws;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_sessions_revoked_at::Migration),
             Box::new(m20261126_000004_mail_claims::Migration),
             Box::new(m20261126_000005_waitlist::Migration),
+            Box::new(m20261126_000006_draws::Migration),
         ]
     }
 }

@@ -3,7 +3,10 @@ use entity::{drops, models};
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
-use super::{ApiTags, drops::DropFields};
+use super::{
+    ApiTags,
+    drops::{DropFields, SaleMode},
+};
 use crate::{auth::AdminAuth, error::ApiResult, state::AppState, text::Text};
 
 pub struct AdminDropsApi;
@@ -38,6 +41,16 @@ struct NewDropRequest {
     /// 1 by default.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     max_per_user: Option<i32>,
+    /// `first_come` by default. A `draw` takes entries from `startsAt` until
+    /// `entriesCloseAt`, then draws its winners with a seed committed to now (`seedHash`).
+    mode: Option<SaleMode>,
+    /// Required for a draw, refused otherwise: in the future, after `startsAt` and before
+    /// `endsAt`.
+    entries_close_at: Option<DateTime<Utc>>,
+    /// How long waitlist offers and a draw's winning holds last; the store's hold TTL by
+    /// default, 900 for a draw.
+    #[oai(validator(minimum(value = "10"), maximum(value = "604800")))]
+    offer_ttl_seconds: Option<i32>,
 }
 
 #[derive(Object)]
@@ -66,6 +79,9 @@ struct DropPatchRequest {
     /// Units to add; they go on sale at once and are broadcast like any stock change.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
     add_stock: Option<i32>,
+    /// A draw's new close of entries (in the future, before the draw): extends them or
+    /// closes them sooner; the draw follows it.
+    entries_close_at: Option<DateTime<Utc>>,
 }
 
 /// A drop as administrators see it.
@@ -116,9 +132,12 @@ impl AdminDropsApi {
             starts_at: body.starts_at,
             ends_at: body.ends_at,
             max_per_user: body.max_per_user,
+            mode: body.mode.map(Into::into),
+            entries_close_at: body.entries_close_at,
+            offer_ttl_secs: body.offer_ttl_seconds,
         };
         let drop = drops::create(&state.db, drops::NewDrop::parse(input, now)?, now).await?;
-        state.effects.stock_changed(drops::Stock::from(&drop)).await;
+        state.effects.drop_created(&drop).await;
         Ok(Created::Created(Json(drop.into())))
     }
 
@@ -141,14 +160,11 @@ impl AdminDropsApi {
             ends_at: body.ends_at,
             max_per_user: body.max_per_user,
             add_stock: body.add_stock,
+            entries_close_at: body.entries_close_at,
         };
         let offer_ttl = state.settings.drops.reservation_ttl;
         let updated = drops::update(&state.db, id.0, patch, offer_ttl, Utc::now()).await?;
-        if adds_stock {
-            let stock = drops::Stock::from(&updated.drop);
-            state.effects.stock_changed(stock).await;
-            state.effects.units_offered(&updated.offers).await;
-        }
+        state.effects.drop_edited(&updated, adds_stock).await;
         Ok(Json(updated.drop.into()))
     }
 

@@ -41,6 +41,44 @@ pub struct DropFields {
     ends_at: Option<DateTime<Utc>>,
     /// How many one buyer may purchase.
     max_per_user: i32,
+    /// `first_come` (reserve from `startsAt`) or `draw` (enter until `entriesCloseAt`; the
+    /// units go to the draw's winners, see `GET /api/drops/{dropId}/draw`).
+    mode: SaleMode,
+    /// A draw's close of entries, when its winners are drawn.
+    entries_close_at: Option<DateTime<Utc>>,
+    /// A draw's commitment: SHA-256 (hex) of the seed its winners are drawn with.
+    seed_hash: Option<String>,
+    /// When the draw was done.
+    drawn_at: Option<DateTime<Utc>>,
+    /// How long the drop's waitlist offers (and a draw's winning holds) last, when it sets
+    /// its own; the store's hold TTL otherwise.
+    offer_ttl_seconds: Option<i32>,
+}
+
+/// How a drop's units find buyers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum SaleMode {
+    FirstCome,
+    Draw,
+}
+
+impl From<drop_rows::DropMode> for SaleMode {
+    fn from(mode: drop_rows::DropMode) -> Self {
+        match mode {
+            drop_rows::DropMode::FirstCome => Self::FirstCome,
+            drop_rows::DropMode::Draw => Self::Draw,
+        }
+    }
+}
+
+impl From<SaleMode> for drop_rows::DropMode {
+    fn from(mode: SaleMode) -> Self {
+        match mode {
+            SaleMode::FirstCome => Self::FirstCome,
+            SaleMode::Draw => Self::Draw,
+        }
+    }
 }
 
 impl From<drop_rows::Model> for DropFields {
@@ -57,6 +95,11 @@ impl From<drop_rows::Model> for DropFields {
             starts_at: d.starts_at,
             ends_at: d.ends_at,
             max_per_user: d.max_per_user,
+            mode: d.mode.into(),
+            entries_close_at: d.entries_close_at,
+            seed_hash: d.seed_hash,
+            drawn_at: d.drawn_at,
+            offer_ttl_seconds: d.offer_ttl_secs,
         }
     }
 }
@@ -67,7 +110,8 @@ impl From<drop_rows::Model> for DropFields {
 pub struct Drop {
     #[oai(flatten)]
     drop: DropFields,
-    /// `live` (reservable now) or `upcoming` (opens within 24 hours).
+    /// `live` (reservable now), `upcoming` (opens within 24 hours), or `entries_open` (a draw
+    /// taking entries: enter with `POST /api/drops/{dropId}/entries`).
     status: String,
     /// Holds that are running now.
     active_reservations: Vec<Holder>,
@@ -92,10 +136,11 @@ struct Buyer {
 
 impl Drop {
     pub fn from_view(view: DropView, now: DateTime<Utc>) -> Self {
-        let status = if drops::is_open(&view.drop, now) {
-            "live"
-        } else {
-            "upcoming"
+        let drawing = view.drop.mode == drop_rows::DropMode::Draw && view.drop.drawn_at.is_none();
+        let status = match (drops::is_open(&view.drop, now), drawing) {
+            (false, _) => "upcoming",
+            (true, true) => "entries_open",
+            (true, false) => "live",
         };
         Self {
             status: status.into(),

@@ -8,6 +8,7 @@ pub mod admin_products;
 pub mod auth;
 pub mod dev_outbox;
 pub mod diagnostics;
+pub mod draws;
 pub mod drops;
 pub mod health;
 pub mod products;
@@ -40,6 +41,7 @@ pub fn apis() -> impl poem_openapi::OpenApi {
         auth::AuthApi,
         drops::DropsApi,
         waitlist::WaitlistApi,
+        draws::DrawsApi,
         reservations::ReservationsApi,
         products::ProductsApi,
         subscriptions::SubscriptionsApi,

@@ -8,7 +8,14 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 
-use crate::{Error, currency::Currency, db::begin_write, error::Result, models::drops, text};
+use crate::{
+    Error,
+    currency::Currency,
+    db::begin_write,
+    error::Result,
+    models::drops::{self, DropMode},
+    text,
+};
 
 /// The most units one drop may have.
 pub const MAX_STOCK: i32 = 1_000_000;
@@ -33,6 +40,31 @@ pub struct DropInput {
     pub ends_at: Option<DateTime<Utc>>,
     /// 1 when left out.
     pub max_per_user: Option<i32>,
+    /// First come, first served when left out.
+    pub mode: Option<DropMode>,
+    /// A draw's close of entries: required for a draw, refused otherwise.
+    pub entries_close_at: Option<DateTime<Utc>>,
+    /// How long the drop's waitlist offers and a draw's winning holds last; the store's hold
+    /// TTL when left out, [`DRAW_OFFER_TTL_SECS`] for a draw.
+    pub offer_ttl_secs: Option<i32>,
+}
+
+/// How long a draw's winners have to buy, unless the drop says otherwise: they learn of
+/// their win by email, so a minute would not do.
+pub const DRAW_OFFER_TTL_SECS: i32 = 15 * 60;
+/// Bounds of a drop's own offer TTL: ten seconds to a week.
+const OFFER_TTL_SECS: std::ops::RangeInclusive<i32> = 10..=7 * 24 * 3600;
+
+/// How a drop is sold, checked.
+#[derive(Clone, Debug)]
+enum Sale {
+    FirstCome,
+    /// A draw at `entries_close_at`, committed to a seed.
+    Draw {
+        entries_close_at: DateTime<Utc>,
+        seed: String,
+        seed_hash: String,
+    },
 }
 
 /// A drop that can be created.
@@ -46,6 +78,8 @@ pub struct NewDrop {
     starts_at: DateTime<Utc>,
     ends_at: Option<DateTime<Utc>>,
     max_per_user: i32,
+    sale: Sale,
+    offer_ttl_secs: Option<i32>,
 }
 
 impl NewDrop {
@@ -66,8 +100,63 @@ impl NewDrop {
             starts_at,
             ends_at: input.ends_at,
             max_per_user: parse_max_per_user(input.max_per_user.unwrap_or(1))?,
+            sale: parse_sale(&input, starts_at, now)?,
+            offer_ttl_secs: parse_offer_ttl(&input)?,
         })
     }
+}
+
+fn parse_sale(input: &DropInput, starts_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<Sale> {
+    match (
+        input.mode.unwrap_or(DropMode::FirstCome),
+        input.entries_close_at,
+    ) {
+        (DropMode::FirstCome, None) => Ok(Sale::FirstCome),
+        (DropMode::FirstCome, Some(_)) => Err(invalid(
+            "entriesCloseAt is for draw drops: set mode to \"draw\" or leave it out",
+        )),
+        (DropMode::Draw, None) => Err(invalid("a draw drop needs entriesCloseAt")),
+        (DropMode::Draw, Some(close)) => {
+            text::instant("entriesCloseAt", close).map_err(Error::Invalid)?;
+            check_draw_window(starts_at, close, input.ends_at)?;
+            if close <= now {
+                return Err(invalid("entriesCloseAt must be in the future"));
+            }
+            let (seed, seed_hash) = super::draw::new_seed();
+            Ok(Sale::Draw {
+                entries_close_at: close,
+                seed,
+                seed_hash,
+            })
+        }
+    }
+}
+
+fn parse_offer_ttl(input: &DropInput) -> Result<Option<i32>> {
+    let draw_default = (input.mode == Some(DropMode::Draw)).then_some(DRAW_OFFER_TTL_SECS);
+    match input.offer_ttl_secs.or(draw_default) {
+        Some(secs) if !OFFER_TTL_SECS.contains(&secs) => Err(invalid(format!(
+            "offerTtlSeconds must be {} to {}",
+            OFFER_TTL_SECS.start(),
+            OFFER_TTL_SECS.end()
+        ))),
+        ttl => Ok(ttl),
+    }
+}
+
+/// A draw takes entries from `startsAt` until `entriesCloseAt`, and sells until `endsAt`.
+fn check_draw_window(
+    starts_at: DateTime<Utc>,
+    entries_close_at: DateTime<Utc>,
+    ends_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    if entries_close_at <= starts_at {
+        return Err(invalid("entriesCloseAt must be after startsAt"));
+    }
+    if ends_at.is_some_and(|end| end <= entries_close_at) {
+        return Err(invalid("endsAt must be after entriesCloseAt"));
+    }
+    Ok(())
 }
 
 /// An edit; `None` leaves a field as it is.
@@ -82,6 +171,9 @@ pub struct DropPatch {
     pub max_per_user: Option<i32>,
     /// Units to add to both total and available stock; they go on sale at once.
     pub add_stock: Option<i32>,
+    /// A new close of a draw's entries, to extend them or close them sooner; only before the
+    /// draw.
+    pub entries_close_at: Option<DateTime<Utc>>,
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -121,6 +213,21 @@ fn check_window(starts_at: DateTime<Utc>, ends_at: Option<DateTime<Utc>>) -> Res
     Ok(())
 }
 
+/// A draw's entries may be closed at another time until it is drawn, never in the past.
+fn check_new_close(current: &drops::Model, close: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
+    text::instant("entriesCloseAt", close).map_err(Error::Invalid)?;
+    if current.mode != DropMode::Draw {
+        return Err(invalid("entriesCloseAt is for draw drops"));
+    }
+    if current.drawn_at.is_some() {
+        return Err(invalid("the draw is done: its entries are closed for good"));
+    }
+    if close <= now {
+        return Err(invalid("entriesCloseAt must be in the future"));
+    }
+    Ok(())
+}
+
 /// # Errors
 /// Database failure.
 pub async fn create(
@@ -128,6 +235,19 @@ pub async fn create(
     new: NewDrop,
     now: DateTime<Utc>,
 ) -> Result<drops::Model> {
+    let (mode, entries_close_at, seed, seed_hash) = match new.sale {
+        Sale::FirstCome => (DropMode::FirstCome, None, None, None),
+        Sale::Draw {
+            entries_close_at,
+            seed,
+            seed_hash,
+        } => (
+            DropMode::Draw,
+            Some(entries_close_at),
+            Some(seed),
+            Some(seed_hash),
+        ),
+    };
     let model = drops::ActiveModel {
         name: Set(new.name),
         description: Set(new.description),
@@ -141,6 +261,14 @@ pub async fn create(
         max_per_user: Set(new.max_per_user),
         created_at: Set(now),
         updated_at: Set(now),
+        mode: Set(mode),
+        entries_close_at: Set(entries_close_at),
+        seed_hash: Set(seed_hash),
+        seed: Set(seed),
+        drawn_at: Set(None),
+        offer_ttl_secs: Set(new.offer_ttl_secs),
+        sold_out_at: Set(None),
+        reserve_attempts: Set(0),
         ..Default::default()
     };
     Ok(drops::Entity::insert(model).exec_with_returning(db).await?)
@@ -162,10 +290,15 @@ pub async fn update(
         .one(&txn)
         .await?
         .ok_or(Error::DropNotFound)?;
-    check_window(
-        patch.starts_at.unwrap_or(current.starts_at),
-        patch.ends_at.or(current.ends_at),
-    )?;
+    let starts_at = patch.starts_at.unwrap_or(current.starts_at);
+    let ends_at = patch.ends_at.or(current.ends_at);
+    check_window(starts_at, ends_at)?;
+    if let Some(close) = patch.entries_close_at {
+        check_new_close(&current, close, now)?;
+    }
+    if let Some(close) = patch.entries_close_at.or(current.entries_close_at) {
+        check_draw_window(starts_at, close, ends_at)?;
+    }
     if let Some(add) = patch.add_stock
         && (add < 1 || current.total_stock.saturating_add(add) > MAX_STOCK)
     {
@@ -184,13 +317,17 @@ pub async fn update(
         .transpose()?;
     let price_cents = patch.price_cents.map(parse_price).transpose()?;
     let max_per_user = patch.max_per_user.map(parse_max_per_user).transpose()?;
-    let edits: [(drops::Column, Option<sea_orm::Value>); 6] = [
+    let edits: [(drops::Column, Option<sea_orm::Value>); 7] = [
         (drops::Column::Name, name.map(Into::into)),
         (drops::Column::Description, description.map(Into::into)),
         (drops::Column::PriceCents, price_cents.map(Into::into)),
         (drops::Column::StartsAt, patch.starts_at.map(Into::into)),
         (drops::Column::EndsAt, patch.ends_at.map(Into::into)),
         (drops::Column::MaxPerUser, max_per_user.map(Into::into)),
+        (
+            drops::Column::EntriesCloseAt,
+            patch.entries_close_at.map(Into::into),
+        ),
     ];
     for (column, value) in edits {
         if let Some(value) = value {

@@ -50,6 +50,7 @@ pub async fn reserve_batch(
                AND available_stock > 0
                AND starts_at <= $3
                AND (ends_at IS NULL OR ends_at > $3)
+               AND (mode = 'first_come' OR drawn_at IS NOT NULL)
                FOR UPDATE
         ), served AS (
             SELECT a.user_id, a.ord
@@ -64,7 +65,10 @@ pub async fn reserve_batch(
             UPDATE drops
                SET available_stock = available_stock - (SELECT count(*) FROM served),
                    stock_version = stock_version + 1,
-                   updated_at = $3
+                   updated_at = $3,
+                   sold_out_at = COALESCE(sold_out_at, CASE
+                       WHEN available_stock = (SELECT count(*) FROM served) THEN $3::timestamptz
+                   END)
              WHERE id = $1 AND EXISTS (SELECT 1 FROM served)
          RETURNING id, available_stock, stock_version, price_cents, currency
         ), hold AS (

@@ -11,22 +11,27 @@
 //! - [`purchase`]: buying a held unit.
 //! - [`views`]: what the listings and sockets show.
 //! - [`waitlist`]: the line of a sold-out drop, and offers of returned units to it.
+//! - [`draw`]: draw drops — entries, the verifiable draw, its winners and waitlist.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    sea_query::{Expr, ExprTrait},
+    sea_query::{CaseStatement, Expr, ExprTrait, Func},
 };
 
 pub use crate::models::reservations::ReservationStatus;
 use crate::{
     Error,
     error::Result,
-    models::{drops, purchases, reservations},
+    models::{
+        drops::{self, DropMode},
+        purchases, reservations,
+    },
 };
 
 mod admin;
 mod batch;
+pub mod draw;
 mod holds;
 mod purchase;
 mod reserve;
@@ -92,6 +97,19 @@ pub fn is_open(drop: &drops::Model, now: DateTime<Utc>) -> bool {
     drop.starts_at <= now && drop.ends_at.is_none_or(|end| end > now)
 }
 
+/// Whether a unit of `drop` may be held now: it is open and, for a draw drop, drawn (until
+/// then its units belong to the draw). The one-statement reserves on Postgres state the same
+/// rule in their SQL.
+fn check_on_sale(drop: &drops::Model, now: DateTime<Utc>) -> Result<()> {
+    if drop.mode == DropMode::Draw && drop.drawn_at.is_none() {
+        return Err(Error::DrawPending);
+    }
+    if !is_open(drop, now) {
+        return Err(Error::DropNotActive);
+    }
+    Ok(())
+}
+
 /// The per-buyer rule: a buyer may take a hold on a drop, and buy it, only while their
 /// purchases of that drop are fewer than its `max_per_user`. (The one-statement reserve on
 /// Postgres states the same rule in its SQL.)
@@ -129,6 +147,7 @@ pub(crate) async fn take_units(
             Expr::col(drops::Column::StockVersion).add(1),
         )
         .col_expr(drops::Column::UpdatedAt, Expr::value(now))
+        .col_expr(drops::Column::SoldOutAt, first_sold_out(delta, now))
         .filter(drops::Column::Id.eq(drop_id));
     if delta < 0 {
         update = update.filter(drops::Column::AvailableStock.gte(-delta));
@@ -138,6 +157,17 @@ pub(crate) async fn take_units(
         .await?
         .first()
         .map(Stock::from))
+}
+
+/// `sold_out_at` after moving `delta` units: kept once set, set to `now` when they leave none.
+fn first_sold_out(delta: i32, now: DateTime<Utc>) -> Expr {
+    let now_if_none_left: Expr = CaseStatement::new()
+        .case(
+            Expr::col(drops::Column::AvailableStock).add(delta).eq(0),
+            Expr::value(now),
+        )
+        .into();
+    Func::coalesce([Expr::col(drops::Column::SoldOutAt), now_if_none_left]).into()
 }
 
 /// Checks the invariant for one drop; used by tests and the admin view.

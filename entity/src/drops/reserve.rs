@@ -9,8 +9,8 @@ use sea_orm::{
 };
 
 use super::{
-    ReservationStatus, ReserveOutcome, Reserved, SoldOut, Stock, check_purchase_limit,
-    holds::end_hold, is_open, take_units,
+    ReservationStatus, ReserveOutcome, Reserved, SoldOut, Stock, check_on_sale,
+    check_purchase_limit, holds::end_hold, take_units,
 };
 use crate::{
     Error,
@@ -69,7 +69,8 @@ async fn plainly_sold_out(
          WHERE d.id = $1
            AND d.available_stock = 0
            AND d.starts_at <= $2
-           AND (d.ends_at IS NULL OR d.ends_at > $2)"#;
+           AND (d.ends_at IS NULL OR d.ends_at > $2)
+           AND (d.mode = 'first_come' OR d.drawn_at IS NOT NULL)"#;
     let statement = Statement::from_sql_and_values(
         DbBackend::Postgres,
         SQL,
@@ -107,11 +108,15 @@ async fn reserve_in_one_statement(
             UPDATE drops
                SET available_stock = available_stock - 1,
                    stock_version = stock_version + 1,
-                   updated_at = $3
+                   updated_at = $3,
+                   sold_out_at = COALESCE(sold_out_at,
+                                          CASE WHEN available_stock = 1 THEN $3::timestamptz END)
              WHERE id = $1
                AND available_stock > 0
                AND starts_at <= $3
                AND (ends_at IS NULL OR ends_at > $3)
+               -- `check_on_sale`: a draw's units go to its winners
+               AND (mode = 'first_come' OR drawn_at IS NOT NULL)
                -- the per-buyer rule of `check_purchase_limit`
                AND (SELECT count(*) FROM purchases p WHERE p.drop_id = $1 AND p.user_id = $2) < max_per_user
          RETURNING id, available_stock, stock_version, price_cents, currency
@@ -172,9 +177,7 @@ async fn reserve_in_transaction(
         .one(&txn)
         .await?
         .ok_or(Error::DropNotFound)?;
-    if !is_open(&drop, now) {
-        return Err(Error::DropNotActive);
-    }
+    check_on_sale(&drop, now)?;
     check_purchase_limit(&txn, &drop, user_id).await?;
     let reservation = insert_hold(&txn, &drop, user_id, now + ttl, now).await?;
 

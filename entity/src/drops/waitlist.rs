@@ -17,7 +17,9 @@ use sea_orm::{
     sea_query::{Expr, LockType},
 };
 
-use super::{ReservationStatus, Stock, check_purchase_limit, is_open, take_units};
+use super::{
+    ReservationStatus, Stock, check_on_sale, check_purchase_limit, reserve::insert_hold, take_units,
+};
 use crate::{
     Error,
     db::{begin_write, is_unique_violation},
@@ -63,9 +65,7 @@ pub async fn join(
 ) -> Result<Place> {
     let txn = begin_write(db).await?;
     let drop = lock_drop(&txn, drop_id).await?;
-    if !is_open(&drop, now) {
-        return Err(Error::DropNotActive);
-    }
+    check_on_sale(&drop, now)?;
     if drop.available_stock > 0 {
         return Err(Error::DropNotSoldOut);
     }
@@ -144,7 +144,7 @@ pub async fn settle_units(
     txn: &impl ConnectionTrait,
     drop_id: i64,
     returned: i32,
-    offer_ttl: Duration,
+    default_ttl: Duration,
     now: DateTime<Utc>,
 ) -> Result<(Vec<Offer>, Stock)> {
     // Lock the drop's row first — by the update that gives the units back, the same lock
@@ -164,6 +164,7 @@ pub async fn settle_units(
         .one(txn)
         .await?
         .ok_or(Error::DropNotFound)?;
+    let ttl = offer_ttl(&drop, default_ttl);
     let mut offers = Vec::new();
     while i32::try_from(offers.len()).unwrap_or(i32::MAX) < stock.available_stock {
         let Some(next) = waiting(drop_id)
@@ -185,7 +186,7 @@ pub async fn settle_units(
                 .await?;
             continue;
         }
-        offers.push(offer(txn, &drop, &next, offer_ttl, now).await?);
+        offers.push(offer(txn, &drop, &next, ttl, now).await?);
     }
     if !offers.is_empty() {
         let offered = i32::try_from(offers.len()).unwrap_or(i32::MAX);
@@ -204,20 +205,7 @@ async fn offer(
     ttl: Duration,
     now: DateTime<Utc>,
 ) -> Result<Offer> {
-    let hold = reservations::ActiveModel {
-        drop_id: Set(drop.id),
-        user_id: Set(entry.user_id),
-        status: Set(ReservationStatus::Active),
-        expires_at: Set(now + ttl),
-        created_at: Set(now),
-        ended_at: Set(None),
-        price_cents: Set(drop.price_cents),
-        currency: Set(drop.currency.clone()),
-        ..Default::default()
-    };
-    let hold = reservations::Entity::insert(hold)
-        .exec_with_returning(txn)
-        .await?;
+    let offer = make_offer(txn, drop, entry.user_id, ttl, false, now).await?;
     waitlist_entries::Entity::update_many()
         .col_expr(
             waitlist_entries::Column::Status,
@@ -225,13 +213,27 @@ async fn offer(
         )
         .col_expr(
             waitlist_entries::Column::ReservationId,
-            Expr::value(hold.id),
+            Expr::value(offer.hold.id),
         )
         .col_expr(waitlist_entries::Column::OfferedAt, Expr::value(now))
         .filter(waitlist_entries::Column::Id.eq(entry.id))
         .exec(txn)
         .await?;
-    let buyer = users::Entity::find_by_id(entry.user_id)
+    Ok(offer)
+}
+
+/// A personal hold of one unit of `drop` for `user_id` (a waitlist offer or a draw's win),
+/// and the email that tells them, written in the same transaction.
+pub(super) async fn make_offer(
+    txn: &impl ConnectionTrait,
+    drop: &drops::Model,
+    user_id: i64,
+    ttl: Duration,
+    won_draw: bool,
+    now: DateTime<Utc>,
+) -> Result<Offer> {
+    let hold = insert_hold(txn, drop, user_id, now + ttl, now).await?;
+    let buyer = users::Entity::find_by_id(user_id)
         .one(txn)
         .await?
         .ok_or(Error::NotWaiting)?;
@@ -240,16 +242,23 @@ async fn offer(
         drop_name: drop.name.clone(),
         reservation_id: hold.id,
         expires_at: hold.expires_at,
+        won_draw,
     };
     let message_id = mail::queue_offer(txn, &buyer.email, &content, now).await?;
     Ok(Offer { hold, message_id })
+}
+
+/// How long `drop`'s offers (and a draw's winning holds) last: its own TTL, or the store's.
+pub(super) fn offer_ttl(drop: &drops::Model, default: Duration) -> Duration {
+    drop.offer_ttl_secs
+        .map_or(default, |secs| Duration::seconds(i64::from(secs)))
 }
 
 /// The drop's row, locked until the transaction ends (on Postgres; SQLite has one writer).
 /// `FOR NO KEY UPDATE`, the lock an `UPDATE` of the row takes: it serialises stock moves, but
 /// not a reserve that inserted a hold (its foreign-key check holds `KEY SHARE` on the drop)
 /// and may next wait for a due hold this transaction is ending — that would deadlock.
-async fn lock_drop(txn: &impl ConnectionTrait, drop_id: i64) -> Result<drops::Model> {
+pub(super) async fn lock_drop(txn: &impl ConnectionTrait, drop_id: i64) -> Result<drops::Model> {
     let mut query = drops::Entity::find_by_id(drop_id);
     if txn.get_database_backend() == DbBackend::Postgres {
         query = query.lock(LockType::NoKeyUpdate);

@@ -36,6 +36,8 @@ pub enum MessageKind {
     RestockAlert,
     /// "A unit of drop X is held for you until T": the waitlist's offer.
     HoldOffer,
+    /// "The draw of drop X is done; you are number N on its waitlist".
+    DrawWaitlisted,
 }
 
 /// Where a ledger row is: `queued` until sent, or failed for good.

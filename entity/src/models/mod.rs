@@ -1,6 +1,7 @@
 //! SeaORM entities: plain data, one module per table. Behaviour lives in the
 //! sibling domain modules.
 
+pub mod draw_entries;
 pub mod drops;
 pub mod email_messages;
 pub mod idempotency_keys;

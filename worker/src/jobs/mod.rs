@@ -15,10 +15,12 @@ use crate::{
     runtime::Workers,
 };
 
+mod draw_winners;
 mod expire_reservation;
 mod notify_restock;
 mod ping;
 
+pub use draw_winners::{DrawWinners, draw};
 pub use expire_reservation::ExpireReservation;
 pub use notify_restock::{NotifyRestock, fan_out};
 pub use ping::Ping;
@@ -26,6 +28,7 @@ pub use ping::Ping;
 /// Every job the workers run.
 pub fn register_all(workers: Workers) -> Workers {
     workers
+        .add::<DrawWinners>()
         .add::<ExpireReservation>()
         .add::<NotifyRestock>()
         .add::<Ping>()

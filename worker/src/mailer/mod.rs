@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use entity::mail::{Content, MessageKind, OfferPayload, Outgoing, Payload};
+use entity::mail::{Content, MessageKind, OfferPayload, Outgoing, Payload, WaitlistedPayload};
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{
@@ -75,7 +75,7 @@ impl std::fmt::Debug for Mailer {
     }
 }
 
-const TEMPLATES: [(&str, &str); 6] = [
+const TEMPLATES: [(&str, &str); 8] = [
     (
         "confirmation.txt",
         include_str!("../../templates/confirmation.txt"),
@@ -99,6 +99,14 @@ const TEMPLATES: [(&str, &str); 6] = [
     (
         "hold_offer.html",
         include_str!("../../templates/hold_offer.html"),
+    ),
+    (
+        "draw_waitlisted.txt",
+        include_str!("../../templates/draw_waitlisted.txt"),
+    ),
+    (
+        "draw_waitlisted.html",
+        include_str!("../../templates/draw_waitlisted.html"),
     ),
 ];
 
@@ -158,6 +166,7 @@ impl Mailer {
         let (builder, template, ctx) = match &outgoing.payload {
             Content::Product(product) => self.about_product(builder, outgoing, product)?,
             Content::Offer(offer) => self.offer(builder, offer),
+            Content::Waitlisted(place) => self.waitlisted(builder, place),
         };
         let render = |suffix: &str| {
             self.templates
@@ -214,9 +223,9 @@ impl Mailer {
                     },
                 )
             }
-            MessageKind::HoldOffer => {
+            MessageKind::HoldOffer | MessageKind::DrawWaitlisted => {
                 return Err(SendError::Permanent(
-                    "an offer written with a product's content".into(),
+                    "a drop's email written with a product's content".into(),
                 ));
             }
             MessageKind::RestockAlert => (
@@ -255,6 +264,29 @@ impl Mailer {
             context! {
                 drop_name => offer.drop_name,
                 expires_at => offer.expires_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                storefront_url => storefront_url,
+                won_draw => offer.won_draw,
+            },
+        )
+    }
+
+    /// A draw not won: the entrant's place on the waitlist, and a link to the storefront.
+    fn waitlisted(
+        &self,
+        builder: MessageBuilder,
+        place: &WaitlistedPayload,
+    ) -> (MessageBuilder, &'static str, Value) {
+        let storefront_url =
+            Value::from_safe_string(format!("{}/#drop-{}", self.base_url, place.drop_id));
+        (
+            builder.subject(format!(
+                "The {} draw: you are number {} on the waitlist",
+                place.drop_name, place.position
+            )),
+            "draw_waitlisted",
+            context! {
+                drop_name => place.drop_name,
+                position => place.position,
                 storefront_url => storefront_url,
             },
         )
@@ -384,7 +416,7 @@ pub fn backoff(base: Duration, attempt: i32) -> Duration {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use entity::mail::{Content, MessageKind, OfferPayload, Outgoing, Payload};
+    use entity::mail::{Content, MessageKind, OfferPayload, Outgoing, Payload, WaitlistedPayload};
 
     use super::{Mailer, RateLimiter, backoff};
     use crate::platform::settings::Settings;
@@ -454,6 +486,7 @@ mod tests {
                 drop_name: "Golden <Jar>".into(),
                 reservation_id: 17,
                 expires_at,
+                won_draw: false,
             }),
             attempt: 1,
             confirm_token: None,
@@ -477,6 +510,52 @@ mod tests {
             !eml.contains("List-Unsubscribe"),
             "an offer is no list mail"
         );
+        assert!(eml.contains("next on the waitlist"), "{eml}");
+    }
+
+    #[test]
+    fn a_draw_tells_a_winner_they_won_and_the_rest_their_place_in_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mailer, _) = shop_mailer(&dir);
+        let compose = |kind, payload| {
+            let outgoing = Outgoing {
+                id: 9,
+                kind,
+                recipient: "ann@example.com".into(),
+                payload,
+                attempt: 1,
+                confirm_token: None,
+                unsubscribe_token: None,
+            };
+            let message = mailer.compose(&outgoing).expect("composed");
+            String::from_utf8_lossy(&message.formatted()).into_owned()
+        };
+        let won = compose(
+            MessageKind::HoldOffer,
+            Content::Offer(OfferPayload {
+                drop_id: 4,
+                drop_name: "Golden Jar".into(),
+                reservation_id: 17,
+                expires_at: chrono::Utc::now(),
+                won_draw: true,
+            }),
+        );
+        let lost = compose(
+            MessageKind::DrawWaitlisted,
+            Content::Waitlisted(WaitlistedPayload {
+                drop_id: 4,
+                drop_name: "Golden Jar".into(),
+                position: 12,
+            }),
+        );
+
+        assert!(won.contains("You won the draw"), "{won}");
+        assert!(!won.contains("next on the waitlist"), "{won}");
+        assert!(
+            lost.contains("Subject: The Golden Jar draw: you are number 12 on the waitlist"),
+            "{lost}"
+        );
+        assert!(lost.contains("https://shop.example.com/#drop-4"), "{lost}");
     }
 
     #[test]

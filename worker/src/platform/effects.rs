@@ -10,19 +10,19 @@ use std::sync::Arc;
 
 use entity::{
     catalog::Change,
-    drops::{Ended, Reserved, Stock, waitlist::Offer},
+    drops::{Ended, Reserved, Stock, Updated, draw::Drawn, waitlist::Offer},
     models::reservations::Model as Reservation,
 };
 
 use super::{
     bus::EventBus,
     events::{
-        Event, HoldOffered, MailQueued, ProductChanged, ProductRestocked, ReservationExpired,
-        SessionEnded, StockUpdate,
+        DrawResult, Event, HoldOffered, MailQueued, ProductChanged, ProductRestocked,
+        ReservationExpired, SessionEnded, StockUpdate,
     },
     queue::Queue,
 };
-use crate::jobs::{ExpireReservation, NotifyRestock};
+use crate::jobs::{DrawWinners, ExpireReservation, NotifyRestock};
 
 /// What in this process must learn of its own changes at once, before the bus delivers
 /// them: the api's caches, so its next request already sees the change.
@@ -80,6 +80,52 @@ impl Effects {
     pub async fn stock_changed(&self, stock: Stock) {
         let update = self.note(stock);
         self.bus.publish_or_log(&Event::StockUpdate(update)).await;
+    }
+
+    /// A drop was created: its stock is announced and, for a draw, its draw scheduled at the
+    /// close of entries (the reconciler draws it if the job is lost).
+    pub async fn drop_created(&self, drop: &entity::models::drops::Model) {
+        self.stock_changed(Stock::from(drop)).await;
+        self.schedule_draw(drop).await;
+    }
+
+    /// An admin edited a drop: added stock is announced and offered to the waitlist, and a
+    /// draw follows its (maybe moved) close of entries. A draw's earlier job finds the drop
+    /// not due yet and does nothing.
+    pub async fn drop_edited(&self, updated: &Updated, added_stock: bool) {
+        if added_stock {
+            self.stock_changed(Stock::from(&updated.drop)).await;
+            self.units_offered(&updated.offers).await;
+        }
+        self.schedule_draw(&updated.drop).await;
+    }
+
+    async fn schedule_draw(&self, drop: &entity::models::drops::Model) {
+        if drop.drawn_at.is_some() {
+            return;
+        }
+        if let Some(close) = drop.entries_close_at {
+            let job = DrawWinners { drop_id: drop.id };
+            if let Err(error) = self.queue.push_at(job, close).await {
+                tracing::warn!(%error, drop_id = drop.id, "draw not scheduled; the reconciler will draw it");
+            }
+        }
+    }
+
+    /// A draw was done: the winners' holds are offers (scheduled to expire, told, emailed),
+    /// every entrant hears the result on their sockets, and the waitlisted's emails are woken.
+    pub async fn drawn(&self, drawn: &Drawn) {
+        self.stock_changed(drawn.stock).await;
+        self.units_offered(&drawn.offers).await;
+        for offer in &drawn.offers {
+            let result = DrawResult::won(&offer.hold);
+            self.bus.publish_or_log(&Event::DrawResult(result)).await;
+        }
+        for waitlisted in &drawn.waitlisted {
+            let result = DrawResult::from(waitlisted);
+            self.bus.publish_or_log(&Event::DrawResult(result)).await;
+        }
+        self.emails_queued(&drawn.letters).await;
     }
 
     /// A hold was taken: its expiry is scheduled, the new stock announced, and a due hold it

@@ -17,6 +17,9 @@ pub enum Event {
     /// A unit that came back became a personal hold for the first buyer on the waitlist:
     /// told to that buyer's sockets only.
     HoldOffered(HoldOffered),
+    /// A draw was done: each entrant hears whether they won (and their hold) or where they
+    /// stand on the waitlist. Told to that entrant's sockets only.
+    DrawResult(DrawResult),
     /// A session was ended (logout, refresh-token reuse): every instance forgets it at once,
     /// and its sockets are told and become anonymous.
     SessionEnded(SessionEnded),
@@ -77,6 +80,49 @@ impl From<&entity::models::reservations::Model> for HoldOffered {
             drop_id: r.drop_id,
             expires_at: r.expires_at,
             user_id: r.user_id,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrawResult {
+    pub drop_id: i64,
+    pub won: bool,
+    /// The winner's hold, to buy before `expiresAt`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reservation_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Where an entrant who did not win stands on the waitlist (1 next).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub position: Option<u64>,
+    /// Used to route the frame to its owner's sockets only.
+    pub user_id: i64,
+}
+
+impl DrawResult {
+    pub fn won(hold: &entity::models::reservations::Model) -> Self {
+        Self {
+            drop_id: hold.drop_id,
+            won: true,
+            reservation_id: Some(hold.id),
+            expires_at: Some(hold.expires_at),
+            position: None,
+            user_id: hold.user_id,
+        }
+    }
+}
+
+impl From<&entity::drops::draw::Waitlisted> for DrawResult {
+    fn from(w: &entity::drops::draw::Waitlisted) -> Self {
+        Self {
+            drop_id: w.drop_id,
+            won: false,
+            reservation_id: None,
+            expires_at: None,
+            position: Some(w.position),
+            user_id: w.user_id,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The worker's periodic tasks, independent of the job queue: the sweep expires overdue
-//! holds whose delayed job is late or lost, the reconciler re-runs restock fan-outs whose job
-//! Redis may have lost, and the retention pass (`retention.rs`) deletes rows whose time is
+//! holds whose delayed job is late or lost, the reconciler re-runs restock fan-outs and draws
+//! whose job Redis may have lost, and the retention pass (`retention.rs`) deletes rows whose time is
 //! up. All work from the database, so several workers may run them at once.
 
 use std::{sync::Arc, time::Duration};
@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 
 use super::{Shutdown, stopped};
-use crate::jobs::{Deps, fan_out};
+use crate::jobs::{Deps, draw, fan_out};
 
 /// Holds expired per statement; a sweep runs statements until none is left due.
 const SWEEP_BATCH: u64 = 2_000;
@@ -78,6 +78,9 @@ async fn reconcile(deps: &Deps, shutdown: Shutdown) {
                 if let Err(error) = reconcile_restocks(deps).await {
                     tracing::warn!(error = %entity::error::chain(&error), "reconciler failed");
                 }
+                if let Err(error) = reconcile_draws(deps).await {
+                    tracing::warn!(error = %entity::error::chain(&error), "draw reconciler failed");
+                }
             }
         }
     }
@@ -100,6 +103,17 @@ pub async fn sweep_expired(deps: &Deps, now: DateTime<Utc>) -> Result<usize, ent
             return Ok(total);
         }
     }
+}
+
+/// Draws the draw drops whose entries closed and whose draw job was lost.
+///
+/// # Errors
+/// Database failure.
+pub async fn reconcile_draws(deps: &Deps) -> Result<(), entity::Error> {
+    for drop_id in entity::drops::draw::due(&deps.db, Utc::now(), 100).await? {
+        draw(deps, drop_id).await?;
+    }
+    Ok(())
 }
 
 /// Re-runs the fan-out of in-stock products whose confirmed subscribers no fan-out reached.
