@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Error,
-    catalog::{SubscriptionStatus, is_available},
+    catalog::{
+        SubscriptionStatus, is_available,
+        waves::{self, Opened, Turn, Waves},
+    },
     db::begin_write,
     error::Result,
     models::{email_messages, products, restock_events, subscriptions},
@@ -226,8 +229,10 @@ pub fn alert_dedupe_key(restock_event_id: i64, subscription_id: i64) -> String {
 pub struct FanOut {
     /// Ledger rows written, in signup order.
     pub message_ids: Vec<i64>,
-    /// More confirmed subscribers may be waiting.
+    /// More confirmed subscribers may be waiting, and the current wave allows them.
     pub more: bool,
+    /// This batch spent its wave while subscribers may wait: the next wave may open then.
+    pub next_wave_at: Option<DateTime<Utc>>,
 }
 
 /// Marks up to `batch` confirmed subscribers of a product notified, in signup order, and
@@ -271,7 +276,8 @@ async fn claim_subscribers(
 /// and restock) and returns the ids of those still queued, in signup order.
 async fn write_alerts(
     txn: &impl ConnectionTrait,
-    restock_event_id: i64,
+    restock: &restock_events::Model,
+    wave: i32,
     product: &products::Model,
     claimed: &[subscriptions::Model],
     now: DateTime<Utc>,
@@ -280,11 +286,11 @@ async fn write_alerts(
         product_id: product.id,
         product_name: product.name.clone(),
         product_slug: product.slug.clone(),
-        restock_event_id: Some(restock_event_id),
+        restock_event_id: Some(restock.id),
     };
     let keys: Vec<String> = claimed
         .iter()
-        .map(|s| alert_dedupe_key(restock_event_id, s.id))
+        .map(|s| alert_dedupe_key(restock.id, s.id))
         .collect();
     let existing: Vec<String> = email_messages::Entity::find()
         .select_only()
@@ -297,7 +303,11 @@ async fn write_alerts(
         .iter()
         .zip(&keys)
         .filter(|(_, key)| !existing.contains(key))
-        .map(|(sub, key)| new_row(MessageKind::RestockAlert, sub, key.clone(), &payload, now))
+        .map(|(sub, key)| {
+            let mut row = new_row(MessageKind::RestockAlert, sub, key.clone(), &payload, now)?;
+            row.wave = Set(Some(wave));
+            Ok(row)
+        })
         .collect::<Result<Vec<_>>>()?;
     if !rows.is_empty() {
         email_messages::Entity::insert_many(rows)
@@ -315,12 +325,14 @@ async fn write_alerts(
         .await?)
 }
 
-/// Takes the next `batch` confirmed subscribers of the restocked product, in signup order,
-/// marks them notified and writes one alert each — all in one transaction. Subscribers are
-/// claimed by a conditional update, so concurrent fan-outs never alert anyone twice.
+/// Takes the next confirmed subscribers of the restocked product, in signup order — at most
+/// `batch`, and no more than the restock's current wave allows ([`waves`]) — marks them
+/// notified and writes one alert each, all in one transaction that holds the restock's row.
+/// Subscribers are claimed by a conditional update, so concurrent fan-outs never alert
+/// anyone twice.
 ///
 /// Nothing happens when the product is no longer visible and in stock: its subscribers stay
-/// confirmed for the next restock.
+/// confirmed for the next restock, and this restock's waves stop.
 ///
 /// # Errors
 /// Database failure.
@@ -328,29 +340,93 @@ pub async fn fan_out(
     db: &DatabaseConnection,
     restock_event_id: i64,
     batch: u64,
+    pacing: Waves,
     now: DateTime<Utc>,
 ) -> Result<FanOut> {
     let txn = begin_write(db).await?;
-    let Some(event) = restock_events::Entity::find_by_id(restock_event_id)
-        .one(&txn)
-        .await?
-    else {
-        return Ok(FanOut::default());
-    };
-    let Some(product) = products::Entity::find_by_id(event.product_id)
-        .one(&txn)
-        .await?
-        .filter(|p| p.visible && is_available(p))
-    else {
-        return Ok(FanOut::default());
-    };
-    let (claimed, more) = claim_subscribers(&txn, product.id, batch, now).await?;
-    if claimed.is_empty() {
-        return Ok(FanOut::default());
+    let mut find = restock_events::Entity::find_by_id(restock_event_id);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        find = find.lock(LockType::Update);
     }
-    let message_ids = write_alerts(&txn, event.id, &product, &claimed, now).await?;
+    let Some(restock) = find.one(&txn).await? else {
+        return Ok(FanOut::default());
+    };
+    let product = products::Entity::find_by_id(restock.product_id)
+        .one(&txn)
+        .await?
+        .filter(|p| p.visible && is_available(p));
+    let Some(product) = product else {
+        if restock.next_wave_at.is_some() {
+            stop_waves(&txn, restock.id).await?;
+            txn.commit().await?;
+        }
+        return Ok(FanOut::default());
+    };
+    let Turn::Alert {
+        up_to,
+        wave,
+        opened,
+    } = waves::turn(&restock, &product, pacing, now)
+    else {
+        return Ok(FanOut::default());
+    };
+    let take = up_to.map_or(batch, |left| {
+        std::cmp::min(batch, u64::try_from(left).unwrap_or(0))
+    });
+    let (claimed, more) = claim_subscribers(&txn, product.id, take, now).await?;
+    let message_ids = write_alerts(&txn, &restock, wave, &product, &claimed, now).await?;
+    let alerted = i32::try_from(claimed.len()).unwrap_or(i32::MAX);
+    save_turn(&txn, &restock, opened, alerted).await?;
     txn.commit().await?;
-    Ok(FanOut { message_ids, more })
+    let wave_spent = up_to.is_some_and(|left| alerted >= left);
+    let next_wave_at = opened
+        .map_or(restock.next_wave_at, |o| o.next_wave_at)
+        .filter(|_| wave_spent);
+    Ok(FanOut {
+        message_ids,
+        more: more && !wave_spent,
+        next_wave_at,
+    })
+}
+
+/// Records a fan-out's turn on its restock: the wave it opened, and the alerts it wrote.
+async fn save_turn(
+    txn: &impl ConnectionTrait,
+    restock: &restock_events::Model,
+    opened: Option<Opened>,
+    alerted: i32,
+) -> Result<()> {
+    let mut update = restock_events::Entity::update_many()
+        .col_expr(
+            restock_events::Column::Alerted,
+            Expr::value(restock.alerted.saturating_add(alerted)),
+        )
+        .filter(restock_events::Column::Id.eq(restock.id));
+    if let Some(o) = opened {
+        update = update
+            .col_expr(restock_events::Column::Waves, Expr::value(o.waves))
+            .col_expr(
+                restock_events::Column::AlertLimit,
+                Expr::value(o.alert_limit),
+            )
+            .col_expr(
+                restock_events::Column::NextWaveAt,
+                Expr::value(o.next_wave_at),
+            );
+    }
+    update.exec(txn).await?;
+    Ok(())
+}
+
+/// The product sold out (or was hidden): no further wave of this restock opens.
+async fn stop_waves(txn: &impl ConnectionTrait, restock_event_id: i64) -> Result<()> {
+    let never: Option<DateTime<Utc>> = None;
+    restock_events::Entity::update_many()
+        .col_expr(restock_events::Column::NextWaveAt, Expr::value(never))
+        .filter(restock_events::Column::Id.eq(restock_event_id))
+        .exec(txn)
+        .await?;
+    Ok(())
 }
 
 /// A claimed message, ready to render and send.

@@ -48,6 +48,16 @@ pub struct RestockAlerts {
     pub restock_event_id: i64,
     pub at: DateTime<Utc>,
     pub alerts: DeliveryCounts,
+    /// The restock's alerts by wave, first wave first.
+    pub waves: Vec<WaveAlerts>,
+    /// When the next wave may open, while the product stays in stock.
+    pub next_wave_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaveAlerts {
+    pub wave: i32,
+    pub alerts: DeliveryCounts,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,10 +153,19 @@ async fn stats_in(db: &impl ConnectionTrait, product_id: i64) -> Result<ProductS
         .await?;
     let mut recent_restocks = Vec::with_capacity(restocks.len());
     for restock in restocks {
+        let waves = alerts_of_restock(db, restock.id).await?;
+        let mut alerts = DeliveryCounts::default();
+        for wave in &waves {
+            alerts.queued += wave.alerts.queued;
+            alerts.sent += wave.alerts.sent;
+            alerts.failed += wave.alerts.failed;
+        }
         recent_restocks.push(RestockAlerts {
             restock_event_id: restock.id,
             at: restock.created_at,
-            alerts: alerts_of_restock(db, restock.id).await?,
+            alerts,
+            waves,
+            next_wave_at: restock.next_wave_at,
         });
     }
 
@@ -199,26 +218,32 @@ async fn ledger_by_kind_and_status(
         .collect())
 }
 
-/// Alerts of one restock, found by their dedupe key ([`mail::alert_dedupe_key`]).
+/// Alerts of one restock by wave, found by their dedupe key ([`mail::alert_dedupe_key`]).
+/// Alerts written before waves existed count as wave 1.
 async fn alerts_of_restock(
     db: &impl ConnectionTrait,
     restock_event_id: i64,
-) -> Result<DeliveryCounts> {
+) -> Result<Vec<WaveAlerts>> {
     let key = mail::alert_dedupe_key(restock_event_id, 0);
     let prefix = key.strip_suffix('0').unwrap_or(&key);
-    let mut counts = DeliveryCounts::default();
-    for (status, n) in email_messages::Entity::find()
+    let mut waves: std::collections::BTreeMap<i32, DeliveryCounts> = Default::default();
+    for (wave, status, n) in email_messages::Entity::find()
         .select_only()
+        .column(email_messages::Column::Wave)
         .column(email_messages::Column::Status)
         .column_as(email_messages::Column::Id.count(), "n")
         .filter(email_messages::Column::Kind.eq(MessageKind::RestockAlert))
         .filter(email_messages::Column::DedupeKey.starts_with(prefix))
+        .group_by(email_messages::Column::Wave)
         .group_by(email_messages::Column::Status)
-        .into_tuple::<(MessageStatus, i64)>()
+        .into_tuple::<(Option<i32>, MessageStatus, i64)>()
         .all(db)
         .await?
     {
-        add(&mut counts, status, n);
+        add(waves.entry(wave.unwrap_or(1)).or_default(), status, n);
     }
-    Ok(counts)
+    Ok(waves
+        .into_iter()
+        .map(|(wave, alerts)| WaveAlerts { wave, alerts })
+        .collect())
 }

@@ -13,6 +13,7 @@ mod m20261126_000003_sessions_revoked_at;
 mod m20261126_000004_mail_claims;
 mod m20261126_000005_waitlist;
 mod m20261126_000006_draws;
+mod m20261126_000007_restock_waves;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000004_mail_claims::Migration),
             Box::new(m20261126_000005_waitlist::Migration),
             Box::new(m20261126_000006_draws::Migration),
+            Box::new(m20261126_000007_restock_waves::Migration),
         ]
     }
 }

@@ -58,11 +58,25 @@ impl From<DeliveryCounts> for Deliveries {
 
 /// The alerts one restock caused.
 #[derive(Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 struct Restock {
     restock_event_id: i64,
     /// When the product came back in stock.
     at: DateTime<Utc>,
+    alerts: Deliveries,
+    /// The same alerts by wave (a product with a tracked quantity is alerted in waves of
+    /// stock × `RESTOCK_WAVE_FACTOR`), first wave first.
+    waves: Vec<Wave>,
+    /// When the next wave may open, while the product stays in stock; absent when no wave
+    /// is to come.
+    next_wave_at: Option<DateTime<Utc>>,
+}
+
+/// One wave of a restock's alerts.
+#[derive(Object)]
+struct Wave {
+    /// 1 for the first.
+    wave: i32,
     alerts: Deliveries,
 }
 
@@ -72,6 +86,15 @@ impl From<RestockAlerts> for Restock {
             restock_event_id: r.restock_event_id,
             at: r.at,
             alerts: r.alerts.into(),
+            waves: r
+                .waves
+                .into_iter()
+                .map(|w| Wave {
+                    wave: w.wave,
+                    alerts: w.alerts.into(),
+                })
+                .collect(),
+            next_wave_at: r.next_wave_at,
         }
     }
 }
@@ -115,7 +138,8 @@ impl AdminProductStatsApi {
     ///
     /// "Notify me" subscribers by state (pending, confirmed, notified, unsubscribed), the
     /// confirmation rate, and the confirmation and restock-alert emails by state (queued,
-    /// sent, failed), in total and for each of the latest restocks. Hidden products too.
+    /// sent, failed), in total, for each of the latest restocks and each of its waves.
+    /// Hidden products too.
     /// 404 `product_not_found` for an unknown id.
     #[oai(path = "/:id/stats", method = "get")]
     async fn stats(

@@ -9,6 +9,7 @@
 //! - [`products`]: listing and editing products, and recording restocks.
 //! - [`cms`]: applying a verified Contentful delivery.
 //! - [`subscriptions`]: "notify me", its confirmation and unsubscribe links.
+//! - [`waves`]: pacing a restock's alerts in waves sized to the stock.
 
 use chrono::Duration;
 
@@ -21,6 +22,7 @@ use crate::{
 mod cms;
 mod products;
 mod subscriptions;
+pub mod waves;
 
 pub use cms::{CmsAction, CmsDelivery, CmsOutcome, DeliveryOutcome, apply_cms};
 pub use products::{create, find_visible, list, update, visible_products, waiting_count};

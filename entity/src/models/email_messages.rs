@@ -24,6 +24,8 @@ pub struct Model {
     /// Claims of this row that ended with no outcome recorded (the sending worker died): each
     /// may have sent the message once more than the ledger says.
     pub lapsed_claims: i32,
+    /// The restock wave a restock alert went out in.
+    pub wave: Option<i32>,
 }
 
 /// What an email is for.

@@ -30,15 +30,19 @@ impl Job for NotifyRestock {
     }
 }
 
-/// Writes a ledger row for every confirmed, unalerted subscriber of the restock's product,
-/// [`FANOUT_BATCH`] per transaction, and enqueues their sends.
+/// Writes a ledger row for every confirmed, unalerted subscriber of the restock's product
+/// that its current wave allows, [`FANOUT_BATCH`] per transaction, and wakes the mail pumps.
+/// A wave spent while subscribers wait schedules this job again for the next wave (the
+/// reconciler opens it if that job is lost).
 ///
 /// # Errors
 /// Database failure.
 pub async fn fan_out(deps: &Deps, restock_event_id: i64) -> Result<(), entity::Error> {
     loop {
+        let waves = deps.settings.mail.restock_waves;
         let batch =
-            entity::mail::fan_out(&deps.db, restock_event_id, FANOUT_BATCH, Utc::now()).await?;
+            entity::mail::fan_out(&deps.db, restock_event_id, FANOUT_BATCH, waves, Utc::now())
+                .await?;
         if !batch.message_ids.is_empty() {
             tracing::info!(
                 restock_event_id,
@@ -46,6 +50,9 @@ pub async fn fan_out(deps: &Deps, restock_event_id: i64) -> Result<(), entity::E
                 "restock alerts queued"
             );
             deps.effects.emails_queued(&batch.message_ids).await;
+        }
+        if let Some(at) = batch.next_wave_at {
+            deps.effects.next_wave_due(restock_event_id, at).await;
         }
         if !batch.more {
             return Ok(());

@@ -259,6 +259,15 @@ impl Effects {
         }
     }
 
+    /// A restock's wave of alerts is spent while subscribers wait: its fan-out runs again when
+    /// the next wave may open (the reconciler opens it if this job is lost).
+    pub async fn next_wave_due(&self, restock_event_id: i64, at: chrono::DateTime<chrono::Utc>) {
+        let job = NotifyRestock { restock_event_id };
+        if let Err(error) = self.queue.push_at(job, at).await {
+            tracing::warn!(%error, restock_event_id, "next restock wave not scheduled; the reconciler will open it");
+        }
+    }
+
     /// A session was revoked (logout, refresh-token reuse): every api instance stops
     /// honouring its access tokens at once instead of at its next liveness check, and its
     /// sockets lose its identity.

@@ -213,6 +213,8 @@ pub struct MailSettings {
     /// How often an idle pump looks for due rows (a retry whose backoff ran out, a lease
     /// that ran out); new rows wake it at once.
     pub poll_interval: Duration,
+    /// How a restock's alerts are paced: waves of stock × factor, an interval apart.
+    pub restock_waves: entity::catalog::waves::Waves,
 }
 
 #[derive(Clone, Debug)]
@@ -468,6 +470,10 @@ impl MailSettings {
             send_timeout: lease / 2,
             connections: env.positive("MAIL_CONNECTIONS", 16)?,
             poll_interval: env.millis("MAIL_POLL_MS", 2_000)?,
+            restock_waves: entity::catalog::waves::Waves {
+                factor: i32::from(env.parse::<u16>("RESTOCK_WAVE_FACTOR")?.unwrap_or(3)),
+                interval: chrono_secs(env.secs("RESTOCK_WAVE_INTERVAL_SECS", 600, 1)?),
+            },
         })
     }
 }
