@@ -4,6 +4,7 @@ pub mod allow;
 pub mod auth;
 pub mod contentful;
 pub mod cors;
+pub mod demand;
 pub mod error;
 pub mod idempotent;
 pub mod limiter;

@@ -1,7 +1,13 @@
 //! Counters for `/metrics`, in Prometheus's text format. Atomics only: nothing on a hot path
-//! takes a lock to count.
+//! takes a lock to count. Figures that must add up over every instance (the drops' demand,
+//! the mail ledger) are read from the database when scraped.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use entity::drops::stats::DropStats;
+
+/// One per-drop series: name, help, type, and the figure it shows.
+type DropSeries = (&'static str, &'static str, &'static str, fn(&DropStats) -> i64);
 
 #[derive(Default)]
 pub struct Metrics {
@@ -33,8 +39,9 @@ impl Metrics {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// The counters, and the ledger's lapsed mail claims when they could be read.
-    pub fn render(&self, lapsed_mail_claims: Option<i64>) -> String {
+    /// The counters, the ledger's lapsed mail claims and the recent drops' demand figures
+    /// (both read from the database; left out when they could not be).
+    pub fn render(&self, lapsed_mail_claims: Option<i64>, drops: &[DropStats]) -> String {
         let mut out = String::new();
         let mut line = |name: &str, help: &str, kind: &str, samples: &[(&str, i64)]| {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -115,6 +122,71 @@ impl Metrics {
                 "gauge",
                 &[("", lapsed)],
             );
+        }
+        let per_drop: [DropSeries; 9] = [
+            (
+                "honeydrop_drop_reserve_attempts_total",
+                "Reserve requests per drop, from every instance (recorded each second).",
+                "counter",
+                |d| d.reserve_attempts,
+            ),
+            (
+                "honeydrop_drop_holds_total",
+                "Holds taken per drop (waitlist offers and draw wins included).",
+                "counter",
+                |d| d.holds,
+            ),
+            (
+                "honeydrop_drop_expiries_total",
+                "Holds per drop that ran out unbought.",
+                "counter",
+                |d| d.expiries,
+            ),
+            (
+                "honeydrop_drop_releases_total",
+                "Holds per drop let go by their buyer.",
+                "counter",
+                |d| d.releases,
+            ),
+            (
+                "honeydrop_drop_purchases_total",
+                "Purchases per drop.",
+                "counter",
+                |d| d.purchases,
+            ),
+            (
+                "honeydrop_drop_offers_made_total",
+                "Returned units offered to a drop's waitlist.",
+                "counter",
+                |d| d.offers_made,
+            ),
+            (
+                "honeydrop_drop_offers_taken_total",
+                "Waitlist offers bought.",
+                "counter",
+                |d| d.offers_taken,
+            ),
+            (
+                "honeydrop_drop_draw_entries_total",
+                "Entries in a drop's draw.",
+                "counter",
+                |d| d.draw_entries,
+            ),
+            (
+                "honeydrop_drop_waitlist_length",
+                "Buyers waiting in a drop's line now.",
+                "gauge",
+                |d| d.waitlist_length,
+            ),
+        ];
+        for (name, help, kind, pick) in per_drop {
+            let labelled: Vec<(String, i64)> = drops
+                .iter()
+                .map(|d| (format!("{{drop=\"{}\"}}", d.drop_id), pick(d)))
+                .collect();
+            let samples: Vec<(&str, i64)> =
+                labelled.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+            line(name, help, kind, &samples);
         }
         out
     }

@@ -88,6 +88,7 @@ impl Application {
         });
         let relay = tokio::spawn(crate::relay::run(state.clone()));
         let sessions = tokio::spawn(crate::auth::sync_sessions(state.clone()));
+        let demand = tokio::spawn(crate::demand::flush_periodically(state.clone()));
 
         let sockets = state.clone();
         let signal = async move {
@@ -107,6 +108,8 @@ impl Application {
         let _ = stop.send(true);
         relay.abort();
         sessions.abort();
+        demand.abort();
+        crate::demand::flush(&open_sockets).await;
         if let Some(worker) = embedded_worker {
             worker.await??;
         }

@@ -36,6 +36,8 @@ pub struct Inner {
     /// The sold-out cache and the drop listing, told of every stock change at once.
     pub caches: Arc<StockCaches>,
     pub metrics: crate::metrics::Metrics,
+    /// Reserve requests per drop, added to the drops' rows every second.
+    pub reserve_attempts: crate::demand::ReserveAttempts,
     /// Every browser-facing event, serialised once for all sockets.
     pub frames: tokio::sync::broadcast::Sender<Arc<crate::ws::Frame>>,
     /// Set when the process begins to shut down: sockets say goodbye (close 1001) so their
@@ -78,6 +80,7 @@ impl AppState {
             reserves: crate::reserve_batch::ReserveBatcher::default(),
             passwords: PasswordPool::new()?,
             metrics: crate::metrics::Metrics::default(),
+            reserve_attempts: crate::demand::ReserveAttempts::default(),
             frames: tokio::sync::broadcast::channel(crate::ws::FRAME_BACKLOG).0,
             closing: tokio::sync::watch::channel(false).0,
             effects: infra.effects().observed_by(caches.clone()),

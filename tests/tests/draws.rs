@@ -289,6 +289,21 @@ async fn a_draw_of_1000_entries_gives_10_holds_and_a_waitlist_in_draw_order(back
     .await
     .expect("the first of the draw's waitlist was offered the unit");
 
+    let stats = app
+        .get(
+            &format!("/api/admin/drops/{drop_id}/stats"),
+            Some(&admin.token),
+        )
+        .await;
+    assert_eq!(
+        (
+            stats.body["drawEntries"].as_i64(),
+            stats.body["drawWinners"].as_i64()
+        ),
+        (Some(1_000), Some(10)),
+        "{stats:?}"
+    );
+
     // The draw is done: no more entries.
     let late = app.customer("late").await;
     assert_eq!(

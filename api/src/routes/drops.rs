@@ -287,6 +287,7 @@ impl DropsApi {
         #[oai(name = "dropId")] drop_id: Path<i64>,
     ) -> ApiResult<Reserved> {
         let now = Utc::now();
+        state.reserve_attempts.count(drop_id.0);
         if state.caches.sold_out.refuses(drop_id.0, now) {
             state
                 .metrics

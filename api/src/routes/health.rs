@@ -54,7 +54,8 @@ impl HealthApi {
         })
     }
 
-    /// Counters in Prometheus's text format. When the store sets `METRICS_TOKEN`, send it as
+    /// Counters in Prometheus's text format, with the demand figures of the drops open now
+    /// or closed within a day (the newest 50). When the store sets `METRICS_TOKEN`, send it as
     /// `Authorization: Bearer <token>`; without it the answer is 401.
     #[oai(path = "/metrics", method = "get")]
     async fn metrics(
@@ -76,7 +77,9 @@ impl HealthApi {
         }
         // Read from the ledger, so it counts every worker's sends; left out if unreadable.
         let lapsed_claims = entity::mail::lapsed_claims(&state.db).await.ok();
-        Ok(PlainText(state.metrics.render(lapsed_claims)))
+        let drops = entity::drops::stats::recent(&state.db, METRICS_DROPS).await;
+        let drops = drops.unwrap_or_default();
+        Ok(PlainText(state.metrics.render(lapsed_claims, &drops)))
     }
 
     /// The process can serve: the database (and Redis, in distributed mode) answer.
@@ -124,6 +127,9 @@ fn same_secret(expected: &str, presented: &str) -> bool {
 
 /// A check answers within this, so a load balancer hears "not ready" within a second
 /// whatever is hanging.
+/// How many drops `/metrics` gives demand figures for.
+const METRICS_DROPS: u64 = 50;
+
 const CHECK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(800);
 
 async fn ping_database(db: &sea_orm::DatabaseConnection) -> String {

@@ -2,6 +2,7 @@
 
 use poem_openapi::Tags;
 
+pub mod admin_drop_stats;
 pub mod admin_drops;
 pub mod admin_product_stats;
 pub mod admin_products;
@@ -46,6 +47,7 @@ pub fn apis() -> impl poem_openapi::OpenApi {
         products::ProductsApi,
         subscriptions::SubscriptionsApi,
         admin_drops::AdminDropsApi,
+        admin_drop_stats::AdminDropStatsApi,
         admin_products::AdminProductsApi,
         admin_product_stats::AdminProductStatsApi,
         dev_outbox::DevOutboxApi,
@@ -71,8 +73,10 @@ mod tests {
         if let Some(values) = schema["enum"].as_array() {
             return values.iter().map(|v| v.to_string().len()).max();
         }
+        // A value valid under all of them is bounded by the tightest bound among them (a
+        // part that only describes, like `{"description": ...}`, bounds nothing).
         if let Some(all) = schema["allOf"].as_array() {
-            return all.iter().map(|s| largest(s, spec)).sum();
+            return all.iter().filter_map(|s| largest(s, spec)).min();
         }
         match schema["type"].as_str() {
             Some("string") if schema["format"] == "date-time" => Some(64),

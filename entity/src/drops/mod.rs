@@ -11,6 +11,7 @@
 //! - [`purchase`]: buying a held unit.
 //! - [`views`]: what the listings and sockets show.
 //! - [`waitlist`]: the line of a sold-out drop, and offers of returned units to it.
+//! - [`stats`]: demand figures — attempts, holds, expiries, purchases, the line, the draw.
 //! - [`draw`]: draw drops — entries, the verifiable draw, its winners and waitlist.
 
 use chrono::{DateTime, Utc};
@@ -35,6 +36,7 @@ pub mod draw;
 mod holds;
 mod purchase;
 mod reserve;
+pub mod stats;
 mod views;
 pub mod waitlist;
 
