@@ -7,7 +7,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use entity::drops::stats::DropStats;
 
 /// One per-drop series: name, help, type, and the figure it shows.
-type DropSeries = (&'static str, &'static str, &'static str, fn(&DropStats) -> i64);
+type DropSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&DropStats) -> i64,
+);
 
 #[derive(Default)]
 pub struct Metrics {

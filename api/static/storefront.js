@@ -216,6 +216,8 @@
   const stock = new Map();        // dropId → {availableStock, version}: newest version wins
   const holds = new Map();        // dropId → {reservation, state, message}
   const bought = new Map();       // dropId → units bought by the signed-in buyer
+  const places = new Map();       // dropId → {position, length}: the buyer's place in line
+  const entries = new Map();      // dropId → the buyer's draw entry {entryId, position, won}
   const products = new Map();     // id → product from GET /api/products
   const restockedNow = new Set(); // product ids that came back while this page was open
   const dropErrors = new Map();   // dropId → message
@@ -269,9 +271,30 @@
           holds.set(r.dropId, { reservation: r, state: 'active' });
         }
       }
+      await Promise.all([...drops.values()].map(loadPlace));
       renderDrops();
     } catch (e) {
       console.warn('holds not loaded', e);
+    }
+  }
+
+  /** The buyer's place in a sold-out drop's line, or their entry in a draw. */
+  async function loadPlace(drop) {
+    if (!session) return;
+    const ask = async (path, map, none) => {
+      try {
+        map.set(drop.id, await api('GET', path, { auth: true }));
+      } catch (e) {
+        if (e.code !== none) throw e;
+        map.delete(drop.id);
+      }
+    };
+    if (drop.mode === 'draw') await ask(`/api/drops/${drop.id}/entries/me`, entries, 'not_entered');
+    const soldOut = (stock.get(drop.id) || drop).availableStock === 0;
+    if (drop.status === 'live' && soldOut) {
+      await ask(`/api/drops/${drop.id}/waitlist`, places, 'not_waiting');
+      const place = places.get(drop.id);
+      if (place && place.status !== 'waiting') places.delete(drop.id);
     }
   }
 
@@ -288,7 +311,8 @@
   function dropSignature(drop) {
     const hold = holds.get(drop.id);
     return JSON.stringify([drop, stock.get(drop.id), Boolean(session), bought.get(drop.id) || 0,
-      dropErrors.get(drop.id) || '', hold ? [hold.reservation.id, hold.state, hold.message, hold.source] : null]);
+      dropErrors.get(drop.id) || '', hold ? [hold.reservation.id, hold.state, hold.message, hold.source, hold.offered, hold.won] : null,
+      places.get(drop.id) || null, entries.get(drop.id) || null]);
   }
 
   function focusInDrop(dropId) {
@@ -335,7 +359,9 @@
     const soldOut = availableStock === 0;
     const hold = holds.get(drop.id);
     const titleId = `drop-${drop.id}-title`;
-    const badge = !live
+    const badge = drop.status === 'entries_open'
+      ? h('span', { class: 'badge upcoming' }, `Draw · entries close ${when(drop.entriesCloseAt)}`)
+      : !live
       ? h('span', { class: 'badge upcoming' }, `Opens ${when(drop.startsAt)}`)
       : soldOut
         ? h('span', { class: 'badge soldout' }, 'Sold out')
@@ -376,12 +402,13 @@
       const expires = Date.parse(hold.reservation.expiresAt);
       const left = expires - Date.now();
       parts.push(h('div', { class: 'hold', 'data-hold': hold.reservation.id },
-        h('p', { class: 'timer-label', id: `hold-${drop.id}-label` }, 'Held for you'),
+        h('p', { class: 'timer-label', id: `hold-${drop.id}-label` }, holdLabel(hold)),
         h('p', {
           class: 'timer', role: 'timer', 'aria-labelledby': `hold-${drop.id}-label`,
           'data-expires': expires,
         }, clock(left)),
-        h('p', { class: 'hint' }, `Buy before ${new Date(expires).toLocaleTimeString()} or the unit goes back on sale.`),
+        h('p', { class: 'hint' }, `Buy before ${new Date(expires).toLocaleTimeString()} or the unit ${
+          hold.offered ? 'passes to the next in line' : 'goes back on sale'}.`),
         h('div', { class: 'actions' },
           h('button', {
             class: 'accent', type: 'button', 'data-action': 'buy', disabled: left <= 0,
@@ -398,12 +425,32 @@
     } else if (owned > 0) {
       parts.push(h('p', { class: 'outcome good' }, owned === 1 ? 'You own one of these.' : `You own ${owned} of these.`));
     }
+    if (drop.status === 'entries_open') return drawActions(drop, parts);
+    const entry = entries.get(drop.id);
+    if (entry && entry.position && !entry.won && !hold && owned === 0) {
+      parts.push(h('p', { class: 'outcome info' },
+        `The draw is done and you did not win this time (entry #${entry.entryId}, drawn #${entry.position}).`));
+    }
+    const place = places.get(drop.id);
+    if (live && soldOut && session && place) {
+      parts.push(h('p', { class: 'outcome info', 'data-place': place.position },
+        `You are number ${place.position} in line (${place.length} waiting). If a unit comes back, it is held for you.`));
+      parts.push(h('div', { class: 'actions' },
+        h('button', { class: 'secondary', type: 'button', 'data-action': 'leave-waitlist', onclick: () => leaveLine(drop.id) },
+          'Leave the line')));
+      return h('div', { class: 'drop-actions' }, parts);
+    }
     let label = 'Reserve';
     let disabled = false;
     let action = () => reserve(drop.id);
+    let name = 'reserve';
     if (!live) {
       label = 'Not open yet';
       disabled = true;
+    } else if (soldOut && session && owned < drop.maxPerUser) {
+      label = 'Join the waitlist';
+      name = 'join-waitlist';
+      action = () => joinLine(drop.id);
     } else if (soldOut) {
       label = 'Sold out';
       disabled = true;
@@ -415,8 +462,88 @@
       };
     }
     parts.push(h('div', { class: 'actions' },
-      h('button', { class: 'primary', type: 'button', 'data-action': 'reserve', disabled, onclick: action }, label)));
+      h('button', { class: 'primary', type: 'button', 'data-action': name, disabled, onclick: action }, label)));
     return h('div', { class: 'drop-actions' }, parts);
+  }
+
+  function holdLabel(hold) {
+    if (hold.won) return 'You won the draw: held for you';
+    if (hold.offered) return 'Your turn: a unit came back and is held for you';
+    return 'Held for you';
+  }
+
+  /** A draw taking entries: enter it, or see that you did. */
+  function drawActions(drop, parts) {
+    const entry = entries.get(drop.id);
+    if (entry) {
+      parts.push(h('p', { class: 'outcome good', 'data-entry': entry.entryId },
+        `You are in the draw (entry #${entry.entryId}). Winners are drawn ${when(drop.entriesCloseAt)}; check it with GET /api/drops/${drop.id}/draw.`));
+      return h('div', { class: 'drop-actions' }, parts);
+    }
+    const signIn = () => {
+      $('#auth-email').focus();
+      $('#auth-error').textContent = `Sign in or create an account to enter the ${drop.name} draw.`;
+    };
+    parts.push(h('div', { class: 'actions' },
+      h('button', {
+        class: 'primary', type: 'button', 'data-action': 'enter-draw',
+        onclick: session ? () => enterDraw(drop.id) : signIn,
+      }, session ? 'Enter the draw' : 'Sign in to enter the draw')));
+    return h('div', { class: 'drop-actions' }, parts);
+  }
+
+  function enterDraw(dropId) {
+    return guarded(dropId, async () => {
+      const entry = await api('POST', `/api/drops/${dropId}/entries`, { auth: true });
+      entries.set(dropId, entry);
+      announce(`You are in the draw, entry #${entry.entryId}.`);
+    });
+  }
+
+  function joinLine(dropId) {
+    return guarded(dropId, async () => {
+      const place = await api('POST', `/api/drops/${dropId}/waitlist`, { auth: true });
+      places.set(dropId, place);
+      announce(`You are number ${place.position} in line.`);
+    });
+  }
+
+  function leaveLine(dropId) {
+    return guarded(dropId, async () => {
+      await api('DELETE', `/api/drops/${dropId}/waitlist`, { auth: true });
+      places.delete(dropId);
+      announce('You left the line.');
+    });
+  }
+
+  /** A returned unit (or a draw's win) became a hold for this buyer: `hold_offered`. */
+  function holdOffered(data) {
+    const known = holds.get(data.dropId);
+    if (known && known.reservation.id === data.reservationId && known.state === 'active') return;
+    const drop = drops.get(data.dropId);
+    places.delete(data.dropId);
+    holds.set(data.dropId, {
+      reservation: { id: data.reservationId, dropId: data.dropId, expiresAt: data.expiresAt },
+      state: 'active', offered: true,
+    });
+    announce(`${drop ? drop.name : 'A unit'} is held for you until ${new Date(data.expiresAt).toLocaleTimeString()}.`);
+    if (drop) rerenderDrop(data.dropId);
+    else reloadDropsSoon();
+  }
+
+  /** A draw this buyer entered was done: `draw_result`. */
+  function drawResult(data) {
+    const hold = holds.get(data.dropId);
+    if (data.won && hold) {
+      hold.won = true;
+      rerenderDrop(data.dropId);
+    }
+    if (!data.won) places.set(data.dropId, { status: 'waiting', position: data.position, length: data.position });
+    reloadDropsSoon();
+    // The entry's own record says where it was drawn.
+    api('GET', `/api/drops/${data.dropId}/entries/me`, { auth: true })
+      .then((mine) => { entries.set(data.dropId, mine); rerenderDrop(data.dropId); })
+      .catch((e) => console.warn('entry not loaded', e));
   }
 
   /** Runs a buyer's action on a drop: buttons wait meanwhile, and an error is shown in words. */
@@ -726,6 +853,11 @@
         const before = stock.get(data.dropId);
         if (setStock(data.dropId, data.availableStock, data.version)) {
           if (drops.has(data.dropId)) updateDropStock(data.dropId);
+          // Offers made to the line move everyone's place up.
+          if (places.has(data.dropId) && drops.has(data.dropId)) {
+            loadPlace(drops.get(data.dropId)).then(() => rerenderDrop(data.dropId))
+              .catch((e) => console.warn('place not loaded', e));
+          }
           // A new drop, or units added to one, also change what the listing says.
           if (dropsLoaded && (!drops.has(data.dropId) || (before && data.availableStock > before.availableStock))) {
             reloadDropsSoon();
@@ -738,6 +870,12 @@
         break;
       case 'reservation_expired':
         holdExpired(data.reservationId, data.dropId);
+        break;
+      case 'hold_offered':
+        holdOffered(data);
+        break;
+      case 'draw_result':
+        drawResult(data);
         break;
       default:
         break;
@@ -798,6 +936,8 @@
     forgetSession();
     holds.clear();
     bought.clear();
+    places.clear();
+    entries.clear();
     showAccount();
     hideAdmin();
     renderDrops();
@@ -913,14 +1053,20 @@
       field('new-drop-price', 'Price (USD)', h('input', { type: 'number', min: 0, step: '0.01', value: '120', required: true })),
       field('new-drop-stock', 'Units', h('input', { type: 'number', min: 0, step: 1, value: '10', required: true })),
       field('new-drop-opens', 'Opens in (min)', h('input', { type: 'number', min: 0, step: 1, value: '0' })),
+      field('new-drop-draw', 'Draw: entries close in (min, 0 = first come)', h('input', { type: 'number', min: 0, step: 1, value: '0' })),
     ], 'Create drop', async () => {
       const minutes = Number($('#new-drop-opens').value || 0);
+      const drawMinutes = Number($('#new-drop-draw').value || 0);
       const body = {
         name: $('#new-drop-name').value.trim(),
         priceCents: cents($('#new-drop-price').value),
         totalStock: Number($('#new-drop-stock').value),
       };
       if (minutes > 0) body.startsAt = new Date(Date.now() + minutes * 60000).toISOString();
+      if (drawMinutes > 0) {
+        body.mode = 'draw';
+        body.entriesCloseAt = new Date(Date.now() + (minutes + drawMinutes) * 60000).toISOString();
+      }
       const drop = await api('POST', '/api/admin/drops', { auth: true, body });
       $('#new-drop-name').value = '';
       loadAdminDrops();

@@ -460,6 +460,59 @@ const scenarios = {
     check(after.refreshToken !== before.refreshToken, 'the refresh token was not rotated');
     return [buyer];
   },
+
+  /**
+   * A sold-out drop's line: a buyer joins it from the card, and when the holder lets go the
+   * unit is held for them at once; then a draw entered from its card, won when it closes.
+   */
+  async fairness(browser) {
+    const { drop: name, draw, adminToken } = args;
+    const holder = await visitor(browser, 'holder');
+    const waiter = await visitor(browser, 'waiter');
+    await open(holder);
+    await open(waiter);
+    await signUp(holder, 'hana@example.com');
+    await signUp(waiter, 'wim@example.com');
+
+    step('the holder takes the only unit; the other buyer is offered the line');
+    await clickInDrop(holder, name, 'reserve');
+    await waitInDrop(holder, name, '.hold .timer-label', 'Held for you');
+    await waitInDrop(waiter, name, 'button[data-action="join-waitlist"]', 'Join the waitlist');
+
+    step('join the line: the card says where you stand');
+    await clickInDrop(waiter, name, 'join-waitlist');
+    await waitInDrop(waiter, name, '.outcome', 'You are number 1 in line');
+
+    step('the holder lets go: the unit is held for the first in line, live');
+    await clickInDrop(holder, name, 'release');
+    await waitInDrop(waiter, name, '.hold .timer-label', 'Your turn');
+    await notReloaded(waiter);
+    await clickInDrop(waiter, name, 'buy');
+    await waitInDrop(waiter, name, '.outcome', `You bought ${name}`);
+    await waitInDrop(holder, name, '.badge', 'Sold out');
+
+    step('enter a draw from its card');
+    await waitInDrop(waiter, draw, '.badge', 'Draw');
+    await clickInDrop(waiter, draw, 'enter-draw');
+    const entered = await waitInDrop(waiter, draw, '.outcome', 'You are in the draw');
+    const entryId = Number(/entry #(\d+)/.exec(entered)[1]);
+
+    step('entries close: the only entrant wins a hold, told live');
+    const card = await drop(waiter, draw);
+    const dropId = Number(await card.evaluate((li) => li.dataset.dropId));
+    const closed = await fetch(`${base}/api/admin/drops/${dropId}`, {
+      method: 'PATCH',
+      headers: { Authorization: `Bearer ${adminToken}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ entriesCloseAt: new Date(Date.now() + 500).toISOString() }),
+    });
+    check(closed.ok, `closing the draw's entries answered ${closed.status}`);
+    await waitInDrop(waiter, draw, '.hold .timer-label', 'You won the draw');
+    await notReloaded(waiter);
+    const record = await (await fetch(`${base}/api/drops/${dropId}/draw`)).json();
+    check(record.order.length === 1 && record.order[0].entryId === entryId && record.order[0].won,
+      `the draw's record does not show entry ${entryId} winning: ${JSON.stringify(record)}`);
+    return [holder, waiter];
+  },
 };
 
 // ---------------------------------------------------------------- main

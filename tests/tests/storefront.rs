@@ -428,6 +428,25 @@ async fn a_buyer_signs_up_reserves_sees_the_countdown_and_buys_while_others_watc
 }
 
 #[tokio::test]
+async fn a_buyer_joins_the_line_gets_the_returned_unit_and_wins_a_draw_in_the_page() {
+    let (app, admin) = storefront(&[]).await;
+    let one = json!({"name": "Last Pair", "priceCents": 9_000, "totalStock": 1});
+    let created = app.post("/api/admin/drops", Some(&admin.token), one).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let close = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let draw = json!({"name": "Raffle Runner", "priceCents": 20_000, "totalStock": 1, "mode": "draw", "entriesCloseAt": close});
+    let created = app.post("/api/admin/drops", Some(&admin.token), draw).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+
+    browser(
+        "fairness",
+        &app,
+        json!({"drop": "Last Pair", "draw": "Raffle Runner", "adminToken": admin.token}),
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_hold_left_to_run_out_ends_with_a_message() {
     let (app, admin) = storefront(&[("RESERVATION_TTL_SECS", "8")]).await;
     seed(&app, &admin).await;
