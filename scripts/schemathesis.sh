@@ -4,7 +4,7 @@
 #
 # Starts the `api` binary (release build; SCHEMATHESIS_PROFILE=debug uses the debug one) in
 # embedded mode on a free port with a fresh DATA_DIR and an admin account, signs up a
-# customer, creates a product and a drop, then runs schemathesis for SCHEMATHESIS_MAX_TIME
+# customer, creates a product, a drop and a draw, then runs schemathesis for SCHEMATHESIS_MAX_TIME
 # seconds (default 240) with the customer's token, and the admin's on /api/admin/.
 # Needs schemathesis from `bash scripts/services.sh` (or SCHEMATHESIS=/path/to/schemathesis).
 set -euo pipefail
@@ -74,6 +74,9 @@ customer_token="$(post /api/auth/signup "$customer" accessToken)"
 logout_token="$(post /api/auth/login "$customer" accessToken)"
 post /api/admin/products '{"name": "Wildflower honey", "priceCents": 1200, "inStock": false, "stockQuantity": 0}' id "$admin_token" >/dev/null
 post /api/admin/drops '{"name": "Comb honey", "priceCents": 2500, "totalStock": 50}' id "$admin_token" >/dev/null
+# A draw taking entries for the whole run, so the entry and draw endpoints meet real data.
+entries_close="$(python3 -c 'import datetime as d; print((d.datetime.now(d.timezone.utc) + d.timedelta(hours=2)).isoformat())')"
+post /api/admin/drops "{\"name\": \"Raffle honey\", \"priceCents\": 4000, \"totalStock\": 5, \"mode\": \"draw\", \"entriesCloseAt\": \"$entries_close\"}" id "$admin_token" >/dev/null
 
 cat >"$work/schemathesis.toml" <<EOF
 headers = { Authorization = "Bearer $customer_token" }
@@ -90,8 +93,9 @@ headers = { Authorization = "Bearer $logout_token" }
 include-path = "/metrics"
 headers = { Authorization = "Bearer $metrics_token" }
 
-# A drop's endsAt must be after its startsAt (the one sent, or the drop's own in a PATCH):
-# a rule between two fields, which OpenAPI 3.0 cannot state (the field's description does).
+# A drop's endsAt must be after its startsAt (the one sent, or the drop's own in a PATCH),
+# and a draw's entriesCloseAt between them: rules between fields, which OpenAPI 3.0 cannot
+# state (the fields' descriptions do).
 # A body that breaks it is schema-valid and rightly refused with 400 validation_failed.
 [[operations]]
 include-path-regex = "^/api/admin/drops"

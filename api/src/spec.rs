@@ -30,7 +30,9 @@ pub fn finish(raw: &str) -> String {
     for name in requests {
         let schema = &mut document["components"]["schemas"][name.as_str()];
         let required: Vec<Value> = schema["required"].as_array().cloned().unwrap_or_default();
-        let Some(properties) = schema["properties"].as_object_mut() else {
+        // `get_mut`, not `[...]`: indexing a JSON object mutably inserts `null` for a missing
+        // key, and an enum's schema (no properties) would get `"properties": null`.
+        let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
             continue;
         };
         for (field, property) in properties.iter_mut() {
@@ -95,8 +97,10 @@ mod tests {
             }}},
             "components": {"schemas": {
                 "In": {"type": "object", "required": ["a"], "properties": {
-                    "a": {"type": "string"}, "b": {"type": "string"}, "c": {"$ref": "#/components/schemas/Inner"}
+                    "a": {"type": "string"}, "b": {"type": "string"}, "c": {"$ref": "#/components/schemas/Inner"},
+                    "m": {"$ref": "#/components/schemas/Mode"}
                 }},
+                "Mode": {"type": "string", "enum": ["one", "two"]},
                 "Inner": {"type": "object", "properties": {"d": {"type": "integer"}}},
                 "Out": {"type": "object", "properties": {"e": {"type": "string"}}}
             }}
@@ -109,5 +113,10 @@ mod tests {
         assert_eq!(schemas["In"]["properties"]["c"]["nullable"], true);
         assert_eq!(schemas["Inner"]["properties"]["d"]["nullable"], true);
         assert!(schemas["Out"]["properties"]["e"].get("nullable").is_none());
+        assert_eq!(
+            schemas["Mode"],
+            json!({"type": "string", "enum": ["one", "two"]}),
+            "an enum a request uses is left as it is"
+        );
     }
 }

@@ -13,7 +13,7 @@ use sea_orm::{
 
 use crate::{
     EmailAddress, Error,
-    db::{begin_write, is_unique_violation},
+    db::{begin_write, insert_unique},
     error::Result,
     models::{sessions, spent_refresh_tokens, users},
     tokens,
@@ -233,11 +233,7 @@ pub async fn create_user(
         created_at: Set(now),
         ..Default::default()
     };
-    match users::Entity::insert(user).exec_with_returning(db).await {
-        Ok(u) => Ok(u),
-        Err(e) if is_unique_violation(&e) => Err(Error::EmailTaken),
-        Err(e) => Err(e.into()),
-    }
+    insert_unique(db, user, Error::EmailTaken).await
 }
 
 /// # Errors

@@ -3,7 +3,8 @@
 use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, SqlErr,
+    ActiveModelTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel, RuntimeErr, SqlErr,
     TransactionOptions, TransactionTrait,
     sqlx::{self, ConnectOptions as _, postgres::PgConnectOptions, sqlite::SqliteConnectOptions},
 };
@@ -133,6 +134,27 @@ pub async fn begin_snapshot(db: &DatabaseConnection) -> Result<DatabaseTransacti
         _ => None,
     };
     db.begin_with_config(isolation, None).await
+}
+
+/// Inserts `row` and returns it; `taken` when a unique index already holds its key (one
+/// entry per buyer, one account per address, ...).
+///
+/// # Errors
+/// `taken`, or database failure.
+pub async fn insert_unique<A>(
+    db: &impl ConnectionTrait,
+    row: A,
+    taken: crate::Error,
+) -> crate::error::Result<<A::Entity as EntityTrait>::Model>
+where
+    A: ActiveModelTrait + Send,
+    <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+{
+    match A::Entity::insert(row).exec_with_returning(db).await {
+        Ok(model) => Ok(model),
+        Err(e) if is_unique_violation(&e) => Err(taken),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub fn is_unique_violation(err: &DbErr) -> bool {

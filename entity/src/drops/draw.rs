@@ -25,18 +25,17 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Stock, is_open, take_units,
-    waitlist::{Offer, lock_drop, make_offer, offer_ttl},
+    waitlist::{Offer, lock_drop, make_offer, offer_ttl, waiting_entry},
 };
 use crate::{
     Error,
-    db::{begin_write, is_unique_violation},
+    db::{begin_write, insert_unique},
     error::Result,
     mail::{self, WaitlistedPayload},
     models::{
         draw_entries,
         drops::{self, DropMode},
-        users,
-        waitlist_entries::{self, WaitStatus},
+        users, waitlist_entries,
     },
 };
 
@@ -123,14 +122,7 @@ pub async fn enter(
         won: Set(false),
         ..Default::default()
     };
-    let entry = match draw_entries::Entity::insert(entry)
-        .exec_with_returning(&txn)
-        .await
-    {
-        Ok(entry) => entry,
-        Err(e) if is_unique_violation(&e) => return Err(Error::AlreadyEntered),
-        Err(e) => return Err(e.into()),
-    };
+    let entry = insert_unique(&txn, entry, Error::AlreadyEntered).await?;
     txn.commit().await?;
     Ok(Entry::of(&entry, &drop))
 }
@@ -327,15 +319,9 @@ async fn waitlist_the_rest(
     let mut letters = Vec::with_capacity(rest.len());
     for (chunk_no, chunk) in rest.chunks(500).enumerate() {
         // Inserted in draw order, so the line's order (by id) is the draw's.
-        let rows = chunk.iter().map(|&user_id| waitlist_entries::ActiveModel {
-            drop_id: Set(drop.id),
-            user_id: Set(user_id),
-            status: Set(WaitStatus::Waiting),
-            reservation_id: Set(None),
-            created_at: Set(now),
-            offered_at: Set(None),
-            ..Default::default()
-        });
+        let rows = chunk
+            .iter()
+            .map(|&user_id| waiting_entry(drop.id, user_id, now));
         waitlist_entries::Entity::insert_many(rows)
             .exec_without_returning(txn)
             .await?;

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     Error,
-    db::{begin_write, is_unique_violation},
+    db::{begin_write, insert_unique},
     error::Result,
     mail::{self, OfferPayload},
     models::{
@@ -73,7 +73,20 @@ pub async fn join(
         return Err(Error::AlreadyReserved);
     }
     check_purchase_limit(&txn, &drop, user_id).await?;
-    let entry = waitlist_entries::ActiveModel {
+    let entry = waiting_entry(drop_id, user_id, now);
+    let entry = insert_unique(&txn, entry, Error::AlreadyWaiting).await?;
+    let place = place_of(&txn, &entry).await?;
+    txn.commit().await?;
+    Ok(place)
+}
+
+/// A new entry at the end of a drop's line.
+pub(super) fn waiting_entry(
+    drop_id: i64,
+    user_id: i64,
+    now: DateTime<Utc>,
+) -> waitlist_entries::ActiveModel {
+    waitlist_entries::ActiveModel {
         drop_id: Set(drop_id),
         user_id: Set(user_id),
         status: Set(WaitStatus::Waiting),
@@ -81,18 +94,7 @@ pub async fn join(
         created_at: Set(now),
         offered_at: Set(None),
         ..Default::default()
-    };
-    let entry = match waitlist_entries::Entity::insert(entry)
-        .exec_with_returning(&txn)
-        .await
-    {
-        Ok(entry) => entry,
-        Err(e) if is_unique_violation(&e) => return Err(Error::AlreadyWaiting),
-        Err(e) => return Err(e.into()),
-    };
-    let place = place_of(&txn, &entry).await?;
-    txn.commit().await?;
-    Ok(place)
+    }
 }
 
 /// The buyer's place in the line (or their offer).
