@@ -1,25 +1,83 @@
 //! A JSON string that is a string: poem-openapi's `String` also takes a number or a boolean
 //! (`"password": 123456789` would become `"123456789"`), which the OpenAPI document does not
 //! allow. Request bodies use [`Text`] for their string fields, so anything else is a 400.
+//!
+//! [`Name`] and [`Description`] are the text fields several bodies share: each states its
+//! constraints in the document once and checks them with the domain's own rule when parsed.
+//! All three are one type, [`Checked`], under a different [`Rule`].
 
-use std::{borrow::Cow, fmt, ops::Deref};
+use std::{borrow::Cow, fmt, marker::PhantomData, ops::Deref};
 
 use poem_openapi::{
-    registry::MetaSchemaRef,
+    registry::{MetaSchema, MetaSchemaRef},
     types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type},
 };
 use serde_json::Value;
 
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Text(pub String);
+/// What a [`Checked`] text field allows: the document's constraints and the domain's check
+/// (the same rule, so a body the document allows is never refused for its text).
+pub trait Rule: Send + Sync + 'static {
+    const MIN_CHARS: usize;
+    /// `None`: no bound in the type (a field's validators may still set one).
+    const MAX_CHARS: Option<usize>;
+    /// The rule as an ECMA-262 regular expression, for the document.
+    const PATTERN: Option<&'static str>;
+    /// The domain's check: the text as stored, or what is wrong with it.
+    fn check(raw: &str) -> Result<String, String>;
+}
 
-impl Text {
+/// Any JSON string; a field's `validator` attributes state and check its constraints.
+pub struct AnyString;
+
+impl Rule for AnyString {
+    const MIN_CHARS: usize = 0;
+    const MAX_CHARS: Option<usize> = None;
+    const PATTERN: Option<&'static str> = None;
+    fn check(raw: &str) -> Result<String, String> {
+        Ok(raw.to_owned())
+    }
+}
+
+/// A display name (of a drop or a product): one line, not blank, at most 200 characters.
+pub struct NameRule;
+
+impl Rule for NameRule {
+    const MIN_CHARS: usize = 1;
+    const MAX_CHARS: Option<usize> = Some(200);
+    const PATTERN: Option<&'static str> = Some(
+        r"^[^\x00-\x1f\x7f-\x9f]*[^ \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+    );
+    fn check(raw: &str) -> Result<String, String> {
+        entity::text::single_line("name", raw, 200)
+    }
+}
+
+/// A description: plain text, tabs and line breaks allowed, at most 5,000 characters.
+pub struct DescriptionRule;
+
+impl Rule for DescriptionRule {
+    const MIN_CHARS: usize = 0;
+    const MAX_CHARS: Option<usize> = Some(5_000);
+    const PATTERN: Option<&'static str> = Some(r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$");
+    fn check(raw: &str) -> Result<String, String> {
+        entity::text::multi_line("description", raw, 5_000)
+    }
+}
+
+pub type Text = Checked<AnyString>;
+pub type Name = Checked<NameRule>;
+pub type Description = Checked<DescriptionRule>;
+
+/// A string field that obeys `R`, as the document says.
+pub struct Checked<R>(String, PhantomData<R>);
+
+impl<R> Checked<R> {
     pub fn into_string(self) -> String {
         self.0
     }
 }
 
-impl Deref for Text {
+impl<R> Deref for Checked<R> {
     type Target = str;
 
     fn deref(&self) -> &str {
@@ -27,26 +85,26 @@ impl Deref for Text {
     }
 }
 
-impl AsRef<str> for Text {
+impl<R> AsRef<str> for Checked<R> {
     fn as_ref(&self) -> &str {
         &self.0
     }
 }
 
-impl From<Text> for String {
-    fn from(text: Text) -> Self {
+impl<R> From<Checked<R>> for String {
+    fn from(text: Checked<R>) -> Self {
         text.0
     }
 }
 
 /// Passwords pass through here: never print the value.
-impl fmt::Debug for Text {
+impl<R> fmt::Debug for Checked<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Text({} chars)", self.0.chars().count())
     }
 }
 
-impl Type for Text {
+impl<R: Rule> Type for Checked<R> {
     const IS_REQUIRED: bool = true;
 
     type RawValueType = Self;
@@ -58,7 +116,11 @@ impl Type for Text {
     }
 
     fn schema_ref() -> MetaSchemaRef {
-        String::schema_ref()
+        let mut schema = MetaSchema::new("string");
+        schema.min_length = (R::MIN_CHARS > 0).then_some(R::MIN_CHARS);
+        schema.max_length = R::MAX_CHARS;
+        schema.pattern = R::PATTERN.map(str::to_owned);
+        MetaSchemaRef::Inline(Box::new(schema))
     }
 
     fn as_raw_value(&self) -> Option<&Self::RawValueType> {
@@ -76,16 +138,18 @@ impl Type for Text {
     }
 }
 
-impl ParseFromJSON for Text {
+impl<R: Rule> ParseFromJSON for Checked<R> {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
         match value.unwrap_or_default() {
-            Value::String(text) => Ok(Self(text)),
+            Value::String(text) => R::check(&text)
+                .map(|checked| Self(checked, PhantomData))
+                .map_err(ParseError::custom),
             other => Err(ParseError::expected_type(other)),
         }
     }
 }
 
-impl ToJSON for Text {
+impl<R: Rule> ToJSON for Checked<R> {
     fn to_json(&self) -> Option<Value> {
         Some(Value::String(self.0.clone()))
     }
@@ -100,8 +164,10 @@ mod tests {
     #[test]
     fn only_a_json_string_is_text() {
         assert_eq!(
-            Text::parse_from_json(Some(json!("123456789"))).ok(),
-            Some(Text("123456789".into()))
+            Text::parse_from_json(Some(json!("123456789")))
+                .ok()
+                .map(String::from),
+            Some("123456789".to_owned())
         );
         for other in [json!(123_456_789), json!(true), json!(null), json!(["a"])] {
             assert!(
@@ -109,5 +175,29 @@ mod tests {
                 "{other}"
             );
         }
+    }
+
+    #[test]
+    fn a_name_is_one_line_and_not_blank_and_says_so_in_its_schema() {
+        assert_eq!(
+            Name::parse_from_json(Some(json!("  Golden Jar ")))
+                .map(String::from)
+                .ok(),
+            Some("Golden Jar".to_owned())
+        );
+        for bad in [
+            json!(" \u{3000} "),
+            json!("two\nlines"),
+            json!("x".repeat(201)),
+            json!(7),
+        ] {
+            assert!(Name::parse_from_json(Some(bad.clone())).is_err(), "{bad}");
+        }
+        let MetaSchemaRef::Inline(schema) = Name::schema_ref() else {
+            panic!("an inline schema");
+        };
+        assert_eq!((schema.min_length, schema.max_length), (Some(1), Some(200)));
+        assert!(Description::parse_from_json(Some(json!("a\tb\nc"))).is_ok());
+        assert!(Description::parse_from_json(Some(json!("bell\u{7}"))).is_err());
     }
 }

@@ -7,7 +7,12 @@ use super::{
     ApiTags,
     drops::{DropFields, SaleMode},
 };
-use crate::{auth::AdminAuth, error::ApiResult, state::AppState, text::Text};
+use crate::{
+    auth::AdminAuth,
+    error::ApiResult,
+    state::AppState,
+    text::{Description, Name, Text},
+};
 
 pub struct AdminDropsApi;
 
@@ -15,17 +20,8 @@ pub struct AdminDropsApi;
 #[oai(rename_all = "camelCase")]
 struct NewDropRequest {
     /// Not blank.
-    #[oai(validator(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^ \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    ))]
-    name: Text,
-    #[oai(validator(
-        max_length = 5000,
-        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
-    ))]
-    description: Option<Text>,
+    name: Name,
+    description: Option<Description>,
     /// Price in the currency's minor unit (cents).
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: i64,
@@ -57,17 +53,8 @@ struct NewDropRequest {
 #[oai(rename_all = "camelCase")]
 struct DropPatchRequest {
     /// Not blank.
-    #[oai(validator(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^ \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    ))]
-    name: Option<Text>,
-    #[oai(validator(
-        max_length = 5000,
-        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
-    ))]
-    description: Option<Text>,
+    name: Option<Name>,
+    description: Option<Description>,
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: Option<i64>,
     starts_at: Option<DateTime<Utc>>,
@@ -125,7 +112,7 @@ impl AdminDropsApi {
         let body = body.0;
         let input = drops::DropInput {
             name: body.name.into(),
-            description: body.description.map(Text::into_string),
+            description: body.description.map(String::from),
             price_cents: body.price_cents,
             currency: body.currency.map(Text::into_string),
             total_stock: body.total_stock,
@@ -153,8 +140,8 @@ impl AdminDropsApi {
         let body = body.0;
         let adds_stock = body.add_stock.is_some();
         let patch = drops::DropPatch {
-            name: body.name.map(Text::into_string),
-            description: body.description.map(Text::into_string),
+            name: body.name.map(String::from),
+            description: body.description.map(String::from),
             price_cents: body.price_cents,
             starts_at: body.starts_at,
             ends_at: body.ends_at,

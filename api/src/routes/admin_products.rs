@@ -12,7 +12,7 @@ use crate::{
     auth::AdminAuth,
     error::{ApiError, ApiResult},
     state::AppState,
-    text::Text,
+    text::{Description, Name, Text},
 };
 
 pub struct AdminProductsApi;
@@ -21,12 +21,7 @@ pub struct AdminProductsApi;
 #[oai(rename_all = "camelCase")]
 struct NewProductRequest {
     /// Shown to visitors and in emails; not blank.
-    #[oai(validator(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^ \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    ))]
-    name: Text,
+    name: Name,
     /// Derived from the name when left out (`product-` and a random suffix when the name has
     /// no Latin letter or digit). Lower-case letters, digits and single dashes, with at
     /// least one letter.
@@ -36,11 +31,7 @@ struct NewProductRequest {
     ))]
     slug: Option<Text>,
     /// Plain text.
-    #[oai(validator(
-        max_length = 5000,
-        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
-    ))]
-    description: Option<Text>,
+    description: Option<Description>,
     /// Price in the currency's minor unit (cents).
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: i64,
@@ -64,12 +55,7 @@ struct NewProductRequest {
 #[oai(rename_all = "camelCase")]
 struct ProductPatchRequest {
     /// Not blank.
-    #[oai(validator(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^ \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    ))]
-    name: Option<Text>,
+    name: Option<Name>,
     /// Lower-case letters, digits and single dashes, with at least one letter; must stay
     /// unique.
     #[oai(validator(
@@ -77,11 +63,7 @@ struct ProductPatchRequest {
         pattern = r"^([a-z0-9]+-)*[0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$"
     ))]
     slug: Option<Text>,
-    #[oai(validator(
-        max_length = 5000,
-        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
-    ))]
-    description: Option<Text>,
+    description: Option<Description>,
     /// Price in the currency's minor unit (cents).
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: Option<i64>,
