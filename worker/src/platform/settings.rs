@@ -463,7 +463,7 @@ impl MailSettings {
                 .unwrap_or("Honeydrop <no-reply@honeydrop.local>")
                 .to_owned(),
             outbox_dir: data_dir.join("outbox"),
-            rate_per_sec: env.positive("MAIL_RATE_PER_SEC", 2_000)?,
+            rate_per_sec: env.positive("MAIL_RATE_PER_SEC", 10_000)?,
             max_attempts: env.positive("MAIL_MAX_ATTEMPTS", 6)?,
             retry_base: env.millis("MAIL_RETRY_BASE_MS", 30_000)?,
             lease: chrono_secs(lease),

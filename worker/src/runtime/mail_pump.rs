@@ -181,19 +181,22 @@ async fn mail_queued(wake: &mut broadcast::Receiver<Event>) {
     }
 }
 
-/// Waits for a free connection (in claim order: the semaphore is fair), renders and sends
-/// one claimed row, and hands the result on.
+/// Renders one claimed row, waits for a free connection (in claim order: the semaphore is
+/// fair), sends it, and hands the result on. Rendering comes first, so a connection carries
+/// only the SMTP exchange: the next row is ready the moment it frees up.
 async fn send(
     deps: Arc<Deps>,
     outgoing: Outgoing,
     sending: Arc<Semaphore>,
     outcomes: mpsc::UnboundedSender<Attempt>,
 ) {
-    let Ok(_connection) = sending.acquire().await else {
-        return;
-    };
     let result = match deps.mailer.compose(&outgoing) {
-        Ok(message) => deps.mailer.send(outgoing.id, message).await,
+        Ok(message) => {
+            let Ok(_connection) = sending.acquire().await else {
+                return;
+            };
+            deps.mailer.send(outgoing.id, message).await
+        }
         Err(error) => Err(error),
     };
     let _ = outcomes.send(Attempt { outgoing, result });

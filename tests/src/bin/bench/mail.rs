@@ -296,6 +296,13 @@ pub async fn restock_fanout() -> anyhow::Result<Vec<Figure>> {
         ),
         Figure::new(
             scenario,
+            "two workers / sink ceiling",
+            two.per_sec() / ceiling,
+            "x",
+            "near 1: the sink is the limit",
+        ),
+        Figure::new(
+            scenario,
             "duplicate mails",
             (one.duplicates + two.duplicates) as f64,
             "",
