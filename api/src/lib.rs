@@ -12,6 +12,7 @@ pub mod listing_cache;
 pub mod metrics;
 pub mod outbox;
 pub mod relay;
+pub mod rendered;
 pub mod reserve_batch;
 pub mod routes;
 pub mod serve;

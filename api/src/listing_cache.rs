@@ -3,36 +3,40 @@
 //! `/ws` anyway. Every change this instance makes or hears of invalidates it (stock changes
 //! the drop listing, product changes the catalog), so only what no event announces — a
 //! purchase's buyer list, a waiting count — can be stale, and for at most [`MAX_AGE`].
+//!
+//! A hit takes a lock only long enough to clone an `Arc`; only a miss waits, for the one
+//! load in flight.
 
 use std::{
     sync::{
-        Arc,
+        Arc, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
-
-use tokio::sync::Mutex;
 
 const MAX_AGE: Duration = Duration::from_millis(250);
 
 pub struct ListingCache<T> {
     /// Bumped by every invalidation; an entry loaded under an older generation is stale.
     generation: AtomicU64,
-    current: Mutex<Option<Entry<T>>>,
+    current: std::sync::Mutex<Option<Entry<T>>>,
+    /// Held by the one load in flight.
+    loading: tokio::sync::Mutex<()>,
 }
 
 struct Entry<T> {
     loaded_at: Instant,
     generation: u64,
-    listing: Arc<Vec<T>>,
+    listing: Arc<T>,
 }
 
 impl<T> Default for ListingCache<T> {
     fn default() -> Self {
         Self {
             generation: AtomicU64::new(0),
-            current: Mutex::new(None),
+            current: std::sync::Mutex::new(None),
+            loading: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -43,26 +47,35 @@ impl<T> ListingCache<T> {
     ///
     /// # Errors
     /// Whatever `load` returns.
-    pub async fn get_or_load<F, Fut, E>(&self, load: F) -> Result<Arc<Vec<T>>, E>
+    pub async fn get_or_load<F, Fut, E>(&self, load: F) -> Result<Arc<T>, E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Vec<T>, E>>,
+        Fut: Future<Output = Result<T, E>>,
     {
-        let mut current = self.current.lock().await;
-        let generation = self.generation.load(Ordering::Acquire);
-        if let Some(entry) = current.as_ref()
-            && entry.generation == generation
-            && entry.loaded_at.elapsed() < MAX_AGE
-        {
-            return Ok(entry.listing.clone());
+        if let Some(listing) = self.fresh() {
+            return Ok(listing);
         }
+        let _loading = self.loading.lock().await;
+        // Someone else's load may have finished while this one waited.
+        if let Some(listing) = self.fresh() {
+            return Ok(listing);
+        }
+        let generation = self.generation.load(Ordering::Acquire);
         let listing = Arc::new(load().await?);
-        *current = Some(Entry {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Entry {
             loaded_at: Instant::now(),
             generation,
             listing: listing.clone(),
         });
         Ok(listing)
+    }
+
+    fn fresh(&self) -> Option<Arc<T>> {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = current.as_ref()?;
+        let fresh = entry.generation == self.generation.load(Ordering::Acquire)
+            && entry.loaded_at.elapsed() < MAX_AGE;
+        fresh.then(|| entry.listing.clone())
     }
 
     /// Never waits: safe to call from the event relay.

@@ -75,9 +75,9 @@ impl SoldOutCache {
 #[derive(Default)]
 pub struct StockCaches {
     pub sold_out: SoldOutCache,
-    pub listing: ListingCache<entity::drops::DropView>,
-    /// Every visible product with its waiting count (`GET /api/products`).
-    pub products: ListingCache<entity::catalog::ProductView>,
+    pub listing: ListingCache<Vec<entity::drops::DropView>>,
+    /// `GET /api/products`, rendered.
+    pub products: ListingCache<crate::routes::products::Catalog>,
 }
 
 impl worker::effects::ChangeObserver for StockCaches {

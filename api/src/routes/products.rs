@@ -13,11 +13,46 @@ use poem_openapi::{
 use super::ApiTags;
 use crate::{
     error::{ApiError, ApiResult},
+    rendered::RenderedJson,
     state::AppState,
     text::Text,
 };
 
 pub struct ProductsApi;
+
+/// The catalog listing as `GET /api/products` answers it, rendered once per load for each of
+/// its three filters.
+pub struct Catalog {
+    all: RenderedJson<Vec<Product>>,
+    in_stock: RenderedJson<Vec<Product>>,
+    sold_out: RenderedJson<Vec<Product>>,
+}
+
+impl Catalog {
+    fn render(products: Vec<ProductView>) -> Self {
+        let (available, gone): (Vec<_>, Vec<_>) = products
+            .iter()
+            .partition(|p| catalog::is_available(&p.product));
+        let render = |views: Vec<&ProductView>| {
+            let listing: Vec<Product> = views.into_iter().cloned().map(Product::from).collect();
+            RenderedJson::render(&listing)
+        };
+        Self {
+            all: render(products.iter().collect()),
+            in_stock: render(available),
+            sold_out: render(gone),
+        }
+    }
+
+    /// Every product, or only those that can (`Some(true)`) or cannot be bought now.
+    fn listing(&self, in_stock: Option<bool>) -> &RenderedJson<Vec<Product>> {
+        match in_stock {
+            None => &self.all,
+            Some(true) => &self.in_stock,
+            Some(false) => &self.sold_out,
+        }
+    }
+}
 
 /// A catalog product.
 #[derive(Object)]
@@ -99,24 +134,12 @@ impl ProductsApi {
         &self,
         Data(state): Data<&AppState>,
         #[oai(name = "inStock")] in_stock: Query<Option<bool>>,
-    ) -> ApiResult<Json<Vec<Product>>> {
-        let products = state
-            .caches
-            .products
-            .get_or_load(|| catalog::list(&state.db, None))
-            .await?;
-        Ok(Json(
-            products
-                .iter()
-                .filter(|p| {
-                    in_stock
-                        .0
-                        .is_none_or(|wanted| catalog::is_available(&p.product) == wanted)
-                })
-                .cloned()
-                .map(Product::from)
-                .collect(),
-        ))
+    ) -> ApiResult<RenderedJson<Vec<Product>>> {
+        let load = || async {
+            Ok::<_, entity::Error>(Catalog::render(catalog::list(&state.db, None).await?))
+        };
+        let rendered = state.caches.products.get_or_load(load).await?;
+        Ok(rendered.listing(in_stock.0).clone())
     }
 
     /// One product, by id or slug

@@ -270,8 +270,27 @@ pub async fn catalog_read() -> anyhow::Result<Vec<Figure>> {
                 .await?;
         }
     }
+    // A catalog worth listing: 20 products, half of them in stock.
+    for i in 0..20 {
+        let product = json!({
+            "name": format!("Bench honey {i}"),
+            "description": "Raw, from a single apiary.",
+            "priceCents": 1_200 + i,
+            "inStock": i % 2 == 0,
+            "stockQuantity": if i % 2 == 0 { 10 } else { 0 },
+        });
+        let created = client
+            .post(format!("{}/api/admin/products", store.base))
+            .bearer_auth(&admin)
+            .json(&product)
+            .send()
+            .await?;
+        anyhow::ensure!(created.status().is_success(), "product not created");
+    }
     let mut figures = Vec::new();
+    let mut rates = std::collections::HashMap::new();
     for (path, label) in [
+        ("/healthz", "GET /healthz"),
         ("/api/drops", "GET /api/drops"),
         ("/api/products", "GET /api/products"),
     ] {
@@ -303,12 +322,14 @@ pub async fn catalog_read() -> anyhow::Result<Vec<Figure>> {
             .unwrap_or_default()
             .as_secs_f64();
         let mut latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
+        let rate = ok as f64 / span.max(1e-9);
+        rates.insert(path, rate);
         figures.push(Figure::new(
             "catalog-read",
             &format!("{label} requests/s"),
-            ok as f64 / span.max(1e-9),
+            rate,
             "/s",
-            ">= 10000",
+            if path == "/healthz" { "" } else { ">= 10000" },
         ));
         figures.push(Figure::new(
             "catalog-read",
@@ -316,6 +337,15 @@ pub async fn catalog_read() -> anyhow::Result<Vec<Figure>> {
             percentile_ms(&mut latencies, 99.0),
             "ms",
             "",
+        ));
+    }
+    if let (Some(products), Some(health)) = (rates.get("/api/products"), rates.get("/healthz")) {
+        figures.push(Figure::new(
+            "catalog-read",
+            "GET /api/products ÷ GET /healthz",
+            products / health,
+            "x",
+            ">= 0.5",
         ));
     }
     store.stop();
