@@ -28,11 +28,7 @@ pub async fn connect(
     max_connections: u32,
     acquire_timeout: Duration,
 ) -> Result<DatabaseConnection, DbErr> {
-    let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .sqlx_logging(false)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .acquire_timeout(acquire_timeout);
+    let mut options = pool_options(url, acquire_timeout);
     if url.starts_with("sqlite:") {
         options
             .max_connections(4)
@@ -98,15 +94,23 @@ pub async fn connect_for_holds(
     max_connections: u32,
     acquire_timeout: Duration,
 ) -> Result<DatabaseConnection, DbErr> {
-    let mut options = ConnectOptions::new(url.to_owned());
+    let mut options = pool_options(url, acquire_timeout);
     options
-        .sqlx_logging(false)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .acquire_timeout(acquire_timeout)
         .max_connections(max_connections)
         .min_connections(1)
         .map_sqlx_postgres_opts(|o: PgConnectOptions| o.options([("synchronous_commit", "off")]));
     Database::connect(options).await
+}
+
+/// What every pool shares: no statement logging, bounded waits for a new connection and
+/// for a pooled one.
+fn pool_options(url: &str, acquire_timeout: Duration) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .acquire_timeout(acquire_timeout);
+    options
 }
 
 /// Begins a transaction that writes. On SQLite it takes the write lock at `BEGIN`

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QuerySelect, Statement, sea_query::Expr,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, sea_query::Expr,
 };
 
 use chrono::Duration;
@@ -68,14 +68,7 @@ pub async fn expire(
         txn.rollback().await?;
         return Ok(None);
     };
-    let (offers, stock) =
-        waitlist::settle_units(&txn, reservation.drop_id, 1, offer_ttl, now).await?;
-    txn.commit().await?;
-    Ok(Some(Ended {
-        reservation,
-        stock,
-        offers,
-    }))
+    give_back(txn, reservation, offer_ttl, now).await.map(Some)
 }
 
 /// Expires up to `limit` overdue holds; what the expiry sweep runs. On Postgres the holds of
@@ -228,6 +221,23 @@ pub async fn next_due(db: &impl ConnectionTrait) -> Result<Option<DateTime<Utc>>
         .flatten())
 }
 
+/// Gives the unit of a hold just ended back (to the line first) and commits.
+async fn give_back(
+    txn: DatabaseTransaction,
+    reservation: reservations::Model,
+    offer_ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<Ended> {
+    let (offers, stock) =
+        waitlist::settle_units(&txn, reservation.drop_id, 1, offer_ttl, now).await?;
+    txn.commit().await?;
+    Ok(Ended {
+        reservation,
+        stock,
+        offers,
+    })
+}
+
 /// Lets a hold go early: the unit is available again at once. A hold already due is
 /// recorded as what it is, an expiry.
 ///
@@ -264,14 +274,7 @@ pub async fn release(
             }
         };
     };
-    let (offers, stock) =
-        waitlist::settle_units(&txn, reservation.drop_id, 1, offer_ttl, now).await?;
-    txn.commit().await?;
-    Ok(Some(Ended {
-        reservation,
-        stock,
-        offers,
-    }))
+    give_back(txn, reservation, offer_ttl, now).await.map(Some)
 }
 
 /// The caller's reservation, or `ReservationNotFound` — also for someone else's, so ids do
