@@ -64,7 +64,48 @@ impl Rule for DescriptionRule {
     }
 }
 
+/// A product's URL name: lower-case letters, digits and single dashes, at least one letter.
+pub struct SlugRule;
+
+impl Rule for SlugRule {
+    const MIN_CHARS: usize = 0;
+    const MAX_CHARS: Option<usize> = Some(100);
+    const PATTERN: Option<&'static str> = Some(r"^([a-z0-9]+-)*[0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$");
+    fn check(raw: &str) -> Result<String, String> {
+        entity::catalog::Slug::parse(raw).map(|_| raw.to_owned())
+    }
+}
+
+/// An ISO 4217 code, in either case.
+pub struct CurrencyRule;
+
+impl Rule for CurrencyRule {
+    const MIN_CHARS: usize = 0;
+    const MAX_CHARS: Option<usize> = Some(3);
+    const PATTERN: Option<&'static str> = Some(r"^[A-Za-z]{3}$");
+    fn check(raw: &str) -> Result<String, String> {
+        entity::currency::Currency::parse(Some(raw)).map(|_| raw.to_owned())
+    }
+}
+
+/// An absolute `https:` URL (`http:` only for localhost).
+pub struct ImageUrlRule;
+
+impl Rule for ImageUrlRule {
+    const MIN_CHARS: usize = 0;
+    const MAX_CHARS: Option<usize> = Some(2_000);
+    const PATTERN: Option<&'static str> = Some(
+        r"^(https://[A-Za-z0-9.-]+|http://(localhost|127\.0\.0\.1|\[::1\]))(:[0-9]{1,5})?([/?#][^\x00-\x20\x7f-\x9f]*)?$",
+    );
+    fn check(raw: &str) -> Result<String, String> {
+        entity::catalog::parse_image_url(raw)
+    }
+}
+
 pub type Text = Checked<AnyString>;
+pub type SlugText = Checked<SlugRule>;
+pub type CurrencyCode = Checked<CurrencyRule>;
+pub type ImageUrl = Checked<ImageUrlRule>;
 pub type Name = Checked<NameRule>;
 pub type Description = Checked<DescriptionRule>;
 
@@ -141,9 +182,12 @@ impl<R: Rule> Type for Checked<R> {
 impl<R: Rule> ParseFromJSON for Checked<R> {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
         match value.unwrap_or_default() {
+            // Worded as poem-openapi's own validators word a refusal, which is what
+            // `error::uniform` answers as 400 `validation_failed`: whichever check catches a
+            // field, the client gets the same code.
             Value::String(text) => R::check(&text)
                 .map(|checked| Self(checked, PhantomData))
-                .map_err(ParseError::custom),
+                .map_err(|why| ParseError::custom(format!("verification failed: {why}"))),
             other => Err(ParseError::expected_type(other)),
         }
     }

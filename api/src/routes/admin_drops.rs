@@ -11,7 +11,7 @@ use crate::{
     auth::AdminAuth,
     error::ApiResult,
     state::AppState,
-    text::{Description, Name, Text},
+    text::{CurrencyCode, Description, Name},
 };
 
 pub struct AdminDropsApi;
@@ -26,8 +26,7 @@ struct NewDropRequest {
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: i64,
     /// ISO 4217 code; `USD` by default.
-    #[oai(validator(max_length = 3, pattern = r"^[A-Za-z]{3}$"))]
-    currency: Option<Text>,
+    currency: Option<CurrencyCode>,
     #[oai(validator(minimum(value = "0"), maximum(value = "1000000")))]
     total_stock: i32,
     /// Opens now by default.
@@ -114,7 +113,7 @@ impl AdminDropsApi {
             name: body.name.into(),
             description: body.description.map(String::from),
             price_cents: body.price_cents,
-            currency: body.currency.map(Text::into_string),
+            currency: body.currency.map(String::from),
             total_stock: body.total_stock,
             starts_at: body.starts_at,
             ends_at: body.ends_at,

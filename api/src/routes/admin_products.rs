@@ -12,7 +12,7 @@ use crate::{
     auth::AdminAuth,
     error::{ApiError, ApiResult},
     state::AppState,
-    text::{Description, Name, Text},
+    text::{CurrencyCode, Description, ImageUrl, Name, SlugText},
 };
 
 pub struct AdminProductsApi;
@@ -25,25 +25,16 @@ struct NewProductRequest {
     /// Derived from the name when left out (`product-` and a random suffix when the name has
     /// no Latin letter or digit). Lower-case letters, digits and single dashes, with at
     /// least one letter.
-    #[oai(validator(
-        max_length = 100,
-        pattern = r"^([a-z0-9]+-)*[0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$"
-    ))]
-    slug: Option<Text>,
+    slug: Option<SlugText>,
     /// Plain text.
     description: Option<Description>,
     /// Price in the currency's minor unit (cents).
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: i64,
     /// ISO 4217 code; `USD` by default.
-    #[oai(validator(max_length = 3, pattern = r"^[A-Za-z]{3}$"))]
-    currency: Option<Text>,
+    currency: Option<CurrencyCode>,
     /// Absolute `https:` URL of a product photo (`http:` only on localhost).
-    #[oai(validator(
-        max_length = 2000,
-        pattern = r"^(https://[A-Za-z0-9.-]+|http://(localhost|127\.0\.0\.1|\[::1\]))(:[0-9]{1,5})?([/?#][^\x00-\x20\x7f-\x9f]*)?$"
-    ))]
-    image_url: Option<Text>,
+    image_url: Option<ImageUrl>,
     /// Whether it can be bought now.
     in_stock: bool,
     /// Units on hand, if you track them; 0 means sold out whatever `inStock` says.
@@ -58,24 +49,15 @@ struct ProductPatchRequest {
     name: Option<Name>,
     /// Lower-case letters, digits and single dashes, with at least one letter; must stay
     /// unique.
-    #[oai(validator(
-        max_length = 100,
-        pattern = r"^([a-z0-9]+-)*[0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$"
-    ))]
-    slug: Option<Text>,
+    slug: Option<SlugText>,
     description: Option<Description>,
     /// Price in the currency's minor unit (cents).
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000000")))]
     price_cents: Option<i64>,
     /// ISO 4217 code.
-    #[oai(validator(max_length = 3, pattern = r"^[A-Za-z]{3}$"))]
-    currency: Option<Text>,
+    currency: Option<CurrencyCode>,
     /// `null` removes the image.
-    #[oai(validator(
-        max_length = 2000,
-        pattern = r"^(https://[A-Za-z0-9.-]+|http://(localhost|127\.0\.0\.1|\[::1\]))(:[0-9]{1,5})?([/?#][^\x00-\x20\x7f-\x9f]*)?$"
-    ))]
-    image_url: MaybeUndefined<Text>,
+    image_url: MaybeUndefined<ImageUrl>,
     /// Turning a sold-out product back in stock alerts its confirmed subscribers, exactly as
     /// a Contentful publish would.
     in_stock: Option<bool>,
