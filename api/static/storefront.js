@@ -335,6 +335,13 @@
     if (focused) focusInDrop(dropId);
   }
 
+  /** Re-renders a drop's card only if what it shows changed: a click on it is never lost. */
+  function refreshDrop(dropId) {
+    const card = $(`[data-drop-id="${dropId}"]`);
+    const drop = drops.get(dropId);
+    if (card && drop && card.dataset.signature !== dropSignature(drop)) rerenderDrop(dropId);
+  }
+
   function updateDropStock(dropId) {
     const card = $(`[data-drop-id="${dropId}"]`);
     const drop = drops.get(dropId);
@@ -542,7 +549,7 @@
     reloadDropsSoon();
     // The entry's own record says where it was drawn.
     api('GET', `/api/drops/${data.dropId}/entries/me`, { auth: true })
-      .then((mine) => { entries.set(data.dropId, mine); rerenderDrop(data.dropId); })
+      .then((mine) => { entries.set(data.dropId, mine); refreshDrop(data.dropId); })
       .catch((e) => console.warn('entry not loaded', e));
   }
 
@@ -855,7 +862,7 @@
           if (drops.has(data.dropId)) updateDropStock(data.dropId);
           // Offers made to the line move everyone's place up.
           if (places.has(data.dropId) && drops.has(data.dropId)) {
-            loadPlace(drops.get(data.dropId)).then(() => rerenderDrop(data.dropId))
+            loadPlace(drops.get(data.dropId)).then(() => refreshDrop(data.dropId))
               .catch((e) => console.warn('place not loaded', e));
           }
           // A new drop, or units added to one, also change what the listing says.
