@@ -71,8 +71,14 @@ impl Rule for SlugRule {
     const MIN_CHARS: usize = 0;
     const MAX_CHARS: Option<usize> = Some(100);
     const PATTERN: Option<&'static str> = Some(r"^([a-z0-9]+-)*[0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$");
+    /// Exactly as written: the domain would also take `" Acacia "` as `acacia`, which the
+    /// document does not allow.
     fn check(raw: &str) -> Result<String, String> {
-        entity::catalog::Slug::parse(raw).map(|_| raw.to_owned())
+        let slug = entity::catalog::Slug::parse(raw)?;
+        if slug.as_str() != raw {
+            return Err("slug must be written in lower case, without spaces".into());
+        }
+        Ok(raw.to_owned())
     }
 }
 
@@ -84,28 +90,16 @@ impl Rule for CurrencyRule {
     const MAX_CHARS: Option<usize> = Some(3);
     const PATTERN: Option<&'static str> = Some(r"^[A-Za-z]{3}$");
     fn check(raw: &str) -> Result<String, String> {
-        entity::currency::Currency::parse(Some(raw)).map(|_| raw.to_owned())
-    }
-}
-
-/// An absolute `https:` URL (`http:` only for localhost).
-pub struct ImageUrlRule;
-
-impl Rule for ImageUrlRule {
-    const MIN_CHARS: usize = 0;
-    const MAX_CHARS: Option<usize> = Some(2_000);
-    const PATTERN: Option<&'static str> = Some(
-        r"^(https://[A-Za-z0-9.-]+|http://(localhost|127\.0\.0\.1|\[::1\]))(:[0-9]{1,5})?([/?#][^\x00-\x20\x7f-\x9f]*)?$",
-    );
-    fn check(raw: &str) -> Result<String, String> {
-        entity::catalog::parse_image_url(raw)
+        if raw.len() != 3 || !raw.chars().all(|c| c.is_ascii_alphabetic()) {
+            return Err("currency must be a three-letter ISO 4217 code".into());
+        }
+        Ok(raw.to_owned())
     }
 }
 
 pub type Text = Checked<AnyString>;
 pub type SlugText = Checked<SlugRule>;
 pub type CurrencyCode = Checked<CurrencyRule>;
-pub type ImageUrl = Checked<ImageUrlRule>;
 pub type Name = Checked<NameRule>;
 pub type Description = Checked<DescriptionRule>;
 
@@ -185,12 +179,27 @@ impl<R: Rule> ParseFromJSON for Checked<R> {
             // Worded as poem-openapi's own validators word a refusal, which is what
             // `error::uniform` answers as 400 `validation_failed`: whichever check catches a
             // field, the client gets the same code.
-            Value::String(text) => R::check(&text)
+            Value::String(text) => within_length::<R>(&text)
+                .and_then(|()| R::check(&text))
                 .map(|checked| Self(checked, PhantomData))
                 .map_err(|why| ParseError::custom(format!("verification failed: {why}"))),
             other => Err(ParseError::expected_type(other)),
         }
     }
+}
+
+/// The lengths the document states, counted on the text as sent (the domain's own check may
+/// trim it first).
+fn within_length<R: Rule>(text: &str) -> Result<(), String> {
+    let chars = text.chars().count();
+    if chars < R::MIN_CHARS || R::MAX_CHARS.is_some_and(|max| chars > max) {
+        return Err(format!(
+            "must be {} to {} characters",
+            R::MIN_CHARS,
+            R::MAX_CHARS.unwrap_or(usize::MAX)
+        ));
+    }
+    Ok(())
 }
 
 impl<R: Rule> ToJSON for Checked<R> {
@@ -222,6 +231,24 @@ mod tests {
     }
 
     #[test]
+    fn a_slug_and_a_currency_are_taken_only_as_the_document_writes_them() {
+        assert!(SlugText::parse_from_json(Some(json!("acacia-honey"))).is_ok());
+        for bad in ["AAA", " acacia", "acacia--honey", "-acacia", "123"] {
+            assert!(
+                SlugText::parse_from_json(Some(json!(bad))).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(CurrencyCode::parse_from_json(Some(json!("eur"))).is_ok());
+        for bad in [" EUR", "EURO", "E1R"] {
+            assert!(
+                CurrencyCode::parse_from_json(Some(json!(bad))).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn a_name_is_one_line_and_not_blank_and_says_so_in_its_schema() {
         assert_eq!(
             Name::parse_from_json(Some(json!("  Golden Jar ")))
@@ -233,6 +260,8 @@ mod tests {
             json!(" \u{3000} "),
             json!("two\nlines"),
             json!("x".repeat(201)),
+            // 201 characters as sent, though 199 once trimmed: the document counts as sent.
+            json!(format!(" {} ", "x".repeat(199))),
             json!(7),
         ] {
             assert!(Name::parse_from_json(Some(bad.clone())).is_err(), "{bad}");

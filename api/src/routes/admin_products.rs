@@ -12,7 +12,7 @@ use crate::{
     auth::AdminAuth,
     error::{ApiError, ApiResult},
     state::AppState,
-    text::{CurrencyCode, Description, ImageUrl, Name, SlugText},
+    text::{CurrencyCode, Description, Name, SlugText, Text},
 };
 
 pub struct AdminProductsApi;
@@ -34,7 +34,11 @@ struct NewProductRequest {
     /// ISO 4217 code; `USD` by default.
     currency: Option<CurrencyCode>,
     /// Absolute `https:` URL of a product photo (`http:` only on localhost).
-    image_url: Option<ImageUrl>,
+    #[oai(validator(
+        max_length = 2000,
+        pattern = r"^(https://[A-Za-z0-9.-]+|http://(localhost|127\.0\.0\.1|\[::1\]))(:[0-9]{1,5})?([/?#][^\x00-\x20\x7f-\x9f]*)?$"
+    ))]
+    image_url: Option<Text>,
     /// Whether it can be bought now.
     in_stock: bool,
     /// Units on hand, if you track them; 0 means sold out whatever `inStock` says.
@@ -57,7 +61,11 @@ struct ProductPatchRequest {
     /// ISO 4217 code.
     currency: Option<CurrencyCode>,
     /// `null` removes the image.
-    image_url: MaybeUndefined<ImageUrl>,
+    #[oai(validator(
+        max_length = 2000,
+        pattern = r"^(https://[A-Za-z0-9.-]+|http://(localhost|127\.0\.0\.1|\[::1\]))(:[0-9]{1,5})?([/?#][^\x00-\x20\x7f-\x9f]*)?$"
+    ))]
+    image_url: MaybeUndefined<Text>,
     /// Turning a sold-out product back in stock alerts its confirmed subscribers, exactly as
     /// a Contentful publish would.
     in_stock: Option<bool>,
