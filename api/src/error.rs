@@ -10,6 +10,10 @@ use poem_openapi::{
     registry::{MetaResponses, Registry},
 };
 
+/// How poem-openapi words a field its validators refuse ("... verification failed ..."), and
+/// how [`crate::text::Checked`] words its own refusals, so both answer `validation_failed`.
+pub const REFUSED_FIELD: &str = "verification failed";
+
 /// Every error code the API can answer with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
@@ -320,9 +324,7 @@ pub async fn uniform(error: poem::Error) -> Response {
         StatusCode::SERVICE_UNAVAILABLE => ErrorCode::ServiceUnavailable,
         // A field the OpenAPI document's own constraints refuse (length, pattern, range): the
         // same code as the domain's checks give, whichever of the two catches it.
-        StatusCode::BAD_REQUEST if message.contains("verification failed") => {
-            ErrorCode::ValidationFailed
-        }
+        StatusCode::BAD_REQUEST if message.contains(REFUSED_FIELD) => ErrorCode::ValidationFailed,
         s if s.is_client_error() => ErrorCode::BadRequest,
         _ => ErrorCode::InternalError,
     };

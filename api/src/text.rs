@@ -14,6 +14,8 @@ use poem_openapi::{
 };
 use serde_json::Value;
 
+use crate::error::REFUSED_FIELD;
+
 /// What a [`Checked`] text field allows: the document's constraints and the domain's check
 /// (the same rule, so a body the document allows is never refused for its text).
 pub trait Rule: Send + Sync + 'static {
@@ -176,13 +178,12 @@ impl<R: Rule> Type for Checked<R> {
 impl<R: Rule> ParseFromJSON for Checked<R> {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
         match value.unwrap_or_default() {
-            // Worded as poem-openapi's own validators word a refusal, which is what
-            // `error::uniform` answers as 400 `validation_failed`: whichever check catches a
-            // field, the client gets the same code.
+            // Worded as poem-openapi's validators word a refusal: whichever check catches a
+            // field, the client gets 400 `validation_failed`.
             Value::String(text) => within_length::<R>(&text)
                 .and_then(|()| R::check(&text))
                 .map(|checked| Self(checked, PhantomData))
-                .map_err(|why| ParseError::custom(format!("verification failed: {why}"))),
+                .map_err(|why| ParseError::custom(format!("{REFUSED_FIELD}: {why}"))),
             other => Err(ParseError::expected_type(other)),
         }
     }

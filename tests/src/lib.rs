@@ -308,6 +308,18 @@ impl TestApp {
         self.request(Method::GET, path, token, None).await
     }
 
+    /// `/metrics` as text (Prometheus's format, not JSON).
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
         self.request(Method::POST, path, token, Some(body)).await
     }

@@ -139,15 +139,7 @@ async fn a_drops_figures_count_every_attempt_hold_ending_and_offer(backend: Back
             .is_some_and(|s| s >= 0.0)
     );
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(&format!(
             "honeydrop_drop_purchases_total{{drop=\"{drop_id}\"}} 2"

@@ -282,15 +282,7 @@ async fn metrics_count_what_happened(backend: Backend) {
     )
     .await;
     app.get("/nowhere", None).await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let text = app.metrics().await;
     assert!(
         text.contains("honeydrop_reservations_total{outcome=\"created\"} 1"),
         "{text}"

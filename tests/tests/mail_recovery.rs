@@ -69,12 +69,7 @@ async fn a_row_claimed_by_a_killed_worker_is_sent_once_after_its_lease(backend: 
         "sent at {sent_at}, {} after the lease ended",
         sent_at - lease_end
     );
-    let text = reqwest::get(format!("{}/metrics", store.app.address))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = store.app.metrics().await;
     assert!(text.contains("honeydrop_mail_lapsed_claims 1\n"), "{text}");
     // A `sent` row is never claimed again: one copy, now and later.
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -482,15 +482,7 @@ async fn a_client_that_stops_polling_holds_back_nobody_and_is_dropped(backend: B
     let metrics_show = |count: i64| {
         let app = &app;
         async move {
-            let metrics = app
-                .client
-                .get(format!("{}/metrics", app.address))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = app.metrics().await;
             metrics.contains(&format!("honeydrop_socketio_clients {count}\n"))
         }
     };

@@ -236,6 +236,7 @@ async fn the_reconciler_opens_the_next_wave_when_its_job_is_lost() {
 
     let written = wait_for_wave(&app, 30, Duration::from_secs(INTERVAL_SECS + 10)).await;
     let mut subscribers: Vec<i64> = written.iter().map(|(s, _)| *s).collect();
+    subscribers.sort_unstable();
     subscribers.dedup();
     assert_eq!(subscribers.len(), 30, "nobody alerted twice");
 }

@@ -137,7 +137,6 @@ impl AdminDropsApi {
         body: Json<DropPatchRequest>,
     ) -> ApiResult<Json<AdminDrop>> {
         let body = body.0;
-        let adds_stock = body.add_stock.is_some();
         let patch = drops::DropPatch {
             name: body.name.map(String::from),
             description: body.description.map(String::from),
@@ -150,7 +149,7 @@ impl AdminDropsApi {
         };
         let offer_ttl = state.settings.drops.reservation_ttl;
         let updated = drops::update(&state.db, id.0, patch, offer_ttl, Utc::now()).await?;
-        state.effects.drop_edited(&updated, adds_stock).await;
+        state.effects.drop_edited(&updated).await;
         Ok(Json(updated.drop.into()))
     }
 

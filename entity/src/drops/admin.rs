@@ -364,12 +364,21 @@ pub async fn update(
         offers = offered;
     }
     txn.commit().await?;
-    Ok(Updated { drop, offers })
+    Ok(Updated {
+        drop,
+        offers,
+        stock_added: patch.add_stock.is_some(),
+        close_moved: patch.entries_close_at.is_some(),
+    })
 }
 
-/// A drop after an admin's edit, and the offers its added units made to the waitlist.
+/// A drop after an admin's edit, what of it changed that others must hear of, and the offers
+/// its added units made to the waitlist.
 #[derive(Clone, Debug)]
 pub struct Updated {
     pub drop: drops::Model,
     pub offers: Vec<super::waitlist::Offer>,
+    pub stock_added: bool,
+    /// A draw's close of entries moved: its draw follows it.
+    pub close_moved: bool,
 }

@@ -196,7 +196,6 @@ pub async fn record(db: &impl ConnectionTrait, drop_id: i64) -> Result<Record> {
 /// A draw done: the winners' offers, the waitlisted entrants, and the drop's stock after.
 #[derive(Clone, Debug)]
 pub struct Drawn {
-    pub drop_id: i64,
     pub offers: Vec<Offer>,
     pub waitlisted: Vec<Waitlisted>,
     /// The emails to the waitlisted, written with the draw.
@@ -275,7 +274,6 @@ pub async fn draw(
         .await?;
     txn.commit().await?;
     Ok(Some(Drawn {
-        drop_id,
         offers,
         waitlisted,
         letters,

@@ -90,14 +90,16 @@ impl Effects {
     }
 
     /// An admin edited a drop: added stock is announced and offered to the waitlist, and a
-    /// draw follows its (maybe moved) close of entries. A draw's earlier job finds the drop
-    /// not due yet and does nothing.
-    pub async fn drop_edited(&self, updated: &Updated, added_stock: bool) {
-        if added_stock {
+    /// draw whose close of entries moved is scheduled at the new close (a job for the old
+    /// close finds the drop not due yet, or drawn, and does nothing).
+    pub async fn drop_edited(&self, updated: &Updated) {
+        if updated.stock_added {
             self.stock_changed(Stock::from(&updated.drop)).await;
             self.units_offered(&updated.offers).await;
         }
-        self.schedule_draw(&updated.drop).await;
+        if updated.close_moved {
+            self.schedule_draw(&updated.drop).await;
+        }
     }
 
     async fn schedule_draw(&self, drop: &entity::models::drops::Model) {
