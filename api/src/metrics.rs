@@ -6,13 +6,95 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use entity::drops::stats::DropStats;
 
-/// One per-drop series: name, help, type, and the figure it shows.
+/// A metric family: name, help, type, and its samples (labels, value).
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(&'static str, i64)>,
+);
+
+/// A per-drop series: name, help, type, and the figure it shows.
 type DropSeries = (
     &'static str,
     &'static str,
     &'static str,
     fn(&DropStats) -> i64,
 );
+
+const PER_DROP: [DropSeries; 9] = [
+    (
+        "honeydrop_drop_reserve_attempts_total",
+        "Reserve requests per drop, from every instance (recorded each second).",
+        "counter",
+        |d| d.reserve_attempts,
+    ),
+    (
+        "honeydrop_drop_holds_total",
+        "Holds taken per drop (waitlist offers and draw wins included).",
+        "counter",
+        |d| d.holds,
+    ),
+    (
+        "honeydrop_drop_expiries_total",
+        "Holds per drop that ran out unbought.",
+        "counter",
+        |d| d.expiries,
+    ),
+    (
+        "honeydrop_drop_releases_total",
+        "Holds per drop let go by their buyer.",
+        "counter",
+        |d| d.releases,
+    ),
+    (
+        "honeydrop_drop_purchases_total",
+        "Purchases per drop.",
+        "counter",
+        |d| d.purchases,
+    ),
+    (
+        "honeydrop_drop_offers_made_total",
+        "Returned units offered to a drop's waitlist.",
+        "counter",
+        |d| d.offers_made,
+    ),
+    (
+        "honeydrop_drop_offers_taken_total",
+        "Waitlist offers bought.",
+        "counter",
+        |d| d.offers_taken,
+    ),
+    (
+        "honeydrop_drop_draw_entries_total",
+        "Entries in a drop's draw.",
+        "counter",
+        |d| d.draw_entries,
+    ),
+    (
+        "honeydrop_drop_waitlist_length",
+        "Buyers waiting in a drop's line now.",
+        "gauge",
+        |d| d.waitlist_length,
+    ),
+];
+
+/// A counter's value as a sample.
+fn total(counter: &AtomicU64) -> i64 {
+    i64::try_from(counter.load(Relaxed)).unwrap_or(i64::MAX)
+}
+
+/// Appends one family in the text format.
+fn write_family<L: AsRef<str>>(
+    out: &mut String,
+    (name, help, kind): (&str, &str, &str),
+    samples: &[(L, i64)],
+) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    for (labels, value) in samples {
+        out.push_str(&format!("{name}{} {value}\n", labels.as_ref()));
+    }
+}
 
 #[derive(Default)]
 pub struct Metrics {
@@ -48,151 +130,107 @@ impl Metrics {
     /// (both read from the database; left out when they could not be).
     pub fn render(&self, lapsed_mail_claims: Option<i64>, drops: &[DropStats]) -> String {
         let mut out = String::new();
-        let mut line = |name: &str, help: &str, kind: &str, samples: &[(&str, i64)]| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            for (labels, value) in samples {
-                out.push_str(&format!("{name}{labels} {value}\n"));
-            }
-        };
-        let get = |c: &AtomicU64| i64::try_from(c.load(Relaxed)).unwrap_or(i64::MAX);
-        line(
-            "honeydrop_http_responses_total",
-            "HTTP responses by status class.",
-            "counter",
-            &[
-                ("{class=\"2xx\"}", get(&self.http_2xx)),
-                ("{class=\"4xx\"}", get(&self.http_4xx)),
-                ("{class=\"5xx\"}", get(&self.http_5xx)),
-            ],
-        );
-        line(
-            "honeydrop_reservations_total",
-            "Reserve attempts by outcome.",
-            "counter",
-            &[
-                ("{outcome=\"created\"}", get(&self.reservations_created)),
-                ("{outcome=\"sold_out\"}", get(&self.reservations_sold_out)),
-                (
-                    "{outcome=\"sold_out_cached\"}",
-                    get(&self.reservations_sold_out_cached),
-                ),
-            ],
-        );
-        line(
-            "honeydrop_reserve_batches_total",
-            "Statements that served several buyers of one drop at once (group commit).",
-            "counter",
-            &[("", get(&self.reserve_batches))],
-        );
-        line(
-            "honeydrop_reserves_batched_total",
-            "Holds taken by batched statements.",
-            "counter",
-            &[("", get(&self.reserves_batched))],
-        );
-        line(
-            "honeydrop_purchases_total",
-            "Completed purchases.",
-            "counter",
-            &[("", get(&self.purchases))],
-        );
-        line(
-            "honeydrop_overloaded_total",
-            "Requests answered 503 overloaded (no database connection in time, too many clients).",
-            "counter",
-            &[("", get(&crate::error::OVERLOADED))],
-        );
-        line(
-            "honeydrop_session_lookups_total",
-            "Requests authenticated by a database query because the session view was not current.",
-            "counter",
-            &[("", get(&self.session_lookups))],
-        );
-        line(
-            "honeydrop_websocket_clients",
-            "Open WebSocket connections.",
-            "gauge",
-            &[("", self.websocket_clients.load(Relaxed))],
-        );
-        line(
-            "honeydrop_socketio_clients",
-            "Connected Socket.IO sockets.",
-            "gauge",
-            &[("", self.socketio_clients.load(Relaxed))],
-        );
-        if let Some(lapsed) = lapsed_mail_claims {
-            line(
-                "honeydrop_mail_lapsed_claims",
-                "Email sends whose worker died before recording the outcome, over the rows the ledger keeps: each message may have gone out once more.",
-                "gauge",
-                &[("", lapsed)],
-            );
+        for (name, help, kind, samples) in self.families(lapsed_mail_claims) {
+            write_family(&mut out, (name, help, kind), &samples);
         }
-        let per_drop: [DropSeries; 9] = [
-            (
-                "honeydrop_drop_reserve_attempts_total",
-                "Reserve requests per drop, from every instance (recorded each second).",
-                "counter",
-                |d| d.reserve_attempts,
-            ),
-            (
-                "honeydrop_drop_holds_total",
-                "Holds taken per drop (waitlist offers and draw wins included).",
-                "counter",
-                |d| d.holds,
-            ),
-            (
-                "honeydrop_drop_expiries_total",
-                "Holds per drop that ran out unbought.",
-                "counter",
-                |d| d.expiries,
-            ),
-            (
-                "honeydrop_drop_releases_total",
-                "Holds per drop let go by their buyer.",
-                "counter",
-                |d| d.releases,
-            ),
-            (
-                "honeydrop_drop_purchases_total",
-                "Purchases per drop.",
-                "counter",
-                |d| d.purchases,
-            ),
-            (
-                "honeydrop_drop_offers_made_total",
-                "Returned units offered to a drop's waitlist.",
-                "counter",
-                |d| d.offers_made,
-            ),
-            (
-                "honeydrop_drop_offers_taken_total",
-                "Waitlist offers bought.",
-                "counter",
-                |d| d.offers_taken,
-            ),
-            (
-                "honeydrop_drop_draw_entries_total",
-                "Entries in a drop's draw.",
-                "counter",
-                |d| d.draw_entries,
-            ),
-            (
-                "honeydrop_drop_waitlist_length",
-                "Buyers waiting in a drop's line now.",
-                "gauge",
-                |d| d.waitlist_length,
-            ),
-        ];
-        for (name, help, kind, pick) in per_drop {
-            let labelled: Vec<(String, i64)> = drops
+        for (name, help, kind, pick) in PER_DROP {
+            let samples: Vec<(String, i64)> = drops
                 .iter()
                 .map(|d| (format!("{{drop=\"{}\"}}", d.drop_id), pick(d)))
                 .collect();
-            let samples: Vec<(&str, i64)> =
-                labelled.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-            line(name, help, kind, &samples);
+            write_family(&mut out, (name, help, kind), &samples);
         }
         out
+    }
+
+    /// This instance's counters and gauges, and the ledger's lapsed claims when known.
+    fn families(&self, lapsed_mail_claims: Option<i64>) -> Vec<Family> {
+        let mut families: Vec<Family> = vec![
+            (
+                "honeydrop_http_responses_total",
+                "HTTP responses by status class.",
+                "counter",
+                vec![
+                    ("{class=\"2xx\"}", total(&self.http_2xx)),
+                    ("{class=\"4xx\"}", total(&self.http_4xx)),
+                    ("{class=\"5xx\"}", total(&self.http_5xx)),
+                ],
+            ),
+            (
+                "honeydrop_reservations_total",
+                "Reserve attempts by outcome.",
+                "counter",
+                vec![
+                    ("{outcome=\"created\"}", total(&self.reservations_created)),
+                    ("{outcome=\"sold_out\"}", total(&self.reservations_sold_out)),
+                    (
+                        "{outcome=\"sold_out_cached\"}",
+                        total(&self.reservations_sold_out_cached),
+                    ),
+                ],
+            ),
+        ];
+        families.extend(
+            self.single_valued()
+                .into_iter()
+                .chain(lapsed_mail_claims.map(|lapsed| {
+                    (
+                        "honeydrop_mail_lapsed_claims",
+                        "Email sends whose worker died before recording the outcome, over the rows the ledger keeps: each message may have gone out once more.",
+                        "gauge",
+                        lapsed,
+                    )
+                }))
+                .map(|(name, help, kind, value)| (name, help, kind, vec![("", value)])),
+        );
+        families
+    }
+
+    /// The families with one unlabelled sample: name, help, type, value.
+    fn single_valued(&self) -> [(&'static str, &'static str, &'static str, i64); 7] {
+        [
+            (
+                "honeydrop_reserve_batches_total",
+                "Statements that served several buyers of one drop at once (group commit).",
+                "counter",
+                total(&self.reserve_batches),
+            ),
+            (
+                "honeydrop_reserves_batched_total",
+                "Holds taken by batched statements.",
+                "counter",
+                total(&self.reserves_batched),
+            ),
+            (
+                "honeydrop_purchases_total",
+                "Completed purchases.",
+                "counter",
+                total(&self.purchases),
+            ),
+            (
+                "honeydrop_overloaded_total",
+                "Requests answered 503 overloaded (no database connection in time, too many clients).",
+                "counter",
+                total(&crate::error::OVERLOADED),
+            ),
+            (
+                "honeydrop_session_lookups_total",
+                "Requests authenticated by a database query because the session view was not current.",
+                "counter",
+                total(&self.session_lookups),
+            ),
+            (
+                "honeydrop_websocket_clients",
+                "Open WebSocket connections.",
+                "gauge",
+                self.websocket_clients.load(Relaxed),
+            ),
+            (
+                "honeydrop_socketio_clients",
+                "Connected Socket.IO sockets.",
+                "gauge",
+                self.socketio_clients.load(Relaxed),
+            ),
+        ]
     }
 }

@@ -17,34 +17,25 @@ struct Asset {
     body: &'static [u8],
 }
 
-const INDEX: Asset = Asset {
-    name: "index.html",
-    content_type: "text/html; charset=utf-8",
-    body: include_bytes!("../static/index.html"),
-};
+/// A file of `api/static/`, compiled in.
+macro_rules! asset {
+    ($name:literal, $content_type:literal) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            body: include_bytes!(concat!("../static/", $name)),
+        }
+    };
+}
+
+const INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
 
 /// Everything under `/static/`.
 const ASSETS: [Asset; 4] = [
-    Asset {
-        name: "storefront.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../static/storefront.css"),
-    },
-    Asset {
-        name: "storefront.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../static/storefront.js"),
-    },
-    Asset {
-        name: "icon.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("../static/icon.svg"),
-    },
-    Asset {
-        name: "comb.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("../static/comb.svg"),
-    },
+    asset!("storefront.css", "text/css; charset=utf-8"),
+    asset!("storefront.js", "text/javascript; charset=utf-8"),
+    asset!("icon.svg", "image/svg+xml"),
+    asset!("comb.svg", "image/svg+xml"),
 ];
 
 /// Only our own files run and load; product photos may come from any HTTPS host (the CMS's

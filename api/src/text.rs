@@ -99,11 +99,32 @@ impl Rule for CurrencyRule {
     }
 }
 
+/// An email address as a person types it: the domain's rule, with only spaces or tabs
+/// around it.
+pub struct EmailRule;
+
+impl Rule for EmailRule {
+    const MIN_CHARS: usize = 0;
+    const MAX_CHARS: Option<usize> = Some(254);
+    const PATTERN: Option<&'static str> = Some(
+        r"^[ \t]*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{0,62}[A-Za-z0-9!#$%&'*+/=?^_`{|}~-])?@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+[ \t]*$",
+    );
+    /// The domain trims any white space; the document allows only spaces and tabs.
+    fn check(raw: &str) -> Result<String, String> {
+        let address = raw.trim_matches([' ', '\t']);
+        if address.trim() != address {
+            return Err("email must not start or end with a line break".into());
+        }
+        entity::EmailAddress::parse(address).map(|email| email.to_string())
+    }
+}
+
 pub type Text = Checked<AnyString>;
 pub type SlugText = Checked<SlugRule>;
 pub type CurrencyCode = Checked<CurrencyRule>;
 pub type Name = Checked<NameRule>;
 pub type Description = Checked<DescriptionRule>;
+pub type Email = Checked<EmailRule>;
 
 /// A string field that obeys `R`, as the document says.
 pub struct Checked<R>(String, PhantomData<R>);
@@ -246,6 +267,24 @@ mod tests {
                 CurrencyCode::parse_from_json(Some(json!(bad))).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn an_email_is_taken_with_spaces_or_tabs_around_it_and_nothing_else() {
+        assert_eq!(
+            Email::parse_from_json(Some(json!(" Ann@Example.COM\t")))
+                .map(String::from)
+                .ok(),
+            Some("ann@example.com".to_owned())
+        );
+        for bad in [
+            "\nann@example.com",
+            "ann@example.com\u{a0}",
+            "ann@example",
+            "a b@x.com",
+        ] {
+            assert!(Email::parse_from_json(Some(json!(bad))).is_err(), "{bad:?}");
         }
     }
 

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{CaseStatement, Expr, ExprTrait, LockBehavior, LockType},
 };
 use serde::{Deserialize, Serialize};
@@ -466,21 +466,7 @@ pub async fn claim_due(
     now: DateTime<Utc>,
 ) -> Result<Vec<Outgoing>> {
     let txn = begin_write(db).await?;
-    let mut due = email_messages::Entity::find()
-        // Written out, not bound: only a literal lets every plan (a generic one too) use the
-        // partial index of queued rows. It is `MessageStatus::Queued`'s value.
-        .filter(Expr::cust("email_messages.status = 'queued'"))
-        .filter(
-            Condition::any()
-                .add(email_messages::Column::NextAttemptAt.is_null())
-                .add(email_messages::Column::NextAttemptAt.lte(now)),
-        )
-        .order_by_asc(email_messages::Column::Id)
-        .limit(limit);
-    if txn.get_database_backend() == DbBackend::Postgres {
-        due = due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
-    }
-    let rows = due.all(&txn).await?;
+    let rows = due_rows(&txn, limit, now).await?;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -539,6 +525,30 @@ pub async fn claim_due(
             }
         })
         .collect())
+}
+
+/// Up to `limit` queued rows due at `now`, oldest first; on Postgres locked, skipping rows
+/// another worker is claiming.
+async fn due_rows(
+    txn: &DatabaseTransaction,
+    limit: u64,
+    now: DateTime<Utc>,
+) -> Result<Vec<email_messages::Model>> {
+    let mut due = email_messages::Entity::find()
+        // Written out, not bound: only a literal lets every plan (a generic one too) use the
+        // partial index of queued rows. It is `MessageStatus::Queued`'s value.
+        .filter(Expr::cust("email_messages.status = 'queued'"))
+        .filter(
+            Condition::any()
+                .add(email_messages::Column::NextAttemptAt.is_null())
+                .add(email_messages::Column::NextAttemptAt.lte(now)),
+        )
+        .order_by_asc(email_messages::Column::Id)
+        .limit(limit);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        due = due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    Ok(due.all(txn).await?)
 }
 
 /// Whether a claimed row still has a reader: `Some(true)` for a confirmation its subscription

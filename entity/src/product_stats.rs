@@ -102,24 +102,7 @@ async fn stats_in(db: &impl ConnectionTrait, product_id: i64) -> Result<ProductS
         .await?
         .ok_or(Error::ProductNotFound)?;
 
-    let mut subscribers = SubscriberCounts::default();
-    for (status, count) in subscriptions::Entity::find()
-        .select_only()
-        .column(subscriptions::Column::Status)
-        .column_as(subscriptions::Column::Id.count(), "n")
-        .filter(subscriptions::Column::ProductId.eq(product_id))
-        .group_by(subscriptions::Column::Status)
-        .into_tuple::<(SubscriptionStatus, i64)>()
-        .all(db)
-        .await?
-    {
-        match status {
-            SubscriptionStatus::Pending => subscribers.pending = count,
-            SubscriptionStatus::Confirmed => subscribers.confirmed = count,
-            SubscriptionStatus::Notified => subscribers.notified = count,
-            SubscriptionStatus::Unsubscribed => subscribers.unsubscribed = count,
-        }
-    }
+    let subscribers = subscriber_counts(db, product_id).await?;
     let ever_confirmed = count(
         subscriptions::Entity::find()
             .filter(subscriptions::Column::ProductId.eq(product_id))
@@ -145,6 +128,44 @@ async fn stats_in(db: &impl ConnectionTrait, product_id: i64) -> Result<ProductS
             .count(db)
             .await?,
     );
+    let recent_restocks = recent_restocks(db, product_id).await?;
+
+    Ok(ProductStats {
+        product_id,
+        subscribers,
+        ever_confirmed,
+        confirmations: deliveries(MessageKind::SubscriptionConfirmation),
+        alerts: deliveries(MessageKind::RestockAlert),
+        restock_count,
+        recent_restocks,
+    })
+}
+
+/// A product's subscribers by state.
+async fn subscriber_counts(db: &impl ConnectionTrait, product_id: i64) -> Result<SubscriberCounts> {
+    let mut subscribers = SubscriberCounts::default();
+    for (status, count) in subscriptions::Entity::find()
+        .select_only()
+        .column(subscriptions::Column::Status)
+        .column_as(subscriptions::Column::Id.count(), "n")
+        .filter(subscriptions::Column::ProductId.eq(product_id))
+        .group_by(subscriptions::Column::Status)
+        .into_tuple::<(SubscriptionStatus, i64)>()
+        .all(db)
+        .await?
+    {
+        match status {
+            SubscriptionStatus::Pending => subscribers.pending = count,
+            SubscriptionStatus::Confirmed => subscribers.confirmed = count,
+            SubscriptionStatus::Notified => subscribers.notified = count,
+            SubscriptionStatus::Unsubscribed => subscribers.unsubscribed = count,
+        }
+    }
+    Ok(subscribers)
+}
+
+/// The latest restocks' alerts, in total and per wave, newest first.
+async fn recent_restocks(db: &impl ConnectionTrait, product_id: i64) -> Result<Vec<RestockAlerts>> {
     let restocks = restock_events::Entity::find()
         .filter(restock_events::Column::ProductId.eq(product_id))
         .order_by_desc(restock_events::Column::Id)
@@ -168,16 +189,7 @@ async fn stats_in(db: &impl ConnectionTrait, product_id: i64) -> Result<ProductS
             next_wave_at: restock.next_wave_at,
         });
     }
-
-    Ok(ProductStats {
-        product_id,
-        subscribers,
-        ever_confirmed,
-        confirmations: deliveries(MessageKind::SubscriptionConfirmation),
-        alerts: deliveries(MessageKind::RestockAlert),
-        restock_count,
-        recent_restocks,
-    })
+    Ok(recent_restocks)
 }
 
 fn count(n: u64) -> i64 {

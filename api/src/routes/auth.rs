@@ -13,7 +13,7 @@ use crate::{
     auth::BearerAuth,
     error::{ApiError, ApiResult, ErrorCode},
     state::AppState,
-    text::Text,
+    text::{Email, Text},
 };
 
 pub struct AuthApi;
@@ -22,11 +22,7 @@ pub struct AuthApi;
 #[oai(rename_all = "camelCase")]
 struct SignupRequest {
     /// Used to sign in; compared case-insensitively.
-    #[oai(validator(
-        max_length = 254,
-        pattern = r"^[ \t]*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{0,62}[A-Za-z0-9!#$%&'*+/=?^_`{|}~-])?@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+[ \t]*$"
-    ))]
-    email: Text,
+    email: Email,
     /// 8 to 128 characters.
     #[oai(validator(min_length = 8, max_length = 128))]
     password: Text,
@@ -41,11 +37,7 @@ struct SignupRequest {
 
 #[derive(Object)]
 struct LoginRequest {
-    #[oai(validator(
-        max_length = 254,
-        pattern = r"^[ \t]*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{0,62}[A-Za-z0-9!#$%&'*+/=?^_`{|}~-])?@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+[ \t]*$"
-    ))]
-    email: Text,
+    email: Email,
     #[oai(validator(max_length = 128))]
     password: Text,
 }

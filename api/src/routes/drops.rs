@@ -286,13 +286,10 @@ impl DropsApi {
         auth: BearerAuth,
         #[oai(name = "dropId")] drop_id: Path<i64>,
     ) -> ApiResult<Reserved> {
-        let now = Utc::now();
+        let (now, metrics) = (Utc::now(), &state.metrics);
         state.reserve_attempts.count(drop_id.0);
         if state.caches.sold_out.refuses(drop_id.0, now) {
-            state
-                .metrics
-                .reservations_sold_out_cached
-                .fetch_add(1, Relaxed);
+            metrics.reservations_sold_out_cached.fetch_add(1, Relaxed);
             return Err(entity::Error::SoldOut.into());
         }
         match state
@@ -301,12 +298,12 @@ impl DropsApi {
             .await?
         {
             ReserveOutcome::Reserved(reserved) => {
-                state.metrics.reservations_created.fetch_add(1, Relaxed);
+                metrics.reservations_created.fetch_add(1, Relaxed);
                 Ok(Reserved::Created(Json(reserved.reservation.into())))
             }
             ReserveOutcome::SoldOut(sold_out) => {
                 state.caches.sold_out.record(drop_id.0, sold_out, now);
-                state.metrics.reservations_sold_out.fetch_add(1, Relaxed);
+                metrics.reservations_sold_out.fetch_add(1, Relaxed);
                 Err(entity::Error::SoldOut.into())
             }
         }

@@ -15,7 +15,7 @@ use crate::{
     error::{ApiError, ApiResult},
     rendered::RenderedJson,
     state::AppState,
-    text::Text,
+    text::Email,
 };
 
 pub struct ProductsApi;
@@ -101,11 +101,7 @@ impl From<ProductView> for Product {
 #[oai(rename_all = "camelCase")]
 struct NotifyMeRequest {
     /// Where to send the confirmation and, once confirmed, the restock alert.
-    #[oai(validator(
-        max_length = 254,
-        pattern = r"^[ \t]*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{0,62}[A-Za-z0-9!#$%&'*+/=?^_`{|}~-])?@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+[ \t]*$"
-    ))]
-    email: Text,
+    email: Email,
 }
 
 #[derive(Object)]

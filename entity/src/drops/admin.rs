@@ -290,11 +290,38 @@ pub async fn update(
         .one(&txn)
         .await?
         .ok_or(Error::DropNotFound)?;
+    check_patch(&current, &patch, now)?;
+    let update = patch_statement(id, &patch, now)?;
+    let mut drop = update
+        .exec_with_returning(&txn)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(Error::DropNotFound)?;
+    // Added units go to the waitlist first.
+    let mut offers = Vec::new();
+    if patch.add_stock.is_some() {
+        let (offered, stock) = super::waitlist::settle_units(&txn, id, 0, offer_ttl, now).await?;
+        drop.available_stock = stock.available_stock;
+        drop.stock_version = stock.version;
+        offers = offered;
+    }
+    txn.commit().await?;
+    Ok(Updated {
+        drop,
+        offers,
+        stock_added: patch.add_stock.is_some(),
+        close_moved: patch.entries_close_at.is_some(),
+    })
+}
+
+/// Whether `patch` leaves `current` a valid drop.
+fn check_patch(current: &drops::Model, patch: &DropPatch, now: DateTime<Utc>) -> Result<()> {
     let starts_at = patch.starts_at.unwrap_or(current.starts_at);
     let ends_at = patch.ends_at.or(current.ends_at);
     check_window(starts_at, ends_at)?;
     if let Some(close) = patch.entries_close_at {
-        check_new_close(&current, close, now)?;
+        check_new_close(current, close, now)?;
     }
     if let Some(close) = patch.entries_close_at.or(current.entries_close_at) {
         check_draw_window(starts_at, close, ends_at)?;
@@ -306,6 +333,16 @@ pub async fn update(
             "addStock must be positive and total stock at most {MAX_STOCK}"
         )));
     }
+    Ok(())
+}
+
+/// The `UPDATE` that writes `patch`'s fields (parsed) to drop `id`; added stock is added to
+/// the total and to what is on sale, and bumps the stock version.
+fn patch_statement(
+    id: i64,
+    patch: &DropPatch,
+    now: DateTime<Utc>,
+) -> Result<sea_orm::UpdateMany<drops::Entity>> {
     let mut update = drops::Entity::update_many()
         .col_expr(drops::Column::UpdatedAt, Expr::value(now))
         .filter(drops::Column::Id.eq(id));
@@ -349,27 +386,7 @@ pub async fn update(
                 Expr::col(drops::Column::StockVersion).add(1),
             );
     }
-    let mut drop = update
-        .exec_with_returning(&txn)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or(Error::DropNotFound)?;
-    // Added units go to the waitlist first.
-    let mut offers = Vec::new();
-    if patch.add_stock.is_some() {
-        let (offered, stock) = super::waitlist::settle_units(&txn, id, 0, offer_ttl, now).await?;
-        drop.available_stock = stock.available_stock;
-        drop.stock_version = stock.version;
-        offers = offered;
-    }
-    txn.commit().await?;
-    Ok(Updated {
-        drop,
-        offers,
-        stock_added: patch.add_stock.is_some(),
-        close_moved: patch.entries_close_at.is_some(),
-    })
+    Ok(update)
 }
 
 /// A drop after an admin's edit, what of it changed that others must hear of, and the offers

@@ -115,12 +115,24 @@ async fn stats_of(db: &DatabaseConnection, drop_ids: &[i64]) -> Result<Vec<DropS
         })
         .collect();
     let ids: Vec<i64> = by_id.keys().copied().collect();
+    add_holds_and_offers(&txn, &ids, &mut by_id).await?;
+    add_draws(&txn, &ids, &mut by_id).await?;
+    add_purchases(&txn, &ids, &mut by_id).await?;
+    txn.commit().await?;
+    Ok(drop_ids.iter().filter_map(|id| by_id.remove(id)).collect())
+}
 
+/// Holds by how they ended, the waitlist's length and the offers made.
+async fn add_holds_and_offers(
+    db: &impl ConnectionTrait,
+    ids: &[i64],
+    by_id: &mut HashMap<i64, DropStats>,
+) -> Result<()> {
     for (drop_id, status, n) in count_by::<reservations::Entity, ReservationStatus>(
-        &txn,
+        db,
         reservations::Column::DropId,
         reservations::Column::Status,
-        &ids,
+        ids,
     )
     .await?
     {
@@ -135,10 +147,10 @@ async fn stats_of(db: &DatabaseConnection, drop_ids: &[i64]) -> Result<Vec<DropS
         }
     }
     for (drop_id, status, n) in count_by::<waitlist_entries::Entity, WaitStatus>(
-        &txn,
+        db,
         waitlist_entries::Column::DropId,
         waitlist_entries::Column::Status,
-        &ids,
+        ids,
     )
     .await?
     {
@@ -149,6 +161,15 @@ async fn stats_of(db: &DatabaseConnection, drop_ids: &[i64]) -> Result<Vec<DropS
             }
         }
     }
+    Ok(())
+}
+
+/// A draw's entries and winners.
+async fn add_draws(
+    db: &impl ConnectionTrait,
+    ids: &[i64],
+    by_id: &mut HashMap<i64, DropStats>,
+) -> Result<()> {
     let won: Expr = CaseStatement::new()
         .case(draw_entries::Column::Won.eq(true), 1)
         .finally(0)
@@ -161,7 +182,7 @@ async fn stats_of(db: &DatabaseConnection, drop_ids: &[i64]) -> Result<Vec<DropS
         .filter(draw_entries::Column::DropId.is_in(ids.iter().copied()))
         .group_by(draw_entries::Column::DropId)
         .into_tuple::<(i64, i64, Option<i64>)>()
-        .all(&txn)
+        .all(db)
         .await?
     {
         if let Some(s) = by_id.get_mut(&drop_id) {
@@ -169,6 +190,15 @@ async fn stats_of(db: &DatabaseConnection, drop_ids: &[i64]) -> Result<Vec<DropS
             s.draw_winners = winners.unwrap_or(0);
         }
     }
+    Ok(())
+}
+
+/// Purchases, and those that bought a waitlist offer.
+async fn add_purchases(
+    db: &impl ConnectionTrait,
+    ids: &[i64],
+    by_id: &mut HashMap<i64, DropStats>,
+) -> Result<()> {
     let offered = Query::select()
         .column(waitlist_entries::Column::ReservationId)
         .from(waitlist_entries::Entity)
@@ -187,7 +217,7 @@ async fn stats_of(db: &DatabaseConnection, drop_ids: &[i64]) -> Result<Vec<DropS
         .group_by(purchases::Column::DropId)
         .group_by(Expr::col("offer"))
         .into_tuple::<(i64, bool, i64)>()
-        .all(&txn)
+        .all(db)
         .await?
     {
         if let Some(s) = by_id.get_mut(&drop_id) {
@@ -197,8 +227,7 @@ async fn stats_of(db: &DatabaseConnection, drop_ids: &[i64]) -> Result<Vec<DropS
             }
         }
     }
-    txn.commit().await?;
-    Ok(drop_ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    Ok(())
 }
 
 /// Rows of `E` per drop and state: `(drop id, state, count)`.

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::ExprTrait,
+    ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter, QueryOrder, QuerySelect,
+    RelationDef, sea_query::ExprTrait,
 };
 
 use super::{ReservationStatus, Stock};
@@ -85,6 +85,14 @@ pub async fn view(db: &impl ConnectionTrait, id: i64, now: DateTime<Utc>) -> Res
         .ok_or(Error::DropNotFound)
 }
 
+/// The join from a row's `user_id` to the user: a hold's or a purchase's buyer.
+fn buyer<E: EntityTrait>(user_id: E::Column) -> RelationDef {
+    E::belongs_to(users::Entity)
+        .from(user_id)
+        .to(users::Column::Id)
+        .into()
+}
+
 async fn with_people(
     db: &impl ConnectionTrait,
     found: Vec<drops::Model>,
@@ -97,7 +105,10 @@ async fn with_people(
         .column(reservations::Column::Id)
         .column(reservations::Column::ExpiresAt)
         .column_as(users::Column::DisplayName, "display_name")
-        .inner_join(users::Entity)
+        .join(
+            JoinType::InnerJoin,
+            buyer::<reservations::Entity>(reservations::Column::UserId),
+        )
         .filter(reservations::Column::DropId.is_in(ids.clone()))
         .filter(reservations::Column::Status.eq(ReservationStatus::Active))
         .filter(reservations::Column::ExpiresAt.gt(now))
@@ -111,7 +122,10 @@ async fn with_people(
             .select_only()
             .column_as(users::Column::DisplayName, "display_name")
             .column(purchases::Column::CreatedAt)
-            .inner_join(users::Entity)
+            .join(
+                JoinType::InnerJoin,
+                buyer::<purchases::Entity>(purchases::Column::UserId),
+            )
             .filter(purchases::Column::DropId.eq(drop.id))
             .order_by_desc(purchases::Column::CreatedAt)
             .order_by_desc(purchases::Column::Id)

@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use entity::retention;
+use entity::retention::{self, Record};
 use sea_orm::DatabaseConnection;
 
 use super::{Shutdown, stopped};
@@ -31,6 +31,16 @@ pub struct Purged {
 impl Purged {
     pub fn total(&self) -> u64 {
         self.idempotency_keys + self.sessions + self.webhook_deliveries + self.emails + self.holds
+    }
+
+    fn count_mut(&mut self, record: Record) -> &mut u64 {
+        match record {
+            Record::IdempotencyKeys => &mut self.idempotency_keys,
+            Record::Sessions => &mut self.sessions,
+            Record::WebhookDeliveries => &mut self.webhook_deliveries,
+            Record::Emails => &mut self.emails,
+            Record::Holds => &mut self.holds,
+        }
     }
 }
 
@@ -69,24 +79,23 @@ pub async fn purge_old_rows(
     settings: &RetentionSettings,
     now: DateTime<Utc>,
 ) -> Result<Purged, entity::Error> {
-    let keep = settings;
-    let holds = match keep.holds {
-        Some(days) => drain(|| retention::delete_ended_holds(db, now, days, BATCH)).await?,
-        None => 0,
-    };
-    Ok(Purged {
-        idempotency_keys: drain(|| {
-            retention::delete_idempotency_keys(db, now, keep.idempotency_keys, BATCH)
-        })
-        .await?,
-        sessions: drain(|| retention::delete_ended_sessions(db, now, keep.sessions, BATCH)).await?,
-        webhook_deliveries: drain(|| {
-            retention::delete_webhook_deliveries(db, now, keep.webhook_deliveries, BATCH)
-        })
-        .await?,
-        emails: drain(|| retention::delete_settled_emails(db, now, keep.emails, BATCH)).await?,
-        holds,
-    })
+    let keep = [
+        (Record::Holds, settings.holds),
+        (Record::IdempotencyKeys, Some(settings.idempotency_keys)),
+        (Record::Sessions, Some(settings.sessions)),
+        (Record::WebhookDeliveries, Some(settings.webhook_deliveries)),
+        (Record::Emails, Some(settings.emails)),
+    ];
+    let mut purged = Purged::default();
+    for (record, keep) in keep {
+        // Kept forever (holds by default), or a time to keep longer than the calendar.
+        let Some(cutoff) = keep.and_then(|keep| now.checked_sub_signed(keep)) else {
+            continue;
+        };
+        *purged.count_mut(record) =
+            drain(move || retention::delete_old(db, record, cutoff, BATCH)).await?;
+    }
+    Ok(purged)
 }
 
 /// Repeats a batch delete until a batch comes back short, or [`MAX_BATCHES`] ran.
