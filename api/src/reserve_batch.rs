@@ -132,6 +132,7 @@ async fn serve_batch(state: &AppState, drop_id: i64, mut batch: Vec<Waiter>) {
     if let Some(stock) = served.stock {
         state.effects.holds_taken(served.reserved, stock);
     }
+    let mut refused = Vec::new();
     for waiter in batch {
         match (held.remove(&waiter.user_id), served.stock) {
             (Some(reservation), Some(stock)) => {
@@ -141,15 +142,47 @@ async fn serve_batch(state: &AppState, drop_id: i64, mut batch: Vec<Waiter>) {
                     took_over: None,
                 })));
             }
-            _ => {
-                // Refused by the batch: the one-buyer reserve says why, or finds a unit.
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let answer = reserve_alone(&state, drop_id, waiter.user_id).await;
-                    let _ = waiter.reply.send(answer);
-                });
-            }
+            _ => refused.push(waiter),
         }
+    }
+    // The statement took nothing (no unit, or it failed) or took the last units.
+    let maybe_sold_out = served.stock.is_none_or(|stock| stock.available_stock == 0);
+    answer_refused(state, drop_id, refused, maybe_sold_out).await;
+}
+
+/// Answers the buyers a batch did not serve. Once the drop is plainly sold out (no unit, no
+/// hold due), that is what the one-buyer reserve would answer each of them, so one query
+/// answers them all: at a sell-out, most of a full batch lands here. Otherwise each is
+/// served alone, which says why (a hold already, the limit, a closed drop) or finds a unit.
+async fn answer_refused(
+    state: &AppState,
+    drop_id: i64,
+    refused: Vec<Waiter>,
+    maybe_sold_out: bool,
+) {
+    if refused.is_empty() {
+        return;
+    }
+    let sold_out = if maybe_sold_out {
+        drops::plainly_sold_out(&state.holds_db, drop_id, Utc::now())
+            .await
+            .unwrap_or_else(|error| {
+                tracing::debug!(error = %entity::error::chain(&error), "sold-out check failed");
+                None
+            })
+    } else {
+        None
+    };
+    for waiter in refused {
+        if let Some(sold_out) = sold_out {
+            let _ = waiter.reply.send(Ok(ReserveOutcome::SoldOut(sold_out)));
+            continue;
+        }
+        let state = state.clone();
+        tokio::spawn(async move {
+            let answer = reserve_alone(&state, drop_id, waiter.user_id).await;
+            let _ = waiter.reply.send(answer);
+        });
     }
 }
 

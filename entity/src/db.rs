@@ -87,6 +87,11 @@ async fn explain_postgres(url: &str) -> Option<DbErr> {
 /// together, so stock stays consistent, and any durable commit after them (a purchase)
 /// flushes them first. Everything else commits durably through [`connect`]'s pool.
 ///
+/// Every connection is opened in the background at start and kept (`min_connections` =
+/// `max_connections`): a drop's first batch must not wait for a connection to be opened on
+/// a machine busy with the stampede itself — that wait was 100 ms of the flash sale's p99.
+/// Opening them does not delay start-up ([`connect`]'s pool has shown the server answers).
+///
 /// # Errors
 /// The database cannot be reached.
 pub async fn connect_for_holds(
@@ -97,9 +102,24 @@ pub async fn connect_for_holds(
     let mut options = pool_options(url, acquire_timeout);
     options
         .max_connections(max_connections)
-        .min_connections(1)
+        .min_connections(max_connections)
+        .connect_lazy(true)
         .map_sqlx_postgres_opts(|o: PgConnectOptions| o.options([("synchronous_commit", "off")]));
-    Database::connect(options).await
+    let db = Database::connect(options).await?;
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        let pool = db.get_postgres_connection_pool().clone();
+        tokio::spawn(async move {
+            // Held together, so each is a connection of its own; then idle in the pool.
+            // One that fails to open now opens on first use instead.
+            let mut opening = tokio::task::JoinSet::new();
+            for _ in 0..max_connections {
+                let pool = pool.clone();
+                opening.spawn(async move { pool.acquire().await });
+            }
+            drop(opening.join_all().await);
+        });
+    }
+    Ok(db)
 }
 
 /// What every pool shares: no statement logging, bounded waits for a new connection and

@@ -52,8 +52,12 @@ pub async fn reserve(
 }
 
 /// `Some` when the drop is open, has no unit left and no hold is due, so no takeover is
-/// possible: what the transactional path would conclude, in one query.
-async fn plainly_sold_out(
+/// possible: what [`reserve`] answers every buyer then (before any rule of the buyer's own),
+/// in one query. Postgres only.
+///
+/// # Errors
+/// Database failure.
+pub async fn plainly_sold_out(
     db: &DatabaseConnection,
     drop_id: i64,
     now: DateTime<Utc>,

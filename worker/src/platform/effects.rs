@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use entity::{
     catalog::Change,
     drops::{Ended, Reserved, Stock, Updated, draw::Drawn, waitlist::Offer},
@@ -137,7 +138,9 @@ impl Effects {
         self.note(reserved.stock);
         let effects = self.clone();
         tokio::spawn(async move {
-            effects.schedule_expiry(&reserved.reservation).await;
+            effects
+                .schedule_expiries(vec![expiry_of(&reserved.reservation)])
+                .await;
             let update = StockUpdate::from(reserved.stock);
             effects
                 .bus
@@ -155,9 +158,9 @@ impl Effects {
         self.note(stock);
         let effects = self.clone();
         tokio::spawn(async move {
-            for hold in &holds {
-                effects.schedule_expiry(hold).await;
-            }
+            effects
+                .schedule_expiries(holds.iter().map(expiry_of).collect())
+                .await;
             let update = StockUpdate::from(stock);
             effects
                 .bus
@@ -166,12 +169,10 @@ impl Effects {
         });
     }
 
-    async fn schedule_expiry(&self, hold: &Reservation) {
-        let job = ExpireReservation {
-            reservation_id: hold.id,
-        };
-        if let Err(error) = self.queue.push_at(job, hold.expires_at).await {
-            tracing::warn!(%error, "expiry job not enqueued; the sweep will expire the hold");
+    /// Schedules the expiries (see [`expiry_of`]) in one round trip.
+    async fn schedule_expiries(&self, expiries: Vec<(ExpireReservation, DateTime<Utc>)>) {
+        if let Err(error) = self.queue.push_all_at(expiries).await {
+            tracing::warn!(%error, "expiry jobs not enqueued; the sweep will expire the holds");
         }
     }
 
@@ -192,8 +193,9 @@ impl Effects {
         if offers.is_empty() {
             return;
         }
+        self.schedule_expiries(offers.iter().map(|offer| expiry_of(&offer.hold)).collect())
+            .await;
         for offer in offers {
-            self.schedule_expiry(&offer.hold).await;
             self.bus
                 .publish_or_log(&Event::HoldOffered(HoldOffered::from(&offer.hold)))
                 .await;
@@ -263,7 +265,7 @@ impl Effects {
 
     /// A restock's wave of alerts is spent while subscribers wait: its fan-out runs again when
     /// the next wave may open (the reconciler opens it if this job is lost).
-    pub async fn next_wave_due(&self, restock_event_id: i64, at: chrono::DateTime<chrono::Utc>) {
+    pub async fn next_wave_due(&self, restock_event_id: i64, at: DateTime<Utc>) {
         let job = NotifyRestock { restock_event_id };
         if let Err(error) = self.queue.push_at(job, at).await {
             tracing::warn!(%error, restock_event_id, "next restock wave not scheduled; the reconciler will open it");
@@ -290,4 +292,12 @@ impl Effects {
         };
         self.bus.publish_or_log(&Event::MailQueued(queued)).await;
     }
+}
+
+/// A hold's expiry job, and when it runs: at the hold's end.
+fn expiry_of(hold: &Reservation) -> (ExpireReservation, DateTime<Utc>) {
+    let job = ExpireReservation {
+        reservation_id: hold.id,
+    };
+    (job, hold.expires_at)
 }

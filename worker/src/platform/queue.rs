@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis::prelude::{Task, TaskBuilder, TaskSink};
 use apalis_core::backend::Vacuum;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::SqliteStorage;
@@ -83,13 +83,33 @@ impl Queue {
     /// # Errors
     /// The backend refused the job.
     pub async fn push_at<J: Job>(&self, job: J, at: DateTime<Utc>) -> Result<(), QueueError> {
-        let secs = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
-        let task = TaskBuilder::new(job)
-            .run_at_timestamp(u64::try_from(secs).unwrap_or_default())
-            .build();
+        let task = scheduled(job, at);
         match self.storage::<J>() {
             Storage::Sqlite(mut s) => s.push_task(task).await.map_err(failed::<J>),
             Storage::Redis(mut s) => s.push_task(task).await.map_err(failed::<J>),
+        }
+    }
+
+    /// Runs each job at its time, as [`Queue::push_at`] does, in one round trip (one script
+    /// on Redis) however many there are.
+    ///
+    /// # Errors
+    /// The backend refused the batch.
+    pub async fn push_all_at<J: Job>(
+        &self,
+        jobs: Vec<(J, DateTime<Utc>)>,
+    ) -> Result<(), QueueError> {
+        let tasks: Vec<_> = jobs
+            .into_iter()
+            .map(|(job, at)| scheduled(job, at))
+            .collect();
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let tasks = futures::stream::iter(tasks);
+        match self.storage::<J>() {
+            Storage::Sqlite(mut s) => s.push_all(tasks).await.map_err(failed::<J>),
+            Storage::Redis(mut s) => s.push_all(tasks).await.map_err(failed::<J>),
         }
     }
 
@@ -134,6 +154,14 @@ fn redis_config<J: Job>(prefix: &str) -> apalis_redis::Config {
         .queue(format!("{prefix}:{}", J::QUEUE))
         .batch_size(50)
         .emit_events(false)
+}
+
+/// `job` as a task to run at `at`, rounded up to apalis's whole seconds.
+fn scheduled<J: Job>(job: J, at: DateTime<Utc>) -> Task<J> {
+    let secs = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
+    TaskBuilder::new(job)
+        .run_at_timestamp(u64::try_from(secs).unwrap_or_default())
+        .build()
 }
 
 fn failed<J: Job>(error: impl std::fmt::Display) -> QueueError {

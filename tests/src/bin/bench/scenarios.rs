@@ -192,7 +192,7 @@ pub async fn flash_sale() -> anyhow::Result<Vec<Figure>> {
             "successful reserves per second",
             won.len() as f64 / sold_out_after.as_secs_f64().max(1e-9),
             "/s",
-            ">= 2000",
+            ">= 3000",
         ),
         Figure::new(
             "flash-sale",
