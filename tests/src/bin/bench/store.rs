@@ -13,6 +13,12 @@ use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 
 pub const JWT_SECRET: &str = "benchmark-secret-of-at-least-32-bytes!!";
 
+/// Every bench store's Redis keys start with this.
+const REDIS_PREFIX: &str = "hdbench";
+
+/// The databases of this run's stores, dropped when the next store starts.
+static DATABASES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 pub struct Store {
     pub base: String,
     pub port: u16,
@@ -31,6 +37,7 @@ pub struct Store {
 
 impl Store {
     pub async fn start(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        clear_earlier_stores().await?;
         let port = tests::free_port();
         let mut env: HashMap<String, String> = HashMap::from([
             ("PORT".into(), port.to_string()),
@@ -48,7 +55,7 @@ impl Store {
             ("REDIS_URL".into(), tests::test_redis_url()),
             (
                 "REDIS_PREFIX".into(),
-                format!("hdbench:{}", uuid::Uuid::new_v4().simple()),
+                format!("{REDIS_PREFIX}:{}", uuid::Uuid::new_v4().simple()),
             ),
             ("JWT_ACCESS_SECRET".into(), JWT_SECRET.into()),
             ("RUST_LOG".into(), "warn".into()),
@@ -70,6 +77,10 @@ impl Store {
         let worker = spawn("worker", &env, &[])?;
         let db = entity::db::connect(&env["DATABASE_URL"], 8, Duration::from_secs(10)).await?;
         let jwt = api::auth::Jwt::new(JWT_SECRET, Duration::from_secs(3600));
+        DATABASES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(env["DATABASE_URL"].clone());
         Ok(Self {
             base,
             port,
@@ -155,6 +166,43 @@ impl Store {
             let _ = child.wait();
         }
     }
+}
+
+/// Drops what earlier stores left — this run's databases, and every bench store's Redis keys
+/// (a sustained run leaves 40,000 scheduled expiries) — so that no scenario shares the machine
+/// with the last one's autovacuum or memory.
+async fn clear_earlier_stores() -> anyhow::Result<()> {
+    let databases: Vec<String> = std::mem::take(
+        &mut *DATABASES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    if !databases.is_empty() {
+        let admin = sea_orm::Database::connect(tests::test_database_url()).await?;
+        for url in databases {
+            if let Some((_, name)) = url.rsplit_once('/') {
+                sea_orm::ConnectionTrait::execute_unprepared(
+                    &admin,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                )
+                .await?;
+            }
+        }
+    }
+    let mut redis = redis::Client::open(tests::test_redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{REDIS_PREFIX}:*"))
+        .query_async(&mut redis)
+        .await?;
+    for chunk in keys.chunks(1000) {
+        let _: () = redis::cmd("UNLINK")
+            .arg(chunk)
+            .query_async(&mut redis)
+            .await?;
+    }
+    Ok(())
 }
 
 fn spawn(name: &str, env: &HashMap<String, String>, args: &[&str]) -> anyhow::Result<Child> {
