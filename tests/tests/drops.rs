@@ -728,6 +728,64 @@ async fn expiring_a_hold_twice_gives_its_unit_back_once(backend: Backend) {
 
 both_backends!(expiring_a_hold_twice_gives_its_unit_back_once);
 
+/// Each hold's expiry job is enqueued, one hold at a time (a reserve alone) or a batch's in
+/// one push: with the sweep asleep and nobody reserving, the jobs alone give every unit back.
+async fn expiry_jobs_alone_give_every_unit_back(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[
+            ("RESERVATION_TTL_SECS", "1"),
+            ("SWEEP_INTERVAL_MS", "600000"),
+        ],
+    )
+    .await;
+    let worker = match backend {
+        Backend::PostgresRedis => Some(app.spawn_worker().await),
+        Backend::Embedded => None,
+    };
+    let admin = app.admin().await;
+    let drop_id = app.create_drop(&admin, 10).await;
+    let mut buyers = Vec::new();
+    for n in 0..5 {
+        buyers.push(app.customer(&format!("batch{n}")).await);
+    }
+    // The sweep's first look found nothing due: it now sleeps for the interval.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let alone = reserve(&app, &app.customer("alone").await, drop_id).await;
+    assert_eq!(alone.status, StatusCode::CREATED, "{:?}", alone.body);
+    // What a batched reserve does: holds taken together, their effects applied together.
+    let ttl = chrono::Duration::seconds(1);
+    let mut holds = Vec::new();
+    let mut stock = None;
+    for buyer in &buyers {
+        match entity::drops::reserve(&app.state.holds_db, drop_id, buyer.id, ttl, Utc::now())
+            .await
+            .unwrap()
+        {
+            entity::drops::ReserveOutcome::Reserved(reserved) => {
+                holds.push(reserved.reservation);
+                stock = Some(reserved.stock);
+            }
+            entity::drops::ReserveOutcome::SoldOut(_) => panic!("sold out"),
+        }
+    }
+    app.state.effects.holds_taken(holds, stock.unwrap());
+    assert_eq!(app.audit(drop_id).await.active_holds, 6);
+
+    let back = tests::eventually(Duration::from_secs(8), || async {
+        let audit = app.audit(drop_id).await;
+        (audit.active_holds == 0 && audit.available_stock == 10).then_some(audit)
+    })
+    .await;
+    assert!(back.is_some(), "{:?}", app.audit(drop_id).await);
+    if let Some(worker) = worker {
+        worker.stop().await;
+    }
+}
+
+both_backends!(expiry_jobs_alone_give_every_unit_back);
+
 /// Holds are taken on a pool that does not wait for the WAL flush; everything else (purchases
 /// above all) commits durably.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
