@@ -54,7 +54,7 @@ impl Deref for AppState {
 
 impl AppState {
     /// # Errors
-    /// argon2 failed to initialise, or the holds pool cannot connect.
+    /// argon2 failed to initialise.
     pub async fn new(settings: Settings, infra: Infra) -> Result<Self, entity::Error> {
         let holds_db = match infra.db.get_database_backend() {
             sea_orm::DbBackend::Postgres => {

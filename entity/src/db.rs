@@ -93,7 +93,7 @@ async fn explain_postgres(url: &str) -> Option<DbErr> {
 /// Opening them does not delay start-up ([`connect`]'s pool has shown the server answers).
 ///
 /// # Errors
-/// The database cannot be reached.
+/// An unusable URL (the connections themselves open in the background).
 pub async fn connect_for_holds(
     url: &str,
     max_connections: u32,

@@ -83,11 +83,7 @@ impl Queue {
     /// # Errors
     /// The backend refused the job.
     pub async fn push_at<J: Job>(&self, job: J, at: DateTime<Utc>) -> Result<(), QueueError> {
-        let task = scheduled(job, at);
-        match self.storage::<J>() {
-            Storage::Sqlite(mut s) => s.push_task(task).await.map_err(failed::<J>),
-            Storage::Redis(mut s) => s.push_task(task).await.map_err(failed::<J>),
-        }
+        self.push_all_at(vec![(job, at)]).await
     }
 
     /// Runs each job at its time, as [`Queue::push_at`] does, in one round trip (one script
