@@ -48,7 +48,33 @@ pub async fn reserve(
             return Ok(ReserveOutcome::SoldOut(sold_out));
         }
     }
-    reserve_in_transaction(db, drop_id, user_id, ttl, now).await
+    // The general path (all of SQLite, and Postgres's refusals and takeovers), in one
+    // transaction.
+    let txn = begin_write(db).await?;
+    // A transaction that waited for its turn acts at the moment it runs: holds that fell due
+    // while it waited are due for it too.
+    let now = std::cmp::max(now, Utc::now());
+    let drop = drops::Entity::find_by_id(drop_id)
+        .one(&txn)
+        .await?
+        .ok_or(Error::DropNotFound)?;
+    check_on_sale(&drop, now)?;
+    check_purchase_limit(&txn, &drop, user_id).await?;
+    let reservation = insert_hold(&txn, &drop, user_id, now + ttl, now).await?;
+    if let Some((stock, took_over)) = take_unit_or_due_hold(&txn, drop_id, now).await? {
+        txn.commit().await?;
+        return Ok(ReserveOutcome::Reserved(Reserved {
+            reservation,
+            stock,
+            took_over,
+        }));
+    }
+    let until = next_end(&txn, drop_id, reservation.id).await?;
+    txn.rollback().await?;
+    Ok(ReserveOutcome::SoldOut(SoldOut {
+        version: drop.stock_version,
+        until,
+    }))
 }
 
 /// `Some` when the drop is open, has no unit left and no hold is due, so no takeover is
@@ -165,78 +191,59 @@ async fn reserve_in_one_statement(
     }))
 }
 
-/// The general path (all of SQLite, and Postgres's refusals and takeovers), in one transaction.
-async fn reserve_in_transaction(
-    db: &DatabaseConnection,
+/// A unit for the hold just inserted: from the counter, or else from an overdue hold taken
+/// over (returned beside the stock); `None` when neither is left.
+///
+/// Concurrent takeovers each lock a different overdue hold (SKIP LOCKED on Postgres; SQLite
+/// has one writer at a time), and a due hold that a sweep or another takeover is ending right
+/// now is waited for, so nobody is refused while a due hold is left. When no due hold is
+/// left, the counter is read once more: a sweep may have given a unit back after it was first
+/// read and before the due holds were looked at. A due hold of a drop with a line is left to
+/// its expiry, which offers the unit to the first in line: a racing reserve never takes it
+/// over.
+async fn take_unit_or_due_hold(
+    txn: &DatabaseTransaction,
     drop_id: i64,
-    user_id: i64,
-    ttl: Duration,
     now: DateTime<Utc>,
-) -> Result<ReserveOutcome> {
-    let txn = begin_write(db).await?;
-    // A transaction that waited for its turn acts at the moment it runs: holds that fell due
-    // while it waited are due for it too.
-    let now = std::cmp::max(now, Utc::now());
-    let drop = drops::Entity::find_by_id(drop_id)
-        .one(&txn)
-        .await?
-        .ok_or(Error::DropNotFound)?;
-    check_on_sale(&drop, now)?;
-    check_purchase_limit(&txn, &drop, user_id).await?;
-    let reservation = insert_hold(&txn, &drop, user_id, now + ttl, now).await?;
-
-    // Sold out by the counter? An overdue hold still gives its unit to this buyer. Concurrent
-    // takeovers each lock a different overdue hold (SKIP LOCKED on Postgres; SQLite has one
-    // writer at a time), and a due hold that a sweep or another takeover is ending right now
-    // is waited for, so nobody is refused while a due hold is left. When no due hold is left,
-    // the counter is read once more: a sweep may have given a unit back after it was first
-    // read and before the due holds were looked at.
-    // A due hold of a drop with a line is left to its expiry, which offers the unit to the
-    // first in line: a racing reserve never takes it over.
+) -> Result<Option<(Stock, Option<reservations::Model>)>> {
     let mut last_look = false;
     for _ in 0..MAX_TAKEOVER_ROUNDS {
-        if let Some(stock) = take_unit_or_let_go(&txn, drop_id, now).await? {
-            txn.commit().await?;
-            return Ok(ReserveOutcome::Reserved(Reserved {
-                reservation,
-                stock,
-                took_over: None,
-            }));
+        if let Some(stock) = take_unit_or_let_go(txn, drop_id, now).await? {
+            return Ok(Some((stock, None)));
         }
         // The line is looked at only once the counter said no: a plain reserve pays nothing.
-        if last_look || super::waitlist::has_waiters(&txn, drop_id).await? {
+        if last_look || super::waitlist::has_waiters(txn, drop_id).await? {
             break;
         }
         let now = std::cmp::max(now, Utc::now());
-        if let Some(ended) = take_over_due_hold(&txn, drop_id, now).await? {
-            let stock = take_units(&txn, drop_id, now, 0)
+        if let Some(ended) = take_over_due_hold(txn, drop_id, now).await? {
+            let stock = take_units(txn, drop_id, now, 0)
                 .await?
                 .ok_or(Error::DropNotFound)?;
-            txn.commit().await?;
-            return Ok(ReserveOutcome::Reserved(Reserved {
-                reservation,
-                stock,
-                took_over: Some(ended),
-            }));
+            return Ok(Some((stock, Some(ended))));
         }
-        last_look = !wait_for_busy_due_hold(&txn, drop_id, now).await?;
+        last_look = !wait_for_busy_due_hold(txn, drop_id, now).await?;
     }
+    Ok(None)
+}
 
-    let until = reservations::Entity::find()
+/// When the next active hold of `drop_id` other than `except` ends: until then a sold-out
+/// answer stands.
+async fn next_end(
+    txn: &DatabaseTransaction,
+    drop_id: i64,
+    except: i64,
+) -> Result<Option<DateTime<Utc>>> {
+    Ok(reservations::Entity::find()
         .select_only()
         .column_as(reservations::Column::ExpiresAt.min(), "until")
         .filter(reservations::Column::DropId.eq(drop_id))
         .filter(reservations::Column::Status.eq(ReservationStatus::Active))
-        .filter(reservations::Column::Id.ne(reservation.id))
+        .filter(reservations::Column::Id.ne(except))
         .into_tuple::<Option<DateTime<Utc>>>()
-        .one(&txn)
+        .one(txn)
         .await?
-        .flatten();
-    txn.rollback().await?;
-    Ok(ReserveOutcome::SoldOut(SoldOut {
-        version: drop.stock_version,
-        until,
-    }))
+        .flatten())
 }
 
 /// Takes one unit, in a savepoint that is rolled back when there is none. A refused
