@@ -2,9 +2,10 @@
 //! (`"password": 123456789` would become `"123456789"`), which the OpenAPI document does not
 //! allow. Request bodies use [`Text`] for their string fields, so anything else is a 400.
 //!
-//! [`Name`] and [`Description`] are the text fields several bodies share: each states its
-//! constraints in the document once and checks them with the domain's own rule when parsed.
-//! All three are one type, [`Checked`], under a different [`Rule`].
+//! [`Name`], [`Description`], [`SlugText`], [`CurrencyCode`] and [`Email`] are the text
+//! fields several bodies share: each states its constraints in the document once and checks
+//! them with the domain's own rule when parsed. All of them, and [`Text`], are one type,
+//! [`Checked`], under a different [`Rule`].
 
 use std::{borrow::Cow, fmt, marker::PhantomData, ops::Deref};
 
