@@ -244,11 +244,20 @@ async fn drop_stale_databases(admin: &DatabaseConnection) {
             .and_then(|t| t.parse::<i64>().ok())
             .unwrap_or(i64::MAX);
         if created < cutoff {
-            let _ = admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await;
+            let _ = drop_database(admin, &name).await;
         }
     }
+}
+
+/// Drops a test database made by [`fresh_postgres_database`], closing its connections.
+///
+/// # Errors
+/// Postgres refused.
+pub async fn drop_database(admin: &DatabaseConnection, name: &str) -> Result<(), sea_orm::DbErr> {
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .map(|_| ())
 }
 
 fn init_logs() {

@@ -181,11 +181,7 @@ async fn clear_earlier_stores() -> anyhow::Result<()> {
         let admin = sea_orm::Database::connect(tests::test_database_url()).await?;
         for url in databases {
             if let Some((_, name)) = url.rsplit_once('/') {
-                sea_orm::ConnectionTrait::execute_unprepared(
-                    &admin,
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                )
-                .await?;
+                tests::drop_database(&admin, name).await?;
             }
         }
     }
