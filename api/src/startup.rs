@@ -132,7 +132,7 @@ async fn wait_for_sockets_to_close(state: &AppState) {
 /// poem's HTTP surface: REST + OpenAPI + Swagger UI + WebSocket (Socket.IO shares the
 /// listener beside it, and CORS is the listener's, see [`serve`]).
 pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
-    let api = OpenApiService::new(routes::apis(), "Honeydrop", env!("CARGO_PKG_VERSION"))
+    let api = OpenApiService::new(routes::apis(&state), "Honeydrop", env!("CARGO_PKG_VERSION"))
         .description(DESCRIPTION);
     let docs = api.swagger_ui();
     let document = spec::finish(&api.spec());

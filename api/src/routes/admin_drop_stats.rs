@@ -2,13 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use entity::drops::stats::{self, DropStats};
-use poem::web::Data;
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 
 use super::ApiTags;
 use crate::{auth::AdminAuth, error::ApiResult, state::AppState};
 
-pub struct AdminDropStatsApi;
+pub struct AdminDropStatsApi {
+    pub state: AppState,
+}
 
 /// Demand for one drop, counted over every instance and worker.
 #[derive(Object)]
@@ -76,12 +77,7 @@ impl AdminDropStatsApi {
     /// time to the first sell-out, the waitlist's length, offers made and bought, and a
     /// draw's entries and winners. 404 `drop_not_found` for an unknown id.
     #[oai(path = "/:id/stats", method = "get")]
-    async fn stats(
-        &self,
-        Data(state): Data<&AppState>,
-        _admin: AdminAuth,
-        id: Path<i64>,
-    ) -> ApiResult<Json<DropStatsBody>> {
-        Ok(Json(stats::stats(&state.db, id.0).await?.into()))
+    async fn stats(&self, _admin: AdminAuth, id: Path<i64>) -> ApiResult<Json<DropStatsBody>> {
+        Ok(Json(stats::stats(&self.state.db, id.0).await?.into()))
     }
 }

@@ -1,6 +1,5 @@
 use chrono::{DateTime, Utc};
 use entity::{drops, models};
-use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
 use super::{
@@ -14,7 +13,9 @@ use crate::{
     text::{CurrencyCode, Description, Name},
 };
 
-pub struct AdminDropsApi;
+pub struct AdminDropsApi {
+    pub state: AppState,
+}
 
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
@@ -101,12 +102,7 @@ enum Created {
 impl AdminDropsApi {
     /// Create a drop
     #[oai(path = "/", method = "post")]
-    async fn create(
-        &self,
-        Data(state): Data<&AppState>,
-        _admin: AdminAuth,
-        body: Json<NewDropRequest>,
-    ) -> ApiResult<Created> {
+    async fn create(&self, _admin: AdminAuth, body: Json<NewDropRequest>) -> ApiResult<Created> {
         let now = Utc::now();
         let body = body.0;
         let input = drops::DropInput {
@@ -122,8 +118,8 @@ impl AdminDropsApi {
             entries_close_at: body.entries_close_at,
             offer_ttl_secs: body.offer_ttl_seconds,
         };
-        let drop = drops::create(&state.db, drops::NewDrop::parse(input, now)?, now).await?;
-        state.effects.drop_created(&drop).await;
+        let drop = drops::create(&self.state.db, drops::NewDrop::parse(input, now)?, now).await?;
+        self.state.effects.drop_created(&drop).await;
         Ok(Created::Created(Json(drop.into())))
     }
 
@@ -131,7 +127,6 @@ impl AdminDropsApi {
     #[oai(path = "/:id", method = "patch")]
     async fn update(
         &self,
-        Data(state): Data<&AppState>,
         _admin: AdminAuth,
         id: Path<i64>,
         body: Json<DropPatchRequest>,
@@ -147,20 +142,16 @@ impl AdminDropsApi {
             add_stock: body.add_stock,
             entries_close_at: body.entries_close_at,
         };
-        let offer_ttl = state.settings.drops.reservation_ttl;
-        let updated = drops::update(&state.db, id.0, patch, offer_ttl, Utc::now()).await?;
-        state.effects.drop_edited(&updated).await;
+        let offer_ttl = self.state.settings.drops.reservation_ttl;
+        let updated = drops::update(&self.state.db, id.0, patch, offer_ttl, Utc::now()).await?;
+        self.state.effects.drop_edited(&updated).await;
         Ok(Json(updated.drop.into()))
     }
 
     /// Every drop, newest first
     #[oai(path = "/", method = "get")]
-    async fn list(
-        &self,
-        Data(state): Data<&AppState>,
-        _admin: AdminAuth,
-    ) -> ApiResult<Json<Vec<AdminDrop>>> {
-        let all = drops::list_all(&state.db).await?;
+    async fn list(&self, _admin: AdminAuth) -> ApiResult<Json<Vec<AdminDrop>>> {
+        let all = drops::list_all(&self.state.db).await?;
         Ok(Json(all.into_iter().map(AdminDrop::from).collect()))
     }
 }

@@ -3,13 +3,14 @@
 
 use chrono::{DateTime, Utc};
 use entity::product_stats::{self, DeliveryCounts, ProductStats, RestockAlerts, SubscriberCounts};
-use poem::web::Data;
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 
 use super::ApiTags;
 use crate::{auth::AdminAuth, error::ApiResult, state::AppState};
 
-pub struct AdminProductStatsApi;
+pub struct AdminProductStatsApi {
+    pub state: AppState,
+}
 
 /// "Notify me" sign-ups by state.
 #[derive(Object)]
@@ -142,13 +143,8 @@ impl AdminProductStatsApi {
     /// Hidden products too.
     /// 404 `product_not_found` for an unknown id.
     #[oai(path = "/:id/stats", method = "get")]
-    async fn stats(
-        &self,
-        Data(state): Data<&AppState>,
-        _admin: AdminAuth,
-        id: Path<i64>,
-    ) -> ApiResult<Json<ProductStatsBody>> {
-        let stats = product_stats::product_stats(&state.db, id.0).await?;
+    async fn stats(&self, _admin: AdminAuth, id: Path<i64>) -> ApiResult<Json<ProductStatsBody>> {
+        let stats = product_stats::product_stats(&self.state.db, id.0).await?;
         Ok(Json(stats.into()))
     }
 }

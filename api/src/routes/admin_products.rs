@@ -1,6 +1,5 @@
 use chrono::Utc;
 use entity::catalog::{self, ProductFields, ProductName, ProductPatch, ProductView, Slug};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi, param::Path, payload::Json, types::MaybeUndefined,
 };
@@ -15,7 +14,9 @@ use crate::{
     text::{CurrencyCode, Description, Name, SlugText, Text},
 };
 
-pub struct AdminProductsApi;
+pub struct AdminProductsApi {
+    pub state: AppState,
+}
 
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
@@ -132,12 +133,7 @@ impl AdminProductsApi {
     /// For stores that do not use Contentful, and for trying things out in Swagger UI.
     /// 409 `slug_taken` when another product has the slug.
     #[oai(path = "/", method = "post")]
-    async fn create(
-        &self,
-        Data(state): Data<&AppState>,
-        _admin: AdminAuth,
-        body: Json<NewProductRequest>,
-    ) -> ApiResult<Created> {
+    async fn create(&self, _admin: AdminAuth, body: Json<NewProductRequest>) -> ApiResult<Created> {
         let body = body.0;
         let name = name(&body.name)?;
         let fields = ProductFields {
@@ -153,9 +149,11 @@ impl AdminProductsApi {
             in_stock: body.in_stock,
             stock_quantity: body.stock_quantity,
         };
-        let change = catalog::create(&state.db, fields, Utc::now()).await?;
-        state.effects.product_changed(&change).await;
-        Ok(Created::Created(Json(view(state, change.product).await?)))
+        let change = catalog::create(&self.state.db, fields, Utc::now()).await?;
+        self.state.effects.product_changed(&change).await;
+        Ok(Created::Created(Json(
+            view(&self.state, change.product).await?,
+        )))
     }
 
     /// Edit a product, or bring it back in stock
@@ -167,7 +165,6 @@ impl AdminProductsApi {
     #[oai(path = "/:id", method = "patch")]
     async fn update(
         &self,
-        Data(state): Data<&AppState>,
         _admin: AdminAuth,
         id: Path<i64>,
         body: Json<ProductPatchRequest>,
@@ -190,9 +187,9 @@ impl AdminProductsApi {
             stock_quantity: maybe(body.stock_quantity),
             visible: body.visible,
         };
-        let change = catalog::update(&state.db, id.0, patch, Utc::now()).await?;
-        state.effects.product_changed(&change).await;
-        Ok(Json(view(state, change.product).await?))
+        let change = catalog::update(&self.state.db, id.0, patch, Utc::now()).await?;
+        self.state.effects.product_changed(&change).await;
+        Ok(Json(view(&self.state, change.product).await?))
     }
 }
 

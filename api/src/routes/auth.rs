@@ -4,7 +4,7 @@ use entity::{
     accounts::{self, DisplayName, Password, Refreshed},
     models::{sessions, users},
 };
-use poem::{Request, web::Data};
+use poem::Request;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use sea_orm::ActiveEnum;
 
@@ -16,7 +16,9 @@ use crate::{
     text::{Email, Text},
 };
 
-pub struct AuthApi;
+pub struct AuthApi {
+    pub state: AppState,
+}
 
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
@@ -113,24 +115,28 @@ impl AuthApi {
     ///
     /// Creates a customer account and signs it in.
     #[oai(path = "/signup", method = "post")]
-    async fn signup(
-        &self,
-        Data(state): Data<&AppState>,
-        req: &Request,
-        body: Json<SignupRequest>,
-    ) -> ApiResult<SignupResponse> {
-        limit_ip(state, req).await?;
+    async fn signup(&self, req: &Request, body: Json<SignupRequest>) -> ApiResult<SignupResponse> {
+        limit_ip(&self.state, req).await?;
         let email = EmailAddress::parse(&body.email).map_err(ApiError::bad_request)?;
         let password = Password::parse(&body.password).map_err(ApiError::bad_request)?;
         let display_name = match &body.display_name {
             Some(name) => DisplayName::parse(name).map_err(ApiError::bad_request)?,
             None => DisplayName::from_email(&email),
         };
-        let hash = state.passwords.hash(password).await?;
+        let hash = self.state.passwords.hash(password).await?;
         let role = accounts::Role::Customer;
-        let user =
-            accounts::create_user(&state.db, &email, &display_name, hash, role, Utc::now()).await?;
-        Ok(SignupResponse::Created(Json(sign_in(state, user).await?)))
+        let user = accounts::create_user(
+            &self.state.db,
+            &email,
+            &display_name,
+            hash,
+            role,
+            Utc::now(),
+        )
+        .await?;
+        Ok(SignupResponse::Created(Json(
+            sign_in(&self.state, user).await?,
+        )))
     }
 
     /// Sign in
@@ -138,20 +144,19 @@ impl AuthApi {
     /// A wrong password and an unknown email get the same answer. After repeated failures the
     /// account is locked for a while (429 with `Retry-After`).
     #[oai(path = "/login", method = "post")]
-    async fn login(
-        &self,
-        Data(state): Data<&AppState>,
-        req: &Request,
-        body: Json<LoginRequest>,
-    ) -> ApiResult<SignedIn> {
-        limit_ip(state, req).await?;
+    async fn login(&self, req: &Request, body: Json<LoginRequest>) -> ApiResult<SignedIn> {
+        limit_ip(&self.state, req).await?;
         let email = EmailAddress::parse(&body.email).map_err(ApiError::bad_request)?;
         let password = Password::for_login(&body.password).map_err(ApiError::bad_request)?;
-        let lockout = Lockout::of(state, &email, &client_ip(req));
+        let lockout = Lockout::of(&self.state, &email, &client_ip(req));
         lockout.admit().await?;
-        let user = accounts::find_by_email(&state.db, &email).await?;
+        let user = accounts::find_by_email(&self.state.db, &email).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
-        let verified = state.passwords.verify(password.clone(), stored).await?;
+        let verified = self
+            .state
+            .passwords
+            .verify(password.clone(), stored)
+            .await?;
         let Some(user) = user.filter(|_| verified.matches) else {
             return Err(ApiError::new(
                 poem::http::StatusCode::UNAUTHORIZED,
@@ -161,10 +166,10 @@ impl AuthApi {
         };
         lockout.succeeded().await;
         if verified.needs_rehash {
-            let hash = state.passwords.hash(password).await?;
-            accounts::set_password_hash(&state.db, user.id, hash).await?;
+            let hash = self.state.passwords.hash(password).await?;
+            accounts::set_password_hash(&self.state.db, user.id, hash).await?;
         }
-        Ok(SignedIn::Ok(Json(sign_in(state, user).await?)))
+        Ok(SignedIn::Ok(Json(sign_in(&self.state, user).await?)))
     }
 
     /// Exchange a refresh token
@@ -172,29 +177,26 @@ impl AuthApi {
     /// Returns a new access token and a new refresh token; the old refresh token stops
     /// working. Presenting a refresh token that was already exchanged ends the whole session.
     #[oai(path = "/refresh", method = "post")]
-    async fn refresh(
-        &self,
-        Data(state): Data<&AppState>,
-        req: &Request,
-        body: Json<RefreshRequest>,
-    ) -> ApiResult<SignedIn> {
-        limit_ip(state, req).await?;
-        match accounts::refresh(&state.db, &body.refresh_token, Utc::now()).await? {
+    async fn refresh(&self, req: &Request, body: Json<RefreshRequest>) -> ApiResult<SignedIn> {
+        limit_ip(&self.state, req).await?;
+        match accounts::refresh(&self.state.db, &body.refresh_token, Utc::now()).await? {
             Refreshed::Rotated {
                 session,
                 refresh_token,
             } => {
-                let user = accounts::find_user(&state.db, session.user_id)
+                let user = accounts::find_user(&self.state.db, session.user_id)
                     .await?
                     .ok_or_else(|| ApiError::unauthorized("this account no longer exists"))?;
                 Ok(SignedIn::Ok(Json(tokens(
-                    state,
+                    &self.state,
                     user,
                     &session,
                     refresh_token,
                 )?)))
             }
-            Refreshed::ReuseDetected { session_id } => Err(ended_by_reuse(state, session_id).await),
+            Refreshed::ReuseDetected { session_id } => {
+                Err(ended_by_reuse(&self.state, session_id).await)
+            }
             Refreshed::Invalid => Err(ApiError::unauthorized("invalid or expired refresh token")),
         }
     }
@@ -204,18 +206,18 @@ impl AuthApi {
     /// Ends the session: its access token and refresh token are refused from now on, by every
     /// api instance.
     #[oai(path = "/logout", method = "post")]
-    async fn logout(&self, Data(state): Data<&AppState>, auth: BearerAuth) -> ApiResult<LoggedOut> {
+    async fn logout(&self, auth: BearerAuth) -> ApiResult<LoggedOut> {
         let session_id = auth.0.session_id;
-        accounts::revoke(&state.db, session_id, Utc::now()).await?;
-        state.sessions.end(session_id);
-        state.effects.session_ended(session_id).await;
+        accounts::revoke(&self.state.db, session_id, Utc::now()).await?;
+        self.state.sessions.end(session_id);
+        self.state.effects.session_ended(session_id).await;
         Ok(LoggedOut::NoContent)
     }
 
     /// The signed-in account
     #[oai(path = "/me", method = "get")]
-    async fn me(&self, Data(state): Data<&AppState>, auth: BearerAuth) -> ApiResult<Json<User>> {
-        let user = accounts::find_user(&state.db, auth.0.user_id)
+    async fn me(&self, auth: BearerAuth) -> ApiResult<Json<User>> {
+        let user = accounts::find_user(&self.state.db, auth.0.user_id)
             .await?
             .ok_or_else(|| ApiError::unauthorized("this account no longer exists"))?;
         Ok(Json(user.into()))

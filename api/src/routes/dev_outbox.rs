@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use poem::{http::StatusCode, web::Data};
+use poem::http::StatusCode;
 use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
 use worker::{Settings, settings::Mode};
 
@@ -16,7 +16,9 @@ use crate::{
     state::AppState,
 };
 
-pub struct DevOutboxApi;
+pub struct DevOutboxApi {
+    pub state: AppState,
+}
 
 const DEFAULT_LIMIT: u32 = 20;
 
@@ -70,11 +72,10 @@ impl DevOutboxApi {
     #[oai(path = "/", method = "get")]
     async fn list(
         &self,
-        Data(state): Data<&AppState>,
         _admin: AdminAuth,
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<u32>>,
     ) -> ApiResult<Json<Vec<OutboxEmail>>> {
-        let Some(dir) = outbox_dir(&state.settings) else {
+        let Some(dir) = outbox_dir(&self.state.settings) else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 ErrorCode::OutboxDisabled,

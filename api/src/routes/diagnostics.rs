@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use poem::{http::StatusCode, web::Data};
+use poem::http::StatusCode;
 use poem_openapi::{Object, OpenApi, payload::Json};
 use worker::{events::Event, jobs::Ping};
 
@@ -11,7 +11,9 @@ use crate::{
     state::AppState,
 };
 
-pub struct DiagnosticsApi;
+pub struct DiagnosticsApi {
+    pub state: AppState,
+}
 
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -31,18 +33,14 @@ impl DiagnosticsApi {
     /// Enqueues a ping job and waits (up to 5 s) for the worker that ran it to answer over
     /// the event bus. 503 when no worker answers.
     #[oai(path = "/worker-ping", method = "post")]
-    async fn worker_ping(
-        &self,
-        Data(state): Data<&AppState>,
-        _admin: AdminAuth,
-    ) -> ApiResult<Json<WorkerPing>> {
+    async fn worker_ping(&self, _admin: AdminAuth) -> ApiResult<Json<WorkerPing>> {
         let token = uuid::Uuid::new_v4().to_string();
-        let mut events = state.bus.subscribe();
+        let mut events = self.state.bus.subscribe();
         let started = Instant::now();
         let ping = Ping {
             token: token.clone(),
         };
-        state.queue.push(ping).await?;
+        self.state.queue.push(ping).await?;
         let answer = tokio::time::timeout(PING_TIMEOUT, pong(&mut events, &token)).await;
         match answer {
             Ok(Some(worker)) => Ok(Json(WorkerPing {

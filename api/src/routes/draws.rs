@@ -2,13 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use entity::drops::draw::{self, Entry, Record};
-use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
 use super::ApiTags;
 use crate::{auth::BearerAuth, error::ApiResult, state::AppState};
 
-pub struct DrawsApi;
+pub struct DrawsApi {
+    pub state: AppState,
+}
 
 /// Your entry in a draw.
 #[derive(Object)]
@@ -98,11 +99,10 @@ impl DrawsApi {
     #[oai(path = "/:dropId/entries", method = "post")]
     async fn enter(
         &self,
-        Data(state): Data<&AppState>,
         auth: BearerAuth,
         #[oai(name = "dropId")] drop_id: Path<i64>,
     ) -> ApiResult<Entered> {
-        let entry = draw::enter(&state.db, drop_id.0, auth.0.user_id, Utc::now()).await?;
+        let entry = draw::enter(&self.state.db, drop_id.0, auth.0.user_id, Utc::now()).await?;
         Ok(Entered::Created(Json(entry.into())))
     }
 
@@ -112,11 +112,10 @@ impl DrawsApi {
     #[oai(path = "/:dropId/entries/me", method = "get")]
     async fn mine(
         &self,
-        Data(state): Data<&AppState>,
         auth: BearerAuth,
         #[oai(name = "dropId")] drop_id: Path<i64>,
     ) -> ApiResult<Json<DrawEntry>> {
-        let entry = draw::entry_of(&state.db, drop_id.0, auth.0.user_id).await?;
+        let entry = draw::entry_of(&self.state.db, drop_id.0, auth.0.user_id).await?;
         Ok(Json(entry.into()))
     }
 
@@ -129,9 +128,8 @@ impl DrawsApi {
     #[oai(path = "/:dropId/draw", method = "get")]
     async fn record(
         &self,
-        Data(state): Data<&AppState>,
         #[oai(name = "dropId")] drop_id: Path<i64>,
     ) -> ApiResult<Json<DrawRecord>> {
-        Ok(Json(draw::record(&state.db, drop_id.0).await?.into()))
+        Ok(Json(draw::record(&self.state.db, drop_id.0).await?.into()))
     }
 }

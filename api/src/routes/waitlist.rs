@@ -2,14 +2,15 @@
 
 use chrono::Utc;
 use entity::drops::waitlist::{self, Place};
-use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use sea_orm::ActiveEnum;
 
 use super::ApiTags;
 use crate::{auth::BearerAuth, error::ApiResult, state::AppState};
 
-pub struct WaitlistApi;
+pub struct WaitlistApi {
+    pub state: AppState,
+}
 
 /// Your place on a drop's waitlist.
 #[derive(Object)]
@@ -68,11 +69,10 @@ impl WaitlistApi {
     #[oai(path = "/:dropId/waitlist", method = "post")]
     async fn join(
         &self,
-        Data(state): Data<&AppState>,
         auth: BearerAuth,
         #[oai(name = "dropId")] drop_id: Path<i64>,
     ) -> ApiResult<Joined> {
-        let place = waitlist::join(&state.db, drop_id.0, auth.0.user_id, Utc::now()).await?;
+        let place = waitlist::join(&self.state.db, drop_id.0, auth.0.user_id, Utc::now()).await?;
         Ok(Joined::Created(Json(place.into())))
     }
 
@@ -83,11 +83,10 @@ impl WaitlistApi {
     #[oai(path = "/:dropId/waitlist", method = "get")]
     async fn place(
         &self,
-        Data(state): Data<&AppState>,
         auth: BearerAuth,
         #[oai(name = "dropId")] drop_id: Path<i64>,
     ) -> ApiResult<Json<WaitlistPlace>> {
-        let place = waitlist::place(&state.db, drop_id.0, auth.0.user_id).await?;
+        let place = waitlist::place(&self.state.db, drop_id.0, auth.0.user_id).await?;
         Ok(Json(place.into()))
     }
 
@@ -98,11 +97,10 @@ impl WaitlistApi {
     #[oai(path = "/:dropId/waitlist", method = "delete")]
     async fn leave(
         &self,
-        Data(state): Data<&AppState>,
         auth: BearerAuth,
         #[oai(name = "dropId")] drop_id: Path<i64>,
     ) -> ApiResult<Left> {
-        waitlist::leave(&state.db, drop_id.0, auth.0.user_id).await?;
+        waitlist::leave(&self.state.db, drop_id.0, auth.0.user_id).await?;
         Ok(Left::NoContent)
     }
 }

@@ -1,6 +1,6 @@
 use chrono::Utc;
 use entity::catalog;
-use poem::{Request, http::StatusCode, web::Data};
+use poem::{Request, http::StatusCode};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Binary, payload::Json};
 
 use sea_orm::ActiveEnum;
@@ -12,7 +12,9 @@ use crate::{
     state::AppState,
 };
 
-pub struct WebhooksApi;
+pub struct WebhooksApi {
+    pub state: AppState,
+}
 
 /// What a delivery did.
 #[derive(Object)]
@@ -59,22 +61,21 @@ impl WebhooksApi {
     #[oai(path = "/contentful", method = "post")]
     async fn contentful(
         &self,
-        Data(state): Data<&AppState>,
         request: &Request,
         body: Binary<Vec<u8>>,
     ) -> ApiResult<DeliveryResponse> {
-        verify(state, request, &body.0)?;
+        verify(&self.state, request, &body.0)?;
         let delivery = contentful::parse_delivery(
             request.header(contentful::TOPIC),
             request.header(contentful::IDEMPOTENCY_KEY),
             &body.0,
-            &state.settings.contentful.locale,
+            &self.state.settings.contentful.locale,
         );
-        let result = catalog::apply_cms(&state.db, delivery, Utc::now()).await?;
+        let result = catalog::apply_cms(&self.state.db, delivery, Utc::now()).await?;
         let outcome = result.outcome.to_value();
         tracing::info!(%outcome, detail = ?result.detail, "contentful delivery");
         if let Some(change) = &result.change {
-            state.effects.product_changed(change).await;
+            self.state.effects.product_changed(change).await;
         }
         Ok(DeliveryResponse::Ok(Json(DeliveryResult {
             outcome,
