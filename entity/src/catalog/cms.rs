@@ -47,6 +47,21 @@ pub struct CmsOutcome {
     pub change: Option<Change>,
 }
 
+impl CmsOutcome {
+    /// A delivery that changed nothing, and why.
+    fn unchanged(outcome: DeliveryOutcome, detail: &str) -> Self {
+        Self {
+            outcome,
+            detail: Some(detail.to_owned()),
+            change: None,
+        }
+    }
+
+    fn duplicate() -> Self {
+        Self::unchanged(DeliveryOutcome::Duplicate, "idempotency key already seen")
+    }
+}
+
 /// Applies a Contentful delivery: at most once per idempotency key, never going back to an
 /// older `sys.version`, and recording the delivery in the same transaction.
 ///
@@ -64,11 +79,7 @@ pub async fn apply_cms(
             .one(&txn)
             .await?;
         if seen.is_some() {
-            let result = CmsOutcome {
-                outcome: DeliveryOutcome::Duplicate,
-                detail: Some("idempotency key already seen".into()),
-                change: None,
-            };
+            let result = CmsOutcome::duplicate();
             // The key is unique, so the replay is recorded without it.
             record(&txn, &delivery, None, &result, now).await?;
             txn.commit().await?;
@@ -92,21 +103,9 @@ pub async fn apply_cms(
         Err(Error::Database(e)) if is_unique_violation(&e) => {
             // The same delivery raced us and won; it applied the change.
             txn.rollback().await?;
-            Ok(CmsOutcome {
-                outcome: DeliveryOutcome::Duplicate,
-                detail: Some("idempotency key already seen".into()),
-                change: None,
-            })
+            Ok(CmsOutcome::duplicate())
         }
         Err(e) => Err(e),
-    }
-}
-
-fn plain(outcome: DeliveryOutcome, detail: &str) -> CmsOutcome {
-    CmsOutcome {
-        outcome,
-        detail: Some(detail.to_owned()),
-        change: None,
     }
 }
 
@@ -116,9 +115,18 @@ async fn decide(
     now: DateTime<Utc>,
 ) -> Result<CmsOutcome> {
     let (entry_id, fields) = match (&delivery.action, &delivery.entry_id) {
-        (CmsAction::Ignore(reason), _) => return Ok(plain(DeliveryOutcome::Ignored, reason)),
-        (CmsAction::Reject(reason), _) => return Ok(plain(DeliveryOutcome::Rejected, reason)),
-        (_, None) => return Ok(plain(DeliveryOutcome::Rejected, "the entry has no sys.id")),
+        (CmsAction::Ignore(reason), _) => {
+            return Ok(CmsOutcome::unchanged(DeliveryOutcome::Ignored, reason));
+        }
+        (CmsAction::Reject(reason), _) => {
+            return Ok(CmsOutcome::unchanged(DeliveryOutcome::Rejected, reason));
+        }
+        (_, None) => {
+            return Ok(CmsOutcome::unchanged(
+                DeliveryOutcome::Rejected,
+                "the entry has no sys.id",
+            ));
+        }
         (CmsAction::Hide, Some(id)) => (id.as_str(), None),
         (CmsAction::Publish(fields), Some(id)) => (id.as_str(), Some(fields)),
     };
@@ -141,13 +149,16 @@ async fn hide(
     now: DateTime<Utc>,
 ) -> Result<CmsOutcome> {
     let Some(current) = current else {
-        return Ok(plain(DeliveryOutcome::Ignored, "no product for this entry"));
+        return Ok(CmsOutcome::unchanged(
+            DeliveryOutcome::Ignored,
+            "no product for this entry",
+        ));
     };
     let applied_version = current.cms_version;
     if let (Some(new), Some(old)) = (version, applied_version)
         && new < old
     {
-        return Ok(plain(
+        return Ok(CmsOutcome::unchanged(
             DeliveryOutcome::Stale,
             &format!("version {new} is older than the applied {old}"),
         ));
@@ -179,7 +190,7 @@ async fn publish(
     now: DateTime<Utc>,
 ) -> Result<CmsOutcome> {
     let Some(version) = version else {
-        return Ok(plain(
+        return Ok(CmsOutcome::unchanged(
             DeliveryOutcome::Rejected,
             "the entry has no sys.version",
         ));
@@ -187,7 +198,7 @@ async fn publish(
     if let Some(old) = current.as_ref().and_then(|p| p.cms_version)
         && version <= old
     {
-        return Ok(plain(
+        return Ok(CmsOutcome::unchanged(
             DeliveryOutcome::Stale,
             &format!("version {version} is not newer than the applied {old}"),
         ));
@@ -197,7 +208,7 @@ async fn publish(
         .one(txn)
         .await?;
     if slug_owner.is_some_and(|p| p.cms_entry_id.as_deref() != Some(entry_id)) {
-        return Ok(plain(
+        return Ok(CmsOutcome::unchanged(
             DeliveryOutcome::Rejected,
             &format!("slug {:?} belongs to another product", fields.slug.as_str()),
         ));
