@@ -4,11 +4,18 @@
 //!
 //! [`Name`], [`Description`], [`SlugText`], [`CurrencyCode`] and [`Email`] are the text
 //! fields several bodies share: each states its constraints in the document once and checks
-//! them with the domain's own rule when parsed. All of them, and [`Text`], are one type,
-//! [`Checked`], under a different [`Rule`].
+//! them with the domain's own rule when parsed, keeping what the rule made of the text (a
+//! [`Slug`](entity::catalog::Slug), an [`EmailAddress`](entity::EmailAddress)), so a handler
+//! never parses it again. All of them, and [`Text`], are one type, [`Checked`], under a
+//! different [`Rule`].
 
-use std::{borrow::Cow, fmt, marker::PhantomData, ops::Deref};
+use std::{borrow::Cow, fmt, ops::Deref};
 
+use entity::{
+    EmailAddress,
+    catalog::{ProductName, Slug},
+    currency::Currency,
+};
 use poem_openapi::{
     registry::{MetaSchema, MetaSchemaRef},
     types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type},
@@ -25,8 +32,10 @@ pub trait Rule: Send + Sync + 'static {
     const MAX_CHARS: Option<usize>;
     /// The rule as an ECMA-262 regular expression, for the document.
     const PATTERN: Option<&'static str>;
-    /// The domain's check: the text as stored, or what is wrong with it.
-    fn check(raw: &str) -> Result<String, String>;
+    /// What the domain makes of a text that obeys the rule.
+    type Value: AsRef<str> + Send + Sync;
+    /// The domain's check: the domain's value, or what is wrong with the text.
+    fn check(raw: &str) -> Result<Self::Value, String>;
 }
 
 /// Any JSON string; a field's `validator` attributes state and check its constraints.
@@ -36,6 +45,7 @@ impl Rule for AnyString {
     const MIN_CHARS: usize = 0;
     const MAX_CHARS: Option<usize> = None;
     const PATTERN: Option<&'static str> = None;
+    type Value = String;
     fn check(raw: &str) -> Result<String, String> {
         Ok(raw.to_owned())
     }
@@ -50,8 +60,9 @@ impl Rule for NameRule {
     const PATTERN: Option<&'static str> = Some(
         r"^[^\x00-\x1f\x7f-\x9f]*[^ \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
     );
-    fn check(raw: &str) -> Result<String, String> {
-        entity::text::single_line("name", raw, 200)
+    type Value = ProductName;
+    fn check(raw: &str) -> Result<ProductName, String> {
+        ProductName::parse(raw)
     }
 }
 
@@ -62,6 +73,7 @@ impl Rule for DescriptionRule {
     const MIN_CHARS: usize = 0;
     const MAX_CHARS: Option<usize> = Some(5_000);
     const PATTERN: Option<&'static str> = Some(r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$");
+    type Value = String;
     fn check(raw: &str) -> Result<String, String> {
         entity::text::multi_line("description", raw, 5_000)
     }
@@ -74,14 +86,15 @@ impl Rule for SlugRule {
     const MIN_CHARS: usize = 0;
     const MAX_CHARS: Option<usize> = Some(100);
     const PATTERN: Option<&'static str> = Some(r"^([a-z0-9]+-)*[0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$");
+    type Value = Slug;
     /// Exactly as written: the domain would also take `" Acacia "` as `acacia`, which the
     /// document does not allow.
-    fn check(raw: &str) -> Result<String, String> {
-        let slug = entity::catalog::Slug::parse(raw)?;
+    fn check(raw: &str) -> Result<Slug, String> {
+        let slug = Slug::parse(raw)?;
         if slug.as_str() != raw {
             return Err("slug must be written in lower case, without spaces".into());
         }
-        Ok(raw.to_owned())
+        Ok(slug)
     }
 }
 
@@ -92,11 +105,14 @@ impl Rule for CurrencyRule {
     const MIN_CHARS: usize = 0;
     const MAX_CHARS: Option<usize> = Some(3);
     const PATTERN: Option<&'static str> = Some(r"^[A-Za-z]{3}$");
-    fn check(raw: &str) -> Result<String, String> {
-        if raw.len() != 3 || !raw.chars().all(|c| c.is_ascii_alphabetic()) {
+    type Value = Currency;
+    /// Exactly three letters: the domain would also take `" eur"`, which the document does
+    /// not allow.
+    fn check(raw: &str) -> Result<Currency, String> {
+        if raw.len() != 3 {
             return Err("currency must be a three-letter ISO 4217 code".into());
         }
-        Ok(raw.to_owned())
+        Currency::parse(Some(raw))
     }
 }
 
@@ -110,13 +126,14 @@ impl Rule for EmailRule {
     const PATTERN: Option<&'static str> = Some(
         r"^[ \t]*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{0,62}[A-Za-z0-9!#$%&'*+/=?^_`{|}~-])?@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+[ \t]*$",
     );
+    type Value = EmailAddress;
     /// The domain trims any white space; the document allows only spaces and tabs.
-    fn check(raw: &str) -> Result<String, String> {
+    fn check(raw: &str) -> Result<EmailAddress, String> {
         let address = raw.trim_matches([' ', '\t']);
         if address.trim() != address {
             return Err("email must not start or end with a line break".into());
         }
-        entity::EmailAddress::parse(address).map(|email| email.to_string())
+        EmailAddress::parse(address)
     }
 }
 
@@ -127,39 +144,46 @@ pub type Name = Checked<NameRule>;
 pub type Description = Checked<DescriptionRule>;
 pub type Email = Checked<EmailRule>;
 
-/// A string field that obeys `R`, as the document says.
-pub struct Checked<R>(String, PhantomData<R>);
+/// A string field that obeys `R`, as the document says, held as the domain's value.
+pub struct Checked<R: Rule>(R::Value);
 
-impl<R> Checked<R> {
+impl<R: Rule> Checked<R> {
+    /// The domain's value the text was parsed into.
+    pub fn into_value(self) -> R::Value {
+        self.0
+    }
+}
+
+impl Text {
     pub fn into_string(self) -> String {
         self.0
     }
 }
 
-impl<R> Deref for Checked<R> {
+impl<R: Rule> Deref for Checked<R> {
     type Target = str;
 
     fn deref(&self) -> &str {
-        &self.0
+        self.0.as_ref()
     }
 }
 
-impl<R> AsRef<str> for Checked<R> {
+impl<R: Rule> AsRef<str> for Checked<R> {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.0.as_ref()
     }
 }
 
-impl<R> From<Checked<R>> for String {
+impl<R: Rule> From<Checked<R>> for String {
     fn from(text: Checked<R>) -> Self {
-        text.0
+        text.as_ref().to_owned()
     }
 }
 
 /// Passwords pass through here: never print the value.
-impl<R> fmt::Debug for Checked<R> {
+impl<R: Rule> fmt::Debug for Checked<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Text({} chars)", self.0.chars().count())
+        write!(f, "Text({} chars)", self.as_ref().chars().count())
     }
 }
 
@@ -193,7 +217,7 @@ impl<R: Rule> Type for Checked<R> {
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_ref().is_empty()
     }
 }
 
@@ -204,7 +228,7 @@ impl<R: Rule> ParseFromJSON for Checked<R> {
             // field, the client gets 400 `validation_failed`.
             Value::String(text) => within_length::<R>(&text)
                 .and_then(|()| R::check(&text))
-                .map(|checked| Self(checked, PhantomData))
+                .map(Self)
                 .map_err(|why| ParseError::custom(format!("{REFUSED_FIELD}: {why}"))),
             other => Err(ParseError::expected_type(other)),
         }
@@ -227,7 +251,7 @@ fn within_length<R: Rule>(text: &str) -> Result<(), String> {
 
 impl<R: Rule> ToJSON for Checked<R> {
     fn to_json(&self) -> Option<Value> {
-        Some(Value::String(self.0.clone()))
+        Some(Value::String(self.as_ref().to_owned()))
     }
 }
 

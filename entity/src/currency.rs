@@ -23,3 +23,9 @@ impl Currency {
         self.0
     }
 }
+
+impl AsRef<str> for Currency {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}

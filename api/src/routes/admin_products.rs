@@ -4,8 +4,6 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi, param::Path, payload::Json, types::MaybeUndefined,
 };
 
-use entity::currency::Currency;
-
 use super::{ApiTags, products::Product};
 use crate::{
     auth::AdminAuth,
@@ -84,10 +82,6 @@ enum Created {
     Created(Json<Product>),
 }
 
-fn slug(raw: &str) -> ApiResult<Slug> {
-    Slug::parse(raw).map_err(ApiError::bad_request)
-}
-
 /// A slug derived from the name; a name with no Latin letter to make one from ("日本茶")
 /// gets a generated one rather than a refusal.
 fn slug_from_name(name: &ProductName) -> ApiResult<Slug> {
@@ -99,22 +93,8 @@ fn slug_from_name(name: &ProductName) -> ApiResult<Slug> {
         .map_err(ApiError::bad_request)
 }
 
-fn name(raw: &str) -> ApiResult<ProductName> {
-    ProductName::parse(raw).map_err(ApiError::bad_request)
-}
-
-fn description(raw: &str) -> ApiResult<String> {
-    catalog::parse_description(raw).map_err(ApiError::bad_request)
-}
-
 fn image_url(raw: &str) -> ApiResult<String> {
     catalog::parse_image_url(raw).map_err(ApiError::bad_request)
-}
-
-fn currency(raw: Option<&str>) -> ApiResult<String> {
-    Currency::parse(raw)
-        .map(Currency::into_string)
-        .map_err(ApiError::bad_request)
 }
 
 async fn view(state: &AppState, product: entity::models::products::Model) -> ApiResult<Product> {
@@ -135,16 +115,19 @@ impl AdminProductsApi {
     #[oai(path = "/", method = "post")]
     async fn create(&self, _admin: AdminAuth, body: Json<NewProductRequest>) -> ApiResult<Created> {
         let body = body.0;
-        let name = name(&body.name)?;
+        let name = body.name.into_value();
         let fields = ProductFields {
-            slug: match &body.slug {
-                Some(raw) => slug(raw)?,
+            slug: match body.slug {
+                Some(slug) => slug.into_value(),
                 None => slug_from_name(&name)?,
             },
             name,
-            description: description(body.description.as_deref().unwrap_or_default())?,
+            description: body
+                .description
+                .map(Description::into_value)
+                .unwrap_or_default(),
             price_cents: body.price_cents,
-            currency: Some(currency(body.currency.as_deref())?),
+            currency: body.currency.map(|code| code.into_value().into_string()),
             image_url: Some(body.image_url.as_deref().map(image_url).transpose()?),
             in_stock: body.in_stock,
             stock_quantity: body.stock_quantity,
@@ -171,15 +154,11 @@ impl AdminProductsApi {
     ) -> ApiResult<Json<Product>> {
         let body = body.0;
         let patch = ProductPatch {
-            slug: body.slug.as_deref().map(slug).transpose()?,
-            name: body.name.as_deref().map(name).transpose()?,
-            description: body.description.as_deref().map(description).transpose()?,
+            slug: body.slug.map(SlugText::into_value),
+            name: body.name.map(Name::into_value),
+            description: body.description.map(Description::into_value),
             price_cents: body.price_cents,
-            currency: body
-                .currency
-                .as_deref()
-                .map(|c| currency(Some(c)))
-                .transpose()?,
+            currency: body.currency.map(|code| code.into_value().into_string()),
             image_url: maybe(body.image_url)
                 .map(|url| url.as_deref().map(image_url).transpose())
                 .transpose()?,

@@ -117,7 +117,8 @@ impl AuthApi {
     #[oai(path = "/signup", method = "post")]
     async fn signup(&self, req: &Request, body: Json<SignupRequest>) -> ApiResult<SignupResponse> {
         limit_ip(&self.state, req).await?;
-        let email = EmailAddress::parse(&body.email).map_err(ApiError::bad_request)?;
+        let body = body.0;
+        let email = body.email.into_value();
         let password = Password::parse(&body.password).map_err(ApiError::bad_request)?;
         let display_name = match &body.display_name {
             Some(name) => DisplayName::parse(name).map_err(ApiError::bad_request)?,
@@ -146,7 +147,8 @@ impl AuthApi {
     #[oai(path = "/login", method = "post")]
     async fn login(&self, req: &Request, body: Json<LoginRequest>) -> ApiResult<SignedIn> {
         limit_ip(&self.state, req).await?;
-        let email = EmailAddress::parse(&body.email).map_err(ApiError::bad_request)?;
+        let body = body.0;
+        let email = body.email.into_value();
         let password = Password::for_login(&body.password).map_err(ApiError::bad_request)?;
         let lockout = Lockout::of(&self.state, &email, &client_ip(req));
         lockout.admit().await?;

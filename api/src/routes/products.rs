@@ -1,8 +1,5 @@
 use chrono::Utc;
-use entity::{
-    EmailAddress,
-    catalog::{self, ProductView},
-};
+use entity::catalog::{self, ProductView};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -10,12 +7,7 @@ use poem_openapi::{
 };
 
 use super::ApiTags;
-use crate::{
-    error::{ApiError, ApiResult},
-    rendered::RenderedJson,
-    state::AppState,
-    text::Email,
-};
+use crate::{error::ApiResult, rendered::RenderedJson, state::AppState, text::Email};
 
 pub struct ProductsApi {
     pub state: AppState,
@@ -167,7 +159,7 @@ impl ProductsApi {
         id: Path<i64>,
         body: Json<NotifyMeRequest>,
     ) -> ApiResult<NotifyMeResponse> {
-        let email = EmailAddress::parse(&body.0.email).map_err(ApiError::bad_request)?;
+        let email = body.0.email.into_value();
         let subscribed = catalog::subscribe(&self.state.db, id.0, &email, Utc::now()).await?;
         if let Some(message_id) = subscribed.confirmation_message_id {
             self.state.effects.emails_queued(&[message_id]).await;

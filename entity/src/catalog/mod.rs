@@ -84,6 +84,12 @@ impl Slug {
     }
 }
 
+impl AsRef<str> for Slug {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A non-blank product name of at most 200 characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProductName(String);
@@ -96,6 +102,12 @@ impl ProductName {
     }
 
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for ProductName {
+    fn as_ref(&self) -> &str {
         &self.0
     }
 }
