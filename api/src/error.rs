@@ -251,6 +251,8 @@ internal_errors!(
     crate::auth::HashError,
     jsonwebtoken::errors::Error,
     serde_json::Error,
+    std::io::Error,
+    tokio::task::JoinError,
 );
 
 /// The job queue (Redis in distributed mode) did not take a job: nothing was done, and the

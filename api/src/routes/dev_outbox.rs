@@ -83,10 +83,7 @@ impl DevOutboxApi {
             ));
         };
         let limit = usize::try_from(limit.0.unwrap_or(DEFAULT_LIMIT)).unwrap_or(usize::MAX);
-        let messages = tokio::task::spawn_blocking(move || outbox::latest(&dir, limit))
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-            .map_err(|e| ApiError::internal(&e))?;
+        let messages = tokio::task::spawn_blocking(move || outbox::latest(&dir, limit)).await??;
         Ok(Json(messages.into_iter().map(OutboxEmail::from).collect()))
     }
 }
