@@ -829,14 +829,17 @@ async fn buyers_arriving_as_holds_end_all_get_units(backend: Backend) {
         arrivals.push(async move {
             sleep_until(at).await;
             let sent = Utc::now();
-            (i, at, sent, reserve(app, &buyer, drop_id).await)
+            let answer = reserve(app, &buyer, drop_id).await;
+            (i, at, sent, Utc::now(), answer)
         });
     }
     let answers = join_all(arrivals).await;
     let refused: Vec<_> = answers
         .iter()
         .filter(|(.., a)| a.status != StatusCode::CREATED)
-        .map(|(i, at, sent, a)| format!("#{i} due {at} sent {sent}: {}", a.body))
+        .map(|(i, at, sent, answered, a)| {
+            format!("#{i} due {at} sent {sent} answered {answered}: {}", a.body)
+        })
         .collect();
     if !refused.is_empty() {
         use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -850,8 +853,8 @@ async fn buyers_arriving_as_holds_end_all_get_units(backend: Backend) {
             .iter()
             .map(|h| {
                 format!(
-                    "{} u{} {:?} due {} ended {:?}",
-                    h.id, h.user_id, h.status, h.expires_at, h.ended_at
+                    "{} u{} {:?} created {} due {} ended {:?}",
+                    h.id, h.user_id, h.status, h.created_at, h.expires_at, h.ended_at
                 )
             })
             .collect();
