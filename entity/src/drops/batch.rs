@@ -13,7 +13,10 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement};
 
 use super::{ReservationStatus, Stock};
-use crate::{error::Result, models::reservations};
+use crate::{
+    error::Result,
+    models::{drops::DropMode, reservations},
+};
 
 /// What one batched statement did.
 #[derive(Debug, Default)]
@@ -24,7 +27,8 @@ pub struct Batch {
     pub stock: Option<Stock>,
 }
 
-/// The batch, served in arrival order: $1 drop, $2 buyers, $3 now, $4 hold end, $5 `active`.
+/// The batch, served in arrival order: $1 drop, $2 buyers, $3 now, $4 hold end, $5 `active`,
+/// $6 `first_come`.
 /// `d` locks the drop's row and reads its newest stock, so `LIMIT` never hands out more units
 /// than exist (the CHECK on available_stock would refuse the statement anyway).
 const BATCH_SQL: &str = r#"
@@ -38,7 +42,7 @@ const BATCH_SQL: &str = r#"
            AND available_stock > 0
            AND starts_at <= $3
            AND (ends_at IS NULL OR ends_at > $3)
-           AND (mode = 'first_come' OR drawn_at IS NOT NULL)
+           AND (mode = $6 OR drawn_at IS NOT NULL)
            FOR UPDATE
     ), served AS (
         SELECT a.user_id, a.ord
@@ -97,6 +101,7 @@ pub async fn reserve_batch(
             now.into(),
             (now + ttl).into(),
             ReservationStatus::Active.into(),
+            DropMode::FirstCome.into(),
         ],
     );
     let rows = db.query_all_raw(statement).await?;

@@ -14,7 +14,12 @@ use super::{
     ReservationStatus, Stock,
     waitlist::{self, Offer},
 };
-use crate::{Error, db::begin_write, error::Result, models::reservations};
+use crate::{
+    Error,
+    db::begin_write,
+    error::Result,
+    models::{reservations, waitlist_entries::WaitStatus},
+};
 
 #[derive(Clone, Debug)]
 pub struct Ended {
@@ -149,7 +154,7 @@ async fn expire_due_in_one_statement(
              WHERE status = 'active' AND expires_at <= $2
                -- a unit of a drop with a line goes to the line, one hold at a time
                AND NOT EXISTS (SELECT 1 FROM waitlist_entries w
-                                WHERE w.drop_id = reservations.drop_id AND w.status = 'waiting')
+                                WHERE w.drop_id = reservations.drop_id AND w.status = $5)
              ORDER BY expires_at
              LIMIT $3
                FOR UPDATE SKIP LOCKED
@@ -186,6 +191,7 @@ async fn expire_due_in_one_statement(
             now.into(),
             i64::try_from(limit).unwrap_or(i64::MAX).into(),
             ReservationStatus::Expired.into(),
+            WaitStatus::Waiting.into(),
         ],
     );
     let mut ended = Vec::new();
@@ -306,9 +312,10 @@ async fn overdue_holds(
         .filter(Expr::cust("reservations.status = 'active'"))
         .filter(reservations::Column::ExpiresAt.lte(now));
     if waited_for_only {
-        query = query.filter(Expr::cust(
+        query = query.filter(Expr::cust_with_values(
             "EXISTS (SELECT 1 FROM waitlist_entries w WHERE w.drop_id = reservations.drop_id \
-             AND w.status = 'waiting')",
+             AND w.status = $1)",
+            [WaitStatus::Waiting],
         ));
     }
     Ok(query

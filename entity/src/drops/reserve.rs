@@ -100,11 +100,16 @@ pub async fn plainly_sold_out(
            AND d.available_stock = 0
            AND d.starts_at <= $2
            AND (d.ends_at IS NULL OR d.ends_at > $2)
-           AND (d.mode = 'first_come' OR d.drawn_at IS NOT NULL)"#;
+           AND (d.mode = $4 OR d.drawn_at IS NOT NULL)"#;
     let statement = Statement::from_sql_and_values(
         DbBackend::Postgres,
         SQL,
-        [drop_id.into(), now.into(), ReservationStatus::Active.into()],
+        [
+            drop_id.into(),
+            now.into(),
+            ReservationStatus::Active.into(),
+            drops::DropMode::FirstCome.into(),
+        ],
     );
     let Some(row) = db.query_one_raw(statement).await? else {
         return Ok(None);
@@ -146,7 +151,7 @@ async fn reserve_in_one_statement(
                AND starts_at <= $3
                AND (ends_at IS NULL OR ends_at > $3)
                -- `check_on_sale`: a draw's units go to its winners
-               AND (mode = 'first_come' OR drawn_at IS NOT NULL)
+               AND (mode = $6 OR drawn_at IS NOT NULL)
                -- the per-buyer rule of `check_purchase_limit`
                AND (SELECT count(*) FROM purchases p WHERE p.drop_id = $1 AND p.user_id = $2) < max_per_user
          RETURNING id, available_stock, stock_version, price_cents, currency
@@ -170,6 +175,7 @@ async fn reserve_in_one_statement(
             now.into(),
             expires_at.into(),
             ReservationStatus::Active.into(),
+            drops::DropMode::FirstCome.into(),
         ],
     );
     let row = match db.query_one_raw(statement).await {
