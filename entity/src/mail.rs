@@ -787,3 +787,17 @@ pub async fn find(
         .one(db)
         .await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::ActiveEnum;
+
+    use super::MessageStatus;
+
+    /// The claim writes `'queued'` out (for the partial index of queued rows): it must stay
+    /// the enum's value.
+    #[test]
+    fn the_status_written_out_is_the_enums() {
+        assert_eq!(MessageStatus::Queued.to_value(), "queued");
+    }
+}

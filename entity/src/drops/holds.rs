@@ -325,3 +325,17 @@ async fn overdue_holds(
         .all(db)
         .await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::ActiveEnum;
+
+    use super::ReservationStatus;
+
+    /// The statements here write `'active'` out (for the partial index of active holds): it
+    /// must stay the enum's value.
+    #[test]
+    fn the_status_written_out_is_the_enums() {
+        assert_eq!(ReservationStatus::Active.to_value(), "active");
+    }
+}
