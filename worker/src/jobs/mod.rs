@@ -12,7 +12,6 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::{
     mailer::Mailer,
     platform::{effects::Effects, settings::Settings},
-    runtime::Workers,
 };
 
 mod draw_winners;
@@ -26,12 +25,18 @@ pub use notify_restock::{NotifyRestock, fan_out};
 pub use ping::Ping;
 
 /// Every job the workers run.
-pub fn register_all(workers: Workers) -> Workers {
+pub fn register_all<R: Registry>(workers: R) -> R {
     workers
         .add::<DrawWinners>()
         .add::<ExpireReservation>()
         .add::<NotifyRestock>()
         .add::<Ping>()
+}
+
+/// What runs jobs: the runtime's workers, one per kind of job added.
+pub trait Registry {
+    #[must_use]
+    fn add<J: Job>(self) -> Self;
 }
 
 /// A kind of job: its queue, how many run at once, and what running one does.

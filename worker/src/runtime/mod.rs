@@ -15,7 +15,7 @@ use apalis::prelude::{
 use tokio::sync::watch;
 
 use crate::{
-    jobs::{self, Deps, Job},
+    jobs::{self, Deps, Job, Registry},
     mailer::Mailer,
     platform::{infra::Infra, queue::Storage, settings::Settings},
 };
@@ -97,11 +97,10 @@ pub struct Workers {
     supervisors: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl Workers {
+impl Registry for Workers {
     /// Adds a supervised worker for `J`'s queue, on whichever backend the queue uses, and
     /// the periodic clean-up of that queue's finished tasks.
-    #[must_use]
-    pub fn add<J: Job>(mut self) -> Self {
+    fn add<J: Job>(mut self) -> Self {
         let (deps, shutdown) = (self.deps.clone(), self.shutdown.clone());
         self.supervisors
             .push(tokio::spawn(supervise::<J>(deps, shutdown.clone())));
