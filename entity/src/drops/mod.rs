@@ -16,6 +16,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
+    ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
     sea_query::{CaseStatement, Expr, ExprTrait, Func},
 };
@@ -23,6 +24,7 @@ use sea_orm::{
 pub use crate::models::reservations::ReservationStatus;
 use crate::{
     Error,
+    db::{is_foreign_key_violation, is_unique_violation},
     error::Result,
     models::{
         drops::{self, DropMode},
@@ -129,6 +131,37 @@ async fn check_purchase_limit(
         return Err(Error::PurchaseLimitReached);
     }
     Ok(())
+}
+
+/// The hold's row, at the drop's price now; one active hold per buyer and drop is a unique
+/// index. Also a waitlist offer's hold.
+async fn insert_hold(
+    txn: &impl ConnectionTrait,
+    drop: &drops::Model,
+    user_id: i64,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<reservations::Model> {
+    let hold = reservations::ActiveModel {
+        drop_id: Set(drop.id),
+        price_cents: Set(drop.price_cents),
+        currency: Set(drop.currency.clone()),
+        user_id: Set(user_id),
+        status: Set(ReservationStatus::Active),
+        expires_at: Set(expires_at),
+        created_at: Set(now),
+        ended_at: Set(None),
+        ..Default::default()
+    };
+    match reservations::Entity::insert(hold)
+        .exec_with_returning(txn)
+        .await
+    {
+        Ok(r) => Ok(r),
+        Err(e) if is_unique_violation(&e) => Err(Error::AlreadyReserved),
+        Err(e) if is_foreign_key_violation(&e) => Err(Error::DropNotFound),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Moves `delta` units into (positive) or out of (negative) `available_stock`, never below

@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
     FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
     sea_query::{LockBehavior, LockType},
@@ -10,11 +9,11 @@ use sea_orm::{
 
 use super::{
     ReservationStatus, ReserveOutcome, Reserved, SoldOut, Stock, check_on_sale,
-    check_purchase_limit, holds::end_hold, take_units,
+    check_purchase_limit, holds::end_hold, insert_hold, take_units,
 };
 use crate::{
     Error,
-    db::{begin_write, is_foreign_key_violation, is_unique_violation},
+    db::{begin_write, is_unique_violation},
     error::Result,
     models::{drops, reservations},
 };
@@ -275,37 +274,6 @@ async fn take_unit_or_let_go(
             attempt.rollback().await?;
             Ok(None)
         }
-    }
-}
-
-/// The hold's row, at the drop's price now; one active hold per buyer and drop is a unique
-/// index. Also a waitlist offer's hold.
-pub(super) async fn insert_hold(
-    txn: &impl ConnectionTrait,
-    drop: &drops::Model,
-    user_id: i64,
-    expires_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<reservations::Model> {
-    let hold = reservations::ActiveModel {
-        drop_id: Set(drop.id),
-        price_cents: Set(drop.price_cents),
-        currency: Set(drop.currency.clone()),
-        user_id: Set(user_id),
-        status: Set(ReservationStatus::Active),
-        expires_at: Set(expires_at),
-        created_at: Set(now),
-        ended_at: Set(None),
-        ..Default::default()
-    };
-    match reservations::Entity::insert(hold)
-        .exec_with_returning(txn)
-        .await
-    {
-        Ok(r) => Ok(r),
-        Err(e) if is_unique_violation(&e) => Err(Error::AlreadyReserved),
-        Err(e) if is_foreign_key_violation(&e) => Err(Error::DropNotFound),
-        Err(e) => Err(e.into()),
     }
 }
 

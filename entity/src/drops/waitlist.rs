@@ -18,7 +18,7 @@ use sea_orm::{
 };
 
 use super::{
-    ReservationStatus, Stock, check_on_sale, check_purchase_limit, reserve::insert_hold, take_units,
+    ReservationStatus, Stock, check_on_sale, check_purchase_limit, insert_hold, take_units,
 };
 use crate::{
     Error,
