@@ -39,6 +39,7 @@ use poem::{
     http::uri::Scheme,
     web::{LocalAddr, RemoteAddr},
 };
+use socketioxide::SocketIo;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -49,13 +50,31 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::{Layer, ServiceExt};
 use tower_http::cors::CorsLayer;
 
-use crate::socketio::SocketIoEndpoint;
-
 /// A response body from either side.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, io::Error>;
 /// An HTTP service that shares the listener with poem.
 pub type HttpService =
     tower::util::BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
+
+/// The Socket.IO service and the server handle that closes its sessions on shutdown.
+pub struct SocketIoEndpoint {
+    /// Without a trailing slash: `/socket.io`.
+    pub path: String,
+    pub service: HttpService,
+    pub io: SocketIo,
+}
+
+impl SocketIoEndpoint {
+    /// Whether a request for `path` is the Socket.IO endpoint's (`/socket.io`, `/socket.io/...`).
+    pub fn serves(&self, path: &str) -> bool {
+        is_under(&self.path, path)
+    }
+}
+
+fn is_under(base: &str, path: &str) -> bool {
+    path.strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
 
 /// How long a connection may take over a request's headers and how long it may idle, and how
 /// many may be open at once (`HTTP_HEADER_READ_TIMEOUT_SECS`, `HTTP_KEEP_ALIVE_SECS`,
@@ -576,6 +595,15 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    #[test]
+    fn the_socket_io_endpoint_owns_its_path_and_what_is_under_it_only() {
+        let owns = |path: &str| is_under("/api/socket", path);
+        assert!(owns("/api/socket"));
+        assert!(owns("/api/socket/"));
+        assert!(!owns("/api/sockets"));
+        assert!(!owns("/api"));
+    }
 
     #[tokio::test]
     async fn a_peer_that_stops_reading_fails_the_write_after_the_limit() {

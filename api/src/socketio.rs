@@ -38,7 +38,7 @@ use tower::ServiceBuilder;
 
 use crate::{
     auth::CurrentUser,
-    serve::{Body, HttpService},
+    serve::{Body, HttpService, SocketIoEndpoint},
     state::AppState,
     ws::{self, Frame},
 };
@@ -49,26 +49,6 @@ pub const SOCKET_BUFFER: usize = 256;
 const FULL_RETRY: Duration = Duration::from_millis(25);
 /// Largest WebSocket message a client may send (it only ever sends `subscribe`).
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
-
-/// The Socket.IO service and the server handle that closes its sessions on shutdown.
-pub struct SocketIoEndpoint {
-    /// Without a trailing slash: `/socket.io`.
-    pub path: String,
-    pub service: HttpService,
-    pub io: SocketIo,
-}
-
-impl SocketIoEndpoint {
-    /// Whether a request for `path` is the Socket.IO endpoint's (`/socket.io`, `/socket.io/...`).
-    pub fn serves(&self, path: &str) -> bool {
-        is_under(&self.path, path)
-    }
-}
-
-fn is_under(base: &str, path: &str) -> bool {
-    path.strip_prefix(base)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
 
 /// Builds the Socket.IO server for this instance.
 pub fn endpoint(state: &AppState) -> SocketIoEndpoint {
@@ -321,17 +301,5 @@ async fn emit(socket: &SocketRef, name: &str, data: &RawValue) -> Result<(), Dis
                 return Ok(());
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_endpoint_owns_its_path_and_what_is_under_it_only() {
-        let owns = |path: &str| super::is_under("/api/socket", path);
-        assert!(owns("/api/socket"));
-        assert!(owns("/api/socket/"));
-        assert!(!owns("/api/sockets"));
-        assert!(!owns("/api"));
     }
 }
