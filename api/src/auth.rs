@@ -252,6 +252,12 @@ pub enum HashError {
     Closed,
 }
 
+impl From<HashError> for ApiError {
+    fn from(error: HashError) -> Self {
+        Self::internal(&error)
+    }
+}
+
 impl PasswordPool {
     /// # Errors
     /// argon2 failed to make the dummy hash, or a hashing thread could not be started.

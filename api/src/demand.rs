@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use crate::state::AppState;
+use sea_orm::DatabaseConnection;
 
 /// How often counts are added to the database.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -55,22 +55,24 @@ impl ReserveAttempts {
     }
 }
 
-/// Adds the counts to the database every [`FLUSH_EVERY`], until aborted.
-pub async fn flush_periodically(state: AppState) {
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        flush(&state).await;
+impl ReserveAttempts {
+    /// Adds the counts to the database every [`FLUSH_EVERY`], until aborted.
+    pub async fn flush_periodically(&self, db: &DatabaseConnection) {
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.flush(db).await;
+        }
     }
-}
 
-/// Adds the counts so far to the database (also at shutdown); kept for the next flush when
-/// the database fails.
-pub async fn flush(state: &AppState) {
-    let taken = state.reserve_attempts.take();
-    if let Err(error) = entity::drops::stats::add_reserve_attempts(&state.db, &taken).await {
-        tracing::warn!(error = %entity::error::chain(&error), "cannot record reserve attempts; will retry");
-        state.reserve_attempts.restore(&taken);
+    /// Adds the counts so far to the database (also at shutdown); kept for the next flush
+    /// when the database fails.
+    pub async fn flush(&self, db: &DatabaseConnection) {
+        let taken = self.take();
+        if let Err(error) = entity::drops::stats::add_reserve_attempts(db, &taken).await {
+            tracing::warn!(error = %entity::error::chain(&error), "cannot record reserve attempts; will retry");
+            self.restore(&taken);
+        }
     }
 }

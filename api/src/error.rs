@@ -248,7 +248,6 @@ macro_rules! internal_errors {
 }
 
 internal_errors!(
-    crate::auth::HashError,
     jsonwebtoken::errors::Error,
     serde_json::Error,
     std::io::Error,

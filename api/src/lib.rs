@@ -6,6 +6,7 @@ pub mod contentful;
 pub mod cors;
 pub mod demand;
 pub mod error;
+pub mod frame;
 pub mod idempotent;
 pub mod limiter;
 pub mod listing_cache;

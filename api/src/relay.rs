@@ -15,7 +15,7 @@ use worker::{
     events::{Event, StockUpdate},
 };
 
-use crate::{state::AppState, ws};
+use crate::{frame::Frame, state::AppState};
 
 pub const HEAL_EVERY: Duration = Duration::from_secs(2);
 
@@ -75,7 +75,7 @@ fn relay(state: &AppState, sent: &mut Versions, event: Event) {
 }
 
 fn broadcast(state: &AppState, event: Event) {
-    if let Some(frame) = ws::Frame::new(event) {
+    if let Some(frame) = Frame::new(event) {
         // No sockets open is not an error.
         let _ = state.frames.send(Arc::new(frame));
     }

@@ -3,14 +3,14 @@
 //! `data` as its argument.
 //!
 //! One fan-out feeds both endpoints. Every event reaches this instance through the bus relay
-//! and is serialised once into a [`ws::Frame`] on `AppState::frames`; each Socket.IO socket
+//! and is serialised once into a [`Frame`] on `AppState::frames`; each Socket.IO socket
 //! reads that broadcast on its own task, filters and conflates it as `/ws` does, and emits
 //! the frame's pre-serialised `data`. socketioxide's own broadcast and Redis adapter are not
 //! used: the bus already brings every instance every event.
 //!
 //! A slow client only delays itself: socketioxide holds at most [`SOCKET_BUFFER`] packets
 //! per socket. While that is full the socket's task waits instead of reading the broadcast
-//! (a socket that falls [`ws::FRAME_BACKLOG`] events behind is sent a fresh `snapshot`), and
+//! (a socket that falls [`FRAME_BACKLOG`](crate::frame::FRAME_BACKLOG) events behind is sent a fresh `snapshot`), and
 //! the session is closed when its next heartbeat ping (every 25 s) finds the buffer still
 //! full or goes unanswered for 20 s. A WebSocket whose peer stops reading is cut off by the
 //! listener ([`crate::serve::ClientIo`]).
@@ -38,9 +38,10 @@ use tower::ServiceBuilder;
 
 use crate::{
     auth::CurrentUser,
+    frame::Frame,
     serve::{Body, HttpService, SocketIoEndpoint},
     state::AppState,
-    ws::{self, Frame},
+    ws,
 };
 
 /// Packets socketioxide may hold for one socket before an emit to it is refused.

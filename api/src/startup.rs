@@ -88,14 +88,17 @@ impl Application {
         });
         let relay = tokio::spawn(crate::relay::run(state.clone()));
         let sessions = tokio::spawn(crate::auth::sync_sessions(state.clone()));
-        let demand = tokio::spawn(crate::demand::flush_periodically(state.clone()));
+        let demand = tokio::spawn({
+            let state = state.clone();
+            async move { state.reserve_attempts.flush_periodically(&state.db).await }
+        });
 
         let sockets = state.clone();
         let signal = async move {
             signal.await;
             let _ = sockets.closing.send(true);
         };
-        let open_sockets = state.clone();
+        let at_shutdown = state.clone();
         let routes = serve::Routes {
             socketio: socketio::endpoint(&state),
             cors: crate::cors::layer(&settings.http.cors_allowed_origins),
@@ -104,12 +107,12 @@ impl Application {
         let limits = serve::Limits::from(&settings.http);
         let grace = std::time::Duration::from_secs(15);
         let served = serve::serve(listener, routes, limits, signal, grace).await;
-        wait_for_sockets_to_close(&open_sockets).await;
+        wait_for_sockets_to_close(&at_shutdown).await;
         let _ = stop.send(true);
         relay.abort();
         sessions.abort();
         demand.abort();
-        crate::demand::flush(&open_sockets).await;
+        at_shutdown.reserve_attempts.flush(&at_shutdown.db).await;
         if let Some(worker) = embedded_worker {
             worker.await??;
         }

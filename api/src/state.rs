@@ -39,7 +39,7 @@ pub struct Inner {
     /// Reserve requests per drop, added to the drops' rows every second.
     pub reserve_attempts: crate::demand::ReserveAttempts,
     /// Every browser-facing event, serialised once for all sockets.
-    pub frames: tokio::sync::broadcast::Sender<Arc<crate::ws::Frame>>,
+    pub frames: tokio::sync::broadcast::Sender<Arc<crate::frame::Frame>>,
     /// Set when the process begins to shut down: sockets say goodbye (close 1001) so their
     /// clients reconnect to another instance at once.
     pub closing: tokio::sync::watch::Sender<bool>,
@@ -81,7 +81,7 @@ impl AppState {
             passwords: PasswordPool::new()?,
             metrics: crate::metrics::Metrics::default(),
             reserve_attempts: crate::demand::ReserveAttempts::default(),
-            frames: tokio::sync::broadcast::channel(crate::ws::FRAME_BACKLOG).0,
+            frames: tokio::sync::broadcast::channel(crate::frame::FRAME_BACKLOG).0,
             closing: tokio::sync::watch::channel(false).0,
             effects: infra.effects().observed_by(caches.clone()),
             caches,

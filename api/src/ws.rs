@@ -28,7 +28,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use worker::events::{Event, ProductState, ServerFrame, Snapshot, StockUpdate};
 
-use crate::{auth::CurrentUser, error::ApiError, state::AppState};
+use crate::{auth::CurrentUser, error::ApiError, frame::Frame, state::AppState};
 
 const PING_EVERY: Duration = Duration::from_secs(25);
 /// A socket that says nothing (not even a pong) for this long is closed.
@@ -38,55 +38,6 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a closing socket waits for the client's close frame.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
-
-/// How many frames a socket may fall behind before it is resynchronised with a snapshot.
-pub const FRAME_BACKLOG: usize = 8192;
-
-/// An event as sockets send it: serialised once, shared by every socket (`/ws` sends `text`,
-/// Socket.IO emits `name` with `data`).
-pub struct Frame {
-    event: Event,
-    name: &'static str,
-    data: Box<serde_json::value::RawValue>,
-    text: String,
-}
-
-impl Frame {
-    /// `None` for events browsers never see.
-    pub fn new(event: Event) -> Option<Self> {
-        let (name, data) = match &event {
-            Event::StockUpdate(u) => ("stock_update", serde_json::value::to_raw_value(u)),
-            Event::ProductRestocked(p) => ("product_restocked", serde_json::value::to_raw_value(p)),
-            Event::ReservationExpired(r) => {
-                ("reservation_expired", serde_json::value::to_raw_value(r))
-            }
-            Event::HoldOffered(o) => ("hold_offered", serde_json::value::to_raw_value(o)),
-            Event::DrawResult(r) => ("draw_result", serde_json::value::to_raw_value(r)),
-            Event::SessionEnded(e) => ("session_ended", serde_json::value::to_raw_value(e)),
-            Event::ProductChanged(_) | Event::WorkerPong(_) | Event::MailQueued(_) => return None,
-        };
-        let data = data.ok()?;
-        let text = format!(r#"{{"event":"{name}","data":{}}}"#, data.get());
-        Some(Self {
-            event,
-            name,
-            data,
-            text,
-        })
-    }
-
-    pub(crate) fn event(&self) -> &Event {
-        &self.event
-    }
-
-    pub(crate) fn name(&self) -> &'static str {
-        self.name
-    }
-
-    pub(crate) fn data(&self) -> &serde_json::value::RawValue {
-        &self.data
-    }
-}
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -332,14 +283,14 @@ pub(crate) fn conflate(pending: Vec<Arc<Frame>>) -> Vec<Arc<Frame>> {
     }
     let mut newest: HashMap<i64, i64> = HashMap::new();
     for frame in &pending {
-        if let Event::StockUpdate(u) = &frame.event {
+        if let Event::StockUpdate(u) = frame.event() {
             let version = newest.entry(u.drop_id).or_insert(u.version);
             *version = (*version).max(u.version);
         }
     }
     pending
         .into_iter()
-        .filter(|frame| match &frame.event {
+        .filter(|frame| match frame.event() {
             Event::StockUpdate(u) => newest.get(&u.drop_id) == Some(&u.version),
             _ => true,
         })
@@ -353,14 +304,14 @@ where
 {
     let wanted: Vec<_> = frames
         .into_iter()
-        .filter(|f| client.take(&f.event))
+        .filter(|f| client.take(f.event()))
         .collect();
     if wanted.is_empty() {
         return Ok(());
     }
     let write = async {
         for frame in wanted {
-            sink.feed(Message::Text(frame.text.clone())).await?;
+            sink.feed(Message::Text(frame.text().to_owned())).await?;
         }
         sink.flush().await
     };
@@ -421,42 +372,13 @@ mod tests {
             stock(1, 3),
             stock(1, 2),
         ];
-        let kept: Vec<String> = conflate(pending).iter().map(|f| f.text.clone()).collect();
+        let kept: Vec<String> = conflate(pending)
+            .iter()
+            .map(|f| f.text().to_owned())
+            .collect();
         assert_eq!(kept.len(), 3, "{kept:?}");
         assert!(kept[0].contains(r#""dropId":2"#));
         assert!(kept[1].contains("product_restocked"));
         assert!(kept[2].contains(r#""version":3"#));
-    }
-
-    #[test]
-    fn a_frame_reads_as_the_event_serialised_by_serde() {
-        let events = [
-            Event::StockUpdate(StockUpdate {
-                drop_id: 1,
-                available_stock: 2,
-                version: 3,
-            }),
-            Event::ProductRestocked(ProductRestocked {
-                product_id: 7,
-                slug: "honey".into(),
-                name: "Honey \"raw\"".into(),
-                stock_quantity: Some(4),
-            }),
-            Event::ReservationExpired(worker::events::ReservationExpired {
-                reservation_id: 5,
-                drop_id: 1,
-                user_id: 9,
-            }),
-        ];
-        for event in events {
-            let expected = serde_json::to_value(&event).unwrap_or_default();
-            let frame = Frame::new(event).unwrap_or_else(|| unreachable!());
-            let text: serde_json::Value = serde_json::from_str(&frame.text).unwrap_or_default();
-            assert_eq!(text, expected);
-            assert_eq!(expected["event"], frame.name());
-            let data: serde_json::Value =
-                serde_json::from_str(frame.data().get()).unwrap_or_default();
-            assert_eq!(data, expected["data"]);
-        }
     }
 }
