@@ -35,7 +35,7 @@ pub struct Inner {
     pub reserves: crate::reserve_batch::ReserveBatcher,
     /// The sold-out cache and the drop listing, told of every stock change at once.
     pub caches: Arc<StockCaches>,
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Reserve requests per drop, added to the drops' rows every second.
     pub reserve_attempts: crate::demand::ReserveAttempts,
     /// Every browser-facing event, serialised once for all sockets.
@@ -69,6 +69,14 @@ impl AppState {
         };
         let prefix = settings.redis.as_ref().map_or("", |r| r.prefix.as_str());
         let caches = Arc::new(StockCaches::default());
+        let effects = infra.effects().observed_by(caches.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let reserves = crate::reserve_batch::ReserveBatcher::new(
+            holds_db.clone(),
+            settings.drops.reservation_ttl,
+            effects.clone(),
+            metrics.clone(),
+        );
         Ok(Self(Arc::new(Inner {
             holds_db,
             jwt: Jwt::new(
@@ -77,13 +85,13 @@ impl AppState {
             ),
             limiter: Limiter::new(infra.redis.clone(), prefix),
             sessions: SessionView::new(),
-            reserves: crate::reserve_batch::ReserveBatcher::default(),
+            reserves,
             passwords: PasswordPool::new()?,
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
             reserve_attempts: crate::demand::ReserveAttempts::default(),
             frames: tokio::sync::broadcast::channel(crate::frame::FRAME_BACKLOG).0,
             closing: tokio::sync::watch::channel(false).0,
-            effects: infra.effects().observed_by(caches.clone()),
+            effects,
             caches,
             db: infra.db,
             queue: infra.queue,

@@ -292,7 +292,7 @@ impl DropsApi {
         match self
             .state
             .reserves
-            .reserve(&self.state, drop_id.0, auth.0.user_id)
+            .reserve(drop_id.0, auth.0.user_id)
             .await?
         {
             ReserveOutcome::Reserved(reserved) => {
