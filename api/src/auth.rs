@@ -17,7 +17,7 @@ use entity::{
     models::sessions,
 };
 
-use crate::{error::ApiError, state::AppState};
+use crate::{error::ApiError, metrics::Metrics};
 
 const ISSUER: &str = "honeydrop";
 const AUDIENCE: &str = "honeydrop-api";
@@ -111,10 +111,10 @@ pub struct CurrentUser {
 pub struct BearerAuth(pub CurrentUser);
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<CurrentUser> {
-    let state = req
-        .data::<AppState>()
+    let auth = req
+        .data::<Authenticator>()
         .ok_or_else(|| ApiError::unauthorized("authentication is unavailable"))?;
-    Ok(state.authenticate(&bearer.token).await?)
+    Ok(auth.authenticate(&bearer.token).await?)
 }
 
 /// `Authorization: Bearer <access token>` of an admin account; anyone else gets 403.
@@ -203,31 +203,99 @@ impl Default for SessionView {
     }
 }
 
-/// Keeps `state.sessions` current from the database until the process stops.
-pub async fn sync_sessions(state: AppState) {
-    // Tokens of a session revoked before this can no longer be valid.
-    let token_life = state.jwt.ttl() + Duration::from_secs(LEEWAY_SECS);
-    let overlap = chrono::Duration::from_std(SESSION_SYNC_OVERLAP).unwrap_or_default();
-    let mut since = Utc::now() - chrono::Duration::from_std(token_life).unwrap_or_default();
-    let mut tick = tokio::time::interval(SESSION_SYNC_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        tick.tick().await;
-        let started = Utc::now();
-        match entity::accounts::revoked_since(&state.db, since).await {
-            Ok(revoked) => {
-                state.sessions.synced(revoked, token_life);
-                since = started - overlap;
-                if std::mem::take(&mut failing) {
-                    tracing::info!("session view current again");
+/// Turns access tokens into callers: the signing keys, the view of revoked sessions, and the
+/// database it falls back on. Shared by the security schemes (as request data), `/ws` and
+/// Socket.IO.
+#[derive(Clone)]
+pub struct Authenticator(Arc<AuthParts>);
+
+pub struct AuthParts {
+    pub jwt: Jwt,
+    /// Revoked sessions, so authenticating needs no database round trip.
+    pub sessions: SessionView,
+    db: sea_orm::DatabaseConnection,
+    metrics: Arc<Metrics>,
+}
+
+impl std::ops::Deref for Authenticator {
+    type Target = AuthParts;
+    fn deref(&self) -> &AuthParts {
+        &self.0
+    }
+}
+
+impl Authenticator {
+    pub fn new(jwt: Jwt, db: sea_orm::DatabaseConnection, metrics: Arc<Metrics>) -> Self {
+        Self(Arc::new(AuthParts {
+            jwt,
+            sessions: SessionView::new(),
+            db,
+            metrics,
+        }))
+    }
+
+    /// Turns an access token into the caller: a valid signature and claims (checked here), of
+    /// a session not revoked (from [`crate::auth::SessionView`], without a database round
+    /// trip while the view is current).
+    ///
+    /// # Errors
+    /// 401 `unauthorized` for anything else.
+    pub async fn authenticate(&self, token: &str) -> Result<CurrentUser, ApiError> {
+        let claims = self
+            .jwt
+            .verify(token)
+            .ok_or_else(|| ApiError::unauthorized("invalid or expired access token"))?;
+        let user_id: i64 = claims
+            .sub
+            .parse()
+            .map_err(|_| ApiError::unauthorized("invalid access token"))?;
+        let revoked = match self.sessions.is_revoked(claims.sid) {
+            Some(revoked) => revoked,
+            None => {
+                self.metrics
+                    .session_lookups
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                !entity::accounts::session_is_live(&self.db, claims.sid, Utc::now()).await?
+            }
+        };
+        if revoked {
+            return Err(ApiError::unauthorized(
+                "this session has ended; sign in again",
+            ));
+        }
+        Ok(CurrentUser {
+            user_id,
+            session_id: claims.sid,
+            is_admin: claims.role == entity::accounts::Role::Admin,
+        })
+    }
+
+    /// Keeps the session view current from the database until the process stops.
+    pub async fn sync_sessions(&self) {
+        // Tokens of a session revoked before this can no longer be valid.
+        let token_life = self.jwt.ttl() + Duration::from_secs(LEEWAY_SECS);
+        let overlap = chrono::Duration::from_std(SESSION_SYNC_OVERLAP).unwrap_or_default();
+        let mut since = Utc::now() - chrono::Duration::from_std(token_life).unwrap_or_default();
+        let mut tick = tokio::time::interval(SESSION_SYNC_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let started = Utc::now();
+            match entity::accounts::revoked_since(&self.db, since).await {
+                Ok(revoked) => {
+                    self.sessions.synced(revoked, token_life);
+                    since = started - overlap;
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("session view current again");
+                    }
                 }
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %entity::error::chain(&error), "cannot read revoked sessions; checking each request against the database");
+                }
+                Err(_) => {}
             }
-            Err(error) if !failing => {
-                failing = true;
-                tracing::warn!(error = %entity::error::chain(&error), "cannot read revoked sessions; checking each request against the database");
-            }
-            Err(_) => {}
         }
     }
 }

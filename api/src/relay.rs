@@ -66,7 +66,7 @@ fn relay(state: &AppState, sent: &mut Versions, event: Event) {
                 return;
             }
         }
-        Event::SessionEnded(ended) => state.sessions.end(ended.session_id),
+        Event::SessionEnded(ended) => state.auth.sessions.end(ended.session_id),
         // Every product write announces ProductChanged (a restock too).
         Event::ProductChanged(_) => state.caches.product_changed(),
         _ => {}

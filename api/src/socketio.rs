@@ -112,6 +112,7 @@ async fn authenticate(
         None => None,
         Some(token) => Some(
             state
+                .auth
                 .authenticate(&token)
                 .await
                 .map_err(|e| Refused(format!("unauthorized: {}", e.message)))?,

@@ -87,7 +87,10 @@ impl Application {
             ))
         });
         let relay = tokio::spawn(crate::relay::run(state.clone()));
-        let sessions = tokio::spawn(crate::auth::sync_sessions(state.clone()));
+        let sessions = tokio::spawn({
+            let auth = state.auth.clone();
+            async move { auth.sync_sessions().await }
+        });
         let demand = tokio::spawn({
             let state = state.clone();
             async move { state.reserve_attempts.flush_periodically(&state.db).await }
@@ -159,6 +162,7 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
         .catch_all_error(error::uniform)
         .around(move |next, req| allow::add_allow_header(next, req, allowed.clone()))
         .around(log_request)
+        .data(state.auth.clone())
         .data(state)
         .into_endpoint()
         .map_to_response()

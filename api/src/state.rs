@@ -2,12 +2,10 @@
 
 use std::{ops::Deref, sync::Arc};
 
-use chrono::Utc;
 use worker::{Effects, Infra, Settings, bus::EventBus, queue::Queue};
 
 use crate::{
-    auth::{CurrentUser, Jwt, PasswordPool, SessionView},
-    error::ApiError,
+    auth::{Authenticator, Jwt, PasswordPool},
     limiter::Limiter,
     stock_cache::StockCaches,
 };
@@ -26,9 +24,8 @@ pub struct Inner {
     /// What a committed change implies; every handler that commits one calls it.
     pub effects: Effects,
     pub redis: Option<redis::aio::ConnectionManager>,
-    pub jwt: Jwt,
-    /// Revoked sessions, so authenticating needs no database round trip.
-    pub sessions: SessionView,
+    /// Access tokens and the sessions they belong to.
+    pub auth: Authenticator,
     pub passwords: PasswordPool,
     pub limiter: Limiter,
     /// Concurrent reserves of one drop, combined into one statement.
@@ -79,12 +76,15 @@ impl AppState {
         );
         Ok(Self(Arc::new(Inner {
             holds_db,
-            jwt: Jwt::new(
-                settings.auth.jwt_access_secret.expose(),
-                settings.auth.access_token_ttl,
+            auth: Authenticator::new(
+                Jwt::new(
+                    settings.auth.jwt_access_secret.expose(),
+                    settings.auth.access_token_ttl,
+                ),
+                infra.db.clone(),
+                metrics.clone(),
             ),
             limiter: Limiter::new(infra.redis.clone(), prefix),
-            sessions: SessionView::new(),
             reserves,
             passwords: PasswordPool::new()?,
             metrics,
@@ -99,41 +99,5 @@ impl AppState {
             redis: infra.redis,
             settings,
         })))
-    }
-
-    /// Turns an access token into the caller: a valid signature and claims (checked here), of
-    /// a session not revoked (from [`crate::auth::SessionView`], without a database round
-    /// trip while the view is current).
-    ///
-    /// # Errors
-    /// 401 `unauthorized` for anything else.
-    pub async fn authenticate(&self, token: &str) -> Result<CurrentUser, ApiError> {
-        let claims = self
-            .jwt
-            .verify(token)
-            .ok_or_else(|| ApiError::unauthorized("invalid or expired access token"))?;
-        let user_id: i64 = claims
-            .sub
-            .parse()
-            .map_err(|_| ApiError::unauthorized("invalid access token"))?;
-        let revoked = match self.sessions.is_revoked(claims.sid) {
-            Some(revoked) => revoked,
-            None => {
-                self.metrics
-                    .session_lookups
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                !entity::accounts::session_is_live(&self.db, claims.sid, Utc::now()).await?
-            }
-        };
-        if revoked {
-            return Err(ApiError::unauthorized(
-                "this session has ended; sign in again",
-            ));
-        }
-        Ok(CurrentUser {
-            user_id,
-            session_id: claims.sid,
-            is_admin: claims.role == entity::accounts::Role::Admin,
-        })
     }
 }

@@ -64,7 +64,7 @@ pub async fn upgrade(
     Data(state): Data<&AppState>,
 ) -> poem::Result<impl IntoResponse> {
     let viewer = match query.token {
-        Some(token) => Some(state.authenticate(&token).await?),
+        Some(token) => Some(state.auth.authenticate(&token).await?),
         None => None,
     };
     let state = state.clone();
@@ -239,7 +239,7 @@ async fn handle_frame(text: &str, client: &mut Client, state: &AppState) -> Serv
             client.drops = drops.map(|d| d.into_iter().collect());
             ServerFrame::Subscribed { drops: ids }
         }
-        ClientFrame::Auth { token } => match state.authenticate(&token).await {
+        ClientFrame::Auth { token } => match state.auth.authenticate(&token).await {
             Ok(user) => {
                 let user_id = user.user_id;
                 client.viewer = Some(user);

@@ -367,7 +367,7 @@ impl TestApp {
     }
 
     async fn user_with_role(&self, name: &str, role: entity::accounts::Role) -> TestUser {
-        mint_user(&self.db, &self.state.jwt, name, role).await
+        mint_user(&self.db, &self.state.auth.jwt, name, role).await
     }
 
     /// Creates a live drop through the admin API and returns its id.

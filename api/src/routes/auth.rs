@@ -211,7 +211,7 @@ impl AuthApi {
     async fn logout(&self, auth: BearerAuth) -> ApiResult<LoggedOut> {
         let session_id = auth.0.session_id;
         accounts::revoke(&self.state.db, session_id, Utc::now()).await?;
-        self.state.sessions.end(session_id);
+        self.state.auth.sessions.end(session_id);
         self.state.effects.session_ended(session_id).await;
         Ok(LoggedOut::NoContent)
     }
@@ -228,7 +228,7 @@ impl AuthApi {
 
 /// A spent refresh token came back: the family was revoked; every instance forgets it now.
 async fn ended_by_reuse(state: &AppState, session_id: i64) -> ApiError {
-    state.sessions.end(session_id);
+    state.auth.sessions.end(session_id);
     state.effects.session_ended(session_id).await;
     ApiError::unauthorized("this refresh token was already used; the session has been ended")
 }
@@ -246,7 +246,7 @@ fn tokens(
     session: &sessions::Model,
     refresh_token: String,
 ) -> ApiResult<AuthResponse> {
-    let access_token = state.jwt.issue(user.id, session, user.role)?;
+    let access_token = state.auth.jwt.issue(user.id, session, user.role)?;
     Ok(AuthResponse {
         user: user.into(),
         access_token,
@@ -255,7 +255,7 @@ fn tokens(
         // A token never outlives its session (see `Jwt::issue`).
         expires_in: u64::try_from((session.expires_at - Utc::now()).num_seconds())
             .unwrap_or(0)
-            .min(state.jwt.ttl().as_secs()),
+            .min(state.auth.jwt.ttl().as_secs()),
     })
 }
 
