@@ -12,6 +12,7 @@ pub mod limiter;
 pub mod listing_cache;
 pub mod metrics;
 pub mod outbox;
+pub mod product_listing;
 pub mod relay;
 pub mod rendered;
 pub mod reserve_batch;

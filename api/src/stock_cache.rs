@@ -77,7 +77,7 @@ pub struct StockCaches {
     pub sold_out: SoldOutCache,
     pub listing: ListingCache<Vec<entity::drops::DropView>>,
     /// `GET /api/products`, rendered.
-    pub products: ListingCache<crate::routes::products::Catalog>,
+    pub products: ListingCache<crate::product_listing::Catalog>,
 }
 
 impl worker::effects::ChangeObserver for StockCaches {

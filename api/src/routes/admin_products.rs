@@ -4,10 +4,11 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi, param::Path, payload::Json, types::MaybeUndefined,
 };
 
-use super::{ApiTags, products::Product};
+use super::ApiTags;
 use crate::{
     auth::AdminAuth,
     error::{ApiError, ApiResult},
+    product_listing::Product,
     state::AppState,
     text::{CurrencyCode, Description, Name, SlugText, Text},
 };
