@@ -2,25 +2,18 @@
 //! takes a lock to count. Figures that must add up over every instance (the drops' demand,
 //! the mail ledger) are read from the database when scraped.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::{
+    fmt::Write,
+    sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+};
 
 use entity::drops::stats::DropStats;
 
-/// A metric family: name, help, type, and its samples (labels, value).
-type Family = (
-    &'static str,
-    &'static str,
-    &'static str,
-    Vec<(&'static str, i64)>,
-);
+/// A metric family: name, help, type, and what gives its samples.
+type Family<T> = (&'static str, &'static str, &'static str, T);
 
-/// A per-drop series: name, help, type, and the figure it shows.
-type DropSeries = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&DropStats) -> i64,
-);
+/// A per-drop series: the figure it shows of each drop.
+type DropSeries = Family<fn(&DropStats) -> i64>;
 
 const PER_DROP: [DropSeries; 9] = [
     (
@@ -90,9 +83,9 @@ fn write_family<L: AsRef<str>>(
     (name, help, kind): (&str, &str, &str),
     samples: &[(L, i64)],
 ) {
-    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, value) in samples {
-        out.push_str(&format!("{name}{} {value}\n", labels.as_ref()));
+        let _ = writeln!(out, "{name}{} {value}", labels.as_ref());
     }
 }
 
@@ -130,8 +123,19 @@ impl Metrics {
     /// (both read from the database; left out when they could not be).
     pub fn render(&self, lapsed_mail_claims: Option<i64>, drops: &[DropStats]) -> String {
         let mut out = String::new();
-        for (name, help, kind, samples) in self.families(lapsed_mail_claims) {
+        for (name, help, kind, samples) in self.by_label() {
             write_family(&mut out, (name, help, kind), &samples);
+        }
+        let lapsed = lapsed_mail_claims.map(|lapsed| {
+            (
+                "honeydrop_mail_lapsed_claims",
+                "Email sends whose worker died before recording the outcome, over the rows the ledger keeps: each message may have gone out once more.",
+                "gauge",
+                lapsed,
+            )
+        });
+        for (name, help, kind, value) in self.single_valued().into_iter().chain(lapsed) {
+            write_family(&mut out, (name, help, kind), &[("", value)]);
         }
         for (name, help, kind, pick) in PER_DROP {
             let samples: Vec<(String, i64)> = drops
@@ -143,14 +147,14 @@ impl Metrics {
         out
     }
 
-    /// This instance's counters and gauges, and the ledger's lapsed claims when known.
-    fn families(&self, lapsed_mail_claims: Option<i64>) -> Vec<Family> {
-        let mut families: Vec<Family> = vec![
+    /// The families with labelled samples: name, help, type, (labels, value).
+    fn by_label(&self) -> [Family<[(&'static str, i64); 3]>; 2] {
+        [
             (
                 "honeydrop_http_responses_total",
                 "HTTP responses by status class.",
                 "counter",
-                vec![
+                [
                     ("{class=\"2xx\"}", total(&self.http_2xx)),
                     ("{class=\"4xx\"}", total(&self.http_4xx)),
                     ("{class=\"5xx\"}", total(&self.http_5xx)),
@@ -160,7 +164,7 @@ impl Metrics {
                 "honeydrop_reservations_total",
                 "Reserve attempts by outcome.",
                 "counter",
-                vec![
+                [
                     ("{outcome=\"created\"}", total(&self.reservations_created)),
                     ("{outcome=\"sold_out\"}", total(&self.reservations_sold_out)),
                     (
@@ -169,25 +173,11 @@ impl Metrics {
                     ),
                 ],
             ),
-        ];
-        families.extend(
-            self.single_valued()
-                .into_iter()
-                .chain(lapsed_mail_claims.map(|lapsed| {
-                    (
-                        "honeydrop_mail_lapsed_claims",
-                        "Email sends whose worker died before recording the outcome, over the rows the ledger keeps: each message may have gone out once more.",
-                        "gauge",
-                        lapsed,
-                    )
-                }))
-                .map(|(name, help, kind, value)| (name, help, kind, vec![("", value)])),
-        );
-        families
+        ]
     }
 
     /// The families with one unlabelled sample: name, help, type, value.
-    fn single_valued(&self) -> [(&'static str, &'static str, &'static str, i64); 7] {
+    fn single_valued(&self) -> [Family<i64>; 7] {
         [
             (
                 "honeydrop_reserve_batches_total",

@@ -154,12 +154,6 @@ impl<R: Rule> Checked<R> {
     }
 }
 
-impl Text {
-    pub fn into_string(self) -> String {
-        self.0
-    }
-}
-
 impl<R: Rule> Deref for Checked<R> {
     type Target = str;
 
