@@ -210,3 +210,79 @@ async fn a_quieted_worker_takes_no_new_work_and_a_killed_one_is_shown_gone() {
         "the quiet worker lives on, quiet: {still}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_serves_the_figures_to_scale_on() {
+    let token = "a-metrics-token-for-the-workers";
+    let port = tests::free_port();
+    let mut app = tests::spawn_app_with(
+        Backend::PostgresRedis,
+        &[HEARTBEAT, ("METRICS_TOKEN", token)],
+    )
+    .await;
+    app.vars.insert("METRICS_PORT".into(), port.to_string());
+    let _workers = worker_processes(&mut app, 1).await;
+    let admin = app.admin().await;
+    let drop_id = app.create_drop(&admin, 3).await;
+    let buyer = app.customer("ann").await;
+    let held = app
+        .post(
+            &format!("/api/drops/{drop_id}/reserve"),
+            Some(&buyer.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(held.status, StatusCode::CREATED);
+    let ping = app
+        .post("/api/admin/worker-ping", Some(&admin.token), json!({}))
+        .await;
+    assert_eq!(ping.status, StatusCode::OK, "{:?}", ping.body);
+    app.post(
+        "/api/admin/ops/queues/fanout/pause",
+        Some(&admin.token),
+        json!({}),
+    )
+    .await;
+
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let client = reqwest::Client::new();
+    let refused = client.get(&url).send().await.expect("the worker listens");
+    assert_eq!(
+        refused.status(),
+        StatusCode::UNAUTHORIZED,
+        "METRICS_TOKEN guards the worker's figures too"
+    );
+    let text = client
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "honeydrop_queue_items{queue=\"expiry\",state=\"scheduled\"} 1",
+        "honeydrop_queue_paused{queue=\"fanout\"} 1",
+        "honeydrop_queue_paused{queue=\"mail\"} 0",
+        "honeydrop_jobs_total{queue=\"ping\",outcome=\"done\"} 1",
+        "honeydrop_job_duration_seconds_count{queue=\"ping\"} 1",
+        "honeydrop_queue_oldest_ready_seconds{queue=\"mail\"}",
+        "honeydrop_jobs_in_flight{queue=\"mail\"} 0",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    let api = client
+        .get(format!("{}/metrics", app.address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        api.contains("honeydrop_queue_items{queue=\"expiry\",state=\"scheduled\"} 1"),
+        "the api shows the queues too"
+    );
+}
