@@ -604,8 +604,17 @@ async fn pause_resume_and_retry_all_during_a_fan_out_lose_and_double_nothing(bac
     .await;
     assert!(started.is_some(), "the fan-out sends");
     act(app, &admin, "/queues/mail/pause").await;
-    // Sends already claimed finish; then nothing more goes out.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The pumps claim nothing more; the sends they had claimed finish and are recorded.
+    let drained = eventually(Duration::from_secs(20), || async {
+        (queue(app, &admin, "mail").await["inFlight"] == 0).then_some(())
+    })
+    .await;
+    assert!(
+        drained.is_some(),
+        "claimed sends finish: {}",
+        queue(app, &admin, "mail").await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let held = delivered();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(delivered(), held, "nothing is sent while mail is paused");
