@@ -81,10 +81,12 @@ async fn api_and_two_worker_processes_run_each_job_exactly_once() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let prefix = format!("hdtest:{}", uuid::Uuid::new_v4().simple());
+    let database = fresh_postgres_database().await;
     let env = HashMap::from([
         ("PORT", port.to_string()),
         ("DATA_DIR", dir.path().display().to_string()),
-        ("DATABASE_URL", fresh_postgres_database().await),
+        ("DATABASE_URL", database.url().to_owned()),
+        ("MAIL_TRANSPORT", "outbox".to_owned()),
         ("REDIS_URL", test_redis_url()),
         ("REDIS_PREFIX", prefix.clone()),
         (
@@ -157,4 +159,7 @@ async fn api_and_two_worker_processes_run_each_job_exactly_once() {
         api.terminate().await.success(),
         "api must exit 0 on SIGTERM"
     );
+    tests::delete_redis_prefix(&test_redis_url(), &prefix)
+        .await
+        .expect("the test's own keys are removed");
 }
