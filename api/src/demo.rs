@@ -96,10 +96,30 @@ async fn create_admin(
 /// Four products: three to buy, one sold out to press "Notify me" on.
 fn products() -> Vec<anyhow::Result<ProductFields>> {
     [
-        ("Acacia Honey", "Light and mild, from Hungarian acacia groves. 500 g.", 1250, Some(40)),
-        ("Buckwheat Honey", "Dark, malty and rich in minerals. 500 g.", 1400, Some(25)),
-        ("Honeycomb Frame", "A whole frame of comb, cut from the hive. 400 g.", 2200, None),
-        ("Manuka Honey UMF 15+", "Sold out: press Notify me to hear when it is back. 250 g.", 4900, Some(0)),
+        (
+            "Acacia Honey",
+            "Light and mild, from Hungarian acacia groves. 500 g.",
+            1250,
+            Some(40),
+        ),
+        (
+            "Buckwheat Honey",
+            "Dark, malty and rich in minerals. 500 g.",
+            1400,
+            Some(25),
+        ),
+        (
+            "Honeycomb Frame",
+            "A whole frame of comb, cut from the hive. 400 g.",
+            2200,
+            None,
+        ),
+        (
+            "Manuka Honey UMF 15+",
+            "Sold out: press Notify me to hear when it is back. 250 g.",
+            4900,
+            Some(0),
+        ),
     ]
     .into_iter()
     .map(|(name, description, price_cents, stock)| {
@@ -122,7 +142,9 @@ fn drops(now: chrono::DateTime<Utc>) -> [DropInput; 3] {
     [
         DropInput {
             name: "Golden Hive Runner".into(),
-            description: Some("The live drop: reserve one, then buy it before the hold ends.".into()),
+            description: Some(
+                "The live drop: reserve one, then buy it before the hold ends.".into(),
+            ),
             price_cents: 18_000,
             total_stock: 25,
             ..DropInput::default()

@@ -58,7 +58,10 @@ enum ClientFrame {
     /// documented shape, and every frame has a `data`.
     Ping(
         #[serde(default)]
-        #[expect(dead_code, reason = "a ping carries nothing; its data is only accepted")]
+        #[expect(
+            dead_code,
+            reason = "a ping carries nothing; its data is only accepted"
+        )]
         Option<serde::de::IgnoredAny>,
     ),
 }

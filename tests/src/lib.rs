@@ -322,7 +322,10 @@ pub async fn delete_redis_prefix(redis_url: &str, prefix: &str) -> redis::RedisR
             .await?;
         if !keys.is_empty() {
             deleted += keys.len();
-            let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await?;
+            let _: () = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await?;
         }
         if next == 0 {
             return Ok(deleted);
@@ -394,9 +397,17 @@ mod stale {
         let running = |pid: u32| pid == 42;
         assert!(is_stale(&format!("hdtest_{now}_7_abc"), cutoff, running));
         assert!(!is_stale(&format!("hdtest_{now}_42_abc"), cutoff, running));
-        assert!(is_stale(&format!("hdtest_{}_42_abc", cutoff - 1), cutoff, running));
+        assert!(is_stale(
+            &format!("hdtest_{}_42_abc", cutoff - 1),
+            cutoff,
+            running
+        ));
         assert!(!is_stale(&format!("hdtest_{now}_abc"), cutoff, running));
-        assert!(is_stale(&format!("hdtest_{}_abc", cutoff - 1), cutoff, running));
+        assert!(is_stale(
+            &format!("hdtest_{}_abc", cutoff - 1),
+            cutoff,
+            running
+        ));
     }
 }
 

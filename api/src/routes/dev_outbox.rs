@@ -88,9 +88,8 @@ impl DevOutboxApi {
         _admin: AdminAuth,
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<u32>>,
     ) -> ApiResult<Json<Vec<OutboxEmail>>> {
-        let dir = outbox_dir(&self.state.settings).map_err(|why| {
-            ApiError::new(StatusCode::NOT_FOUND, ErrorCode::OutboxDisabled, why)
-        })?;
+        let dir = outbox_dir(&self.state.settings)
+            .map_err(|why| ApiError::new(StatusCode::NOT_FOUND, ErrorCode::OutboxDisabled, why))?;
         let limit = usize::try_from(limit.0.unwrap_or(DEFAULT_LIMIT)).unwrap_or(usize::MAX);
         let messages = tokio::task::spawn_blocking(move || outbox::latest(&dir, limit)).await??;
         Ok(Json(messages.into_iter().map(OutboxEmail::from).collect()))

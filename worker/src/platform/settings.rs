@@ -406,7 +406,8 @@ impl DatabaseSettings {
             // A process sharing Redis's queue with the others but writing to a SQLite file
             // of its own would split the store and lose its writes without a word.
             match env.get("DATABASE_URL") {
-                Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {}
+                Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                }
                 Some(_) => {
                     return Err(invalid(
                         "DATABASE_URL",
@@ -815,10 +816,14 @@ mod tests {
             Settings::from_vars(all).map(|s| s.http.cors_allowed_origins)
         };
         let redis = ("REDIS_URL", "redis://127.0.0.1:6379");
+        let postgres = ("DATABASE_URL", "postgres://x@localhost/db");
         assert_eq!(with(&[]).ok(), Some(AllowedOrigins::Any));
-        assert_eq!(with(&[redis]).ok(), Some(AllowedOrigins::Only(Vec::new())));
         assert_eq!(
-            with(&[redis, ("CORS_ALLOWED_ORIGINS", "*")]).ok(),
+            with(&[redis, postgres]).ok(),
+            Some(AllowedOrigins::Only(Vec::new()))
+        );
+        assert_eq!(
+            with(&[redis, postgres, ("CORS_ALLOWED_ORIGINS", "*")]).ok(),
             Some(AllowedOrigins::Any)
         );
         assert_eq!(
@@ -930,6 +935,110 @@ mod tests {
                 "{name}={bad}: {err}"
             );
         }
+    }
+
+    fn distributed(extra: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let mut all = vars(&[
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("DATABASE_URL", "postgres://x@localhost/db"),
+            ("JWT_ACCESS_SECRET", &"k".repeat(32)),
+        ]);
+        all.extend(vars(extra));
+        Settings::from_vars(all)
+    }
+
+    fn error_of(settings: Result<Settings, SettingsError>) -> String {
+        settings.err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn distributed_mode_takes_only_a_postgres_database() {
+        let dir = tempfile_dir();
+        let data_dir = ("DATA_DIR", dir.as_str());
+        for url in ["sqlite://x.db?mode=rwc", "sqlite::memory:"] {
+            let err = error_of(distributed(&[("DATABASE_URL", url), data_dir]));
+            assert!(err.starts_with("DATABASE_URL is invalid"), "{url}: {err}");
+        }
+        let mut unset = vars(&[
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("JWT_ACCESS_SECRET", &"k".repeat(32)),
+            data_dir,
+        ]);
+        unset.remove("DATABASE_URL");
+        let err = error_of(Settings::from_vars(unset));
+        assert!(err.starts_with("DATABASE_URL is required"), "{err}");
+        assert!(
+            !std::path::Path::new(&dir).join("honeydrop.db").exists(),
+            "no private SQLite file is made"
+        );
+        assert!(distributed(&[("DATABASE_URL", "postgresql://x@db/store")]).is_ok());
+    }
+
+    /// A directory name of this test's own that does not exist yet.
+    fn tempfile_dir() -> String {
+        std::env::temp_dir()
+            .join(format!("hd-settings-{}", rand::random::<u64>()))
+            .display()
+            .to_string()
+    }
+
+    #[test]
+    fn a_distributed_worker_needs_smtp_or_an_explicit_outbox() {
+        let api = distributed(&[]).expect("an api without a worker sends no mail");
+        assert_eq!(api.mail.transport, MailTransport::Missing);
+        let err = error_of(api.require_mail_transport().map(|()| api.clone()));
+        assert!(err.starts_with("SMTP_URL is required"), "{err}");
+        assert!(err.contains("MAIL_TRANSPORT=outbox"), "{err}");
+
+        let err = error_of(distributed(&[("EMBED_WORKER", "true")]));
+        assert!(err.starts_with("SMTP_URL is required"), "{err}");
+
+        let outbox = distributed(&[("MAIL_TRANSPORT", "outbox"), ("EMBED_WORKER", "true")])
+            .expect("an explicit outbox");
+        assert_eq!(outbox.mail.transport, MailTransport::Outbox);
+        let smtp = distributed(&[("SMTP_URL", "smtp://mail:25")]).expect("smtp");
+        assert_eq!(smtp.mail.transport, MailTransport::Smtp);
+        assert!(smtp.require_mail_transport().is_ok());
+
+        let both = error_of(distributed(&[
+            ("SMTP_URL", "smtp://mail:25"),
+            ("MAIL_TRANSPORT", "outbox"),
+        ]));
+        assert!(both.starts_with("MAIL_TRANSPORT is invalid"), "{both}");
+        let unknown = error_of(distributed(&[("MAIL_TRANSPORT", "pigeon")]));
+        assert!(
+            unknown.starts_with("MAIL_TRANSPORT is invalid"),
+            "{unknown}"
+        );
+    }
+
+    #[test]
+    fn the_demo_is_on_by_default_embedded_only_and_the_leeway_is_bounded() {
+        let embedded = |extra: &[(&str, &str)]| {
+            let mut all = vars(&[
+                ("DATABASE_URL", "sqlite::memory:"),
+                ("JWT_ACCESS_SECRET", &"k".repeat(32)),
+            ]);
+            all.extend(vars(extra));
+            Settings::from_vars(all)
+        };
+        assert!(embedded(&[]).expect("defaults").demo_data);
+        assert!(!embedded(&[("DEMO_DATA", "false")]).expect("off").demo_data);
+        assert!(!distributed(&[]).expect("defaults").demo_data);
+        assert!(
+            distributed(&[("DEMO_DATA", "true")])
+                .expect("asked")
+                .demo_data
+        );
+        let err = error_of(embedded(&[("DEMO_DATA", "maybe")]));
+        assert!(err.starts_with("DEMO_DATA is invalid"), "{err}");
+
+        let auth = embedded(&[]).expect("defaults").auth;
+        assert_eq!(auth.jwt_leeway, Duration::ZERO);
+        let auth = embedded(&[("JWT_LEEWAY_SECS", "5")]).expect("5 s").auth;
+        assert_eq!(auth.jwt_leeway, Duration::from_secs(5));
+        let err = error_of(embedded(&[("JWT_LEEWAY_SECS", "61")]));
+        assert!(err.starts_with("JWT_LEEWAY_SECS is invalid"), "{err}");
     }
 
     #[test]
