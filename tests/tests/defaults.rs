@@ -10,7 +10,6 @@ use sea_orm::EntityTrait;
 use serde_json::json;
 use tests::{
     Backend, both_backends, eventually, next_frame, send_frame, spawn_app, spawn_app_with,
-    wait_for_frame,
 };
 
 // ---------------------------------------------------------------- mail that reaches nobody
@@ -274,28 +273,3 @@ async fn a_refused_preflight_carries_no_cors_grant(backend: Backend) {
 }
 
 both_backends!(a_refused_preflight_carries_no_cors_grant);
-
-async fn the_ping_frame_keeps_the_socket_subscribed(backend: Backend) {
-    // A ping between events changes nothing else about the socket.
-    let app = spawn_app(backend).await;
-    let admin = app.admin().await;
-    let drop_id = app.create_drop(&admin, 3).await;
-    let (mut socket, _) = app.websocket(None).await;
-    send_frame(&mut socket, json!({"event": "ping", "data": {}})).await;
-    let buyer = app.customer("pinger").await;
-    app.post(
-        &format!("/api/drops/{drop_id}/reserve"),
-        Some(&buyer.token),
-        json!({}),
-    )
-    .await;
-
-    let update = wait_for_frame(&mut socket, "stock_update", Duration::from_secs(5), |d| {
-        d["dropId"] == drop_id && d["availableStock"] == 2
-    })
-    .await;
-
-    assert!(update.is_some(), "no stock_update after a ping");
-}
-
-both_backends!(the_ping_frame_keeps_the_socket_subscribed);
