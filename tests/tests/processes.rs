@@ -332,3 +332,26 @@ async fn distributed_mode_seeds_no_demo_unless_asked() {
     assert_eq!(drops, json!([]), "nothing seeded");
     assert!(!dir.path().join(api::demo::PASSWORD_FILE).exists());
 }
+
+/// README starts the development SMTP sink with `&`: a background job's stdin is at its end
+/// from the start, and the sink must keep serving until it is signalled.
+#[tokio::test]
+async fn the_development_smtp_sink_keeps_serving_in_the_background() {
+    let dir = tempfile::tempdir().expect("dir");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/smtp/smtp_server.py");
+    let mut sink = std::process::Command::new("python3")
+        .arg(script)
+        .arg("--out")
+        .arg(dir.path().join("mail.jsonl"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs (with aiosmtpd: bash scripts/services.sh)");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let running = sink.try_wait().expect("wait").is_none();
+    let _ = sink.kill();
+    let _ = sink.wait();
+
+    assert!(running, "the sink stopped as soon as it started");
+}
