@@ -300,7 +300,8 @@ fn off_runtime(cleanup: impl std::future::Future<Output = ()> + Send + 'static) 
 }
 
 /// Deletes every key under `prefix:` (and nothing else), scanning rather than `KEYS`, so a
-/// shared Redis is neither blocked nor emptied of other stores' keys. Returns how many went.
+/// shared Redis is neither blocked nor emptied of other stores' keys, and the prefix's entries in
+/// apalis-redis's queue list. Returns how many keys went.
 ///
 /// # Errors
 /// Redis refused.
@@ -328,11 +329,33 @@ pub async fn delete_redis_prefix(redis_url: &str, prefix: &str) -> redis::RedisR
                 .await?;
         }
         if next == 0 {
-            return Ok(deleted);
+            break;
         }
         cursor = next;
     }
+    // apalis-redis lists every queue in one set outside any prefix: take ours out of it.
+    let listed: Vec<String> = redis::cmd("ZRANGE")
+        .arg(QUEUE_LIST)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await?;
+    let ours: Vec<&String> = listed
+        .iter()
+        .filter(|queue| queue.starts_with(&format!("{prefix}:")))
+        .collect();
+    if !ours.is_empty() {
+        let _: () = redis::cmd("ZREM")
+            .arg(QUEUE_LIST)
+            .arg(&ours)
+            .query_async(&mut conn)
+            .await?;
+    }
+    Ok(deleted)
 }
+
+/// Where apalis-redis registers its queues, for every prefix alike.
+const QUEUE_LIST: &str = "core:apalis:queues:list";
 
 /// A prefix as a literal in a Redis glob pattern.
 fn escape_glob(prefix: &str) -> String {
@@ -595,6 +618,34 @@ impl TestApp {
         match self.server.take() {
             Some(server) => server.await?,
             None => Ok(()),
+        }
+    }
+}
+
+/// A test app stops its server and worker before what it left on the shared servers is
+/// removed, so no task of it writes a key after its prefix was cleared.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if self._leftovers.is_none() {
+            return;
+        }
+        let _ = self.stop.send(true);
+        let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> =
+            self.server.take().into_iter().collect();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.stop.send(true);
+            tasks.push(worker.handle);
+        }
+        let wait = || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while tasks.iter().any(|t| !t.is_finished()) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        // Only a multi-threaded runtime can run the tasks to their end while this waits.
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        if let Ok(tokio::runtime::RuntimeFlavor::MultiThread) = flavor {
+            tokio::task::block_in_place(wait);
         }
     }
 }

@@ -273,3 +273,89 @@ async fn a_refused_preflight_carries_no_cors_grant(backend: Backend) {
 }
 
 both_backends!(a_refused_preflight_carries_no_cors_grant);
+
+// ---------------------------------------------------------------- clean after itself
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distributed_test_app_leaves_no_database_or_redis_keys_behind() {
+    let app = spawn_app(Backend::PostgresRedis).await;
+    let admin = app.admin().await;
+    let drop_id = app.create_drop(&admin, 2).await;
+    let buyer = app.customer("cleaner").await;
+    let hold = app
+        .post(
+            &format!("/api/drops/{drop_id}/reserve"),
+            Some(&buyer.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(hold.status, StatusCode::CREATED, "{:?}", hold.body);
+    let database = app.vars["DATABASE_URL"]
+        .rsplit_once('/')
+        .map(|(_, name)| name.to_owned())
+        .unwrap();
+    let prefix = app.vars["REDIS_PREFIX"].clone();
+    let mut redis = redis::Client::open(tests::test_redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Another store's key in the same Redis, which must survive.
+    let neighbour = format!("hdtest:{}:kept", uuid::Uuid::new_v4().simple());
+    let _: () = redis::cmd("SET")
+        .arg(&neighbour)
+        .arg(1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let scanner = redis.clone();
+    let keys = |pattern: String| {
+        let mut redis = scanner.clone();
+        async move {
+            let found: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            found
+        }
+    };
+    assert!(
+        !keys(format!("{prefix}:*")).await.is_empty(),
+        "the app made keys"
+    );
+
+    app.stop().await.unwrap();
+
+    let admin_db = sea_orm::Database::connect(tests::test_database_url())
+        .await
+        .unwrap();
+    let left = sea_orm::ConnectionTrait::query_all_raw(
+        &admin_db,
+        sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!("SELECT datname FROM pg_database WHERE datname = '{database}'"),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "{database} is still there");
+    assert_eq!(keys(format!("{prefix}:*")).await, Vec::<String>::new());
+    let listed: Vec<String> = redis::cmd("ZRANGE")
+        .arg("core:apalis:queues:list")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        !listed.iter().any(|q| q.starts_with(&prefix)),
+        "its queues are still listed"
+    );
+    assert_eq!(keys(neighbour.clone()).await, vec![neighbour.clone()]);
+    let _: () = redis::cmd("DEL")
+        .arg(&neighbour)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+}
