@@ -173,7 +173,7 @@ impl Store {
 /// Drops what earlier stores of this run left — their databases, and their Redis keys (a
 /// sustained run leaves 40,000 scheduled expiries) — so that no scenario shares the machine
 /// with the last one's autovacuum or memory. Keys of other stores in the same Redis stay.
-async fn clear_earlier_stores() -> anyhow::Result<()> {
+pub async fn clear_earlier_stores() -> anyhow::Result<()> {
     let leftovers: Vec<(tests::TestDatabase, String)> = std::mem::take(
         &mut *LEFTOVERS
             .lock()
