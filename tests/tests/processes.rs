@@ -178,7 +178,7 @@ async fn refused(name: &str, env: &HashMap<&str, String>) -> String {
 async fn distributed_processes_refuse_a_database_that_is_not_postgres() {
     let dir = tempfile::tempdir().expect("dir");
     let sqlite = format!("sqlite://{}/split.db?mode=rwc", dir.path().display());
-    for name in ["api", "worker"] {
+    for name in ["api", "worker", "migration"] {
         for database_url in [None, Some(sqlite.clone())] {
             let mut env = HashMap::from([
                 ("PORT", free_port().to_string()),
