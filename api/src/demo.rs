@@ -40,7 +40,13 @@ pub async fn seed_if_empty(settings: &Settings, infra: &Infra) -> anyhow::Result
     };
     let effects = infra.effects();
     for fields in products() {
-        let change = catalog::create(&infra.db, fields?, now).await?;
+        let change = match catalog::create(&infra.db, fields?, now).await {
+            Ok(change) => change,
+            // Another instance is seeding the same store (`ADMIN_EMAIL` set, so no admin of
+            // ours told them apart): the demo is theirs.
+            Err(entity::Error::SlugTaken) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
         effects.product_changed(&change).await;
     }
     for input in drops(now) {
