@@ -359,3 +359,116 @@ async fn a_distributed_test_app_leaves_no_database_or_redis_keys_behind() {
         .await
         .unwrap();
 }
+
+// ---------------------------------------------------------------- README as a user's guide
+
+const README: &str = include_str!("../../README.md");
+
+/// The text of README's `## title` section.
+fn section(title: &str) -> &'static str {
+    let start = README
+        .find(&format!("\n## {title}\n"))
+        .unwrap_or_else(|| panic!("README has no section {title:?}"));
+    let rest = &README[start + 1..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
+    &rest[..end]
+}
+
+#[test]
+fn the_quick_start_names_what_the_build_needs_and_what_to_look_for() {
+    let manifest = include_str!("../../Cargo.toml");
+    let rust = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("the workspace's rust-version");
+    let quick = section("Quick start");
+    for needed in [
+        format!("Rust {rust} or newer"),
+        "C compiler".to_owned(),
+        "minutes".to_owned(),
+        "cargo run".to_owned(),
+        "http://127.0.0.1:3000/docs".to_owned(),
+        "admin sign-in:".to_owned(),
+        "/api/auth/signup".to_owned(),
+        "/api/drops".to_owned(),
+        "/reserve".to_owned(),
+        "stock_update".to_owned(),
+        "/purchase".to_owned(),
+    ] {
+        assert!(
+            quick.contains(&needed),
+            "Quick start does not say {needed:?}"
+        );
+    }
+    let procfile = &README[README.find("### Procfile").expect("a Procfile section")..];
+    assert!(
+        procfile[..400].contains("cargo build --release"),
+        "the Procfile section says to build release first"
+    );
+}
+
+#[test]
+fn every_setting_is_in_the_grouped_table_and_the_checklist_says_why() {
+    let settings = include_str!("../../worker/src/platform/settings.rs");
+    let table = section("Configuration");
+    let mut names: Vec<&str> = settings
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| {
+            s.len() > 3 && s.contains('_') && s.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() > 40, "{names:?}");
+    for name in names {
+        assert!(
+            table.contains(&format!("`{name}`")),
+            "{name} is missing from README's configuration table"
+        );
+    }
+    for group in [
+        "HTTP",
+        "Accounts",
+        "Database",
+        "Redis",
+        "Mail",
+        "Jobs",
+        "Limits",
+        "Observability",
+    ] {
+        assert!(table.contains(&format!("| **{group}** |")), "{group}");
+    }
+    assert!(
+        table.contains("IP literal"),
+        "HOST's IP literal is said where it is listed"
+    );
+    let checklist = section("Production checklist");
+    for name in [
+        "DATABASE_URL",
+        "REDIS_URL",
+        "JWT_ACCESS_SECRET",
+        "SMTP_URL",
+        "PUBLIC_BASE_URL",
+        "CORS_ALLOWED_ORIGINS",
+        "METRICS_TOKEN",
+        "CONTENTFUL_WEBHOOK_SECRET",
+    ] {
+        let row = checklist
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{name}")))
+            .unwrap_or_else(|| panic!("{name} is not in the checklist"));
+        assert!(row.len() > 60, "{name} without a why: {row}");
+        assert!(
+            table.contains(&format!("`{name}` ★")),
+            "{name} is not marked ★"
+        );
+    }
+    assert!(checklist.contains("proxy"), "proxies");
+    assert!(
+        README.lines().count() < 600,
+        "README stays a compact user's guide"
+    );
+}
