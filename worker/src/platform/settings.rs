@@ -741,7 +741,16 @@ fn generated_secret(data_dir: &std::path::Path) -> Result<Secret, SettingsError>
         source,
     };
     match std::fs::read_to_string(&path) {
-        Ok(existing) if existing.trim().len() >= 32 => return Ok(Secret::new(existing.trim())),
+        Ok(existing) if existing.trim().len() >= 32 => {
+            // Written 0644 by versions before write_private: the owner's alone from now on.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+            return Ok(Secret::new(existing.trim()));
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
