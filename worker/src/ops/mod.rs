@@ -185,13 +185,16 @@ pub async fn summary(
     Ok(out)
 }
 
+/// Items finished and failed.
+type Counted = (u64, u64);
+
 /// A queue's finished and failed items over each window and in each of the last 15
 /// minutes (oldest first), summed over the workers' reports.
 fn throughput(
     reports: &[ops_workers::Model],
     queue: &str,
     now: DateTime<Utc>,
-) -> ([(u64, u64); 3], Vec<(u64, u64)>) {
+) -> ([Counted; 3], Vec<Counted>) {
     let minute = now.timestamp().div_euclid(60);
     let mut windows = [(0, 0); 3];
     let mut per_minute = vec![(0, 0); activity::MINUTES];
