@@ -4,7 +4,7 @@ use std::{future::Future, sync::Arc, time::Instant};
 
 use chrono::Utc;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Request, Response, Route, http::StatusCode};
-use poem_openapi::OpenApiService;
+use poem_openapi::{ContactObject, LicenseObject, OpenApiService};
 use tokio::sync::watch;
 use tracing::Instrument;
 use worker::{Infra, Settings, runtime};
@@ -139,7 +139,11 @@ async fn wait_for_sockets_to_close(state: &AppState) {
 /// listener beside it, and CORS is the listener's, see [`serve`]).
 pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
     let api = OpenApiService::new(routes::apis(&state), "Honeydrop", env!("CARGO_PKG_VERSION"))
-        .description(DESCRIPTION);
+        .description(DESCRIPTION)
+        .contact(ContactObject::new().name("Honeydrop maintainers"))
+        .license(LicenseObject::new("MIT").url("https://opensource.org/licenses/MIT"))
+        // Relative: the document is served by the store it describes, on whatever host.
+        .server("/");
     let docs = api.swagger_ui();
     let document = spec::finish(&api.spec());
     let allowed = Arc::new(allow::AllowedMethods::from_spec(

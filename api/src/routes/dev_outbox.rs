@@ -69,7 +69,7 @@ impl DevOutboxApi {
     /// written to `DATA_DIR/outbox/` instead of being sent; this lists the newest ones
     /// (20 unless `limit` says otherwise), newest first, with their plain-text body and
     /// links. 404 `outbox_disabled` in distributed mode or when `SMTP_URL` is set.
-    #[oai(path = "/", method = "get")]
+    #[oai(path = "/", method = "get", operation_id = "listOutboxEmails")]
     async fn list(
         &self,
         _admin: AdminAuth,
