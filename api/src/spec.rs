@@ -39,7 +39,7 @@ fn mark_nullable(document: &mut Value) {
         .map(|media| media["schema"].clone())
         .collect();
     for schema in &bodies {
-        collect_refs(schema, &document, &mut requests);
+        collect_refs(schema, document, &mut requests);
     }
     let types: BTreeMap<String, Value> = document["components"]["schemas"]
         .as_object()
