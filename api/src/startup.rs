@@ -9,7 +9,9 @@ use tokio::sync::watch;
 use tracing::Instrument;
 use worker::{Infra, Settings, runtime};
 
-use crate::{allow, error, routes, serve, socketio, spec, state::AppState, storefront, ws};
+use crate::{
+    allow, asyncapi, error, routes, serve, socketio, spec, state::AppState, storefront, ws,
+};
 
 const DESCRIPTION: &str = include_str!("../API.md");
 
@@ -146,10 +148,16 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
         .server("/");
     let docs = api.swagger_ui();
     let document = spec::finish(&api.spec());
+    let events = asyncapi::document(
+        env!("CARGO_PKG_VERSION"),
+        &state.settings.http.socket_io_path,
+    )
+    .to_string();
     let allowed = Arc::new(allow::AllowedMethods::from_spec(
         &document,
         &[
             ("/openapi.json", &["GET"]),
+            ("/asyncapi.json", &["GET"]),
             ("/ws", &["GET"]),
             ("/static/{name}", &["GET"]),
         ],
@@ -159,6 +167,7 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
         .nest("/", storefront::with_index(api))
         .nest("/docs", docs)
         .at("/openapi.json", spec::endpoint(document))
+        .at("/asyncapi.json", spec::endpoint(events))
         .at("/ws", ws::upgrade)
         .at("/static/:name", storefront::static_file)
         .around(move |next, req| limit_body(next, req, max_body))
