@@ -96,12 +96,17 @@ impl Message {
     }
 }
 
-/// `stockUpdate` → `StockUpdateFrame`.
-fn frame_schema(key: &str) -> String {
+/// `stockUpdate` → `StockUpdate`.
+fn pascal(key: &str) -> String {
     let mut chars = key.chars();
     chars.next().map_or_else(String::new, |first| {
-        format!("{}{}Frame", first.to_ascii_uppercase(), chars.as_str())
+        format!("{}{}", first.to_ascii_uppercase(), chars.as_str())
     })
+}
+
+/// The schema of a message's `/ws` frame: `stockUpdate` → `StockUpdateFrame`.
+fn frame_schema(key: &str) -> String {
+    format!("{}Frame", pascal(key))
 }
 
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -334,7 +339,7 @@ pub fn document(version: &str, socket_io_path: &str) -> Value {
 
     for message in broadcast.iter().chain(&replies).chain([&subscribe, &auth]) {
         schemas.insert(frame_schema(message.key), message.frame_schema());
-        let ws_key = format!("ws{}", &frame_schema(message.key).trim_end_matches("Frame"));
+        let ws_key = format!("ws{}", pascal(message.key));
         messages.insert(ws_key.clone(), message.ws());
         ws_channel.insert(
             message.key.into(),
@@ -396,10 +401,7 @@ pub fn document(version: &str, socket_io_path: &str) -> Value {
         ("socketio", "socketIo", &broadcast),
     ] {
         for message in sent {
-            let id = format!(
-                "{prefix}Send{}",
-                frame_schema(message.key).trim_end_matches("Frame")
-            );
+            let id = format!("{prefix}Send{}", pascal(message.key));
             operations.insert(
                 id,
                 json!({
