@@ -618,6 +618,84 @@ mod tests {
         }
     }
 
+    /// Every event the fan-out hands browsers has a message on both transports.
+    #[test]
+    fn every_event_browsers_get_is_documented() {
+        use worker::events::{
+            Event, MailQueued, ProductChanged, SessionEnded, StockUpdate, WorkerPong,
+        };
+        let samples = [
+            Event::StockUpdate(StockUpdate {
+                drop_id: 1,
+                available_stock: 1,
+                version: 1,
+            }),
+            Event::ProductRestocked(worker::events::ProductRestocked {
+                product_id: 1,
+                slug: "s".into(),
+                name: "n".into(),
+                stock_quantity: None,
+            }),
+            Event::ReservationExpired(worker::events::ReservationExpired {
+                reservation_id: 1,
+                drop_id: 1,
+                user_id: 1,
+            }),
+            Event::HoldOffered(worker::events::HoldOffered {
+                reservation_id: 1,
+                drop_id: 1,
+                expires_at: super::at(0),
+                user_id: 1,
+            }),
+            Event::DrawResult(worker::events::DrawResult {
+                drop_id: 1,
+                won: false,
+                reservation_id: None,
+                expires_at: None,
+                position: Some(1),
+                user_id: 1,
+            }),
+            Event::SessionEnded(SessionEnded { session_id: 1 }),
+            Event::ProductChanged(ProductChanged { product_id: 1 }),
+            Event::WorkerPong(WorkerPong {
+                token: "t".into(),
+                worker: "w".into(),
+            }),
+            Event::MailQueued(MailQueued { messages: 1 }),
+        ];
+        // Fails to compile when `Event` grows: add a sample of the new variant above.
+        for sample in &samples {
+            match sample {
+                Event::StockUpdate(_)
+                | Event::ProductRestocked(_)
+                | Event::ReservationExpired(_)
+                | Event::HoldOffered(_)
+                | Event::DrawResult(_)
+                | Event::SessionEnded(_)
+                | Event::ProductChanged(_)
+                | Event::WorkerPong(_)
+                | Event::MailQueued(_) => {}
+            }
+        }
+        let document = super::document("0", "/socket.io");
+        for channel in ["ws", "socketio"] {
+            let names: Vec<Value> = document["channels"][channel]["messages"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, m)| m["$ref"].as_str()?.rsplit('/').next())
+                .map(|key| document["components"]["messages"][key]["name"].clone())
+                .collect();
+            for frame in samples.iter().cloned().filter_map(crate::frame::Frame::new) {
+                assert!(
+                    names.contains(&json!(frame.name())),
+                    "{} is not documented on {channel}",
+                    frame.name()
+                );
+            }
+        }
+    }
+
     #[test]
     fn every_server_example_is_an_object_of_its_event() {
         let document = super::document("0", "/socket.io");
