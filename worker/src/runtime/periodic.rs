@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 
 use super::{Shutdown, stopped};
-use crate::jobs::{Deps, draw, fan_out};
+use crate::jobs::{Deps, DrawWinners, Job, NotifyRestock, draw, fan_out};
 
 /// Holds expired per statement; a sweep runs statements until none is left due.
 const SWEEP_BATCH: u64 = 2_000;
@@ -75,10 +75,16 @@ async fn reconcile(deps: &Deps, shutdown: Shutdown) {
         tokio::select! {
             () = &mut stop => return,
             _ = reconcile.tick() => {
-                if let Err(error) = reconcile_restocks(deps).await {
+                // A paused queue's work waits for its resume, whoever would have done it.
+                let controls = deps.controls.borrow().clone();
+                if controls.takes(NotifyRestock::QUEUE)
+                    && let Err(error) = reconcile_restocks(deps).await
+                {
                     tracing::warn!(error = %entity::error::chain(&error), "reconciler failed");
                 }
-                if let Err(error) = reconcile_draws(deps).await {
+                if controls.takes(DrawWinners::QUEUE)
+                    && let Err(error) = reconcile_draws(deps).await
+                {
                     tracing::warn!(error = %entity::error::chain(&error), "draw reconciler failed");
                 }
             }
