@@ -622,7 +622,7 @@ mod tests {
     #[test]
     fn every_event_browsers_get_is_documented() {
         use worker::events::{
-            Event, MailQueued, ProductChanged, SessionEnded, StockUpdate, WorkerPong,
+            Event, MailQueued, OpsChanged, ProductChanged, SessionEnded, StockUpdate, WorkerPong,
         };
         let samples = [
             Event::StockUpdate(StockUpdate {
@@ -662,6 +662,9 @@ mod tests {
                 worker: "w".into(),
             }),
             Event::MailQueued(MailQueued { messages: 1 }),
+            Event::OpsChanged(OpsChanged {
+                what: "pause mail".into(),
+            }),
         ];
         // Fails to compile when `Event` grows: add a sample of the new variant above.
         for sample in &samples {
@@ -674,7 +677,8 @@ mod tests {
                 | Event::SessionEnded(_)
                 | Event::ProductChanged(_)
                 | Event::WorkerPong(_)
-                | Event::MailQueued(_) => {}
+                | Event::MailQueued(_)
+                | Event::OpsChanged(_) => {}
             }
         }
         let document = super::document("0", "/socket.io");
