@@ -541,6 +541,118 @@ async fn workers_report_in_and_a_quieted_worker_takes_nothing_new(backend: Backe
     }
 }
 
+/// `n` confirmed subscribers of a new sold-out product, written straight to the database
+/// (the double opt-in is not what this is about); returns the product id and the emails.
+async fn product_with_subscribers(app: &TestApp, admin: &TestUser, n: usize) -> (i64, Vec<String>) {
+    use entity::models::subscriptions;
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    let created = app
+        .post(
+            "/api/admin/products",
+            Some(&admin.token),
+            json!({"name": "Fan honey", "priceCents": 900, "inStock": false}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let product_id = created.body["id"].as_i64().unwrap();
+    let now = Utc::now();
+    let emails: Vec<String> = (0..n).map(|i| format!("fan{i}@example.com")).collect();
+    let rows = emails.iter().map(|email| subscriptions::ActiveModel {
+        product_id: Set(product_id),
+        email: Set(email.clone()),
+        status: Set(subscriptions::SubscriptionStatus::Confirmed),
+        confirm_token_hash: Set(entity::tokens::hash(&entity::tokens::generate())),
+        unsubscribe_token_hash: Set(entity::tokens::hash(&entity::tokens::generate())),
+        confirmation_sent_at: Set(Some(now)),
+        confirmed_at: Set(Some(now)),
+        created_at: Set(now),
+        ..Default::default()
+    });
+    subscriptions::Entity::insert_many(rows)
+        .exec(&app.db)
+        .await
+        .expect("subscribers");
+    (product_id, emails)
+}
+
+async fn pause_resume_and_retry_all_during_a_fan_out_lose_and_double_nothing(backend: Backend) {
+    // The first 15 sends are refused and, with one attempt allowed, fail for good; the rest
+    // go out at 40 a second, so the operator acts while the fan-out is still sending.
+    let settings = [
+        FAST[0],
+        ("MAIL_MAX_ATTEMPTS", "1"),
+        ("MAIL_RATE_PER_SEC", "40"),
+    ];
+    let store = store_with(backend, Smtp::FailingTimes(15), &settings).await;
+    let app = &store.app;
+    let admin = app.admin().await;
+    let (product_id, emails) = product_with_subscribers(app, &admin, 120).await;
+    let delivered = || store.smtp.messages().len();
+    let restocked = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/admin/products/{product_id}"),
+            Some(&admin.token),
+            Some(json!({"inStock": true})),
+        )
+        .await;
+    assert_eq!(restocked.status, StatusCode::OK, "{:?}", restocked.body);
+
+    let started = eventually(Duration::from_secs(20), || async {
+        (delivered() >= 20).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "the fan-out sends");
+    act(app, &admin, "/queues/mail/pause").await;
+    // The pumps claim nothing more; the sends they had claimed finish and are recorded.
+    let drained = eventually(Duration::from_secs(20), || async {
+        (queue(app, &admin, "mail").await["inFlight"] == 0).then_some(())
+    })
+    .await;
+    assert!(
+        drained.is_some(),
+        "claimed sends finish: {}",
+        queue(app, &admin, "mail").await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = delivered();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(delivered(), held, "nothing is sent while mail is paused");
+    assert!(held < 105, "the pause landed mid fan-out ({held} sent)");
+    assert_eq!(
+        queue(app, &admin, "mail").await["failed"],
+        15,
+        "the refused sends failed for good"
+    );
+
+    act(app, &admin, "/queues/mail/resume").await;
+    let retried = act(app, &admin, "/queues/mail/retry-failed").await;
+    assert_eq!(retried["affected"], 15);
+    let all = eventually(Duration::from_secs(30), || async {
+        (delivered() >= 120).then_some(())
+    })
+    .await;
+    assert!(
+        all.is_some(),
+        "every alert went out: {} of 120",
+        delivered()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for email in &emails {
+        assert_eq!(
+            store.smtp.messages_to(email).len(),
+            1,
+            "{email} got one alert"
+        );
+    }
+    let mail = queue(app, &admin, "mail").await;
+    assert_eq!(
+        (mail["ready"].as_u64(), mail["failed"].as_u64()),
+        (Some(0), Some(0)),
+        "{mail}"
+    );
+}
+
 both_backends!(
     holds_are_listed_as_scheduled_expiries_and_can_be_run_now,
     bad_requests_get_clear_codes_and_customers_get_nothing,
@@ -548,4 +660,5 @@ both_backends!(
     failed_mail_is_retried_once_the_server_is_fixed_and_discard_removes_it,
     a_failed_job_waits_for_an_operator_and_retry_runs_it,
     workers_report_in_and_a_quieted_worker_takes_nothing_new,
+    pause_resume_and_retry_all_during_a_fan_out_lose_and_double_nothing,
 );

@@ -119,6 +119,9 @@ pub struct QueueSummary {
     pub oldest_ready_at: Option<DateTime<Utc>>,
     /// (finished, failed) over each of [`WINDOWS`].
     pub throughput: [(u64, u64); 3],
+    /// (finished, failed) in each of the last 15 minutes, oldest first, summed over the
+    /// workers' reports: the console's chart.
+    pub per_minute: Vec<(u64, u64)>,
     pub paused: Option<ops_pauses::Model>,
 }
 
@@ -147,6 +150,7 @@ pub async fn summary(
         let paused = pauses.get(name.name).cloned();
         if name.is_mail() {
             let c = mail_queue::counts(db, now).await.map_err(entity_error)?;
+            let (_, per_minute) = throughput(&reports, name.name, now);
             out.push(QueueSummary {
                 queue: name,
                 ready: c.ready,
@@ -157,12 +161,13 @@ pub async fn summary(
                 done_recently: c.done_recently,
                 oldest_ready_at: c.oldest_ready_at,
                 throughput: [0, 1, 2].map(|i| (c.sent[i], c.failed_lately[i])),
+                per_minute,
                 paused,
             });
             continue;
         }
         let c = Store::of(queue, db, name.name).counts(now).await?;
-        let throughput = throughput(&reports, name.name, now);
+        let (throughput, per_minute) = throughput(&reports, name.name, now);
         out.push(QueueSummary {
             queue: name,
             ready: c.ready,
@@ -173,16 +178,23 @@ pub async fn summary(
             done_recently: throughput[2].0,
             oldest_ready_at: c.oldest_ready_at,
             throughput,
+            per_minute,
             paused,
         });
     }
     Ok(out)
 }
 
-/// A queue's finished and failed items over each window, summed over the workers' reports.
-fn throughput(reports: &[ops_workers::Model], queue: &str, now: DateTime<Utc>) -> [(u64, u64); 3] {
+/// A queue's finished and failed items over each window and in each of the last 15
+/// minutes (oldest first), summed over the workers' reports.
+fn throughput(
+    reports: &[ops_workers::Model],
+    queue: &str,
+    now: DateTime<Utc>,
+) -> ([(u64, u64); 3], Vec<(u64, u64)>) {
     let minute = now.timestamp().div_euclid(60);
-    let mut sums = [(0, 0); 3];
+    let mut windows = [(0, 0); 3];
+    let mut per_minute = vec![(0, 0); activity::MINUTES];
     for report in reports {
         let Some(minutes) = report
             .throughput
@@ -193,11 +205,21 @@ fn throughput(reports: &[ops_workers::Model], queue: &str, now: DateTime<Utc>) -
         };
         for (i, window) in WINDOWS.iter().enumerate() {
             let (done, failed) = minutes.within(usize::try_from(*window).unwrap_or(0), minute);
-            sums[i].0 += done;
-            sums[i].1 += failed;
+            windows[i].0 += done;
+            windows[i].1 += failed;
+        }
+        // Slot `i` of the report is minute `minutes.minute - (14 - i)`.
+        for (i, (done, failed)) in minutes.done.iter().zip(&minutes.failed).enumerate() {
+            let at = minutes.minute - (activity::MINUTES as i64 - 1 - i as i64);
+            let age = minute - at;
+            if (0..activity::MINUTES as i64).contains(&age) {
+                let slot = activity::MINUTES - 1 - usize::try_from(age).unwrap_or(0);
+                per_minute[slot].0 += done;
+                per_minute[slot].1 += failed;
+            }
         }
     }
-    sums
+    (windows, per_minute)
 }
 
 /// How a worker process stands, from its last report.

@@ -39,6 +39,9 @@ pub struct QueueBody {
     lag_seconds: f64,
     /// Finished and failed items over the last 1, 5 and 15 minutes.
     throughput: Vec<Window>,
+    /// Finished and failed items in each of the last 15 minutes, oldest first, as the
+    /// workers counted them (the console's chart).
+    per_minute: Vec<Minute>,
     /// Set while the queue is paused.
     paused: Option<Pause>,
 }
@@ -48,6 +51,13 @@ pub struct QueueBody {
 #[oai(rename_all = "camelCase")]
 pub struct Window {
     minutes: i64,
+    done: u64,
+    failed: u64,
+}
+
+/// Items finished and failed in one minute.
+#[derive(Object)]
+pub struct Minute {
     done: u64,
     failed: u64,
 }
@@ -82,6 +92,11 @@ impl QueueBody {
                     done,
                     failed,
                 })
+                .collect(),
+            per_minute: q
+                .per_minute
+                .iter()
+                .map(|&(done, failed)| Minute { done, failed })
                 .collect(),
             paused: q.paused.as_ref().map(|p| Pause {
                 by: p.paused_by.clone(),
