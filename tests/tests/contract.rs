@@ -78,39 +78,13 @@ async fn served(app: &TestApp, path: &str) -> String {
     text
 }
 
-/// The lines where `old` and `new` differ, with a little context: the common head and tail
-/// are cut, which is all a review of a contract change needs.
-fn diff(old: &str, new: &str) -> String {
-    let old: Vec<&str> = old.lines().collect();
-    let new: Vec<&str> = new.lines().collect();
-    let head = old.iter().zip(&new).take_while(|(a, b)| a == b).count();
-    let tail = old[head..]
-        .iter()
-        .rev()
-        .zip(new[head..].iter().rev())
-        .take_while(|(a, b)| a == b)
-        .count();
-    let context = 3;
-    let start = head.saturating_sub(context);
-    let mut out = format!("@@ line {} @@\n", start + 1);
-    for line in &old[start..head] {
-        out.push_str(&format!("  {line}\n"));
-    }
-    let removed = &old[head..old.len() - tail];
-    let added = &new[head..new.len() - tail];
-    for line in removed.iter().take(200) {
-        out.push_str(&format!("- {line}\n"));
-    }
-    for line in added.iter().take(200) {
-        out.push_str(&format!("+ {line}\n"));
-    }
-    if removed.len() > 200 || added.len() > 200 {
-        out.push_str("  ... (more)\n");
-    }
-    for line in old[old.len() - tail..].iter().take(context) {
-        out.push_str(&format!("  {line}\n"));
-    }
-    out
+/// A unified diff of the committed document against the served one, for review.
+fn diff(committed: &str, served: &str) -> String {
+    similar::TextDiff::from_lines(committed, served)
+        .unified_diff()
+        .context_radius(3)
+        .header("committed", "served")
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
