@@ -60,7 +60,13 @@ async fn holds_are_listed_as_scheduled_expiries_and_can_be_run_now(backend: Back
         assert_eq!(held.status, StatusCode::CREATED, "{:?}", held.body);
     }
 
-    let expiry = queue(&app, &admin, "expiry").await;
+    // Each hold's expiry job is enqueued just after its 201 (off the buyer's path).
+    let scheduled = eventually(Duration::from_secs(10), || async {
+        let q = queue(&app, &admin, "expiry").await;
+        (q["scheduled"] == 3).then_some(q)
+    })
+    .await;
+    let expiry = scheduled.unwrap_or(queue(&app, &admin, "expiry").await);
     assert_eq!(
         (expiry["job"].as_str(), expiry["scheduled"].as_u64()),
         (Some("ExpireReservation"), Some(3)),

@@ -286,3 +286,60 @@ async fn a_worker_process_serves_the_figures_to_scale_on() {
         "the api shows the queues too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_outlives_the_workers_that_obeyed_it() {
+    let mut store = store_with(Backend::PostgresRedis, Smtp::Accepting, &[HEARTBEAT]).await;
+    let mut workers = worker_processes(&mut store.app, 1).await;
+    let admin = store.app.admin().await;
+    let id = store
+        .publish("clover", 1, product("clover", false))
+        .await
+        .body["productId"]
+        .as_i64()
+        .unwrap();
+    let paused = store
+        .app
+        .post(
+            "/api/admin/ops/queues/mail/pause",
+            Some(&admin.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(paused.status, StatusCode::OK);
+
+    // Every worker is replaced, the old one killed outright. An email is already due when
+    // the new one starts: it reads the pause before its mail pump claims anything.
+    workers.remove(0).kill_hard();
+    store.notify_me(id, "late@example.com").await;
+    let env: HashMap<&str, String> = store
+        .app
+        .vars
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let mut fresh = Process::start("worker", &env, false);
+    worker_name(&store.app, &admin, &mut fresh).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(
+        store.smtp.messages_to("late@example.com").is_empty(),
+        "nothing is sent while paused"
+    );
+
+    let resumed = store
+        .app
+        .post(
+            "/api/admin/ops/queues/mail/resume",
+            Some(&admin.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(resumed.status, StatusCode::OK);
+    store.smtp.wait_for("late@example.com", 1).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        store.smtp.messages_to("late@example.com").len(),
+        1,
+        "sent once"
+    );
+}

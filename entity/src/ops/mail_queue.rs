@@ -158,15 +158,7 @@ pub fn state_of(row: &email_messages::Model, now: DateTime<Utc>) -> ItemState {
 /// Database failure.
 pub async fn retry(db: &impl ConnectionTrait, id: i64, now: DateTime<Utc>) -> Result<Option<u64>> {
     let changed = requeue(db, Some(id), now).await?;
-    if changed == 0
-        && email_messages::Entity::find_by_id(id)
-            .one(db)
-            .await?
-            .is_none()
-    {
-        return Ok(None);
-    }
-    Ok(Some(changed))
+    unless_gone(db, id, changed).await
 }
 
 /// Sends every failed row again. Returns how many.
@@ -209,15 +201,7 @@ pub async fn run_now(
         .exec(db)
         .await?
         .rows_affected;
-    if changed == 0
-        && email_messages::Entity::find_by_id(id)
-            .one(db)
-            .await?
-            .is_none()
-    {
-        return Ok(None);
-    }
-    Ok(Some(changed))
+    unless_gone(db, id, changed).await
 }
 
 /// Deletes a failed row: the operator gave up on it. Rows still queued or sent are kept
@@ -232,15 +216,7 @@ pub async fn discard(db: &impl ConnectionTrait, id: i64) -> Result<Option<u64>> 
         .exec(db)
         .await?
         .rows_affected;
-    if deleted == 0
-        && email_messages::Entity::find_by_id(id)
-            .one(db)
-            .await?
-            .is_none()
-    {
-        return Ok(None);
-    }
-    Ok(Some(deleted))
+    unless_gone(db, id, deleted).await
 }
 
 /// Deletes every failed row. Returns how many.
@@ -253,4 +229,18 @@ pub async fn discard_all(db: &impl ConnectionTrait) -> Result<u64> {
         .exec(db)
         .await?
         .rows_affected)
+}
+
+/// What an action on row `id` changed, or `None` when there is no such row (nothing changed
+/// and nothing is there to change).
+async fn unless_gone(db: &impl ConnectionTrait, id: i64, changed: u64) -> Result<Option<u64>> {
+    if changed == 0
+        && email_messages::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .is_none()
+    {
+        return Ok(None);
+    }
+    Ok(Some(changed))
 }

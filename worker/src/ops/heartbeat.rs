@@ -21,6 +21,24 @@ use crate::{
 /// Reports of workers silent this long are deleted.
 const FORGET_AFTER: chrono::Duration = chrono::Duration::days(1);
 
+/// The first report, before the process takes any work, so it starts obeying the pauses
+/// in force. Tries for a few seconds; a database still away by then leaves nothing to take
+/// work from anyway, and the heartbeat catches up.
+pub async fn first(deps: &Deps, controls: &watch::Sender<ControlState>, started_at: DateTime<Utc>) {
+    for delay in [100, 200, 400, 800, 1600] {
+        match beat(deps, started_at, false).await {
+            Ok(state) => {
+                controls.send_replace(state);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(error = %entity::error::chain(&error), "cannot read the operators' controls yet");
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+        }
+    }
+}
+
 /// Runs until `shutdown`, then says goodbye (a final report marked stopped).
 pub async fn run(
     deps: Arc<Deps>,

@@ -239,7 +239,7 @@ impl<'a> Store<'a> {
     /// The job store failed.
     pub async fn run_now(&self, id: &str, now: DateTime<Utc>) -> Result<Affected> {
         match self {
-            Self::Redis { conn, keys } => redis_store::run_now(conn, keys, id).await,
+            Self::Redis { conn, keys } => redis_store::run_now(conn, keys, id, now).await,
             Self::Sqlite { db, name } => sqlite_store::run_now(db, name, id, now).await,
         }
     }
@@ -388,11 +388,7 @@ mod redis_store {
             }
         };
         let mut items = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(item) = item(&conn, keys, &id, now).await? {
-                items.push(item);
-            }
-        }
+        items.extend(many(&conn, keys, &ids, now).await?);
         // Retries sit among the scheduled items; each listing shows its own.
         if matches!(
             state,
@@ -481,18 +477,44 @@ mod redis_store {
         id: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Item>> {
+        Ok(many(conn, keys, &[id.to_owned()], now).await?.pop())
+    }
+
+    /// The items of `ids` that still exist, in order: one round trip for the lot.
+    async fn many(
+        conn: &redis::aio::ConnectionManager,
+        keys: &Keys,
+        ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Item>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hget(keys.data(), id)
+                .hgetall(keys.meta_of(id))
+                .zscore(keys.scheduled(), id)
+                .sismember(keys.dead(), id)
+                .sismember(keys.done(), id);
+        }
         let mut conn = conn.clone();
-        let (payload, meta, scheduled, dead, done): ItemReplies = redis::pipe()
-            .hget(keys.data(), id)
-            .hgetall(keys.meta_of(id))
-            .zscore(keys.scheduled(), id)
-            .sismember(keys.dead(), id)
-            .sismember(keys.done(), id)
-            .query_async(&mut conn)
-            .await?;
-        let Some(payload) = payload else {
-            return Ok(None);
-        };
+        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let mut items = Vec::with_capacity(ids.len());
+        for (id, reply) in ids.iter().zip(replies.chunks(5)) {
+            let reply: ItemReplies =
+                redis::FromRedisValue::from_redis_value(redis::Value::Array(reply.to_vec()))
+                    .map_err(|e| InspectError::Redis(e.into()))?;
+            if let Some(item) = decode_item(id, reply, now) {
+                items.push(item);
+            }
+        }
+        Ok(items)
+    }
+
+    fn decode_item(id: &str, reply: ItemReplies, now: DateTime<Utc>) -> Option<Item> {
+        let (payload, meta, scheduled, dead, done) = reply;
+        let payload = payload?;
         let number = |field: &str| meta.get(field).and_then(|v| v.parse::<i64>().ok());
         let attempts = number("attempts").unwrap_or(0);
         let status = meta.get("status").map(String::as_str);
@@ -511,7 +533,7 @@ mod redis_store {
         } else {
             ItemState::Ready
         };
-        Ok(Some(Item {
+        Some(Item {
             id: id.to_owned(),
             state,
             payload: serde_json::from_slice(&payload).unwrap_or(serde_json::Value::Null),
@@ -520,7 +542,7 @@ mod redis_store {
             due_at: scheduled.or_else(|| number("run_at")).and_then(at),
             finished_at: number("done_at").and_then(at),
             worker: meta.get("locked_by").cloned(),
-        }))
+        })
     }
 
     /// Moves failed items back to the ready list, attempts reset: one item, or a batch at a
@@ -569,19 +591,8 @@ mod redis_store {
         keys: &Keys,
         id: Option<&str>,
     ) -> Result<Affected> {
-        let script = redis::Script::new(REQUEUE);
-        repeat(id, |id| {
-            let mut conn = conn.clone();
-            let mut invocation = script.key(keys.dead());
-            invocation
-                .key(keys.active())
-                .key(keys.meta())
-                .key(keys.signal())
-                .arg(id.unwrap_or(""))
-                .arg(BATCH);
-            async move { invocation.invoke_async::<u64>(&mut conn).await }
-        })
-        .await
+        let on = [keys.dead(), keys.active(), keys.meta(), keys.signal()];
+        on_failed(conn, REQUEUE, &on, id).await
     }
 
     pub async fn discard(
@@ -589,15 +600,25 @@ mod redis_store {
         keys: &Keys,
         id: Option<&str>,
     ) -> Result<Affected> {
-        let script = redis::Script::new(DISCARD);
+        on_failed(conn, DISCARD, &[keys.dead(), keys.data(), keys.meta()], id).await
+    }
+
+    /// Runs `script` (its first key the failed set) on one failed item, or on all of them a
+    /// batch at a time.
+    async fn on_failed(
+        conn: &redis::aio::ConnectionManager,
+        script: &str,
+        keys: &[String],
+        id: Option<&str>,
+    ) -> Result<Affected> {
+        let script = redis::Script::new(script);
         repeat(id, |id| {
             let mut conn = conn.clone();
-            let mut invocation = script.key(keys.dead());
-            invocation
-                .key(keys.data())
-                .key(keys.meta())
-                .arg(id.unwrap_or(""))
-                .arg(BATCH);
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(key);
+            }
+            invocation.arg(id.unwrap_or("")).arg(BATCH);
             async move { invocation.invoke_async::<u64>(&mut conn).await }
         })
         .await
@@ -623,8 +644,10 @@ mod redis_store {
     }
 
     /// Scheduled now: apalis promotes every item whose score has passed at its next fetch.
+    /// An item already due is left alone (0), so a second press changes nothing.
     const RUN_NOW: &str = r"
-        if redis.call('zscore', KEYS[1], ARGV[1]) then
+        local score = redis.call('zscore', KEYS[1], ARGV[1])
+        if score and tonumber(score) > tonumber(ARGV[2]) then
           redis.call('zadd', KEYS[1], 0, ARGV[1])
           return 1
         end
@@ -635,11 +658,13 @@ mod redis_store {
         conn: &redis::aio::ConnectionManager,
         keys: &Keys,
         id: &str,
+        now: DateTime<Utc>,
     ) -> Result<Affected> {
         let mut conn = conn.clone();
         Ok(redis::Script::new(RUN_NOW)
             .key(keys.scheduled())
             .arg(id)
+            .arg(now.timestamp())
             .invoke_async(&mut conn)
             .await?)
     }

@@ -74,10 +74,14 @@ pub async fn run(
         settings,
     });
     tracing::info!(worker = %name, "worker started");
+    // The operators' pauses are known before anything takes work: a worker started while
+    // mail is paused must not send a message in its first heartbeat.
+    let started_at = chrono::Utc::now();
+    ops::heartbeat::first(&deps, &controls, started_at).await;
     let heartbeat = tokio::spawn(ops::heartbeat::run(
         deps.clone(),
         controls,
-        chrono::Utc::now(),
+        started_at,
         shutdown.clone(),
     ));
     if let Some(port) = deps.settings.worker.metrics_port {
