@@ -53,7 +53,16 @@ pub struct WsQuery {
 pub(crate) enum ClientFrame {
     Subscribe(Subscribe),
     Auth(Authenticate),
-    Ping,
+    /// `data` may be left out, `null` or any object: `{"event":"ping","data":{}}` is the
+    /// documented shape, and every frame has a `data`.
+    Ping(
+        #[serde(default)]
+        #[expect(
+            dead_code,
+            reason = "a ping carries nothing; its data is only accepted"
+        )]
+        Option<serde::de::IgnoredAny>,
+    ),
 }
 
 /// Limits `stock_update` to these drops (on `/ws` and Socket.IO alike).
@@ -265,7 +274,7 @@ async fn handle_frame(text: &str, client: &mut Client, state: &AppState) -> Serv
             }
             Err(e) => ServerFrame::error("unauthorized", e.message),
         },
-        ClientFrame::Ping => ServerFrame::Pong(Pong {}),
+        ClientFrame::Ping(_) => ServerFrame::Pong(Pong {}),
     }
 }
 
