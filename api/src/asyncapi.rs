@@ -308,15 +308,21 @@ pub fn document(version: &str, socket_io_path: &str) -> Value {
         "title": "ping",
         "summary": "Is the socket alive? Answered with `pong`",
         "payload": {"$ref": "#/components/schemas/PingFrame"},
-        "examples": [{"name": "ping1", "payload": {"event": "ping"}}],
+        "examples": [
+            {"name": "ping1", "payload": {"event": "ping", "data": {}}},
+            {"name": "ping2", "payload": {"event": "ping"}},
+        ],
     });
     schemas.insert(
         "PingFrame".into(),
         json!({
             "type": "object",
-            "description": "The `/ws` text frame of `ping` (it carries no `data`).",
+            "description": "The `/ws` text frame of `ping`.",
             "required": ["event"],
-            "properties": {"event": {"type": "string", "const": "ping"}},
+            "properties": {
+                "event": {"type": "string", "const": "ping"},
+                "data": {"type": ["object", "null"], "description": "Ignored: `{}`, `null` or left out."},
+            },
         }),
     );
     schemas.insert(
