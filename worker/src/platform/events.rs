@@ -474,9 +474,9 @@ mod tests {
                 drops: vec![stock],
                 products: Vec::new(),
             })),
-            name_of(&ServerFrame::Subscribed { drops: None }),
-            name_of(&ServerFrame::Authenticated { user_id: 1 }),
-            name_of(&ServerFrame::Pong {}),
+            name_of(&ServerFrame::Subscribed(Subscribed { drops: None })),
+            name_of(&ServerFrame::Authenticated(Authenticated { user_id: 1 })),
+            name_of(&ServerFrame::Pong(Pong {})),
             name_of(&ServerFrame::error("bad_request", "x")),
         ];
         let documented: Vec<&str> = EVENT_DOCS
