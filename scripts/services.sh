@@ -4,7 +4,8 @@
 # on Debian as root, installs them first; otherwise says what to install. Also makes sure
 # Python's aiosmtpd is importable: the catalog tests start it as their SMTP server. The
 # storefront's browser tests need Debian's chromium and puppeteer-core (npm ci in tests/browser),
-# the Socket.IO tests run socket.io-client under Node (npm ci in tests/socketio), and
+# the Socket.IO tests run socket.io-client under Node (npm ci in tests/socketio), the
+# frontend-contract tests run linters and a generated TypeScript client (npm ci in tests/client), and
 # scripts/schemathesis.sh runs schemathesis from a venv under target/tools/.
 set -euo pipefail
 
@@ -167,6 +168,29 @@ ensure_socketio_client() {
     || { say "npm ci in tests/socketio failed"; exit 1; }
 }
 
+# The frontend-contract tools of tests/tests/contract.rs (Spectral, Redocly, the AsyncAPI
+# parser, @hey-api/openapi-ts, TypeScript, socket.io-client): npm ci in tests/client.
+ensure_client_tools() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/client"
+  if [ -d "$dir/node_modules/@hey-api/openapi-ts" ] \
+    && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+    say "frontend contract tools are installed"; return
+  fi
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if can_apt; then
+      say "installing nodejs and npm"
+      apt_install nodejs npm
+    else
+      say "Node.js (20.19 or newer) with npm is not installed: install it, then: (cd tests/client && npm ci)"
+      exit 1
+    fi
+  fi
+  say "installing the frontend contract tools (npm ci in tests/client)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) \
+    || { say "npm ci in tests/client failed"; exit 1; }
+}
+
 ensure_postgres
 ensure_redis
 ensure_aiosmtpd
@@ -174,3 +198,4 @@ ensure_schemathesis
 ensure_chromium
 ensure_browser_driver
 ensure_socketio_client
+ensure_client_tools

@@ -1,6 +1,7 @@
 //! The api tier: routes, auth, the WebSocket hub and Socket.IO endpoint, and startup.
 
 pub mod allow;
+pub mod asyncapi;
 pub mod auth;
 pub mod contentful;
 pub mod cors;

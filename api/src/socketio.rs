@@ -19,8 +19,9 @@ use std::{collections::HashSet, sync::Arc, sync::atomic::Ordering::Relaxed, time
 
 use http_body_util::BodyExt;
 use hyper::Response;
+use poem_openapi::{Object, types::ToJSON};
 use serde::Deserialize;
-use serde_json::{json, value::RawValue};
+use serde_json::value::RawValue;
 use socketioxide::{
     SendError, SocketError, SocketIo,
     extract::{AckSender, SocketRef, State, TryData},
@@ -35,13 +36,15 @@ use tokio::sync::{
 };
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
+use worker::events::{FrameError, Subscribed};
 
 use crate::{
     auth::CurrentUser,
+    error::{ErrorBody, ErrorCode},
     frame::Frame,
     serve::{Body, HttpService, SocketIoEndpoint},
     state::AppState,
-    ws,
+    ws::{self, Subscribe},
 };
 
 /// Packets socketioxide may hold for one socket before an emit to it is refused.
@@ -81,8 +84,10 @@ where
 }
 
 /// The `auth` option of `socket.io-client`: `io(url, { auth: { token } })`.
-#[derive(Deserialize)]
-struct Handshake {
+#[derive(Deserialize, Object)]
+#[oai(rename = "SocketIoAuth")]
+pub(crate) struct Handshake {
+    /// An access token (`accessToken` of `login`); without one the socket is anonymous.
     #[serde(default)]
     token: Option<String>,
 }
@@ -155,11 +160,10 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
     });
 }
 
-#[derive(Deserialize)]
-struct Subscribe {
-    /// `null` or absent: every drop.
-    #[serde(default)]
-    drops: Option<Vec<i64>>,
+/// The acknowledgement of a `subscribe` that was refused (an accepted one is [`Subscribed`]).
+#[derive(Object)]
+pub(crate) struct SubscribeRefused {
+    pub(crate) error: ErrorBody,
 }
 
 /// `socket.emit("subscribe", { drops: [1, 2] }, ack)`: from now on only those drops'
@@ -175,19 +179,26 @@ async fn subscribe(socket: SocketRef, TryData(request): TryData<Subscribe>, ack:
                 ids.sort_unstable();
             }
             filter.send_replace(drops);
-            json!({ "drops": sorted })
+            Subscribed { drops: sorted }.to_json()
         }
-        (Err(e), _) => json!({ "error": {
-            "code": "bad_request",
-            "message": format!("expected {{ drops: [dropId, ...] }} or {{ drops: null }}: {e}"),
-        }}),
-        (_, None) => json!({ "error": {
-            "code": "service_unavailable",
-            "message": "this socket is closing; reconnect",
-        }}),
+        (Err(e), _) => refused(
+            ErrorCode::BadRequest,
+            format!("expected {{ drops: [dropId, ...] }} or {{ drops: null }}: {e}"),
+        ),
+        (_, None) => refused(
+            ErrorCode::ServiceUnavailable,
+            "this socket is closing; reconnect".to_owned(),
+        ),
     };
     // A client that asked for no acknowledgement gets none; a full buffer drops it.
     let _ = ack.send(&answer);
+}
+
+fn refused(code: ErrorCode, message: String) -> Option<serde_json::Value> {
+    SubscribeRefused {
+        error: ErrorBody { code, message },
+    }
+    .to_json()
 }
 
 /// What one read of the broadcast gave a socket.
@@ -259,10 +270,10 @@ async fn emit_snapshot(socket: &SocketRef, state: &AppState) -> Result<(), Disco
         Ok(snapshot) => snapshot,
         Err(e) => {
             tracing::warn!(error = %e.message, "cannot build socket.io snapshot");
-            let error = json!({
-                "code": "service_unavailable",
-                "message": "cannot read current stock; reconnect shortly",
-            });
+            let error = FrameError {
+                code: "service_unavailable".to_owned(),
+                message: "cannot read current stock; reconnect shortly".to_owned(),
+            };
             return emit_value(socket, "error", &error).await;
         }
     };

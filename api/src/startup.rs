@@ -4,12 +4,14 @@ use std::{future::Future, sync::Arc, time::Instant};
 
 use chrono::Utc;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Request, Response, Route, http::StatusCode};
-use poem_openapi::OpenApiService;
+use poem_openapi::{ContactObject, LicenseObject, OpenApiService};
 use tokio::sync::watch;
 use tracing::Instrument;
 use worker::{Infra, Settings, runtime};
 
-use crate::{allow, error, routes, serve, socketio, spec, state::AppState, storefront, ws};
+use crate::{
+    allow, asyncapi, error, routes, serve, socketio, spec, state::AppState, storefront, ws,
+};
 
 const DESCRIPTION: &str = include_str!("../API.md");
 
@@ -140,13 +142,23 @@ async fn wait_for_sockets_to_close(state: &AppState) {
 /// listener beside it, and CORS is the listener's, see [`serve`]).
 pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
     let api = OpenApiService::new(routes::apis(&state), "Honeydrop", env!("CARGO_PKG_VERSION"))
-        .description(description(&state.settings));
+        .description(description(&state.settings))
+        .contact(ContactObject::new().name("Honeydrop maintainers"))
+        .license(LicenseObject::new("MIT").url("https://opensource.org/licenses/MIT"))
+        // Relative: the document is served by the store it describes, on whatever host.
+        .server("/");
     let docs = api.swagger_ui();
     let document = spec::finish(&api.spec());
+    let events = asyncapi::document(
+        env!("CARGO_PKG_VERSION"),
+        &state.settings.http.socket_io_path,
+    )
+    .to_string();
     let allowed = Arc::new(allow::AllowedMethods::from_spec(
         &document,
         &[
             ("/openapi.json", &["GET"]),
+            ("/asyncapi.json", &["GET"]),
             ("/ws", &["GET"]),
             ("/static/{name}", &["GET"]),
         ],
@@ -156,6 +168,7 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
         .nest("/", storefront::with_index(api))
         .nest("/docs", docs)
         .at("/openapi.json", spec::endpoint(document))
+        .at("/asyncapi.json", spec::endpoint(events))
         .at("/ws", ws::upgrade)
         .at("/static/:name", storefront::static_file)
         .around(move |next, req| limit_body(next, req, max_body))

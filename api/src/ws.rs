@@ -24,9 +24,12 @@ use poem::{
         websocket::{CloseCode, Message, WebSocket, WebSocketConfig, WebSocketStream},
     },
 };
+use poem_openapi::Object;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use worker::events::{Event, ProductState, ServerFrame, Snapshot, StockUpdate};
+use worker::events::{
+    Authenticated, Event, Pong, ProductState, ServerFrame, Snapshot, StockUpdate, Subscribed,
+};
 
 use crate::{auth::CurrentUser, error::ApiError, frame::Frame, state::AppState};
 
@@ -44,16 +47,12 @@ pub struct WsQuery {
     token: Option<String>,
 }
 
+/// What a client sends on `/ws`.
 #[derive(Deserialize)]
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
-enum ClientFrame {
-    Subscribe {
-        #[serde(default)]
-        drops: Option<Vec<i64>>,
-    },
-    Auth {
-        token: String,
-    },
+pub(crate) enum ClientFrame {
+    Subscribe(Subscribe),
+    Auth(Authenticate),
     /// `data` may be left out, `null` or any object: `{"event":"ping","data":{}}` is the
     /// documented shape, and every frame has a `data`.
     Ping(
@@ -64,6 +63,22 @@ enum ClientFrame {
         )]
         Option<serde::de::IgnoredAny>,
     ),
+}
+
+/// Limits `stock_update` to these drops (on `/ws` and Socket.IO alike).
+#[derive(Deserialize, Object)]
+pub(crate) struct Subscribe {
+    /// The drops to hear about; `null` or absent: every drop.
+    #[serde(default)]
+    #[oai(nullable)]
+    pub(crate) drops: Option<Vec<i64>>,
+}
+
+/// Signs the socket in: from now on it also gets its owner's events.
+#[derive(Deserialize, Object)]
+pub(crate) struct Authenticate {
+    /// An access token (`accessToken` of `login`).
+    pub(crate) token: String,
 }
 
 #[handler]
@@ -242,24 +257,24 @@ async fn handle_frame(text: &str, client: &mut Client, state: &AppState) -> Serv
         Err(e) => return ServerFrame::error("bad_request", format!("unreadable frame: {e}")),
     };
     match frame {
-        ClientFrame::Subscribe { drops } => {
+        ClientFrame::Subscribe(Subscribe { drops }) => {
             let mut ids = drops.clone();
             if let Some(ids) = &mut ids {
                 ids.sort_unstable();
                 ids.dedup();
             }
             client.drops = drops.map(|d| d.into_iter().collect());
-            ServerFrame::Subscribed { drops: ids }
+            ServerFrame::Subscribed(Subscribed { drops: ids })
         }
-        ClientFrame::Auth { token } => match state.auth.authenticate(&token).await {
+        ClientFrame::Auth(Authenticate { token }) => match state.auth.authenticate(&token).await {
             Ok(user) => {
                 let user_id = user.user_id;
                 client.viewer = Some(user);
-                ServerFrame::Authenticated { user_id }
+                ServerFrame::Authenticated(Authenticated { user_id })
             }
             Err(e) => ServerFrame::error("unauthorized", e.message),
         },
-        ClientFrame::Ping(_) => ServerFrame::Pong {},
+        ClientFrame::Ping(_) => ServerFrame::Pong(Pong {}),
     }
 }
 

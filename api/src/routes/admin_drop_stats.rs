@@ -76,7 +76,7 @@ impl AdminDropStatsApi {
     /// Reserve attempts, holds (and how they ended: expired, released, bought), conversion,
     /// time to the first sell-out, the waitlist's length, offers made and bought, and a
     /// draw's entries and winners. 404 `drop_not_found` for an unknown id.
-    #[oai(path = "/:id/stats", method = "get")]
+    #[oai(path = "/:id/stats", method = "get", operation_id = "getDropStats")]
     async fn stats(&self, _admin: AdminAuth, id: Path<i64>) -> ApiResult<Json<DropStatsBody>> {
         Ok(Json(stats::stats(&self.state.db, id.0).await?.into()))
     }

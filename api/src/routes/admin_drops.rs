@@ -101,7 +101,11 @@ enum Created {
 #[OpenApi(prefix_path = "/api/admin/drops", tag = "ApiTags::Admin")]
 impl AdminDropsApi {
     /// Create a drop
-    #[oai(path = "/", method = "post")]
+    ///
+    /// A drop sells `totalStock` units from `startsAt` (now when left out) until `endsAt` (open
+    /// ended when left out), at most `maxPerUser` to a buyer; `mode` `draw` takes entries
+    /// instead of holds until `entriesCloseAt`.
+    #[oai(path = "/", method = "post", operation_id = "createDrop")]
     async fn create(&self, _admin: AdminAuth, body: Json<NewDropRequest>) -> ApiResult<Created> {
         let now = Utc::now();
         let body = body.0;
@@ -124,7 +128,11 @@ impl AdminDropsApi {
     }
 
     /// Edit a drop, extend it, or add stock
-    #[oai(path = "/:id", method = "patch")]
+    ///
+    /// Fields left out stay as they are. Added stock goes to waiting buyers first (as personal
+    /// holds), the rest back on sale, with a `stock_update` to every socket. 404
+    /// `drop_not_found` for an unknown id.
+    #[oai(path = "/:id", method = "patch", operation_id = "updateDrop")]
     async fn update(
         &self,
         _admin: AdminAuth,
@@ -149,7 +157,9 @@ impl AdminDropsApi {
     }
 
     /// Every drop, newest first
-    #[oai(path = "/", method = "get")]
+    ///
+    /// Past, live and future drops with their stock counters, for the admin screens.
+    #[oai(path = "/", method = "get", operation_id = "listAllDrops")]
     async fn list(&self, _admin: AdminAuth) -> ApiResult<Json<Vec<AdminDrop>>> {
         let all = drops::list_all(&self.state.db).await?;
         Ok(Json(all.into_iter().map(AdminDrop::from).collect()))

@@ -142,7 +142,7 @@ impl AdminProductStatsApi {
     /// sent, failed), in total, for each of the latest restocks and each of its waves.
     /// Hidden products too.
     /// 404 `product_not_found` for an unknown id.
-    #[oai(path = "/:id/stats", method = "get")]
+    #[oai(path = "/:id/stats", method = "get", operation_id = "getProductStats")]
     async fn stats(&self, _admin: AdminAuth, id: Path<i64>) -> ApiResult<Json<ProductStatsBody>> {
         let stats = product_stats::product_stats(&self.state.db, id.0).await?;
         Ok(Json(stats.into()))

@@ -113,7 +113,7 @@ impl AdminProductsApi {
     ///
     /// For stores that do not use Contentful, and for trying things out in Swagger UI.
     /// 409 `slug_taken` when another product has the slug.
-    #[oai(path = "/", method = "post")]
+    #[oai(path = "/", method = "post", operation_id = "createProduct")]
     async fn create(&self, _admin: AdminAuth, body: Json<NewProductRequest>) -> ApiResult<Created> {
         let body = body.0;
         let name = body.name.into_value();
@@ -146,7 +146,7 @@ impl AdminProductsApi {
     /// false → true, or `stockQuantity` 0 → more) records a restock, broadcasts
     /// `product_restocked` on `/ws` and emails its confirmed subscribers — the same flow as
     /// the Contentful webhook.
-    #[oai(path = "/:id", method = "patch")]
+    #[oai(path = "/:id", method = "patch", operation_id = "updateProduct")]
     async fn update(
         &self,
         _admin: AdminAuth,

@@ -114,7 +114,7 @@ impl AuthApi {
     /// Create an account
     ///
     /// Creates a customer account and signs it in.
-    #[oai(path = "/signup", method = "post")]
+    #[oai(path = "/signup", method = "post", operation_id = "signup")]
     async fn signup(&self, req: &Request, body: Json<SignupRequest>) -> ApiResult<SignupResponse> {
         limit_ip(&self.state, req).await?;
         let body = body.0;
@@ -144,7 +144,7 @@ impl AuthApi {
     ///
     /// A wrong password and an unknown email get the same answer. After repeated failures the
     /// account is locked for a while (429 with `Retry-After`).
-    #[oai(path = "/login", method = "post")]
+    #[oai(path = "/login", method = "post", operation_id = "login")]
     async fn login(&self, req: &Request, body: Json<LoginRequest>) -> ApiResult<SignedIn> {
         limit_ip(&self.state, req).await?;
         let body = body.0;
@@ -178,7 +178,7 @@ impl AuthApi {
     ///
     /// Returns a new access token and a new refresh token; the old refresh token stops
     /// working. Presenting a refresh token that was already exchanged ends the whole session.
-    #[oai(path = "/refresh", method = "post")]
+    #[oai(path = "/refresh", method = "post", operation_id = "refreshSession")]
     async fn refresh(&self, req: &Request, body: Json<RefreshRequest>) -> ApiResult<SignedIn> {
         limit_ip(&self.state, req).await?;
         match accounts::refresh(&self.state.db, &body.refresh_token, Utc::now()).await? {
@@ -207,7 +207,7 @@ impl AuthApi {
     ///
     /// Ends the session: its access token and refresh token are refused from now on, by every
     /// api instance.
-    #[oai(path = "/logout", method = "post")]
+    #[oai(path = "/logout", method = "post", operation_id = "logout")]
     async fn logout(&self, auth: BearerAuth) -> ApiResult<LoggedOut> {
         let session_id = auth.0.session_id;
         accounts::revoke(&self.state.db, session_id, Utc::now()).await?;
@@ -217,7 +217,9 @@ impl AuthApi {
     }
 
     /// The signed-in account
-    #[oai(path = "/me", method = "get")]
+    ///
+    /// Who the access token belongs to: id, email, display name and role.
+    #[oai(path = "/me", method = "get", operation_id = "getCurrentUser")]
     async fn me(&self, auth: BearerAuth) -> ApiResult<Json<User>> {
         let user = accounts::find_user(&self.state.db, auth.0.user_id)
             .await?

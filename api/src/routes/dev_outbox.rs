@@ -82,7 +82,7 @@ impl DevOutboxApi {
     /// links. With `MAIL_TRANSPORT=outbox` in distributed mode each worker writes to its own
     /// disk, so only an api that runs a worker (`EMBED_WORKER`) lists that worker's files.
     /// Otherwise 404 `outbox_disabled`, saying where mail goes.
-    #[oai(path = "/", method = "get")]
+    #[oai(path = "/", method = "get", operation_id = "listOutboxEmails")]
     async fn list(
         &self,
         _admin: AdminAuth,

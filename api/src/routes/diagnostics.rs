@@ -32,7 +32,7 @@ impl DiagnosticsApi {
     ///
     /// Enqueues a ping job and waits (up to 5 s) for the worker that ran it to answer over
     /// the event bus. 503 when no worker answers.
-    #[oai(path = "/worker-ping", method = "post")]
+    #[oai(path = "/worker-ping", method = "post", operation_id = "pingWorker")]
     async fn worker_ping(&self, _admin: AdminAuth) -> ApiResult<Json<WorkerPing>> {
         let token = uuid::Uuid::new_v4().to_string();
         let mut events = self.state.bus.subscribe();

@@ -96,7 +96,7 @@ impl DrawsApi {
     /// draw order (`draw_result` with your `position`, and an email). 409 `not_a_draw`,
     /// `entries_closed`, `already_entered`, `drop_not_active` (entries not open yet); 404
     /// `drop_not_found`.
-    #[oai(path = "/:dropId/entries", method = "post")]
+    #[oai(path = "/:dropId/entries", method = "post", operation_id = "enterDraw")]
     async fn enter(
         &self,
         auth: BearerAuth,
@@ -109,7 +109,11 @@ impl DrawsApi {
     /// Your entry in a draw
     ///
     /// 404 `not_entered` when you have not entered it.
-    #[oai(path = "/:dropId/entries/me", method = "get")]
+    #[oai(
+        path = "/:dropId/entries/me",
+        method = "get",
+        operation_id = "getMyDrawEntry"
+    )]
     async fn mine(
         &self,
         auth: BearerAuth,
@@ -125,7 +129,7 @@ impl DrawsApi {
     /// draw order. The order is the entry ids sorted by `SHA-256(seed ‖ entry id as 8 bytes
     /// big-endian)`, ascending (README, "Draw drops"): anyone can recompute it. 409
     /// `not_a_draw`; 404 `drop_not_found`.
-    #[oai(path = "/:dropId/draw", method = "get")]
+    #[oai(path = "/:dropId/draw", method = "get", operation_id = "getDrawRecord")]
     async fn record(
         &self,
         #[oai(name = "dropId")] drop_id: Path<i64>,

@@ -243,7 +243,7 @@ impl DropsApi {
     ///
     /// Live drops and those opening within 24 hours, with who holds units right now and the
     /// latest buyers.
-    #[oai(path = "/", method = "get")]
+    #[oai(path = "/", method = "get", operation_id = "listDrops")]
     async fn list(&self) -> ApiResult<Json<Vec<Drop>>> {
         let soon = chrono::Duration::hours(UPCOMING_WINDOW_HOURS);
         let views = self
@@ -263,7 +263,10 @@ impl DropsApi {
     }
 
     /// One drop
-    #[oai(path = "/:dropId", method = "get")]
+    ///
+    /// Any drop by id, live or not, with its stock and state. 404 `drop_not_found` for an
+    /// unknown id.
+    #[oai(path = "/:dropId", method = "get", operation_id = "getDrop")]
     async fn get(&self, #[oai(name = "dropId")] drop_id: Path<i64>) -> ApiResult<Json<Drop>> {
         let now = Utc::now();
         Ok(Json(Drop::from_view(
@@ -277,7 +280,11 @@ impl DropsApi {
     /// Holds one unit for you for `RESERVATION_TTL_SECS` (60 s by default). Buy it with
     /// `POST /api/drops/{reservationId}/purchase` before `expiresAt`; after that it goes back
     /// on sale. One active hold per drop per buyer.
-    #[oai(path = "/:dropId/reserve", method = "post")]
+    #[oai(
+        path = "/:dropId/reserve",
+        method = "post",
+        operation_id = "reserveDrop"
+    )]
     async fn reserve(
         &self,
         auth: BearerAuth,
@@ -316,7 +323,11 @@ impl DropsApi {
     /// `reservation_expired`. Send an `Idempotency-Key` header to make retries safe: a retry
     /// with the same key returns the first answer; the same key for another request is
     /// refused with 422.
-    #[oai(path = "/:reserveId/purchase", method = "post")]
+    #[oai(
+        path = "/:reserveId/purchase",
+        method = "post",
+        operation_id = "purchaseReservation"
+    )]
     async fn purchase(
         &self,
         auth: BearerAuth,

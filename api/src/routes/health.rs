@@ -46,18 +46,22 @@ enum ReadyResponse {
 
 #[OpenApi(prefix_path = "/", tag = "ApiTags::Health")]
 impl HealthApi {
-    /// The process is up.
-    #[oai(path = "/healthz", method = "get")]
+    /// Liveness
+    ///
+    /// The process is up and answering; checks nothing else (see `/readyz`).
+    #[oai(path = "/healthz", method = "get", operation_id = "checkHealth")]
     async fn healthz(&self) -> Json<Health> {
         Json(Health {
             status: "ok".into(),
         })
     }
 
+    /// Prometheus metrics
+    ///
     /// Counters in Prometheus's text format, with the demand figures of the drops open now
     /// or closed within a day (the newest 50), and every job queue's depth, lag and pause. When the store sets `METRICS_TOKEN`, send it as
     /// `Authorization: Bearer <token>`; without it the answer is 401.
-    #[oai(path = "/metrics", method = "get")]
+    #[oai(path = "/metrics", method = "get", operation_id = "getMetrics")]
     async fn metrics(&self, req: &Request) -> ApiResult<PlainText<String>> {
         if let Some(token) = &self.state.settings.http.metrics_token
             && !token.is_bearer_of(req.header("authorization"))
@@ -79,8 +83,11 @@ impl HealthApi {
         Ok(PlainText(out))
     }
 
-    /// The process can serve: the database (and Redis, in distributed mode) answer.
-    #[oai(path = "/readyz", method = "get")]
+    /// Readiness
+    ///
+    /// The process can serve: the database (and Redis, in distributed mode) answer. 503
+    /// while one of them does not.
+    #[oai(path = "/readyz", method = "get", operation_id = "checkReadiness")]
     async fn readyz(&self) -> ReadyResponse {
         let redis = async {
             match &self.state.redis {

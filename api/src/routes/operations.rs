@@ -128,7 +128,7 @@ impl OperationsApi {
     /// flight, retrying, failed), finished in the last 15 minutes, the oldest ready item's
     /// age (the queue's lag), finished and failed items over the last 1, 5 and 15 minutes
     /// (summed over every worker), and whether it is paused. The same on both backends.
-    #[oai(path = "/queues", method = "get")]
+    #[oai(path = "/queues", method = "get", operation_id = "listQueues")]
     async fn queues(&self, _admin: AdminAuth) -> ApiResult<Json<QueuesBody>> {
         let now = Utc::now();
         let queues = ops::summary(&self.state.db, &self.state.queue, now).await?;
@@ -144,7 +144,11 @@ impl OperationsApi {
     /// and finished ones newest first (Redis lists its failed set in no order). Pass the
     /// answer's `nextCursor` as `cursor` for the next page; it is absent on the last one.
     /// 404 `queue_not_found`, 400 `invalid_cursor`.
-    #[oai(path = "/queues/:queue/items", method = "get")]
+    #[oai(
+        path = "/queues/:queue/items",
+        method = "get",
+        operation_id = "listQueueItems"
+    )]
     async fn items(
         &self,
         _admin: AdminAuth,
@@ -165,7 +169,11 @@ impl OperationsApi {
     /// Its payload, state, attempts, last error, when it is (or was) due and finished, the
     /// worker that holds or ran it, and what it is about, with links to the admin figures
     /// of the drop or product it concerns. 404 `item_not_found`.
-    #[oai(path = "/queues/:queue/items/:id", method = "get")]
+    #[oai(
+        path = "/queues/:queue/items/:id",
+        method = "get",
+        operation_id = "getQueueItem"
+    )]
     async fn item(
         &self,
         _admin: AdminAuth,
@@ -183,7 +191,11 @@ impl OperationsApi {
     ///
     /// Its attempts start again from zero. An item that is not failed (already retried,
     /// running, done) is left alone: `affected: 0`.
-    #[oai(path = "/queues/:queue/items/:id/retry", method = "post")]
+    #[oai(
+        path = "/queues/:queue/items/:id/retry",
+        method = "post",
+        operation_id = "retryQueueItem"
+    )]
     async fn retry(
         &self,
         admin: AdminAuth,
@@ -197,7 +209,11 @@ impl OperationsApi {
     /// Discard a failed item
     ///
     /// Deletes it for good. An item that is not failed is left alone: `affected: 0`.
-    #[oai(path = "/queues/:queue/items/:id/discard", method = "post")]
+    #[oai(
+        path = "/queues/:queue/items/:id/discard",
+        method = "post",
+        operation_id = "discardQueueItem"
+    )]
     async fn discard(
         &self,
         admin: AdminAuth,
@@ -213,7 +229,11 @@ impl OperationsApi {
     /// Makes it due at once (a hold's expiry job, a restock wave). Its handler re-checks
     /// the row, so an early expiry job changes nothing until the hold is really due.
     /// An item that is not scheduled is left alone: `affected: 0`.
-    #[oai(path = "/queues/:queue/items/:id/run-now", method = "post")]
+    #[oai(
+        path = "/queues/:queue/items/:id/run-now",
+        method = "post",
+        operation_id = "runQueueItemNow"
+    )]
     async fn run_now(
         &self,
         admin: AdminAuth,
@@ -225,7 +245,13 @@ impl OperationsApi {
     }
 
     /// Retry every failed item of a queue
-    #[oai(path = "/queues/:queue/retry-failed", method = "post")]
+    ///
+    /// Each failed item starts again from zero attempts; `affected` counts them.
+    #[oai(
+        path = "/queues/:queue/retry-failed",
+        method = "post",
+        operation_id = "retryFailedItems"
+    )]
     async fn retry_failed(
         &self,
         admin: AdminAuth,
@@ -235,7 +261,13 @@ impl OperationsApi {
     }
 
     /// Discard every failed item of a queue
-    #[oai(path = "/queues/:queue/discard-failed", method = "post")]
+    ///
+    /// Deletes each failed item for good; `affected` counts them.
+    #[oai(
+        path = "/queues/:queue/discard-failed",
+        method = "post",
+        operation_id = "discardFailedItems"
+    )]
     async fn discard_failed(
         &self,
         admin: AdminAuth,
@@ -250,13 +282,23 @@ impl OperationsApi {
     /// the event bus carries the word; at its next heartbeat otherwise) and finishes what it
     /// holds. Nothing is lost: items wait, and go out on resume. Pausing `mail` holds the
     /// email ledger's sends. Survives restarts of any process and of Redis.
-    #[oai(path = "/queues/:queue/pause", method = "post")]
+    #[oai(
+        path = "/queues/:queue/pause",
+        method = "post",
+        operation_id = "pauseQueue"
+    )]
     async fn pause(&self, admin: AdminAuth, queue: Path<String>) -> ApiResult<Json<ActionBody>> {
         self.set_paused(&admin, &queue.0, true).await
     }
 
     /// Resume a paused queue
-    #[oai(path = "/queues/:queue/resume", method = "post")]
+    ///
+    /// Every worker process takes items from it again, the waiting ones first.
+    #[oai(
+        path = "/queues/:queue/resume",
+        method = "post",
+        operation_id = "resumeQueue"
+    )]
     async fn resume(&self, admin: AdminAuth, queue: Path<String>) -> ApiResult<Json<ActionBody>> {
         self.set_paused(&admin, &queue.0, false).await
     }
@@ -267,7 +309,7 @@ impl OperationsApi {
     /// the api): host, pid, version, start, last heartbeat, items in flight per queue, SMTP
     /// connections busy, resident memory, and its state: `running`, `quiet`, `stopped`, or
     /// `gone` when it missed three heartbeats (its claims go back when their leases end).
-    #[oai(path = "/workers", method = "get")]
+    #[oai(path = "/workers", method = "get", operation_id = "listWorkers")]
     async fn workers(&self, _admin: AdminAuth) -> ApiResult<Json<Vec<WorkerBody>>> {
         let heartbeat = self.state.settings.worker.heartbeat;
         let workers = ops::workers(&self.state.db, heartbeat, Utc::now()).await?;
@@ -278,7 +320,11 @@ impl OperationsApi {
     ///
     /// It takes no new work from any queue and finishes what it holds, so it can be
     /// retired without losing anything. 404 `worker_not_found`.
-    #[oai(path = "/workers/:name/quiet", method = "post")]
+    #[oai(
+        path = "/workers/:name/quiet",
+        method = "post",
+        operation_id = "quietWorker"
+    )]
     async fn quiet(&self, admin: AdminAuth, name: Path<String>) -> ApiResult<Json<ActionBody>> {
         if !entity::ops::workers::quiet(&self.state.db, &name.0).await? {
             return Err(ApiError::new(
@@ -296,7 +342,7 @@ impl OperationsApi {
     ///
     /// Every operator action, newest first: who, what, on which queue or worker and item,
     /// when, and how many items it changed. Page with `before` (the last entry's id).
-    #[oai(path = "/audit", method = "get")]
+    #[oai(path = "/audit", method = "get", operation_id = "listAuditTrail")]
     async fn audit_trail(
         &self,
         _admin: AdminAuth,

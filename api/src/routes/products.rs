@@ -47,7 +47,7 @@ impl ProductsApi {
     ///
     /// Every product on the store, by name. `inStock=true` lists only what can be bought now,
     /// `inStock=false` only what is sold out.
-    #[oai(path = "/", method = "get")]
+    #[oai(path = "/", method = "get", operation_id = "listProducts")]
     async fn list(
         &self,
         #[oai(name = "inStock")] in_stock: Query<Option<bool>>,
@@ -60,7 +60,10 @@ impl ProductsApi {
     }
 
     /// One product, by id or slug
-    #[oai(path = "/:idOrSlug", method = "get")]
+    ///
+    /// A number is read as the id, anything else as the slug. 404 `product_not_found` for an
+    /// unknown or hidden product.
+    #[oai(path = "/:idOrSlug", method = "get", operation_id = "getProduct")]
     async fn get(
         &self,
         #[oai(
@@ -82,7 +85,7 @@ impl ProductsApi {
     /// link (`GET /api/subscriptions/confirm?token=...`) is followed will the address get the
     /// restock alert — one email, the next time the product comes back. Signing up again is
     /// harmless. 409 `product_in_stock` when it can be bought right now.
-    #[oai(path = "/:id/notify-me", method = "post")]
+    #[oai(path = "/:id/notify-me", method = "post", operation_id = "notifyMe")]
     async fn notify_me(
         &self,
         id: Path<i64>,

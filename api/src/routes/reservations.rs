@@ -25,7 +25,11 @@ impl ReservationsApi {
     ///
     /// The unit goes back on sale at once — or, if buyers wait for the drop, becomes a
     /// personal hold for the first in line.
-    #[oai(path = "/reservations/:id", method = "delete")]
+    #[oai(
+        path = "/reservations/:id",
+        method = "delete",
+        operation_id = "releaseReservation"
+    )]
     async fn release(&self, auth: BearerAuth, id: Path<i64>) -> ApiResult<Released> {
         let offer_ttl = self.state.settings.drops.reservation_ttl;
         let released = drops::release(&self.state.db, id.0, auth.0.user_id, offer_ttl, Utc::now());
@@ -36,14 +40,23 @@ impl ReservationsApi {
     }
 
     /// Your holds, newest first
-    #[oai(path = "/reservations", method = "get")]
+    ///
+    /// Every reservation of the signed-in buyer, active or ended (expired, released,
+    /// purchased).
+    #[oai(
+        path = "/reservations",
+        method = "get",
+        operation_id = "listReservations"
+    )]
     async fn list_reservations(&self, auth: BearerAuth) -> ApiResult<Json<Vec<Reservation>>> {
         let found = drops::reservations_of(&self.state.db, auth.0.user_id).await?;
         Ok(Json(found.into_iter().map(Reservation::from).collect()))
     }
 
     /// Your purchases, newest first
-    #[oai(path = "/purchases", method = "get")]
+    ///
+    /// Every unit the signed-in buyer bought, with the price paid.
+    #[oai(path = "/purchases", method = "get", operation_id = "listPurchases")]
     async fn list_purchases(&self, auth: BearerAuth) -> ApiResult<Json<Vec<Purchase>>> {
         let found = drops::purchases_of(&self.state.db, auth.0.user_id).await?;
         Ok(Json(found.into_iter().map(Purchase::from).collect()))

@@ -47,7 +47,11 @@ impl SubscriptionsApi {
     ///
     /// The link in the confirmation email. Following it again is harmless. 404
     /// `invalid_token` for an unknown token or a subscription unsubscribed since.
-    #[oai(path = "/confirm", method = "get")]
+    #[oai(
+        path = "/confirm",
+        method = "get",
+        operation_id = "confirmSubscription"
+    )]
     async fn confirm(
         &self,
         #[oai(validator(max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] token: Query<
@@ -73,7 +77,7 @@ impl SubscriptionsApi {
     /// the `token` in the URL is the credential. Mail clients send the RFC 8058 form body
     /// `List-Unsubscribe=One-Click` (`application/x-www-form-urlencoded`); an empty body works
     /// too. The body is not read. 404 `invalid_token` for an unknown token.
-    #[oai(path = "/unsubscribe", method = "post")]
+    #[oai(path = "/unsubscribe", method = "post", operation_id = "unsubscribe")]
     async fn unsubscribe(
         &self,
         #[oai(validator(max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] token: Query<
@@ -90,7 +94,11 @@ impl SubscriptionsApi {
     ///
     /// Link scanners and prefetchers follow links with GET, so GET never unsubscribes: it
     /// shows a page whose button POSTs to this same URL.
-    #[oai(path = "/unsubscribe", method = "get")]
+    #[oai(
+        path = "/unsubscribe",
+        method = "get",
+        operation_id = "getUnsubscribePage"
+    )]
     async fn unsubscribe_page(
         &self,
         #[oai(validator(max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] token: Query<

@@ -66,7 +66,11 @@ impl WaitlistApi {
     /// email. An offer not bought in time passes to the next in line. One entry per buyer:
     /// 409 `drop_not_sold_out`, `already_waiting`, `already_reserved` (you hold a unit),
     /// `purchase_limit_reached`, `drop_not_active`; 404 `drop_not_found`.
-    #[oai(path = "/:dropId/waitlist", method = "post")]
+    #[oai(
+        path = "/:dropId/waitlist",
+        method = "post",
+        operation_id = "joinWaitlist"
+    )]
     async fn join(
         &self,
         auth: BearerAuth,
@@ -80,7 +84,11 @@ impl WaitlistApi {
     ///
     /// Your position and the line's length, or your offer. 404 `not_waiting` when you have
     /// no entry for the drop.
-    #[oai(path = "/:dropId/waitlist", method = "get")]
+    #[oai(
+        path = "/:dropId/waitlist",
+        method = "get",
+        operation_id = "getWaitlistPlace"
+    )]
     async fn place(
         &self,
         auth: BearerAuth,
@@ -94,7 +102,11 @@ impl WaitlistApi {
     ///
     /// 404 `not_waiting` when you are not in line (an offer already made is yours to buy or
     /// let go).
-    #[oai(path = "/:dropId/waitlist", method = "delete")]
+    #[oai(
+        path = "/:dropId/waitlist",
+        method = "delete",
+        operation_id = "leaveWaitlist"
+    )]
     async fn leave(
         &self,
         auth: BearerAuth,

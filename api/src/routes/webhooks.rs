@@ -58,7 +58,11 @@ impl WebhooksApi {
     /// acknowledged with 200 and the reason recorded, so Contentful does not retry them; a
     /// temporary failure on our side answers 5xx so it does. Bringing a product back in
     /// stock alerts its confirmed subscribers.
-    #[oai(path = "/contentful", method = "post")]
+    #[oai(
+        path = "/contentful",
+        method = "post",
+        operation_id = "receiveContentfulWebhook"
+    )]
     async fn contentful(
         &self,
         request: &Request,

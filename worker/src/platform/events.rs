@@ -1,7 +1,12 @@
 //! The wire types of live events: what the bus carries between processes and what `/ws`
 //! sends to browsers, `{"event": ..., "data": {...}}`. Events are notifications, not facts:
 //! the database holds the facts, and `version` lets a client detect a gap and re-read.
+//!
+//! The browser-facing types also derive poem-openapi's `Object`, with the same field names as
+//! serde gives them: the api builds the AsyncAPI document (`/asyncapi.json`) from these very
+//! types, so the document cannot drift from the wire.
 
+use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
 
 /// Every frame on `/ws` is one of these, serialised as `{"event": ..., "data": {...}}`.
@@ -40,8 +45,14 @@ pub struct OpsChanged {
     pub what: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A drop's stock after a committed change. `availableStock` is absolute, so the frame with
+/// the highest `version` is the whole truth: ignore a frame whose `version` is not above the
+/// last one seen for its drop (stale, from another instance), and take a skipped `version` as
+/// changes conflated away for a slow socket (nothing to re-read). A socket that fell too far
+/// behind gets a fresh `snapshot` instead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Object)]
 #[serde(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase")]
 pub struct StockUpdate {
     pub drop_id: i64,
     pub available_stock: i32,
@@ -49,12 +60,16 @@ pub struct StockUpdate {
     pub version: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A sold-out product can be bought again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Object)]
 #[serde(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase")]
 pub struct ProductRestocked {
     pub product_id: i64,
     pub slug: String,
     pub name: String,
+    /// Units on hand, `null` when the store does not count them.
+    #[oai(nullable)]
     pub stock_quantity: Option<i32>,
 }
 
@@ -64,8 +79,10 @@ pub struct ProductChanged {
     pub product_id: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One of your holds ran out unbought; its unit went back on sale (or to the waitlist).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Object)]
 #[serde(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase")]
 pub struct ReservationExpired {
     pub reservation_id: i64,
     pub drop_id: i64,
@@ -73,8 +90,10 @@ pub struct ReservationExpired {
     pub user_id: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A unit that came back is held for you (first on the waitlist): buy it before `expiresAt`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Object)]
 #[serde(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase")]
 pub struct HoldOffered {
     pub reservation_id: i64,
     pub drop_id: i64,
@@ -94,8 +113,10 @@ impl From<&entity::models::reservations::Model> for HoldOffered {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How a draw you entered went for you.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Object)]
 #[serde(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase")]
 pub struct DrawResult {
     pub drop_id: i64,
     pub won: bool,
@@ -137,8 +158,10 @@ impl From<&entity::drops::draw::Waitlisted> for DrawResult {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The socket's session ended (logout, refresh-token reuse): it stays open, anonymous.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Object)]
 #[serde(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase")]
 pub struct SessionEnded {
     /// Used to route the frame to that session's sockets only.
     pub session_id: i64,
@@ -173,40 +196,73 @@ impl From<entity::drops::Stock> for StockUpdate {
 pub enum ServerFrame {
     /// The current state, on connect and whenever the socket fell behind.
     Snapshot(Snapshot),
-    /// Answer to `subscribe`: the drops whose `stock_update` this socket gets (`null`: all).
-    Subscribed { drops: Option<Vec<i64>> },
-    /// Answer to `auth`: the socket now also gets its owner's events.
-    #[serde(rename_all = "camelCase")]
-    Authenticated { user_id: i64 },
+    /// Answer to `subscribe`.
+    Subscribed(Subscribed),
+    /// Answer to `auth`.
+    Authenticated(Authenticated),
     /// Answer to `ping`.
-    Pong {},
+    Pong(Pong),
     /// A client frame that could not be honoured.
-    Error { code: String, message: String },
+    Error(FrameError),
 }
 
 impl ServerFrame {
     pub fn error(code: &str, message: impl Into<String>) -> Self {
-        Self::Error {
+        Self::Error(FrameError {
             code: code.to_owned(),
             message: message.into(),
-        }
+        })
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// The drops whose `stock_update` this socket gets from now on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Object)]
+pub struct Subscribed {
+    /// Sorted, without repeats; `null`: every drop.
+    #[oai(nullable)]
+    pub drops: Option<Vec<i64>>,
+}
+
+/// The socket now also gets its owner's events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Object)]
+#[serde(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase")]
+pub struct Authenticated {
+    pub user_id: i64,
+}
+
+/// The answer to `ping`: the socket is alive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Object)]
+pub struct Pong {}
+
+/// A client frame that could not be honoured, or a snapshot that could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Object)]
+pub struct FrameError {
+    /// An `ErrorCode` of the REST API: `bad_request` (unreadable frame), `unauthorized` (a
+    /// bad token in `auth`) or `service_unavailable` (try again shortly).
+    pub code: String,
+    pub message: String,
+}
+
+/// The current state: every active drop's stock and every product's, on connect and
+/// whenever the socket fell behind (it replaces all state held before).
+#[derive(Clone, Debug, PartialEq, Serialize, Object)]
 pub struct Snapshot {
     pub drops: Vec<StockUpdate>,
     pub products: Vec<ProductState>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Object)]
 #[serde(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase")]
 pub struct ProductState {
     pub product_id: i64,
     pub slug: String,
     pub name: String,
     /// Can be bought now.
     pub in_stock: bool,
+    /// Units on hand, `null` when the store does not count them.
+    #[oai(nullable)]
     pub stock_quantity: Option<i32>,
 }
 
@@ -418,9 +474,9 @@ mod tests {
                 drops: vec![stock],
                 products: Vec::new(),
             })),
-            name_of(&ServerFrame::Subscribed { drops: None }),
-            name_of(&ServerFrame::Authenticated { user_id: 1 }),
-            name_of(&ServerFrame::Pong {}),
+            name_of(&ServerFrame::Subscribed(Subscribed { drops: None })),
+            name_of(&ServerFrame::Authenticated(Authenticated { user_id: 1 })),
+            name_of(&ServerFrame::Pong(Pong {})),
             name_of(&ServerFrame::error("bad_request", "x")),
         ];
         let documented: Vec<&str> = EVENT_DOCS
