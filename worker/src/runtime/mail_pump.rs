@@ -39,12 +39,14 @@ const RETRY_MARGIN: Duration = Duration::from_millis(10);
 const RECORD_LINGER: Duration = Duration::from_millis(5);
 /// Outcomes recorded per statement, at most.
 const RECORD_BATCH: usize = 512;
-/// Tries to record a batch of sends before leaving its rows to lapse (and be sent again).
-const RECORD_TRIES: [Duration; 3] = [
-    Duration::from_millis(100),
-    Duration::from_millis(500),
-    Duration::from_secs(2),
-];
+/// The first wait before recording a batch of sends again; it doubles up to
+/// [`RECORD_RETRY_MAX`]. A batch is tried until its rows' lease ends (then another pump may
+/// claim and send them again, once: see the module's docs).
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(1);
+/// A claim the database did not answer is tried again after this, doubling up to the poll
+/// interval, so a pump finds its rows within moments of the database's return.
+const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(100);
 
 /// One send's result, for the recorder.
 struct Attempt {
@@ -65,6 +67,7 @@ pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
     let mut wake = deps.bus.subscribe();
     let stop = stopped(shutdown);
     tokio::pin!(stop);
+    let mut claim_retry = CLAIM_RETRY_FIRST;
     loop {
         let room = tokio::select! {
             () = &mut stop => break,
@@ -76,10 +79,16 @@ pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
             turns = deps.mailer.take_turns(room.len()) => turns,
         };
         room.truncate(turns);
+        let poll = deps.settings.mail.poll_interval;
         let claimed = match claim(&deps, room.len()).await {
-            Ok(claimed) => claimed,
+            Ok(claimed) => {
+                claim_retry = CLAIM_RETRY_FIRST;
+                claimed
+            }
             Err(error) => {
                 tracing::warn!(error = %entity::error::chain(&error), "cannot claim emails");
+                next_retry.at(Instant::now() + claim_retry);
+                claim_retry = (claim_retry * 2).min(poll);
                 Vec::new()
             }
         };
@@ -87,7 +96,7 @@ pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
             .give_back_turns(room.len().saturating_sub(claimed.len()));
         if claimed.is_empty() {
             drop(room);
-            let look_again = next_retry.next_look(deps.settings.mail.poll_interval);
+            let look_again = next_retry.next_look(poll);
             tokio::select! {
                 () = &mut stop => break,
                 () = tokio::time::sleep_until(look_again) => {}
@@ -237,11 +246,15 @@ async fn record(
     }
 }
 
+/// Marks the accepted sends `sent`, trying again (the database may be restarting) until the
+/// rows' lease ends: a mark that lands in time means no second send; past the lease another
+/// pump may claim a row and send it once more (counted as a lapsed claim).
 async fn record_sent(deps: &Deps, sent: &[i64]) {
     if sent.is_empty() {
         return;
     }
-    let mut tries = RECORD_TRIES.iter();
+    let give_up = Instant::now() + deps.settings.mail.lease.to_std().unwrap_or_default();
+    let mut delay = RECORD_RETRY_FIRST;
     loop {
         match entity::mail::mark_sent_many(&deps.db, sent, Utc::now()).await {
             Ok(()) => {
@@ -250,12 +263,13 @@ async fn record_sent(deps: &Deps, sent: &[i64]) {
             }
             Err(error) => {
                 let error = entity::error::chain(&error);
-                let Some(delay) = tries.next() else {
+                if Instant::now() + delay > give_up {
                     tracing::error!(%error, count = sent.len(), "sent emails not recorded; they go out again after their lease");
                     return;
-                };
+                }
                 tracing::warn!(%error, "cannot record sent emails; trying again");
-                tokio::time::sleep(*delay).await;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RECORD_RETRY_MAX);
             }
         }
     }
