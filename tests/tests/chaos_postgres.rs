@@ -7,6 +7,8 @@
 //! of both instances see the stock come back, and `available + active holds + sold = total`.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::{
     collections::HashMap,
     path::PathBuf,
@@ -71,10 +73,14 @@ struct Answer {
 
 impl Store {
     async fn start(max_connections: u32) -> Self {
+        Self::start_with(max_connections, &[]).await
+    }
+
+    async fn start_with(max_connections: u32, extra: &[(&'static str, String)]) -> Self {
         let pg = PostgresServer::start(max_connections).await;
         let redis = RedisServer::start().await;
         let logs = tempfile::tempdir().expect("dir").keep();
-        let env = HashMap::from([
+        let mut env = HashMap::from([
             ("DATA_DIR", logs.display().to_string()),
             ("JWT_ACCESS_SECRET", JWT_SECRET.to_owned()),
             ("RESERVATION_TTL_SECS", TTL_SECS.to_string()),
@@ -86,6 +92,7 @@ impl Store {
             ),
             ("REDIS_URL", redis.url()),
         ]);
+        env.extend(extra.iter().cloned());
         let mut apis = Vec::new();
         for n in 0..2 {
             let port = free_port();
@@ -697,4 +704,237 @@ async fn with_every_postgres_connection_taken_requests_get_503_and_are_served_on
     store.assert_every_process_up();
     let audit = entity::drops::audit(&store.db, drop_id).await.unwrap();
     assert!(audit.holds(), "invariant broken: {audit:?}");
+}
+
+/// Postgres crashes while a restock alert goes out to 200 subscribers through two workers'
+/// mail pumps and is back two seconds later: every subscriber is alerted, and a second copy
+/// goes only to a subscriber whose send the SMTP server accepted but whose `sent` mark never
+/// landed (counted as a lapsed claim), never a third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_crash_mid_restock_fan_out_alerts_every_subscriber_and_counts_any_second_copy() {
+    use entity::{
+        catalog::SubscriptionStatus,
+        mail::MessageStatus,
+        models::{email_messages, subscriptions},
+    };
+    use sea_orm::ActiveValue::Set;
+    const SUBSCRIBERS: usize = 200;
+    let smtp = common::SmtpServer::start(common::Smtp::Accepting).await;
+    let mut store = Store::start_with(
+        60,
+        &[
+            ("SMTP_URL", smtp.url()),
+            // 20 a second per worker: the crash lands mid fan-out.
+            ("MAIL_RATE_PER_SEC", "20".to_owned()),
+            ("MAIL_RETRY_BASE_MS", "200".to_owned()),
+            ("MAIL_LEASE_SECS", "4".to_owned()),
+        ],
+    )
+    .await;
+    let product: Value = store
+        .client
+        .post(format!("{}/api/admin/products", store.apis[0].0))
+        .bearer_auth(&store.admin.token)
+        .json(&json!({"name": "Heather Honey", "priceCents": 1250, "inStock": false}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let product_id = product["id"].as_i64().expect("product id");
+    let now = Utc::now();
+    let hash = || entity::tokens::hash(&entity::tokens::generate());
+    let rows = (0..SUBSCRIBERS).map(|n| subscriptions::ActiveModel {
+        product_id: Set(product_id),
+        email: Set(format!("subscriber{n}@example.com")),
+        status: Set(SubscriptionStatus::Confirmed),
+        confirm_token_hash: Set(hash()),
+        unsubscribe_token_hash: Set(hash()),
+        confirmed_at: Set(Some(now)),
+        created_at: Set(now),
+        ..Default::default()
+    });
+    subscriptions::Entity::insert_many(rows)
+        .exec_without_returning(&store.db)
+        .await
+        .unwrap();
+
+    let restocked = store
+        .client
+        .patch(format!(
+            "{}/api/admin/products/{product_id}",
+            store.apis[0].0
+        ))
+        .bearer_auth(&store.admin.token)
+        .json(&json!({"inStock": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(restocked.status().is_success());
+    let started = eventually(Duration::from_secs(20), || async {
+        (smtp.messages().len() >= 30).then_some(())
+    });
+    assert!(started.await.is_some(), "the fan-out started");
+    store.pg.stop(StopMode::Immediate).await;
+    let sent_before = smtp.messages().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    store.pg.restart().await;
+    let back = Instant::now();
+    assert!(
+        sent_before < SUBSCRIBERS,
+        "the fan-out ended before the crash"
+    );
+
+    let resumed = eventually(Duration::from_secs(20), || async {
+        (smtp.messages().len() > sent_before + 5).then_some(())
+    })
+    .await
+    .map(|()| back.elapsed());
+    let ledger = eventually(Duration::from_secs(40), || async {
+        let rows = email_messages::Entity::find().all(&store.db).await.ok()?;
+        let all_sent = rows.iter().all(|m| m.status == MessageStatus::Sent);
+        (rows.len() == SUBSCRIBERS && all_sent).then_some(rows)
+    })
+    .await
+    .expect("every alert sent after the crash");
+    let waited = back.elapsed();
+
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for message in smtp.messages() {
+        for to in message["rcpt_tos"].as_array().into_iter().flatten() {
+            *copies.entry(to.as_str().unwrap().to_owned()).or_default() += 1;
+        }
+    }
+    let duplicates = smtp.messages().len() - SUBSCRIBERS;
+    let lapsed: i32 = ledger.iter().map(|m| m.lapsed_claims).sum();
+    eprintln!(
+        "{sent_before} sent before the crash; sending again {resumed:?} and all sent {waited:?} after Postgres was back; {duplicates} second copies, {lapsed} lapsed claims"
+    );
+    assert_eq!(copies.len(), SUBSCRIBERS, "subscribers alerted");
+    for (recipient, copies) in copies.iter().filter(|(_, copies)| **copies > 1) {
+        let row = ledger.iter().find(|m| &m.recipient == recipient).unwrap();
+        assert!(*copies <= 2, "{recipient} got {copies} copies");
+        assert!(
+            row.lapsed_claims >= 1,
+            "{recipient} got {copies} copies, none counted: {row:?}"
+        );
+    }
+    assert!(
+        duplicates <= usize::try_from(lapsed).unwrap(),
+        "{duplicates} second copies, {lapsed} counted"
+    );
+    store.assert_every_process_up();
+}
+
+/// Postgres shut down (`-m fast`, which terminates every session) just as a draw's entries
+/// close and back a moment later: the draw runs, once — one offer per unit, everyone else on
+/// the waitlist, one email each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_restart_during_a_draws_close_runs_the_draw_once() {
+    use entity::models::{
+        drops, email_messages, email_messages::MessageKind, reservations, waitlist_entries,
+    };
+    const UNITS: usize = 10;
+    const ENTRANTS: usize = 200;
+    let mut store = Store::start(60).await;
+    let base = store.apis[0].0.clone();
+    let far = Utc::now() + chrono::Duration::hours(1);
+    let created: Value = store
+        .client
+        .post(format!("{base}/api/admin/drops"))
+        .bearer_auth(&store.admin.token)
+        .json(&json!({"name": "Chaos draw", "priceCents": 1000, "totalStock": UNITS, "mode": "draw", "entriesCloseAt": far}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let drop_id = created["id"].as_i64().expect("drop id");
+    let entrants = store.buyers(ENTRANTS).await;
+    let entered: Vec<_> = futures::stream::iter(&entrants)
+        .map(|entrant| {
+            store
+                .client
+                .post(format!("{base}/api/drops/{drop_id}/entries"))
+                .bearer_auth(&entrant.token)
+                .json(&json!({}))
+                .send()
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(
+        entered
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|r| r.status() == StatusCode::CREATED))
+    );
+
+    // The draw job runs at the close's whole second (apalis's resolution): close on one, and
+    // shut Postgres down as the job starts.
+    let next_second = Utc::now().timestamp() + 3;
+    let close = DateTime::<Utc>::from_timestamp(next_second, 0).unwrap();
+    let moved = store
+        .client
+        .patch(format!("{base}/api/admin/drops/{drop_id}"))
+        .bearer_auth(&store.admin.token)
+        .json(&json!({"entriesCloseAt": close}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), StatusCode::OK);
+    let until_close = (close + chrono::Duration::milliseconds(60) - Utc::now())
+        .to_std()
+        .unwrap();
+    tokio::time::sleep(until_close).await;
+    store.pg.stop(StopMode::Fast).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    store.pg.restart().await;
+    let back = Instant::now();
+
+    let drawn = eventually(Duration::from_secs(15), || async {
+        let drop = drops::Entity::find_by_id(drop_id)
+            .one(&store.db)
+            .await
+            .ok()??;
+        drop.drawn_at
+    })
+    .await;
+    let drawn_after = back.elapsed();
+    assert!(drawn.is_some(), "never drawn after Postgres was back");
+    // What one draw leaves, and nothing more however often it was tried.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let holds = reservations::Entity::find()
+        .filter(reservations::Column::DropId.eq(drop_id))
+        .count(&store.db)
+        .await
+        .unwrap();
+    let waiting = waitlist_entries::Entity::find()
+        .filter(waitlist_entries::Column::DropId.eq(drop_id))
+        .count(&store.db)
+        .await
+        .unwrap();
+    let mails = email_messages::Entity::find().all(&store.db).await.unwrap();
+    let offers = mails
+        .iter()
+        .filter(|m| m.kind == MessageKind::HoldOffer)
+        .count();
+    let waitlisted = mails
+        .iter()
+        .filter(|m| m.kind == MessageKind::DrawWaitlisted)
+        .count();
+    eprintln!(
+        "drawn {drawn_after:?} after Postgres was back: {holds} holds, {waiting} waiting, {offers} offer and {waitlisted} waitlist emails"
+    );
+    assert_eq!(holds, UNITS as u64, "one hold per unit");
+    assert_eq!(waiting, (ENTRANTS - UNITS) as u64, "everyone else waits");
+    assert_eq!(
+        (offers, waitlisted),
+        (UNITS, ENTRANTS - UNITS),
+        "one email each"
+    );
+    let audit = entity::drops::audit(&store.db, drop_id).await.unwrap();
+    assert!(audit.holds(), "invariant broken: {audit:?}");
+    store.assert_every_process_up();
 }

@@ -40,10 +40,13 @@ const RECORD_LINGER: Duration = Duration::from_millis(5);
 /// Outcomes recorded per statement, at most.
 const RECORD_BATCH: usize = 512;
 /// The first wait before recording a batch of sends again; it doubles up to
-/// [`RECORD_RETRY_MAX`]. A batch is tried until its rows' lease ends (then another pump may
-/// claim and send them again, once: see the module's docs).
+/// [`RECORD_RETRY_MAX`]. While the database is away a batch is tried until it is recorded
+/// (or the process stops): a mark that lands before the rows' lease ends means no second
+/// send, and one that lands after it still stops a third. Any other failure is tried
+/// [`RECORD_TRIES`] times.
 const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(1);
+const RECORD_TRIES: usize = 3;
 /// A claim the database did not answer is tried again after this, doubling up to the poll
 /// interval, so a pump finds its rows within moments of the database's return.
 const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -63,7 +66,12 @@ pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
     let sending = Arc::new(Semaphore::new(connections));
     let (outcomes, recorded) = mpsc::unbounded_channel();
     let next_retry = Arc::new(NextRetry::default());
-    let recorder = tokio::spawn(record(deps.clone(), recorded, next_retry.clone()));
+    let recorder = tokio::spawn(record(
+        deps.clone(),
+        recorded,
+        next_retry.clone(),
+        shutdown.clone(),
+    ));
     let mut wake = deps.bus.subscribe();
     let stop = stopped(shutdown);
     tokio::pin!(stop);
@@ -217,6 +225,7 @@ async fn record(
     deps: Arc<Deps>,
     mut attempts: mpsc::UnboundedReceiver<Attempt>,
     next_retry: Arc<NextRetry>,
+    shutdown: Shutdown,
 ) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while attempts.recv_many(&mut batch, RECORD_BATCH).await > 0 {
@@ -242,19 +251,19 @@ async fn record(
                 }
             }
         }
-        record_sent(&deps, &sent).await;
+        record_sent(&deps, &sent, &shutdown).await;
     }
 }
 
-/// Marks the accepted sends `sent`, trying again (the database may be restarting) until the
-/// rows' lease ends: a mark that lands in time means no second send; past the lease another
-/// pump may claim a row and send it once more (counted as a lapsed claim).
-async fn record_sent(deps: &Deps, sent: &[i64]) {
+/// Marks the accepted sends `sent`, trying again while the database is away (see
+/// [`RECORD_RETRY_FIRST`]). A batch left unrecorded goes out again after its lease, once,
+/// counted as a lapsed claim.
+async fn record_sent(deps: &Deps, sent: &[i64], shutdown: &Shutdown) {
     if sent.is_empty() {
         return;
     }
-    let give_up = Instant::now() + deps.settings.mail.lease.to_std().unwrap_or_default();
     let mut delay = RECORD_RETRY_FIRST;
+    let mut other_failures = 0;
     loop {
         match entity::mail::mark_sent_many(&deps.db, sent, Utc::now()).await {
             Ok(()) => {
@@ -262,8 +271,13 @@ async fn record_sent(deps: &Deps, sent: &[i64]) {
                 return;
             }
             Err(error) => {
+                let database_away = matches!(&error, entity::Error::Database(db)
+                    if entity::db::is_unavailable(db) || entity::db::is_overload(db));
+                if !database_away {
+                    other_failures += 1;
+                }
                 let error = entity::error::chain(&error);
-                if Instant::now() + delay > give_up {
+                if *shutdown.borrow() || other_failures >= RECORD_TRIES {
                     tracing::error!(%error, count = sent.len(), "sent emails not recorded; they go out again after their lease");
                     return;
                 }
