@@ -45,11 +45,13 @@ const RECORD_BATCH: usize = 512;
 /// send, and one that lands after it still stops a third. Any other failure is tried
 /// [`RECORD_TRIES`] times.
 const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
-const RECORD_RETRY_MAX: Duration = Duration::from_secs(1);
+const RECORD_RETRY_MAX: Duration = Duration::from_millis(500);
 const RECORD_TRIES: usize = 3;
-/// A claim the database did not answer is tried again after this, doubling up to the poll
-/// interval, so a pump finds its rows within moments of the database's return.
+/// A claim the database did not answer is tried again after this, doubling up to
+/// [`CLAIM_RETRY_MAX`] (or the poll interval, if shorter), so a pump finds its rows within
+/// moments of the database's return.
 const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(100);
+const CLAIM_RETRY_MAX: Duration = Duration::from_millis(500);
 
 /// One send's result, for the recorder.
 struct Attempt {
@@ -96,7 +98,7 @@ pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
             Err(error) => {
                 tracing::warn!(error = %entity::error::chain(&error), "cannot claim emails");
                 next_retry.at(Instant::now() + claim_retry);
-                claim_retry = (claim_retry * 2).min(poll);
+                claim_retry = (claim_retry * 2).min(CLAIM_RETRY_MAX).min(poll);
                 Vec::new()
             }
         };
