@@ -120,13 +120,18 @@ pub async fn connect_for_holds(
 }
 
 /// What every pool shares: no statement logging, bounded waits for a new connection and
-/// for a pooled one.
+/// for a pooled one, and a ping before a pooled connection is handed out (the default, set
+/// here because recovery depends on it): one Postgres closed — a restart, a terminated
+/// backend — is replaced then, not found by a failing request. A refused connection is
+/// retried by the pool with a short backoff (10 ms doubling, at most a fifth of the acquire
+/// timeout), so requests are served again within moments of the server's return.
 fn pool_options(url: &str, acquire_timeout: Duration) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
         .connect_timeout(CONNECT_TIMEOUT)
-        .acquire_timeout(acquire_timeout);
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(true);
     options
 }
 
@@ -185,8 +190,8 @@ pub fn is_unique_violation(err: &DbErr) -> bool {
 /// The database is there but cannot take more work now: no pooled connection came free
 /// within the acquire timeout (Postgres refusing connections while it restarts ends the same
 /// way: the pool retries them until then), Postgres refused a connection for want of slots
-/// ("too many clients", class 53), or SQLite stayed locked past its busy timeout. A request that meets this is answered 503 with
-/// `Retry-After`, not 500.
+/// ("too many clients", class 53), or SQLite stayed locked past its busy timeout. A request
+/// that meets this is answered 503 with `Retry-After`, not 500.
 pub fn is_overload(err: &DbErr) -> bool {
     let sqlx_error = match err {
         DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout) => return true,
