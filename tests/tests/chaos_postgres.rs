@@ -10,7 +10,7 @@
 mod common;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -29,6 +29,7 @@ use tests::{
     process::{PostgresServer, Process, RedisServer, StopMode},
     wait_for_frame,
 };
+use tokio::{sync::oneshot, task::JoinHandle};
 
 const JWT_SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
 /// Holds last this long in these tests.
@@ -50,7 +51,7 @@ const EXPIRY_BOUND: chrono::Duration = chrono::Duration::milliseconds(1500);
 /// Two apis and two workers against a Postgres and a Redis of their own.
 struct Store {
     pg: PostgresServer,
-    _redis: RedisServer,
+    redis: RedisServer,
     apis: Vec<(String, Process)>,
     workers: Vec<Process>,
     db: DatabaseConnection,
@@ -121,7 +122,7 @@ impl Store {
             .unwrap();
         Self {
             pg,
-            _redis: redis,
+            redis,
             apis,
             workers,
             db,
@@ -376,6 +377,45 @@ impl Store {
         assert_eq!(gone, 0, "{gone} of {answered} holds answered 201 are gone");
     }
 
+    /// Watches the job queues in Redis until `stop` fires and returns every task recorded
+    /// as failed: a job that met the database away must go back on its queue as a new task,
+    /// not count a failed attempt (apalis-redis dead-letters a job after 25).
+    fn watch_failed_jobs(&self) -> (oneshot::Sender<()>, JoinHandle<HashSet<String>>) {
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let url = self.redis.url();
+        let watch = tokio::spawn(async move {
+            let mut conn = redis::Client::open(url)
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let mut failed = HashSet::new();
+            loop {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg("*:meta:*")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                for key in keys {
+                    let status: Option<String> = redis::cmd("HGET")
+                        .arg(&key)
+                        .arg("status")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or(None);
+                    if status.as_deref() == Some("Failed") {
+                        failed.insert(key);
+                    }
+                }
+                tokio::select! {
+                    _ = &mut stopped => return failed,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        });
+        (stop, watch)
+    }
+
     async fn websockets(&self) -> Vec<WsClient> {
         let mut sockets = Vec::new();
         for base in self.bases() {
@@ -502,6 +542,7 @@ async fn a_postgres_crash_mid_stampede_forgets_no_hold_and_every_process_is_back
         assert_eq!(listing.status(), StatusCode::OK);
     }
 
+    let (stop_watching, failed_jobs) = store.watch_failed_jobs();
     let stampede = store.stampede(drop_id, buyers, Duration::from_secs(5));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     store.pg.stop(StopMode::Immediate).await;
@@ -550,6 +591,12 @@ async fn a_postgres_crash_mid_stampede_forgets_no_hold_and_every_process_is_back
     );
     store.assert_every_process_up();
     store.assert_holds_ended_in_time(drop_id, back_at).await;
+    let _ = stop_watching.send(());
+    let failed_jobs = failed_jobs.await.unwrap();
+    assert!(
+        failed_jobs.is_empty(),
+        "jobs counted a failed attempt for the outage: {failed_jobs:?}"
+    );
     for socket in &mut sockets {
         let seen = sees_stock(socket, drop_id, i64::from(stock)).await;
         assert!(
@@ -894,6 +941,7 @@ async fn a_fast_restart_during_a_draws_close_runs_the_draw_once() {
         .await
         .unwrap();
     assert_eq!(moved.status(), StatusCode::OK);
+    let (stop_watching, failed_jobs) = store.watch_failed_jobs();
     let until_close = (close + chrono::Duration::milliseconds(60) - Utc::now())
         .to_std()
         .unwrap();
@@ -943,6 +991,12 @@ async fn a_fast_restart_during_a_draws_close_runs_the_draw_once() {
         (offers, waitlisted),
         (UNITS, ENTRANTS - UNITS),
         "one email each"
+    );
+    let _ = stop_watching.send(());
+    let failed_jobs = failed_jobs.await.unwrap();
+    assert!(
+        failed_jobs.is_empty(),
+        "the draw job counted a failed attempt for the outage: {failed_jobs:?}"
     );
     let audit = entity::drops::audit(&store.db, drop_id).await.unwrap();
     assert!(audit.holds(), "invariant broken: {audit:?}");
