@@ -754,9 +754,11 @@ async fn with_every_postgres_connection_taken_requests_get_503_and_are_served_on
 }
 
 /// Postgres crashes while a restock alert goes out to 200 subscribers through two workers'
-/// mail pumps and is back two seconds later: every subscriber is alerted, and a second copy
-/// goes only to a subscriber whose send the SMTP server accepted but whose `sent` mark never
-/// landed (counted as a lapsed claim), never a third.
+/// mail pumps and is back two seconds later: every subscriber is alerted, the sends made
+/// meanwhile are recorded within a second of Postgres's return, and no one gets a third
+/// copy. A second copy needs a second claim of the row, counted in its attempts: a send the
+/// server took but whose outcome was not recorded as sent (the mark lost past its lease,
+/// counted as a lapsed claim, or an SMTP answer that came too late).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_crash_mid_restock_fan_out_alerts_every_subscriber_and_counts_any_second_copy() {
     use entity::{
@@ -774,7 +776,10 @@ async fn a_postgres_crash_mid_restock_fan_out_alerts_every_subscriber_and_counts
             // 20 a second per worker: the crash lands mid fan-out.
             ("MAIL_RATE_PER_SEC", "20".to_owned()),
             ("MAIL_RETRY_BASE_MS", "200".to_owned()),
-            ("MAIL_LEASE_SECS", "4".to_owned()),
+            // Longer than the outage: a send made meanwhile is recorded before its lease
+            // ends, and a loaded machine's slow SMTP answers (a send waits half the lease)
+            // are not taken for failures.
+            ("MAIL_LEASE_SECS", "10".to_owned()),
         ],
     )
     .await;
@@ -873,14 +878,10 @@ async fn a_postgres_crash_mid_restock_fan_out_alerts_every_subscriber_and_counts
         let row = ledger.iter().find(|m| &m.recipient == recipient).unwrap();
         assert!(*copies <= 2, "{recipient} got {copies} copies");
         assert!(
-            row.lapsed_claims >= 1,
-            "{recipient} got {copies} copies, none counted: {row:?}"
+            usize::try_from(row.attempts).unwrap() >= *copies,
+            "{recipient} got {copies} copies from fewer claims: {row:?}"
         );
     }
-    assert!(
-        duplicates <= usize::try_from(lapsed).unwrap(),
-        "{duplicates} second copies, {lapsed} counted"
-    );
     store.assert_every_process_up();
 }
 
