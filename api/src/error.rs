@@ -66,6 +66,13 @@ pub enum ErrorCode {
     /// The database is not answering (restarting, unreachable, or our connection was cut):
     /// nothing was done unless said otherwise; retry after `Retry-After` seconds.
     DatabaseUnavailable,
+    /// No job queue by that name (the operations console).
+    QueueNotFound,
+    /// No item by that id in the queue: never there, or finished and removed.
+    ItemNotFound,
+    WorkerNotFound,
+    /// A paging cursor this listing did not give out.
+    InvalidCursor,
 }
 
 /// The body of every error response.
@@ -292,6 +299,32 @@ impl From<worker::queue::QueueError> for ApiError {
                 ErrorCode::ServiceUnavailable,
                 "the job queue is unavailable; try again shortly",
             )
+        }
+    }
+}
+
+/// The console's reads and actions on the job stores.
+impl From<worker::ops::InspectError> for ApiError {
+    fn from(error: worker::ops::InspectError) -> Self {
+        use worker::ops::InspectError as E;
+        match error {
+            E::BadCursor => Self::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidCursor,
+                error.to_string(),
+            ),
+            E::Database(db) => entity::Error::Database(db).into(),
+            E::Redis(_) => {
+                tracing::warn!(error = %entity::error::chain(&error), "job store unavailable");
+                Self {
+                    retry_after: Some(1),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorCode::ServiceUnavailable,
+                        "the job store is unavailable; try again shortly",
+                    )
+                }
+            }
         }
     }
 }

@@ -27,7 +27,10 @@ impl Frame {
             Event::HoldOffered(o) => ("hold_offered", serde_json::value::to_raw_value(o)),
             Event::DrawResult(r) => ("draw_result", serde_json::value::to_raw_value(r)),
             Event::SessionEnded(e) => ("session_ended", serde_json::value::to_raw_value(e)),
-            Event::ProductChanged(_) | Event::WorkerPong(_) | Event::MailQueued(_) => return None,
+            Event::ProductChanged(_)
+            | Event::WorkerPong(_)
+            | Event::MailQueued(_)
+            | Event::OpsChanged(_) => return None,
         };
         let data = data.ok()?;
         let text = format!(r#"{{"event":"{name}","data":{}}}"#, data.get());

@@ -1,6 +1,7 @@
-//! The storefront at `/`: a hand-written page (`api/static/`) compiled into the binary, so
-//! `cargo run` shows the store with nothing else to build or fetch. The page is a client of
-//! the public API like any other: REST under `/api`, live stock over `/ws`.
+//! The storefront at `/` and the operations console at `/ops`: hand-written pages
+//! (`api/static/`) compiled into the binary, so `cargo run` shows the store with nothing else
+//! to build or fetch. Each page is a client of the API like any other: REST under `/api`,
+//! live stock over `/ws`.
 
 use std::sync::OnceLock;
 
@@ -29,11 +30,15 @@ macro_rules! asset {
 }
 
 const INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
+/// The operations console at `/ops` (admin sign-in; a client of `/api/admin/ops`).
+const OPS: Asset = asset!("ops.html", "text/html; charset=utf-8");
 
 /// Everything under `/static/`.
-const ASSETS: [Asset; 4] = [
+const ASSETS: [Asset; 6] = [
     asset!("storefront.css", "text/css; charset=utf-8"),
     asset!("storefront.js", "text/javascript; charset=utf-8"),
+    asset!("ops.css", "text/css; charset=utf-8"),
+    asset!("ops.js", "text/javascript; charset=utf-8"),
     asset!("icon.svg", "image/svg+xml"),
     asset!("comb.svg", "image/svg+xml"),
 ];
@@ -44,7 +49,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data: 
      connect-src 'self'; script-src 'self'; style-src 'self'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
-/// Puts the page at `/` in front of `inner`, the endpoint nested at `/` (the API). poem gives a
+/// Puts the pages at `/` and `/ops` in front of `inner`, the endpoint nested at `/` (the API). poem gives a
 /// nest's catch-all precedence over an exact `/` route, so the page cannot be a plain `.at("/")`.
 pub fn with_index(inner: impl IntoEndpoint<Endpoint: 'static>) -> impl Endpoint<Output = Response> {
     WithIndex(inner.into_endpoint())
@@ -56,16 +61,20 @@ impl<E: Endpoint> Endpoint for WithIndex<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        if req.uri().path() == "/" && matches!(*req.method(), Method::GET | Method::HEAD) {
-            return Ok(index(&req));
+        if matches!(*req.method(), Method::GET | Method::HEAD) {
+            match req.uri().path() {
+                "/" => return Ok(page(&req, &INDEX)),
+                "/ops" => return Ok(page(&req, &OPS)),
+                _ => {}
+            }
         }
         self.0.call(req).await.map(IntoResponse::into_response)
     }
 }
 
-/// `GET /`: the storefront page.
-fn index(req: &Request) -> Response {
-    let mut response = serve(req, &INDEX);
+/// `GET /` (the storefront) or `GET /ops` (the operations console).
+fn page(req: &Request, asset: &Asset) -> Response {
+    let mut response = serve(req, asset);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -110,7 +119,8 @@ fn serve(req: &Request, asset: &Asset) -> Response {
 fn etag(asset: &Asset) -> &'static str {
     static TAGS: OnceLock<Vec<(&'static str, String)>> = OnceLock::new();
     let tags = TAGS.get_or_init(|| {
-        std::iter::once(&INDEX)
+        [&INDEX, &OPS]
+            .into_iter()
             .chain(ASSETS.iter())
             .map(|a| {
                 let digest = Sha256::digest(a.body);

@@ -117,7 +117,10 @@ impl Client {
                 }
                 mine
             }
-            Event::ProductChanged(_) | Event::WorkerPong(_) | Event::MailQueued(_) => false,
+            Event::ProductChanged(_)
+            | Event::WorkerPong(_)
+            | Event::MailQueued(_)
+            | Event::OpsChanged(_) => false,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod idempotency;
 pub mod mail;
 pub mod models;
+pub mod ops;
 pub mod product_stats;
 pub mod retention;
 pub mod text;

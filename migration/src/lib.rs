@@ -14,6 +14,7 @@ mod m20261126_000004_mail_claims;
 mod m20261126_000005_waitlist;
 mod m20261126_000006_draws;
 mod m20261126_000007_restock_waves;
+mod m20261207_000001_operations;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000005_waitlist::Migration),
             Box::new(m20261126_000006_draws::Migration),
             Box::new(m20261126_000007_restock_waves::Migration),
+            Box::new(m20261207_000001_operations::Migration),
         ]
     }
 }

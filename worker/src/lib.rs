@@ -6,9 +6,12 @@
 //! - [`runtime`]: the apalis workers and the periodic sweep and reconciler; the `worker`
 //!   binary, or inside the api in embedded mode.
 //! - [`mailer`]: templates and SMTP/outbox transport.
+//! - [`ops`]: the operations console's engine: queues counted, paged and acted on, pauses
+//!   and quiets, worker reports and metrics.
 
 pub mod jobs;
 pub mod mailer;
+pub mod ops;
 pub mod platform;
 pub mod runtime;
 

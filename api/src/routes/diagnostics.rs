@@ -39,6 +39,7 @@ impl DiagnosticsApi {
         let started = Instant::now();
         let ping = Ping {
             token: token.clone(),
+            fail_until: None,
         };
         self.state.queue.push(ping).await?;
         let answer = tokio::time::timeout(PING_TIMEOUT, pong(&mut events, &token)).await;

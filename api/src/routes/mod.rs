@@ -16,6 +16,7 @@ pub mod diagnostics;
 pub mod draws;
 pub mod drops;
 pub mod health;
+pub mod operations;
 pub mod products;
 pub mod reservations;
 pub mod subscriptions;
@@ -36,6 +37,9 @@ pub enum ApiTags {
     Webhooks,
     /// Store administration (admin accounts only).
     Admin,
+    /// The job system, for the people who run the workers: queues, items, failures, pauses,
+    /// worker processes and the audit trail (admin accounts only).
+    Operations,
     /// Liveness and readiness for load balancers and orchestrators.
     Health,
 }
@@ -74,6 +78,9 @@ pub fn apis(state: &AppState) -> impl poem_openapi::OpenApi + use<> {
             state: state.clone(),
         },
         admin_product_stats::AdminProductStatsApi {
+            state: state.clone(),
+        },
+        operations::OperationsApi {
             state: state.clone(),
         },
         dev_outbox::DevOutboxApi {

@@ -107,6 +107,12 @@ impl SmtpServer {
         self.child = Some(child);
     }
 
+    /// Starts it again on the same port answering as `mode` now (an operator fixed it).
+    pub async fn restart_as(&mut self, mode: Smtp) {
+        self.mode = mode;
+        self.restart().await;
+    }
+
     pub fn url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
     }

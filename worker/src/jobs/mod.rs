@@ -65,6 +65,10 @@ pub struct Deps {
     pub mailer: Mailer,
     /// Unique per process (name-host-pid-random), as apalis requires.
     pub worker_name: String,
+    /// This process's jobs and sends, counted for the console and `/metrics`.
+    pub activity: crate::ops::Activity,
+    /// What the operators want of this process: paused queues, quiet.
+    pub controls: crate::ops::Controls,
 }
 
 /// Logs an error with its cause chain (apalis logs only the top message) and hands it back.

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use apalis::prelude::BoxDynError;
+use apalis::prelude::{AbortError, BoxDynError};
 use serde::{Deserialize, Serialize};
 
 use super::{Deps, Job};
@@ -12,6 +12,10 @@ use crate::platform::events::{Event, WorkerPong};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ping {
     pub token: String,
+    /// Fail for good (no retries: straight to the failed items) until this instant: a ping
+    /// that exercises the failure path — alerts on failed jobs, the console's Retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Job for Ping {
@@ -22,6 +26,10 @@ impl Job for Ping {
     }
 
     async fn run(self, deps: Arc<Deps>) -> Result<(), BoxDynError> {
+        if let Some(until) = self.fail_until.filter(|until| *until > chrono::Utc::now()) {
+            let reason = format!("this ping was asked to fail until {until}");
+            return Err(AbortError::new(BoxDynError::from(reason)).into());
+        }
         let pong = WorkerPong {
             token: self.token,
             worker: deps.worker_name.clone(),

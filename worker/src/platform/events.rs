@@ -28,6 +28,16 @@ pub enum Event {
     /// Rows were written to the email ledger: idle mail pumps look at once instead of at
     /// their next poll. Internal, never sent to browsers.
     MailQueued(MailQueued),
+    /// An operator paused, resumed or quieted something: every process re-reads its
+    /// controls at once instead of at its next heartbeat. Internal, never sent to browsers.
+    OpsChanged(OpsChanged),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpsChanged {
+    /// What changed, for the log: `pause mail`, `quiet worker-…`.
+    pub what: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

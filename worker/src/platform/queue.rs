@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use apalis::prelude::{Task, TaskBuilder, TaskSink};
-use apalis_core::backend::Vacuum;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::SqliteStorage;
 use chrono::{DateTime, Utc};
@@ -116,31 +115,6 @@ impl Queue {
     pub async fn push_after<J: Job>(&self, job: J, delay: Duration) -> Result<(), QueueError> {
         let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         self.push_at(job, at).await
-    }
-}
-
-impl Queue {
-    /// Removes `J`'s finished tasks (payloads, results, and the done and dead lists apalis
-    /// keeps of them). Returns how many tasks it removed.
-    ///
-    /// # Errors
-    /// The backend refused.
-    pub async fn vacuum<J: Job>(&self) -> Result<usize, QueueError> {
-        match (self.storage::<J>(), self) {
-            (Storage::Sqlite(mut s), _) => s.vacuum().await.map_err(failed::<J>),
-            (Storage::Redis(mut s), Self::Redis { conn, prefix }) => {
-                let removed = s.vacuum().await.map_err(failed::<J>)?;
-                let config = redis_config::<J>(prefix);
-                let _: () = redis::cmd("DEL")
-                    .arg(config.done_jobs_set())
-                    .arg(config.dead_jobs_set())
-                    .query_async(&mut conn.clone())
-                    .await
-                    .map_err(failed::<J>)?;
-                Ok(removed)
-            }
-            (Storage::Redis(_), Self::Sqlite(_)) => Ok(0),
-        }
     }
 }
 

@@ -18,6 +18,29 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether an `Authorization` header carries this secret as its bearer token, in a time
+    /// that tells nothing about where they differ or how long the secret is: both are MACed
+    /// under the secret and the tags compared in constant time.
+    pub fn is_bearer_of(&self, authorization: Option<&str>) -> bool {
+        use hmac::{Hmac, Mac};
+        let presented = authorization
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
+        let tag = |message: &str| {
+            Hmac::<sha2::Sha256>::new_from_slice(self.0.as_bytes()).map(|mut mac| {
+                mac.update(message.as_bytes());
+                mac
+            })
+        };
+        match (tag(&self.0), tag(presented)) {
+            (Ok(reference), Ok(candidate)) => candidate
+                .verify_slice(&reference.finalize().into_bytes())
+                .is_ok(),
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -234,6 +257,11 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Period of the reconciler that re-derives jobs Redis may have lost.
     pub reconcile_interval: Duration,
+    /// How often a worker reports to the operations console (and reads its pauses); one
+    /// missed three times over is shown as gone.
+    pub heartbeat: Duration,
+    /// A worker process's own `/metrics` listener (on `HOST`); unset = none.
+    pub metrics_port: Option<u16>,
 }
 
 /// How long rows that only record the past are kept; a periodic pass deletes older ones.
@@ -302,6 +330,8 @@ impl Settings {
                     || env.parse::<Flag>("EMBED_WORKER")?.is_some_and(|f| f.0),
                 concurrency: env.positive("WORKER_CONCURRENCY", 16)?,
                 reconcile_interval: env.secs("RECONCILE_INTERVAL_SECS", 30, 1)?,
+                heartbeat: env.millis("WORKER_HEARTBEAT_MS", 5000)?,
+                metrics_port: env.parse("METRICS_PORT")?,
             },
             retention: RetentionSettings::read(&env)?,
             http,
@@ -821,5 +851,28 @@ mod tests {
             format!("{:?}", Secret::new("hunter2")),
             "Secret([redacted])"
         );
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::Secret;
+
+    #[test]
+    fn only_the_exact_bearer_token_is_the_secret() {
+        let token = Secret::new("a-metrics-token-of-some-length");
+        assert!(token.is_bearer_of(Some("Bearer a-metrics-token-of-some-length")));
+        assert!(token.is_bearer_of(Some("bearer  a-metrics-token-of-some-length ")));
+        for other in [
+            None,
+            Some(""),
+            Some("a-metrics-token-of-some-length"),
+            Some("Basic a-metrics-token-of-some-length"),
+            Some("Bearer a-metrics-token"),
+            Some("Bearer a-metrics-token-of-some-lengthX"),
+            Some("Bearer A-metrics-token-of-some-length"),
+        ] {
+            assert!(!token.is_bearer_of(other), "{other:?}");
+        }
     }
 }

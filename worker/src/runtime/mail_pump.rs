@@ -25,6 +25,7 @@ use super::{Shutdown, stopped};
 use crate::{
     jobs::Deps,
     mailer::{SendError, backoff},
+    ops,
     platform::events::Event,
 };
 
@@ -75,10 +76,16 @@ pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
         shutdown.clone(),
     ));
     let mut wake = deps.bus.subscribe();
+    let mut controls = deps.controls.clone();
     let stop = stopped(shutdown);
     tokio::pin!(stop);
     let mut claim_retry = CLAIM_RETRY_FIRST;
     loop {
+        // Paused by an operator (or this process quieted): claim nothing until resumed.
+        tokio::select! {
+            () = &mut stop => break,
+            () = ops::until_taking(&mut controls, ops::MAIL) => {}
+        }
         let room = tokio::select! {
             () = &mut stop => break,
             room = room_for(&claimable, connections.min(ahead), ahead) => room,
@@ -89,6 +96,10 @@ pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
             turns = deps.mailer.take_turns(room.len()) => turns,
         };
         room.truncate(turns);
+        if !controls.borrow().takes(ops::MAIL) {
+            deps.mailer.give_back_turns(room.len());
+            continue;
+        }
         let poll = deps.settings.mail.poll_interval;
         let claimed = match claim(&deps, room.len()).await {
             Ok(claimed) => {
@@ -209,15 +220,20 @@ async fn send(
     sending: Arc<Semaphore>,
     outcomes: mpsc::UnboundedSender<Attempt>,
 ) {
+    let activity = deps.activity.of(ops::MAIL);
     let result = match deps.mailer.compose(&outgoing) {
         Ok(message) => {
             let Ok(_connection) = sending.acquire().await else {
                 return;
             };
+            let _busy = activity.map(ops::activity::QueueActivity::start);
             deps.mailer.send(outgoing.id, message).await
         }
         Err(error) => Err(error),
     };
+    if let Some(activity) = activity {
+        activity.finished_many(u64::from(result.is_ok()), u64::from(result.is_err()));
+    }
     let _ = outcomes.send(Attempt { outgoing, result });
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::{
     jobs::{self, Deps, Job, Registry},
     mailer::Mailer,
+    ops,
     platform::{infra::Infra, queue::Storage, settings::Settings},
 };
 
@@ -37,11 +38,7 @@ pub async fn stopped(mut shutdown: Shutdown) {
 /// A process-unique worker name: a restarted worker must not collide with its predecessor's
 /// still-fresh heartbeat.
 pub fn unique_name(prefix: &str) -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
+    let host = ops::heartbeat::host();
     format!(
         "{prefix}-{host}-{}-{:04x}",
         std::process::id(),
@@ -64,6 +61,7 @@ pub async fn run(
     name: String,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let (controls, obeyed) = watch::channel(ops::ControlState::default());
     let deps = Arc::new(Deps {
         mailer: Mailer::from_settings(&settings)?,
         db: infra.db.clone(),
@@ -71,9 +69,30 @@ pub async fn run(
         queue: infra.queue.clone(),
         bus: infra.bus.clone(),
         worker_name: name.clone(),
+        activity: ops::Activity::new(ops::queue_names().into_iter().map(|q| q.name)),
+        controls: obeyed,
         settings,
     });
     tracing::info!(worker = %name, "worker started");
+    // The operators' pauses are known before anything takes work: a worker started while
+    // mail is paused must not send a message in its first heartbeat.
+    let started_at = chrono::Utc::now();
+    ops::heartbeat::first(&deps, &controls, started_at).await;
+    let heartbeat = tokio::spawn(ops::heartbeat::run(
+        deps.clone(),
+        controls,
+        started_at,
+        shutdown.clone(),
+    ));
+    if let Some(port) = deps.settings.worker.metrics_port {
+        let addr = std::net::SocketAddr::new(deps.settings.http.host, port);
+        let listener = ops::metrics::serve(deps.clone(), addr, shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(error) = listener.await {
+                tracing::error!(%error, %addr, "cannot serve worker metrics (METRICS_PORT)");
+            }
+        });
+    }
     let periodic = tokio::spawn(periodic::run(deps.clone(), shutdown.clone()));
     let mail = tokio::spawn(mail_pump::run(deps.clone(), shutdown.clone()));
     let workers = jobs::register_all(Workers {
@@ -85,6 +104,7 @@ pub async fn run(
         let _ = supervisor.await;
     }
     let _ = mail.await;
+    let _ = heartbeat.await;
     periodic.abort();
     tracing::info!(worker = %name, "worker stopped");
     Ok(())
@@ -104,9 +124,8 @@ impl Registry for Workers {
         let (deps, shutdown) = (self.deps.clone(), self.shutdown.clone());
         self.supervisors
             .push(tokio::spawn(supervise::<J>(deps, shutdown.clone())));
-        let queue = self.deps.queue.clone();
         self.supervisors
-            .push(tokio::spawn(vacuum::<J>(queue, shutdown)));
+            .push(tokio::spawn(vacuum::<J>(self.deps.clone(), shutdown)));
         self
     }
 }
@@ -118,18 +137,32 @@ const MAX_RESTART_DELAY: Duration = Duration::from_secs(5);
 
 async fn supervise<J: Job>(deps: Arc<Deps>, shutdown: Shutdown) {
     let mut delay = FIRST_RESTART_DELAY;
+    let mut controls = deps.controls.clone();
     for restarts in 0usize.. {
+        // Paused (or this process quieted): take nothing from the queue until resumed.
+        tokio::select! {
+            () = ops::until_taking(&mut controls, J::QUEUE) => {}
+            () = stopped(shutdown.clone()) => return,
+        }
         let started = tokio::time::Instant::now();
         let signal = {
-            let shutdown = shutdown.clone();
+            let (shutdown, mut controls) = (shutdown.clone(), controls.clone());
             async move {
-                stopped(shutdown).await;
+                tokio::select! {
+                    () = stopped(shutdown) => {}
+                    () = ops::until_held(&mut controls, J::QUEUE) => {}
+                }
                 Ok(())
             }
         };
+        // A stopped monitor finishes the jobs it holds (up to its shutdown timeout).
         let outcome = monitor::<J>(&deps, restarts).run_with_signal(signal).await;
         if *shutdown.borrow() {
             return;
+        }
+        if !controls.borrow().takes(J::QUEUE) {
+            tracing::info!(queue = J::QUEUE, "job worker held by an operator");
+            continue;
         }
         if started.elapsed() > HEALTHY_AFTER {
             delay = FIRST_RESTART_DELAY;
@@ -185,14 +218,16 @@ fn monitor<J: Job>(deps: &Arc<Deps>, restarts: usize) -> Monitor {
 const VACUUM_EVERY: Duration = Duration::from_secs(10);
 
 /// Removes `J`'s finished tasks from the backend, so Redis (or the SQLite job table) holds
-/// only work that is still to do, however long the store runs.
-async fn vacuum<J: Job>(queue: crate::platform::queue::Queue, shutdown: Shutdown) {
+/// only work still to do and failures an operator has not dealt with, however long the
+/// store runs. Work proportional to what finished since the last pass.
+async fn vacuum<J: Job>(deps: Arc<Deps>, shutdown: Shutdown) {
     let mut every = tokio::time::interval(VACUUM_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let store = ops::Store::of(&deps.queue, &deps.db, J::QUEUE);
     loop {
         tokio::select! {
             _ = every.tick() => {
-                if let Err(error) = queue.vacuum::<J>().await {
+                if let Err(error) = store.remove_done().await {
                     tracing::warn!(%error, queue = J::QUEUE, "cannot remove finished jobs");
                 }
             }
@@ -251,7 +286,10 @@ const DEFER_WHILE_DATABASE_DOWN: Duration = Duration::from_secs(1);
 /// failure, retried by the backend as usual.
 async fn handle<J: Job>(job: J, deps: Data<Arc<Deps>>) -> Result<(), BoxDynError> {
     let deps = Arc::clone(&deps);
-    match job.clone().run(deps.clone()).await {
+    let activity = deps.activity.of(J::QUEUE);
+    let _in_flight = activity.map(ops::activity::QueueActivity::start);
+    let started = std::time::Instant::now();
+    let result = match job.clone().run(deps.clone()).await {
         Err(error) if database_unavailable(&*error) => {
             match deps.queue.push_after(job, DEFER_WHILE_DATABASE_DOWN).await {
                 Ok(()) => {
@@ -262,7 +300,11 @@ async fn handle<J: Job>(job: J, deps: Data<Arc<Deps>>) -> Result<(), BoxDynError
             }
         }
         outcome => outcome,
+    };
+    if let Some(activity) = activity {
+        activity.finished(result.is_ok(), started.elapsed());
     }
+    result
 }
 
 /// Whether a job's error is the database being down or out of connections, rather than

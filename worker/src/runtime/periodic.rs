@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 
 use super::{Shutdown, stopped};
-use crate::jobs::{Deps, draw, fan_out};
+use crate::jobs::{Deps, DrawWinners, Job, NotifyRestock, draw, fan_out};
 
 /// Holds expired per statement; a sweep runs statements until none is left due.
 const SWEEP_BATCH: u64 = 2_000;
@@ -81,11 +81,21 @@ async fn reconcile(deps: &Deps, shutdown: Shutdown) {
         tokio::select! {
             () = &mut stop => return,
             _ = reconcile.tick() => {
-                let restocks = reconcile_restocks(deps).await;
+                // A paused queue's work waits for its resume, whoever would have done it.
+                let controls = deps.controls.borrow().clone();
+                let restocks = if controls.takes(NotifyRestock::QUEUE) {
+                    reconcile_restocks(deps).await
+                } else {
+                    Ok(())
+                };
                 if let Err(error) = &restocks {
                     tracing::warn!(error = %entity::error::chain(error), "reconciler failed");
                 }
-                let draws = reconcile_draws(deps).await;
+                let draws = if controls.takes(DrawWinners::QUEUE) {
+                    reconcile_draws(deps).await
+                } else {
+                    Ok(())
+                };
                 if let Err(error) = &draws {
                     tracing::warn!(error = %entity::error::chain(error), "draw reconciler failed");
                 }

@@ -10,6 +10,7 @@
 
 mod load;
 mod mail;
+mod ops;
 mod scenarios;
 mod socketio;
 mod store;
@@ -44,7 +45,7 @@ impl Figure {
     }
 }
 
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 12] = [
     "footprint",
     "flash-sale",
     "sustained",
@@ -56,6 +57,7 @@ const SCENARIOS: [&str; 11] = [
     "restock-fanout",
     "restock-kill",
     "idle-worker",
+    "ops-console",
 ];
 
 #[tokio::main]
@@ -100,6 +102,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("idle-worker") {
         figures.extend(mail::idle_queries().await?);
+    }
+    if wanted("ops-console") {
+        figures.extend(ops::console_reads().await?);
     }
     print_table(&figures);
     println!("{}", serde_json::to_string(&figures)?);

@@ -137,6 +137,11 @@ impl Store {
         Ok(out)
     }
 
+    /// A setting the store's processes were started with.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.env.get(name).map(String::as_str)
+    }
+
     /// One more worker process beside the first.
     pub fn add_worker(&mut self) -> anyhow::Result<()> {
         self.more_workers.push(spawn("worker", &self.env, &[])?);
