@@ -38,7 +38,7 @@ webhook_secret="schemathesis-webhook-secret-0123456789abcdef"
 # The fuzzer sends thousands of requests from one address and many failed logins: the auth
 # rate limit and the login lockout (tested elsewhere) would turn most of its run into 429s.
 env -i PATH="$PATH" HOME="${HOME:-/tmp}" RUST_LOG=warn \
-  HOST=127.0.0.1 PORT="$port" DATA_DIR="$work/data" \
+  HOST=127.0.0.1 PORT="$port" DATA_DIR="$work/data" DEMO_DATA=false \
   ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
   AUTH_RATE_LIMIT_PER_MINUTE=1000000 LOGIN_MAX_FAILURES=1000000 \
   ACCESS_TOKEN_TTL_SECS=3600 METRICS_TOKEN="$metrics_token" \

@@ -21,8 +21,6 @@ use crate::{error::ApiError, metrics::Metrics};
 
 const ISSUER: &str = "honeydrop";
 const AUDIENCE: &str = "honeydrop-api";
-/// Clock skew we forgive between instances.
-const LEEWAY_SECS: u64 = 5;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -41,12 +39,15 @@ pub struct Jwt {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
+    leeway: Duration,
 }
 
 impl Jwt {
+    /// A token is refused once its `exp` has passed: no leeway unless
+    /// [`Jwt::with_leeway`] grants one (`JWT_LEEWAY_SECS`).
     pub fn new(secret: &str, ttl: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_SECS;
+        validation.leeway = 0;
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
@@ -55,7 +56,16 @@ impl Jwt {
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
             ttl,
+            leeway: Duration::ZERO,
         }
+    }
+
+    /// Accepts a token up to `leeway` past its expiry, for instances whose clocks disagree.
+    #[must_use]
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.validation.leeway = leeway.as_secs();
+        self.leeway = leeway;
+        self
     }
 
     pub fn ttl(&self) -> Duration {
@@ -273,7 +283,7 @@ impl Authenticator {
     /// Keeps the session view current from the database until the process stops.
     pub async fn sync_sessions(&self) {
         // Tokens of a session revoked before this can no longer be valid.
-        let token_life = self.jwt.ttl() + Duration::from_secs(LEEWAY_SECS);
+        let token_life = self.jwt.ttl() + self.jwt.leeway;
         let overlap = chrono::Duration::from_std(SESSION_SYNC_OVERLAP).unwrap_or_default();
         let mut since = Utc::now() - chrono::Duration::from_std(token_life).unwrap_or_default();
         let mut tick = tokio::time::interval(SESSION_SYNC_EVERY);

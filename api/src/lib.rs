@@ -5,6 +5,7 @@ pub mod auth;
 pub mod contentful;
 pub mod cors;
 pub mod demand;
+pub mod demo;
 pub mod error;
 pub mod frame;
 pub mod idempotent;

@@ -222,7 +222,8 @@ impl ReserveBatcher {
             return;
         }
         let sold_out = if maybe_sold_out {
-            drops::plainly_sold_out(&self.0.db, drop_id, Utc::now())
+            let buyers: Vec<i64> = refused.iter().map(|w| w.user_id).collect();
+            drops::plainly_sold_out(&self.0.db, drop_id, &buyers, Utc::now())
                 .await
                 .unwrap_or_else(|error| {
                     tracing::debug!(error = %entity::error::chain(&error), "sold-out check failed");
@@ -232,8 +233,13 @@ impl ReserveBatcher {
             None
         };
         for waiter in refused {
-            if let Some(sold_out) = sold_out {
-                let _ = waiter.reply.send(Ok(ReserveOutcome::SoldOut(sold_out)));
+            // A buyer holding a unit already (or at the limit) is told so, not "sold out".
+            if let Some(plain) = &sold_out
+                && !plain.ruled.contains(&waiter.user_id)
+            {
+                let _ = waiter
+                    .reply
+                    .send(Ok(ReserveOutcome::SoldOut(plain.sold_out)));
                 continue;
             }
             let batcher = self.clone();

@@ -398,7 +398,24 @@ async fn route(
     let cors = routes.cors.clone();
     let endpoint =
         tower::service_fn(move |request| dispatch(routes.clone(), request, local, remote));
-    cors.layer(endpoint).oneshot(request).await
+    let mut response = cors.layer(endpoint).oneshot(request).await?;
+    // tower-http leaves out only `Allow-Origin` for an origin it refuses, yet still answers
+    // its preflight with the allowed methods and a max age: a refused origin gets none.
+    if !response
+        .headers()
+        .contains_key(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    {
+        let granted: Vec<_> = response
+            .headers()
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in granted {
+            response.headers_mut().remove(name);
+        }
+    }
+    Ok(response)
 }
 
 async fn dispatch(

@@ -28,6 +28,7 @@ impl Application {
     /// A backend is unreachable, a migration fails, or the address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let infra = Infra::connect(&settings).await?;
+        crate::demo::seed_if_empty(&settings, &infra).await?;
         ensure_admin(&settings, &infra).await?;
         let address = std::net::SocketAddr::new(settings.http.host, settings.http.port);
         let listener = tokio::net::TcpListener::bind(address)
@@ -139,7 +140,7 @@ async fn wait_for_sockets_to_close(state: &AppState) {
 /// listener beside it, and CORS is the listener's, see [`serve`]).
 pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
     let api = OpenApiService::new(routes::apis(&state), "Honeydrop", env!("CARGO_PKG_VERSION"))
-        .description(DESCRIPTION);
+        .description(description(&state.settings));
     let docs = api.swagger_ui();
     let document = spec::finish(&api.spec());
     let allowed = Arc::new(allow::AllowedMethods::from_spec(
@@ -166,6 +167,34 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
         .data(state)
         .into_endpoint()
         .map_to_response()
+}
+
+/// The API's description in Swagger UI: `API.md` with this server's own durations and the
+/// live events' table (generated from [`worker::events::EVENT_DOCS`], as README's is).
+pub fn description(settings: &Settings) -> String {
+    let leeway = match settings.auth.jwt_leeway.as_secs() {
+        0 => "refused once expired".to_owned(),
+        secs => format!("accepted up to {secs} s past expiry, `JWT_LEEWAY_SECS`"),
+    };
+    let hold = settings.drops.reservation_ttl.num_seconds().unsigned_abs();
+    DESCRIPTION
+        .replace("{reservation_ttl}", &span(hold))
+        .replace(
+            "{access_token_ttl}",
+            &span(settings.auth.access_token_ttl.as_secs()),
+        )
+        .replace("{jwt_leeway}", &leeway)
+        .replace("{events}", &worker::events::events_table())
+}
+
+/// `90 s`, `15 minutes`, `2 hours`: a duration as a reader says it.
+fn span(secs: u64) -> String {
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    match secs {
+        s if s >= 3600 && s % 3600 == 0 => plural(s / 3600, "hour"),
+        s if s >= 60 && s % 60 == 0 => plural(s / 60, "minute"),
+        s => format!("{s} s"),
+    }
 }
 
 /// One log line per request, tagged with a request id (the caller's `X-Request-Id`, or a new

@@ -81,7 +81,8 @@ impl AppState {
                 Jwt::new(
                     settings.auth.jwt_access_secret.expose(),
                     settings.auth.access_token_ttl,
-                ),
+                )
+                .with_leeway(settings.auth.jwt_leeway),
                 infra.db.clone(),
                 metrics.clone(),
             ),

@@ -54,7 +54,16 @@ enum ClientFrame {
     Auth {
         token: String,
     },
-    Ping,
+    /// `data` may be left out, `null` or any object: `{"event":"ping","data":{}}` is the
+    /// documented shape, and every frame has a `data`.
+    Ping(
+        #[serde(default)]
+        #[expect(
+            dead_code,
+            reason = "a ping carries nothing; its data is only accepted"
+        )]
+        Option<serde::de::IgnoredAny>,
+    ),
 }
 
 #[handler]
@@ -250,7 +259,7 @@ async fn handle_frame(text: &str, client: &mut Client, state: &AppState) -> Serv
             }
             Err(e) => ServerFrame::error("unauthorized", e.message),
         },
-        ClientFrame::Ping => ServerFrame::Pong {},
+        ClientFrame::Ping(_) => ServerFrame::Pong {},
     }
 }
 

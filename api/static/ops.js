@@ -122,7 +122,7 @@ function queueRow(q) {
   el('td', { class: 'n' }, q.retrying),
   el('td', { class: q.failed > 0 ? 'n hot' : 'n', 'data-failed': q.failed }, q.failed),
   el('td', { class: 'n' }, q.doneRecently),
-  el('td', { class: 'n' }, lag(q.lagSeconds)),
+  el('td', { class: 'n lag' }, lag(q.lagSeconds)),
   el('td', {}, spark(q.perMinute)),
   el('td', {}, q.paused
     ? el('span', { class: 'badge paused', title: `by ${q.paused.by} ${ago(q.paused.at)}` }, 'Paused')
@@ -165,7 +165,7 @@ function workerRow(w) {
     el('td', {}, `${w.host} · ${w.pid}`),
     el('td', {}, w.version),
     el('td', {}, ago(w.startedAt)),
-    el('td', {}, ago(w.lastHeartbeat)),
+    el('td', { class: 'beat' }, ago(w.lastHeartbeat)),
     el('td', {}, inFlight || '—'),
     el('td', { class: 'n' }, w.smtpBusy),
     el('td', { class: 'n' }, `${(w.rssBytes / 1048576).toFixed(0)} MB`),
@@ -173,6 +173,31 @@ function workerRow(w) {
     el('td', {}, w.state === 'running'
       ? el('button', { type: 'button', 'data-action': 'quiet', onclick: () => act(`/workers/${encodeURIComponent(w.name)}/quiet`, `Quiet ${w.name}? It finishes what it holds and takes nothing new.`) }, 'Quiet')
       : ''));
+}
+
+/**
+ * Puts one row per item in `tbody`, keeping a row whose item has not changed (`sig`), so a
+ * button under the pointer is not swapped out between press and release.
+ */
+function reconcile(tbody, items, key, sig, render) {
+  const kept = new Map([...tbody.children].map((row) => [row.dataset.key, row]));
+  const rows = items.map((item) => {
+    const old = kept.get(key(item));
+    if (old && old.dataset.sig === sig(item)) return old;
+    const row = render(item);
+    row.dataset.key = key(item);
+    row.dataset.sig = sig(item);
+    return row;
+  });
+  rows.forEach((row, i) => {
+    if (tbody.children[i] !== row) tbody.insertBefore(row, tbody.children[i] || null);
+  });
+  while (tbody.children.length > rows.length) tbody.lastElementChild.remove();
+}
+
+/** A worker's row changes with its state and load; its heartbeat's age is updated in place. */
+function workerSig(w) {
+  return JSON.stringify([w.state, w.inFlight, w.smtpBusy, Math.round(w.rssBytes / 1048576)]);
 }
 
 async function refresh() {
@@ -186,11 +211,22 @@ async function refresh() {
       api('/api/admin/ops/workers'),
       api('/api/admin/ops/audit?limit=20'),
     ]);
-    $('#queues tbody').replaceChildren(...queues.queues.map(queueRow));
+    // The lag grows every second while items wait: updated in place, not by a new row.
+    const queueSig = (q) => JSON.stringify([{ ...q, lagSeconds: 0 }, q.name === state.queue]);
+    reconcile($('#queues tbody'), queues.queues, (q) => q.name, queueSig, queueRow);
+    for (const q of queues.queues) {
+      const row = document.querySelector(`#queues tr[data-key="${CSS.escape(q.name)}"]`);
+      if (row) row.querySelector('td.lag').textContent = lag(q.lagSeconds);
+    }
     $('#items-queue').textContent = state.queue;
-    $('#items tbody').replaceChildren(...items.items.map(itemRow));
+    const itemKey = (i) => `${i.queue}/${i.id}`;
+    reconcile($('#items tbody'), items.items, itemKey, (i) => JSON.stringify(i), itemRow);
     $('#items-empty').hidden = items.items.length > 0;
-    $('#workers tbody').replaceChildren(...workers.map(workerRow));
+    reconcile($('#workers tbody'), workers, (w) => w.name, workerSig, workerRow);
+    for (const w of workers) {
+      const row = document.querySelector(`#workers tr[data-key="${CSS.escape(w.name)}"]`);
+      if (row) row.querySelector('td.beat').textContent = ago(w.lastHeartbeat);
+    }
     $('#audit').replaceChildren(...audit.map((a) => el('li', {},
       el('time', { datetime: a.at }, ago(a.at)),
       el('span', {}, `${a.actor} · ${a.action} ${a.target}${a.item ? ` ${a.item}` : ''} · ${a.affected} changed`))));

@@ -46,10 +46,14 @@ async function waitForQueue(page, queue, expected) {
   );
 }
 
+/**
+ * Presses a button once it is on screen. Found and clicked in one task of the page, so the
+ * once-a-second refresh cannot swap the row out between the two.
+ */
 async function press(page, selector, what) {
   step(`pressing ${what}`);
-  await page.waitForSelector(selector, { timeout: WAIT });
-  await page.click(selector);
+  await page.waitForSelector(selector, { visible: true, timeout: WAIT });
+  await page.$eval(selector, (button) => button.click());
 }
 
 async function waitForWorker(page, name, state) {
@@ -73,7 +77,7 @@ const scenarios = {
   /** Waits for `failed` failed items, looks at them, presses Retry all, sees the list empty. */
   async 'retry-all'(page) {
     await waitForQueue(page, args.queue, { failed: String(args.failed) });
-    await page.click(`#queues tr[data-queue="${args.queue}"] th`);
+    await press(page, `#queues tr[data-queue="${args.queue}"] th`, `the ${args.queue} row`);
     await page.waitForFunction(
       (n) => document.querySelectorAll('#items tbody tr').length === n,
       { timeout: WAIT },

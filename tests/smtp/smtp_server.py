@@ -1,8 +1,11 @@
 """A real SMTP server for the tests: captures every accepted message as one JSON line.
 
-    python3 smtp_server.py --out messages.jsonl [--transient N] [--permanent]
+    python3 smtp_server.py --out messages.jsonl [--transient N] [--permanent] [--port P]
+                           [--stop-with-stdin]
 
-Listens on 127.0.0.1 on a free port and prints `READY <port>` once it accepts connections.
+Listens on 127.0.0.1 on a free port and prints `READY <port>` once it accepts connections;
+runs until SIGINT/SIGTERM, so it can be started in the background (`&`). With
+`--stop-with-stdin` it also stops when its stdin closes (the tests: it goes with them).
 `--transient N` answers the first N messages with 451 (try again later); `--permanent`
 answers every message with 550 (mailbox unavailable). Each accepted message is decoded
 with Python's email package, so tests see headers and the text and HTML parts as sent.
@@ -11,6 +14,7 @@ with Python's email package, so tests see headers and the text and HTML parts as
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from email import message_from_bytes, policy
 
@@ -56,6 +60,7 @@ async def main():
     parser.add_argument("--permanent", action="store_true")
     # 0: a free port; a test that restarts the server passes the port it had.
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--stop-with-stdin", action="store_true")
     args = parser.parse_args()
     handler = Capture(args.out, args.transient, args.permanent)
     loop = asyncio.get_running_loop()
@@ -66,8 +71,15 @@ async def main():
     )
     port = server.sockets[0].getsockname()[1]
     print(f"READY {port}", flush=True)
-    # Stop when the test that started us goes away (stdin closes).
-    await loop.run_in_executor(None, sys.stdin.read)
+    if args.stop_with_stdin:
+        # Stop when the test that started us goes away (stdin closes).
+        await loop.run_in_executor(None, sys.stdin.read)
+    else:
+        # A background job's stdin is /dev/null (or the terminal): serve until signalled.
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
 
 
 if __name__ == "__main__":

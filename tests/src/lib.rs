@@ -77,6 +77,8 @@ pub struct TestApp {
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
+    /// Dropped with the app: the Postgres database and the Redis keys it made.
+    _leftovers: Option<Leftovers>,
 }
 
 /// A separately started worker runtime (distributed mode), stoppable on its own.
@@ -112,7 +114,10 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         ),
         ("SWEEP_INTERVAL_MS".into(), "200".into()),
         ("AUTH_RATE_LIMIT_PER_MINUTE".into(), "100000".into()),
+        // Tests arrange their own data; the demo store is tested on its own.
+        ("DEMO_DATA".into(), "false".into()),
     ]);
+    let mut leftovers = None;
     match backend {
         Backend::Embedded => {
             vars.insert(
@@ -121,15 +126,22 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
             );
         }
         Backend::PostgresRedis => {
-            vars.insert("DATABASE_URL".into(), fresh_postgres_database().await);
+            let database = fresh_postgres_database().await;
+            let prefix = format!("hdtest:{}", uuid::Uuid::new_v4().simple());
+            vars.insert("DATABASE_URL".into(), database.url().to_owned());
             vars.insert("REDIS_URL".into(), test_redis_url());
-            vars.insert(
-                "REDIS_PREFIX".into(),
-                format!("hdtest:{}", uuid::Uuid::new_v4().simple()),
-            );
+            vars.insert("REDIS_PREFIX".into(), prefix.clone());
             vars.insert("EMBED_WORKER".into(), "false".into());
             // Many tests run at once against one Postgres (max_connections 100 here).
             vars.insert("DATABASE_MAX_CONNECTIONS".into(), "6".into());
+            // Tests that read mail give an SMTP_URL; for the rest the outbox will do.
+            if !overrides.iter().any(|(k, _)| *k == "SMTP_URL") {
+                vars.insert("MAIL_TRANSPORT".into(), "outbox".into());
+            }
+            leftovers = Some(Leftovers {
+                database: Some(database),
+                redis_prefix: Some(prefix),
+            });
         }
     }
     for (k, v) in overrides {
@@ -151,6 +163,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         stop,
         server: Some(server),
         _dir: dir,
+        _leftovers: leftovers,
     };
     if backend == Backend::PostgresRedis {
         // The worker tier runs beside the api, as the `worker` binary would.
@@ -185,8 +198,9 @@ async fn start_instance(vars: &HashMap<String, String>) -> Instance {
     )
 }
 
-/// A database of its own on the test Postgres, named so stale ones can be swept.
-pub async fn fresh_postgres_database() -> String {
+/// A database of its own on the test Postgres, dropped when the returned guard is, and named
+/// after the process that made it, so a crashed run's are dropped by the next run to start.
+pub async fn fresh_postgres_database() -> TestDatabase {
     let admin_url = test_database_url();
     let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
         panic!("Postgres is not reachable at {admin_url} ({e}); {START_SERVICES}")
@@ -207,8 +221,9 @@ pub async fn fresh_postgres_database() -> String {
     }
     drop_stale_databases(&admin).await;
     let name = format!(
-        "hdtest_{}_{}",
+        "hdtest_{}_{}_{}",
         Utc::now().timestamp(),
+        std::process::id(),
         uuid::Uuid::new_v4().simple()
     );
     admin
@@ -219,10 +234,143 @@ pub async fn fresh_postgres_database() -> String {
         .rsplit_once('/')
         .map_or(admin_url.as_str(), |(b, _)| b)
         .to_owned();
-    format!("{base}/{name}")
+    TestDatabase {
+        url: format!("{base}/{name}"),
+        name,
+    }
 }
 
-/// Test databases older than two hours are left over from earlier runs.
+/// A test's own Postgres database: dropped (its connections closed) when this is.
+pub struct TestDatabase {
+    url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        off_runtime(async move {
+            if let Ok(admin) = Database::connect(test_database_url()).await {
+                let _ = drop_database(&admin, &name).await;
+            }
+        });
+    }
+}
+
+/// What a distributed test app leaves on the shared servers, removed when it is dropped.
+struct Leftovers {
+    database: Option<TestDatabase>,
+    redis_prefix: Option<String>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        // The database goes with its guard; the keys are removed here.
+        drop(self.database.take());
+        if let Some(prefix) = self.redis_prefix.take() {
+            off_runtime(async move {
+                let _ = delete_redis_prefix(&test_redis_url(), &prefix).await;
+            });
+        }
+    }
+}
+
+/// Runs cleanup to completion from `Drop`, which may run inside (or outside) a Tokio runtime:
+/// on a thread of its own with a runtime of its own.
+fn off_runtime(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let thread = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(cleanup);
+        }
+    });
+    let _ = thread.join();
+}
+
+/// Deletes every key under `prefix:` (and nothing else), scanning rather than `KEYS`, so a
+/// shared Redis is neither blocked nor emptied of other stores' keys, and the prefix's entries in
+/// apalis-redis's queue list. Returns how many keys went.
+///
+/// # Errors
+/// Redis refused.
+pub async fn delete_redis_prefix(redis_url: &str, prefix: &str) -> redis::RedisResult<usize> {
+    let mut conn = redis::Client::open(redis_url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let pattern = format!("{}:*", escape_glob(prefix));
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            deleted += keys.len();
+            let _: () = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await?;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    // apalis-redis lists every queue in one set outside any prefix: take ours out of it.
+    let listed: Vec<String> = redis::cmd("ZRANGE")
+        .arg(QUEUE_LIST)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await?;
+    let ours: Vec<&String> = listed
+        .iter()
+        .filter(|queue| queue.starts_with(&format!("{prefix}:")))
+        .collect();
+    if !ours.is_empty() {
+        let _: () = redis::cmd("ZREM")
+            .arg(QUEUE_LIST)
+            .arg(&ours)
+            .query_async(&mut conn)
+            .await?;
+    }
+    Ok(deleted)
+}
+
+/// Where apalis-redis registers its queues, for every prefix alike.
+const QUEUE_LIST: &str = "core:apalis:queues:list";
+
+/// A prefix as a literal in a Redis glob pattern.
+fn escape_glob(prefix: &str) -> String {
+    let mut escaped = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// Drops test databases left behind: those of a process that is no longer running (a
+/// crashed or killed run) and any older than two hours (names without a process id).
 async fn drop_stale_databases(admin: &DatabaseConnection) {
     let Ok(rows) = admin
         .query_all_raw(sea_orm::Statement::from_string(
@@ -238,14 +386,51 @@ async fn drop_stale_databases(admin: &DatabaseConnection) {
         let Ok(name) = row.try_get::<String>("", "datname") else {
             continue;
         };
-        let created = name
-            .split('_')
-            .nth(1)
-            .and_then(|t| t.parse::<i64>().ok())
-            .unwrap_or(i64::MAX);
-        if created < cutoff {
+        if is_stale(&name, cutoff, |pid| {
+            std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }) {
             let _ = drop_database(admin, &name).await;
         }
+    }
+}
+
+/// `hdtest_<created>_<pid>_<id>` is stale once its process is gone; any test database is
+/// stale after two hours, the only rule for names without a process id.
+fn is_stale(name: &str, cutoff: i64, running: impl Fn(u32) -> bool) -> bool {
+    let parts: Vec<&str> = name.split('_').collect();
+    let created = parts
+        .get(1)
+        .and_then(|t| t.parse::<i64>().ok())
+        .unwrap_or(i64::MAX);
+    let owner = match parts.as_slice() {
+        [_, _, pid, _] => pid.parse::<u32>().ok(),
+        _ => None,
+    };
+    created < cutoff || owner.is_some_and(|pid| !running(pid))
+}
+
+#[cfg(test)]
+mod stale {
+    use super::is_stale;
+
+    #[test]
+    fn a_database_of_a_process_that_is_gone_is_stale_at_once() {
+        let now = 2_000_000_000;
+        let cutoff = now - 7200;
+        let running = |pid: u32| pid == 42;
+        assert!(is_stale(&format!("hdtest_{now}_7_abc"), cutoff, running));
+        assert!(!is_stale(&format!("hdtest_{now}_42_abc"), cutoff, running));
+        assert!(is_stale(
+            &format!("hdtest_{}_42_abc", cutoff - 1),
+            cutoff,
+            running
+        ));
+        assert!(!is_stale(&format!("hdtest_{now}_abc"), cutoff, running));
+        assert!(is_stale(
+            &format!("hdtest_{}_abc", cutoff - 1),
+            cutoff,
+            running
+        ));
     }
 }
 
@@ -433,6 +618,34 @@ impl TestApp {
         match self.server.take() {
             Some(server) => server.await?,
             None => Ok(()),
+        }
+    }
+}
+
+/// A test app stops its server and worker before what it left on the shared servers is
+/// removed, so no task of it writes a key after its prefix was cleared.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if self._leftovers.is_none() {
+            return;
+        }
+        let _ = self.stop.send(true);
+        let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> =
+            self.server.take().into_iter().collect();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.stop.send(true);
+            tasks.push(worker.handle);
+        }
+        let wait = || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while tasks.iter().any(|t| !t.is_finished()) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        // Only a multi-threaded runtime can run the tasks to their end while this waits.
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        if let Ok(tokio::runtime::RuntimeFlavor::MultiThread) = flavor {
+            tokio::task::block_in_place(wait);
         }
     }
 }

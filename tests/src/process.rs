@@ -96,6 +96,43 @@ impl Drop for Process {
     }
 }
 
+/// Runs a binary that is expected to refuse to start: its exit status and everything it
+/// wrote (stdout, then stderr). `None` for the status if it was still running after `within`
+/// (it is killed then).
+pub async fn run_to_exit(
+    name: &str,
+    env: &HashMap<&str, String>,
+    within: Duration,
+) -> (Option<ExitStatus>, String) {
+    let mut child = Command::new(binary(name))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("process starts");
+    let deadline = tokio::time::Instant::now() + within;
+    let mut status = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(exited) = child.try_wait().expect("wait") {
+            status = Some(exited);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (status, text)
+}
+
 fn signal(pid: u32, which: &str) {
     Command::new("kill")
         .args([which, &pid.to_string()])

@@ -34,6 +34,8 @@ struct Store {
     db: DatabaseConnection,
     jwt: api::auth::Jwt,
     admin: TestUser,
+    /// Last: dropped after the processes are killed.
+    _database: Option<tests::TestDatabase>,
 }
 
 impl Store {
@@ -46,10 +48,15 @@ impl Store {
             ("JWT_ACCESS_SECRET", JWT_SECRET.to_owned()),
             ("RESERVATION_TTL_SECS", TTL_SECS.to_string()),
             ("DATABASE_MAX_CONNECTIONS", "4".to_owned()),
+            ("DEMO_DATA", "false".to_owned()),
         ]);
+        let mut database = None;
         if let Some(url) = redis_url {
-            env.insert("DATABASE_URL", fresh_postgres_database().await);
+            let fresh = fresh_postgres_database().await;
+            env.insert("DATABASE_URL", fresh.url().to_owned());
             env.insert("REDIS_URL", url);
+            env.insert("MAIL_TRANSPORT", "outbox".to_owned());
+            database = Some(fresh);
         } else {
             let file = dir.join("chaos.db");
             env.insert(
@@ -76,6 +83,7 @@ impl Store {
             db,
             jwt,
             admin,
+            _database: database,
         }
     }
 

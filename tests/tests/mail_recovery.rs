@@ -299,6 +299,8 @@ struct Distributed {
     db: DatabaseConnection,
     admin: tests::TestUser,
     _dir: tempfile::TempDir,
+    /// Last: dropped after the processes are killed.
+    _database: tests::TestDatabase,
 }
 
 impl Distributed {
@@ -307,11 +309,12 @@ impl Distributed {
         let dir = tempfile::tempdir().expect("temp dir");
         let secret = "a-shared-secret-of-at-least-32-bytes!!";
         let prefix = format!("hdtest:{}", uuid::Uuid::new_v4().simple());
+        let database = fresh_postgres_database().await;
         let env = HashMap::from([
             ("PORT", port.to_string()),
             ("DATA_DIR", dir.path().display().to_string()),
             ("JWT_ACCESS_SECRET", secret.to_owned()),
-            ("DATABASE_URL", fresh_postgres_database().await),
+            ("DATABASE_URL", database.url().to_owned()),
             ("DATABASE_MAX_CONNECTIONS", "4".to_owned()),
             ("REDIS_URL", redis_url),
             // A send the SMTP server did not take is tried again soon.
@@ -341,6 +344,7 @@ impl Distributed {
             db,
             admin,
             _dir: dir,
+            _database: database,
         }
     }
 

@@ -11,6 +11,7 @@ async fn main() -> anyhow::Result<()> {
             "REDIS_URL is required for a separate worker; in embedded mode the api runs its own"
         );
     }
+    settings.require_mail_transport()?;
     let infra = Infra::connect(&settings).await?;
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(async move {

@@ -39,6 +39,8 @@ fn worker_with_database(database_url: &str) -> std::process::Output {
         .env("DATA_DIR", dir.path())
         .env("REDIS_URL", "redis://127.0.0.1:6379")
         .env("JWT_ACCESS_SECRET", "k".repeat(32))
+        // A worker needs a way to send mail before it gets as far as the database.
+        .env("MAIL_TRANSPORT", "outbox")
         .env("DATABASE_URL", database_url)
         .output()
         .expect("worker binary runs")

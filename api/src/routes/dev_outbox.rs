@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
 use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
-use worker::{Settings, settings::Mode};
+use worker::{
+    Settings,
+    settings::{MailTransport, Mode},
+};
 
 use super::ApiTags;
 use crate::{
@@ -53,12 +56,20 @@ impl From<OutboxMessage> for OutboxEmail {
     }
 }
 
-/// Where this store's mail lands when it is written to files: embedded mode without
-/// `SMTP_URL`. Anywhere else there is no outbox to show (mail left over SMTP, and in
-/// distributed mode each worker host has its own disk).
-fn outbox_dir(settings: &Settings) -> Option<PathBuf> {
-    (settings.mode() == Mode::Embedded && settings.mail.smtp_url.is_none())
-        .then(|| settings.mail.outbox_dir.clone())
+/// The directory this process's own worker writes mail to, or why there is none to show.
+fn outbox_dir(settings: &Settings) -> Result<PathBuf, &'static str> {
+    match settings.mail.transport {
+        MailTransport::Outbox if settings.worker.embed => Ok(settings.mail.outbox_dir.clone()),
+        MailTransport::Outbox => Err(
+            "there is no outbox here: MAIL_TRANSPORT=outbox has each worker process write mail to DATA_DIR/outbox/ on its own disk, and this api runs no worker",
+        ),
+        MailTransport::Smtp | MailTransport::Missing if settings.mode() == Mode::Embedded => {
+            Err("there is no outbox: mail goes out over SMTP_URL")
+        }
+        MailTransport::Smtp | MailTransport::Missing => Err(
+            "there is no outbox: in distributed mode mail goes out over SMTP_URL from the worker processes",
+        ),
+    }
 }
 
 #[OpenApi(prefix_path = "/api/admin/outbox", tag = "ApiTags::Admin")]
@@ -68,20 +79,17 @@ impl DevOutboxApi {
     /// For development and demos: in embedded mode without `SMTP_URL`, every email is
     /// written to `DATA_DIR/outbox/` instead of being sent; this lists the newest ones
     /// (20 unless `limit` says otherwise), newest first, with their plain-text body and
-    /// links. 404 `outbox_disabled` in distributed mode or when `SMTP_URL` is set.
+    /// links. With `MAIL_TRANSPORT=outbox` in distributed mode each worker writes to its own
+    /// disk, so only an api that runs a worker (`EMBED_WORKER`) lists that worker's files.
+    /// Otherwise 404 `outbox_disabled`, saying where mail goes.
     #[oai(path = "/", method = "get")]
     async fn list(
         &self,
         _admin: AdminAuth,
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<u32>>,
     ) -> ApiResult<Json<Vec<OutboxEmail>>> {
-        let Some(dir) = outbox_dir(&self.state.settings) else {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::OutboxDisabled,
-                "there is no outbox: mail is only written to files in embedded mode without SMTP_URL",
-            ));
-        };
+        let dir = outbox_dir(&self.state.settings)
+            .map_err(|why| ApiError::new(StatusCode::NOT_FOUND, ErrorCode::OutboxDisabled, why))?;
         let limit = usize::try_from(limit.0.unwrap_or(DEFAULT_LIMIT)).unwrap_or(usize::MAX);
         let messages = tokio::task::spawn_blocking(move || outbox::latest(&dir, limit)).await??;
         Ok(Json(messages.into_iter().map(OutboxEmail::from).collect()))

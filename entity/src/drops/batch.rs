@@ -119,7 +119,7 @@ pub async fn reserve_batch(
     Ok(batch)
 }
 
-fn postgres_array(ids: &[i64]) -> String {
+pub(super) fn postgres_array(ids: &[i64]) -> String {
     let items: Vec<String> = ids.iter().map(i64::to_string).collect();
     format!("{{{}}}", items.join(","))
 }

@@ -46,7 +46,7 @@ pub use admin::{DropInput, DropPatch, MAX_STOCK, NewDrop, Updated, create, updat
 pub use batch::{Batch, reserve_batch};
 pub use holds::{Ended, expire, expire_overdue, next_due, release};
 pub use purchase::purchase;
-pub use reserve::{plainly_sold_out, reserve};
+pub use reserve::{PlainlySoldOut, plainly_sold_out, reserve};
 pub use views::{
     BuyerView, DropView, HolderView, list_all, list_public, open_stock, purchases_of,
     reservations_of, view,

@@ -42,9 +42,12 @@ pub async fn reserve(
             return Ok(ReserveOutcome::Reserved(reserved));
         }
         // After a sell-out every buyer still in flight lands here: answer the plain sold-out
-        // case with one read instead of a transaction.
-        if let Some(sold_out) = plainly_sold_out(db, drop_id, now).await? {
-            return Ok(ReserveOutcome::SoldOut(sold_out));
+        // case with one read instead of a transaction. A buyer with a rule of their own (a
+        // hold already, the limit reached) goes on, to be told that as SQLite tells it.
+        if let Some(plain) = plainly_sold_out(db, drop_id, &[user_id], now).await?
+            && plain.ruled.is_empty()
+        {
+            return Ok(ReserveOutcome::SoldOut(plain.sold_out));
         }
     }
     // The general path (all of SQLite, and Postgres's refusals and takeovers), in one
@@ -76,24 +79,42 @@ pub async fn reserve(
     }))
 }
 
+/// A drop with no unit to take, and the asking buyers whose own rule answers them instead.
+#[derive(Debug)]
+pub struct PlainlySoldOut {
+    pub sold_out: SoldOut,
+    /// Buyers who hold a unit of the drop already or reached its purchase limit: the general
+    /// path answers them `already_reserved` or `purchase_limit_reached`, on either backend.
+    pub ruled: Vec<i64>,
+}
+
 /// `Some` when the drop is open, has no unit left and no hold is due, so no takeover is
-/// possible: what [`reserve`] answers every buyer then (before any rule of the buyer's own),
-/// in one query. Postgres only.
+/// possible: what [`reserve`] answers every buyer then — except those of `buyers` with a
+/// rule of their own, listed — in one query. Postgres only.
 ///
 /// # Errors
 /// Database failure.
 pub async fn plainly_sold_out(
     db: &DatabaseConnection,
     drop_id: i64,
+    buyers: &[i64],
     now: DateTime<Utc>,
-) -> Result<Option<SoldOut>> {
+) -> Result<Option<PlainlySoldOut>> {
     // "Due" is judged by the statement's own start time, which is when its snapshot is taken:
     // a request that waited for a connection must not judge by when it arrived.
     const SQL: &str = r#"
         SELECT d.stock_version,
                (SELECT min(r.expires_at) FROM reservations r
                  WHERE r.drop_id = d.id AND r.status = $3) AS next_due,
-               statement_timestamp() AS checked_at
+               statement_timestamp() AS checked_at,
+               array_to_string(ARRAY(
+                   SELECT b.user_id FROM unnest($5::text::bigint[]) AS b(user_id)
+                    WHERE EXISTS (SELECT 1 FROM reservations r
+                                   WHERE r.drop_id = d.id AND r.user_id = b.user_id
+                                     AND r.status = $3)
+                       OR (SELECT count(*) FROM purchases p
+                            WHERE p.drop_id = d.id AND p.user_id = b.user_id) >= d.max_per_user
+               ), ',') AS ruled
           FROM drops d
          WHERE d.id = $1
            AND d.available_stock = 0
@@ -108,20 +129,30 @@ pub async fn plainly_sold_out(
             now.into(),
             ReservationStatus::Active.into(),
             drops::DropMode::FirstCome.into(),
+            // An array literal (`{1,2,3}`): ids are integers, so nothing needs quoting.
+            super::batch::postgres_array(buyers).into(),
         ],
     );
     let Some(row) = db.query_one_raw(statement).await? else {
         return Ok(None);
     };
+    let ruled: String = row.try_get("", "ruled")?;
+    let ruled = ruled
+        .split(',')
+        .filter_map(|id| id.parse::<i64>().ok())
+        .collect();
     let version: i64 = row.try_get("", "stock_version")?;
     let next_due: Option<DateTime<Utc>> = row.try_get("", "next_due")?;
     let checked_at: DateTime<Utc> = row.try_get("", "checked_at")?;
     if next_due.is_some_and(|due| due <= std::cmp::max(now, checked_at)) {
         return Ok(None);
     }
-    Ok(Some(SoldOut {
-        version,
-        until: next_due,
+    Ok(Some(PlainlySoldOut {
+        sold_out: SoldOut {
+            version,
+            until: next_due,
+        },
+        ruled,
     }))
 }
 

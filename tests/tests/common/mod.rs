@@ -28,6 +28,7 @@ async fn spawn_smtp(out: &std::path::Path, mode: Smtp, port: u16) -> (Child, u16
         .arg(out)
         .arg("--port")
         .arg(port.to_string())
+        .arg("--stop-with-stdin")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -19,7 +19,7 @@ use lettre::{
 };
 use minijinja::{Environment, Value, context};
 
-use crate::platform::settings::Settings;
+use crate::platform::settings::{Mode, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailerError {
@@ -27,6 +27,8 @@ pub enum MailerError {
     From(String),
     #[error("SMTP_URL is invalid: {0}")]
     SmtpUrl(String),
+    #[error("{0}")]
+    NoTransport(#[from] crate::platform::settings::SettingsError),
     #[error("cannot load email templates: {0}")]
     Templates(#[from] minijinja::Error),
 }
@@ -51,6 +53,9 @@ enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
     /// One `.eml` file (the full RFC 5322 message) per email.
     Outbox(PathBuf),
+    /// The same files in distributed mode (`MAIL_TRANSPORT=outbox`): they sit on one
+    /// worker's disk and reach nobody, so each is recorded as failed, never as sent.
+    UndeliveredOutbox(PathBuf),
 }
 
 pub struct Mailer {
@@ -66,7 +71,9 @@ impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let transport = match &self.transport {
             Transport::Direct(_) | Transport::Smtp(_) => "smtp".to_owned(),
-            Transport::Outbox(dir) => format!("outbox {}", dir.display()),
+            Transport::Outbox(dir) | Transport::UndeliveredOutbox(dir) => {
+                format!("outbox {}", dir.display())
+            }
         };
         f.debug_struct("Mailer")
             .field("transport", &transport)
@@ -118,8 +125,9 @@ impl Mailer {
     /// otherwise files under `DATA_DIR/outbox/`.
     ///
     /// # Errors
-    /// `MAIL_FROM` or `SMTP_URL` is malformed.
+    /// `MAIL_FROM` or `SMTP_URL` is malformed, or distributed mode has no way to send.
     pub fn from_settings(settings: &Settings) -> Result<Self, MailerError> {
+        settings.require_mail_transport()?;
         let mail = &settings.mail;
         let from: Mailbox = mail
             .from
@@ -136,6 +144,9 @@ impl Mailer {
                         .build(),
                 ),
             },
+            None if settings.mode() == Mode::Distributed => {
+                Transport::UndeliveredOutbox(mail.outbox_dir.clone())
+            }
             None => Transport::Outbox(mail.outbox_dir.clone()),
         };
         let mut templates = Environment::new();
@@ -320,7 +331,19 @@ impl Mailer {
                 Transport::Direct(direct) => direct.send(&message).await,
                 Transport::Outbox(dir) => write_outbox(dir, message_id, &message.formatted())
                     .await
+                    .map(|_| ())
                     .map_err(|e| SendError::Transient(format!("cannot write the outbox: {e}"))),
+                Transport::UndeliveredOutbox(dir) => {
+                    let path = write_outbox(dir, message_id, &message.formatted())
+                        .await
+                        .map_err(|e| {
+                            SendError::Transient(format!("cannot write the outbox: {e}"))
+                        })?;
+                    Err(SendError::Permanent(format!(
+                        "not delivered: written to {} on this worker's disk (MAIL_TRANSPORT=outbox)",
+                        path.display()
+                    )))
+                }
             }
         };
         tokio::time::timeout(self.send_timeout, sending)
@@ -336,12 +359,17 @@ impl Mailer {
 
 /// Writes `message-<id>.eml` atomically (temp file, then rename), so a reader never sees half
 /// a message.
-async fn write_outbox(dir: &std::path::Path, message_id: i64, raw: &[u8]) -> std::io::Result<()> {
+async fn write_outbox(
+    dir: &std::path::Path,
+    message_id: i64,
+    raw: &[u8],
+) -> std::io::Result<PathBuf> {
     tokio::fs::create_dir_all(dir).await?;
     let path = dir.join(format!("message-{message_id:08}.eml"));
     let tmp = dir.join(format!(".message-{message_id:08}.eml.tmp"));
     tokio::fs::write(&tmp, raw).await?;
-    tokio::fs::rename(&tmp, &path).await
+    tokio::fs::rename(&tmp, &path).await?;
+    Ok(path)
 }
 
 /// A token bucket shared by every send of the process: at most `rate` a second, with bursts

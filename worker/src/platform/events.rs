@@ -242,3 +242,196 @@ impl From<&entity::models::reservations::Model> for ReservationExpired {
         }
     }
 }
+
+/// Who sends a live event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    ServerToClient,
+    ClientToServer,
+}
+
+/// One event of the live protocol (`/ws` and Socket.IO alike), as documented.
+#[derive(Clone, Copy, Debug)]
+pub struct EventDoc {
+    pub direction: Direction,
+    pub event: &'static str,
+    /// The shape of `data`.
+    pub data: &'static str,
+    /// When it is sent, and to whom.
+    pub note: &'static str,
+}
+
+/// The live protocol, told once: README, the Swagger description (and any other document of
+/// the protocol) are generated from this list, and a test holds it to the wire types above.
+pub const EVENT_DOCS: &[EventDoc] = &[
+    EventDoc {
+        direction: Direction::ServerToClient,
+        event: "snapshot",
+        data: "`{drops: [{dropId, availableStock, version}], products: [{productId, slug, name, inStock, stockQuantity}]}`",
+        note: "on connect, and again when the socket fell behind",
+    },
+    EventDoc {
+        direction: Direction::ServerToClient,
+        event: "stock_update",
+        data: "`{dropId, availableStock, version}`",
+        note: "after every committed stock change; `version` grows per drop, so drop stale frames and re-read on a gap",
+    },
+    EventDoc {
+        direction: Direction::ServerToClient,
+        event: "product_restocked",
+        data: "`{productId, slug, name, stockQuantity}`",
+        note: "a catalog product is back in stock",
+    },
+    EventDoc {
+        direction: Direction::ServerToClient,
+        event: "reservation_expired",
+        data: "`{reservationId, dropId, userId}`",
+        note: "to the hold owner's authenticated sockets only",
+    },
+    EventDoc {
+        direction: Direction::ServerToClient,
+        event: "hold_offered",
+        data: "`{reservationId, dropId, expiresAt, userId}`",
+        note: "a waitlisted buyer's turn: a hold to buy before `expiresAt`; to that buyer's sockets only",
+    },
+    EventDoc {
+        direction: Direction::ServerToClient,
+        event: "draw_result",
+        data: "`{dropId, won, reservationId?, expiresAt?, position?, userId}`",
+        note: "a draw was done: a winner's hold, or the entrant's place on the waitlist; to that entrant's sockets only",
+    },
+    EventDoc {
+        direction: Direction::ServerToClient,
+        event: "session_ended",
+        data: "`{sessionId}`",
+        note: "the socket's session ended (logout, refresh-token reuse); the socket stays open, anonymous",
+    },
+    EventDoc {
+        direction: Direction::ServerToClient,
+        event: "subscribed",
+        data: "`{drops: [1, 2]}` (`null`: all)",
+        note: "answer to `subscribe`: the filter in force",
+    },
+    EventDoc {
+        direction: Direction::ServerToClient,
+        event: "authenticated",
+        data: "`{userId}`",
+        note: "answer to `auth`: the socket now also gets its owner's events",
+    },
+    EventDoc {
+        direction: Direction::ServerToClient,
+        event: "pong",
+        data: "`{}`",
+        note: "answer to `ping`",
+    },
+    EventDoc {
+        direction: Direction::ServerToClient,
+        event: "error",
+        data: "`{code, message}`",
+        note: "a client frame that could not be honoured (`bad_request`, `unauthorized`)",
+    },
+    EventDoc {
+        direction: Direction::ClientToServer,
+        event: "subscribe",
+        data: "`{drops: [1, 2]}`",
+        note: "limits `stock_update` to those drops (`null`: all)",
+    },
+    EventDoc {
+        direction: Direction::ClientToServer,
+        event: "auth",
+        data: "`{token: \"<access token>\"}`",
+        note: "authenticates the socket (or connect with `/ws?token=...`)",
+    },
+    EventDoc {
+        direction: Direction::ClientToServer,
+        event: "ping",
+        data: "`{}` (or no `data`)",
+        note: "answered with `pong`",
+    },
+];
+
+/// [`EVENT_DOCS`] as the Markdown table README and the API description show.
+pub fn events_table() -> String {
+    let mut table = String::from("| direction | event | data | when |\n|---|---|---|---|\n");
+    for doc in EVENT_DOCS {
+        let direction = match doc.direction {
+            Direction::ServerToClient => "server → client",
+            Direction::ClientToServer => "client → server",
+        };
+        table.push_str(&format!(
+            "| {direction} | `{}` | {} | {} |\n",
+            doc.event, doc.data, doc.note
+        ));
+    }
+    table
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn name_of(frame: &impl Serialize) -> String {
+        let value = serde_json::to_value(frame).expect("serialises");
+        value["event"].as_str().expect("an event name").to_owned()
+    }
+
+    #[test]
+    fn every_event_a_browser_can_get_is_documented_and_nothing_else() {
+        let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let hold = HoldOffered {
+            reservation_id: 1,
+            drop_id: 1,
+            expires_at: at,
+            user_id: 1,
+        };
+        let draw = DrawResult {
+            drop_id: 1,
+            won: false,
+            reservation_id: None,
+            expires_at: None,
+            position: Some(1),
+            user_id: 1,
+        };
+        let stock = StockUpdate {
+            drop_id: 1,
+            available_stock: 1,
+            version: 1,
+        };
+        let sent = [
+            name_of(&Event::StockUpdate(stock.clone())),
+            name_of(&Event::ProductRestocked(ProductRestocked {
+                product_id: 1,
+                slug: "s".into(),
+                name: "n".into(),
+                stock_quantity: None,
+            })),
+            name_of(&Event::ReservationExpired(ReservationExpired {
+                reservation_id: 1,
+                drop_id: 1,
+                user_id: 1,
+            })),
+            name_of(&Event::HoldOffered(hold)),
+            name_of(&Event::DrawResult(draw)),
+            name_of(&Event::SessionEnded(SessionEnded { session_id: 1 })),
+            name_of(&ServerFrame::Snapshot(Snapshot {
+                drops: vec![stock],
+                products: Vec::new(),
+            })),
+            name_of(&ServerFrame::Subscribed { drops: None }),
+            name_of(&ServerFrame::Authenticated { user_id: 1 }),
+            name_of(&ServerFrame::Pong {}),
+            name_of(&ServerFrame::error("bad_request", "x")),
+        ];
+        let documented: Vec<&str> = EVENT_DOCS
+            .iter()
+            .filter(|d| d.direction == Direction::ServerToClient)
+            .map(|d| d.event)
+            .collect();
+        let mut sent_sorted: Vec<&str> = sent.iter().map(String::as_str).collect();
+        sent_sorted.sort_unstable();
+        let mut documented_sorted = documented.clone();
+        documented_sorted.sort_unstable();
+        assert_eq!(sent_sorted, documented_sorted);
+    }
+}

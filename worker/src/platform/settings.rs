@@ -97,6 +97,9 @@ pub struct Settings {
     /// SQLite file, generated secrets, outbox.
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
+    /// Seed a demo store (products, drops, an admin) into an empty database (`DEMO_DATA`;
+    /// on by default in embedded mode only).
+    pub demo_data: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -190,6 +193,9 @@ pub struct RedisSettings {
 pub struct AuthSettings {
     pub jwt_access_secret: Secret,
     pub access_token_ttl: Duration,
+    /// How long past its expiry an access token is still accepted (`JWT_LEEWAY_SECS`),
+    /// for clocks that disagree between instances.
+    pub jwt_leeway: Duration,
     /// Absolute lifetime of a session (its refresh-token family).
     pub refresh_token_ttl: chrono::Duration,
     pub login_max_failures: u32,
@@ -213,9 +219,24 @@ pub struct DropSettings {
     pub sweep_interval: Duration,
 }
 
+/// How a worker hands mail on (`MAIL_TRANSPORT`, `SMTP_URL`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailTransport {
+    /// `SMTP_URL`.
+    Smtp,
+    /// One file per email under `outbox_dir`: embedded mode's default without `SMTP_URL`,
+    /// or chosen with `MAIL_TRANSPORT=outbox`. In distributed mode such mail is recorded
+    /// `failed`, never `sent`: nobody receives it.
+    Outbox,
+    /// Distributed mode with neither: a worker refuses to start (see
+    /// [`Settings::require_mail_transport`]); an api without a worker sends no mail.
+    Missing,
+}
+
 #[derive(Clone, Debug)]
 pub struct MailSettings {
-    /// `None`: mail is written to `outbox_dir`.
+    pub transport: MailTransport,
+    /// Set exactly when `transport` is `Smtp`.
     pub smtp_url: Option<Secret>,
     pub from: String,
     pub outbox_dir: PathBuf,
@@ -317,13 +338,13 @@ impl Settings {
             }
         };
         Ok(Self {
-            database: DatabaseSettings::read(&env, &data_dir)?,
+            database: DatabaseSettings::read(&env, mode, &data_dir)?,
             auth: AuthSettings::read(&env, mode, &data_dir)?,
             drops: DropSettings {
                 reservation_ttl: chrono_secs(env.secs("RESERVATION_TTL_SECS", 60, 1)?),
                 sweep_interval: env.millis("SWEEP_INTERVAL_MS", 1_000)?,
             },
-            mail: MailSettings::read(&env, &data_dir)?,
+            mail: MailSettings::read(&env, mode, &data_dir)?,
             contentful: ContentfulSettings::read(&env)?,
             worker: WorkerSettings {
                 embed: mode == Mode::Embedded
@@ -338,7 +359,32 @@ impl Settings {
             redis,
             data_dir,
             log_format,
+            demo_data: env
+                .parse::<Flag>("DEMO_DATA")?
+                .map_or(mode == Mode::Embedded, |f| f.0),
         })
+        .and_then(|settings| {
+            // An api that runs a worker sends mail: refuse to start it unable to.
+            if settings.worker.embed {
+                settings.require_mail_transport()?;
+            }
+            Ok(settings)
+        })
+    }
+
+    /// A worker must be able to deliver mail: in distributed mode that takes `SMTP_URL`,
+    /// or an explicit `MAIL_TRANSPORT=outbox` for development.
+    ///
+    /// # Errors
+    /// `SMTP_URL` is missing, with what to do about it.
+    pub fn require_mail_transport(&self) -> Result<(), SettingsError> {
+        if self.mail.transport == MailTransport::Missing {
+            return Err(SettingsError::Missing {
+                name: "SMTP_URL",
+                hint: " for a worker in distributed mode (REDIS_URL is set), or nobody gets the store's email; for development, MAIL_TRANSPORT=outbox writes each email to a file on the worker's disk instead (recorded failed, never sent)",
+            });
+        }
+        Ok(())
     }
 
     pub fn mode(&self) -> Mode {
@@ -385,7 +431,27 @@ impl HttpSettings {
 }
 
 impl DatabaseSettings {
-    fn read(env: &Vars, data_dir: &std::path::Path) -> Result<Self, SettingsError> {
+    fn read(env: &Vars, mode: Mode, data_dir: &std::path::Path) -> Result<Self, SettingsError> {
+        if mode == Mode::Distributed {
+            // A process sharing Redis's queue with the others but writing to a SQLite file
+            // of its own would split the store and lose its writes without a word.
+            match env.get("DATABASE_URL") {
+                Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                }
+                Some(_) => {
+                    return Err(invalid(
+                        "DATABASE_URL",
+                        "must be a postgres:// or postgresql:// URL in distributed mode (REDIS_URL is set): every process shares one Postgres",
+                    ));
+                }
+                None => {
+                    return Err(SettingsError::Missing {
+                        name: "DATABASE_URL",
+                        hint: " in distributed mode (REDIS_URL is set): the postgres:// URL every process shares",
+                    });
+                }
+            }
+        }
         let url = match env.get("DATABASE_URL") {
             Some(url)
                 if url.starts_with("postgres://")
@@ -464,6 +530,12 @@ impl AuthSettings {
         Ok(Self {
             jwt_access_secret,
             access_token_ttl: env.secs("ACCESS_TOKEN_TTL_SECS", 15 * 60, 1)?,
+            jwt_leeway: match env.secs("JWT_LEEWAY_SECS", 0, 0)? {
+                leeway if leeway > Duration::from_secs(60) => {
+                    return Err(invalid("JWT_LEEWAY_SECS", "must be at most 60"));
+                }
+                leeway => leeway,
+            },
             refresh_token_ttl: chrono_secs(env.secs(
                 "REFRESH_TOKEN_TTL_SECS",
                 30 * 24 * 3600,
@@ -478,15 +550,40 @@ impl AuthSettings {
 }
 
 impl MailSettings {
-    fn read(env: &Vars, data_dir: &std::path::Path) -> Result<Self, SettingsError> {
+    fn read(env: &Vars, mode: Mode, data_dir: &std::path::Path) -> Result<Self, SettingsError> {
         let smtp_url = env.get("SMTP_URL").map(Secret::new);
         if let Some(url) = &smtp_url
             && !(url.expose().starts_with("smtp://") || url.expose().starts_with("smtps://"))
         {
             return Err(invalid("SMTP_URL", "must start with smtp:// or smtps://"));
         }
+        let transport = match (env.get("MAIL_TRANSPORT"), &smtp_url) {
+            (None | Some("smtp"), Some(_)) => MailTransport::Smtp,
+            (Some("smtp"), None) => {
+                return Err(SettingsError::Missing {
+                    name: "SMTP_URL",
+                    hint: " when MAIL_TRANSPORT=smtp",
+                });
+            }
+            (Some("outbox"), None) => MailTransport::Outbox,
+            (Some("outbox"), Some(_)) => {
+                return Err(invalid(
+                    "MAIL_TRANSPORT",
+                    "outbox writes mail to files, yet SMTP_URL is set: unset one of them",
+                ));
+            }
+            (None, None) if mode == Mode::Embedded => MailTransport::Outbox,
+            (None, None) => MailTransport::Missing,
+            (Some(other), _) => {
+                return Err(invalid(
+                    "MAIL_TRANSPORT",
+                    format!("expected smtp or outbox, got {other:?}"),
+                ));
+            }
+        };
         let lease = env.secs("MAIL_LEASE_SECS", 15, 2)?;
         Ok(Self {
+            transport,
             smtp_url,
             from: env
                 .get("MAIL_FROM")
@@ -674,7 +771,16 @@ fn generated_secret(data_dir: &std::path::Path) -> Result<Secret, SettingsError>
         source,
     };
     match std::fs::read_to_string(&path) {
-        Ok(existing) if existing.trim().len() >= 32 => return Ok(Secret::new(existing.trim())),
+        Ok(existing) if existing.trim().len() >= 32 => {
+            // Written 0644 by versions before write_private: the owner's alone from now on.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+            return Ok(Secret::new(existing.trim()));
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
@@ -682,8 +788,29 @@ fn generated_secret(data_dir: &std::path::Path) -> Result<Secret, SettingsError>
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(&path, &secret).map_err(io)?;
+    write_private(&path, &secret).map_err(io)?;
     Ok(Secret::new(secret))
+}
+
+/// Writes a file only its owner can read (0600): the generated secret and the demo admin's
+/// password sit in it.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        // A file left by an older version may be readable by others: tighten it first.
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    options.open(path)?.write_all(contents.as_bytes())
 }
 
 #[cfg(test)]
@@ -728,10 +855,14 @@ mod tests {
             Settings::from_vars(all).map(|s| s.http.cors_allowed_origins)
         };
         let redis = ("REDIS_URL", "redis://127.0.0.1:6379");
+        let postgres = ("DATABASE_URL", "postgres://x@localhost/db");
         assert_eq!(with(&[]).ok(), Some(AllowedOrigins::Any));
-        assert_eq!(with(&[redis]).ok(), Some(AllowedOrigins::Only(Vec::new())));
         assert_eq!(
-            with(&[redis, ("CORS_ALLOWED_ORIGINS", "*")]).ok(),
+            with(&[redis, postgres]).ok(),
+            Some(AllowedOrigins::Only(Vec::new()))
+        );
+        assert_eq!(
+            with(&[redis, postgres, ("CORS_ALLOWED_ORIGINS", "*")]).ok(),
             Some(AllowedOrigins::Any)
         );
         assert_eq!(
@@ -843,6 +974,110 @@ mod tests {
                 "{name}={bad}: {err}"
             );
         }
+    }
+
+    fn distributed(extra: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let mut all = vars(&[
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("DATABASE_URL", "postgres://x@localhost/db"),
+            ("JWT_ACCESS_SECRET", &"k".repeat(32)),
+        ]);
+        all.extend(vars(extra));
+        Settings::from_vars(all)
+    }
+
+    fn error_of(settings: Result<Settings, SettingsError>) -> String {
+        settings.err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn distributed_mode_takes_only_a_postgres_database() {
+        let dir = tempfile_dir();
+        let data_dir = ("DATA_DIR", dir.as_str());
+        for url in ["sqlite://x.db?mode=rwc", "sqlite::memory:"] {
+            let err = error_of(distributed(&[("DATABASE_URL", url), data_dir]));
+            assert!(err.starts_with("DATABASE_URL is invalid"), "{url}: {err}");
+        }
+        let mut unset = vars(&[
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("JWT_ACCESS_SECRET", &"k".repeat(32)),
+            data_dir,
+        ]);
+        unset.remove("DATABASE_URL");
+        let err = error_of(Settings::from_vars(unset));
+        assert!(err.starts_with("DATABASE_URL is required"), "{err}");
+        assert!(
+            !std::path::Path::new(&dir).join("honeydrop.db").exists(),
+            "no private SQLite file is made"
+        );
+        assert!(distributed(&[("DATABASE_URL", "postgresql://x@db/store")]).is_ok());
+    }
+
+    /// A directory name of this test's own that does not exist yet.
+    fn tempfile_dir() -> String {
+        std::env::temp_dir()
+            .join(format!("hd-settings-{}", rand::random::<u64>()))
+            .display()
+            .to_string()
+    }
+
+    #[test]
+    fn a_distributed_worker_needs_smtp_or_an_explicit_outbox() {
+        let api = distributed(&[]).expect("an api without a worker sends no mail");
+        assert_eq!(api.mail.transport, MailTransport::Missing);
+        let err = error_of(api.require_mail_transport().map(|()| api.clone()));
+        assert!(err.starts_with("SMTP_URL is required"), "{err}");
+        assert!(err.contains("MAIL_TRANSPORT=outbox"), "{err}");
+
+        let err = error_of(distributed(&[("EMBED_WORKER", "true")]));
+        assert!(err.starts_with("SMTP_URL is required"), "{err}");
+
+        let outbox = distributed(&[("MAIL_TRANSPORT", "outbox"), ("EMBED_WORKER", "true")])
+            .expect("an explicit outbox");
+        assert_eq!(outbox.mail.transport, MailTransport::Outbox);
+        let smtp = distributed(&[("SMTP_URL", "smtp://mail:25")]).expect("smtp");
+        assert_eq!(smtp.mail.transport, MailTransport::Smtp);
+        assert!(smtp.require_mail_transport().is_ok());
+
+        let both = error_of(distributed(&[
+            ("SMTP_URL", "smtp://mail:25"),
+            ("MAIL_TRANSPORT", "outbox"),
+        ]));
+        assert!(both.starts_with("MAIL_TRANSPORT is invalid"), "{both}");
+        let unknown = error_of(distributed(&[("MAIL_TRANSPORT", "pigeon")]));
+        assert!(
+            unknown.starts_with("MAIL_TRANSPORT is invalid"),
+            "{unknown}"
+        );
+    }
+
+    #[test]
+    fn the_demo_is_on_by_default_embedded_only_and_the_leeway_is_bounded() {
+        let embedded = |extra: &[(&str, &str)]| {
+            let mut all = vars(&[
+                ("DATABASE_URL", "sqlite::memory:"),
+                ("JWT_ACCESS_SECRET", &"k".repeat(32)),
+            ]);
+            all.extend(vars(extra));
+            Settings::from_vars(all)
+        };
+        assert!(embedded(&[]).expect("defaults").demo_data);
+        assert!(!embedded(&[("DEMO_DATA", "false")]).expect("off").demo_data);
+        assert!(!distributed(&[]).expect("defaults").demo_data);
+        assert!(
+            distributed(&[("DEMO_DATA", "true")])
+                .expect("asked")
+                .demo_data
+        );
+        let err = error_of(embedded(&[("DEMO_DATA", "maybe")]));
+        assert!(err.starts_with("DEMO_DATA is invalid"), "{err}");
+
+        let auth = embedded(&[]).expect("defaults").auth;
+        assert_eq!(auth.jwt_leeway, Duration::ZERO);
+        let auth = embedded(&[("JWT_LEEWAY_SECS", "5")]).expect("5 s").auth;
+        assert_eq!(auth.jwt_leeway, Duration::from_secs(5));
+        let err = error_of(embedded(&[("JWT_LEEWAY_SECS", "61")]));
+        assert!(err.starts_with("JWT_LEEWAY_SECS is invalid"), "{err}");
     }
 
     #[test]

@@ -106,6 +106,8 @@ async fn main() -> anyhow::Result<()> {
     if wanted("ops-console") {
         figures.extend(ops::console_reads().await?);
     }
+    // The last scenario's store leaves nothing behind either.
+    store::clear_earlier_stores().await?;
     print_table(&figures);
     println!("{}", serde_json::to_string(&figures)?);
     Ok(())

@@ -16,8 +16,10 @@ pub const JWT_SECRET: &str = "benchmark-secret-of-at-least-32-bytes!!";
 /// Every bench store's Redis keys start with this.
 const REDIS_PREFIX: &str = "hdbench";
 
-/// The databases of this run's stores, dropped when the next store starts.
-static DATABASES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// What this run's stores left — their databases and Redis prefixes — removed when the next
+/// store starts. Only these: other stores may share the Redis and the Postgres server.
+static LEFTOVERS: std::sync::Mutex<Vec<(tests::TestDatabase, String)>> =
+    std::sync::Mutex::new(Vec::new());
 
 pub struct Store {
     pub base: String,
@@ -39,6 +41,8 @@ impl Store {
     pub async fn start(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         clear_earlier_stores().await?;
         let port = tests::free_port();
+        let database = tests::fresh_postgres_database().await;
+        let prefix = format!("{REDIS_PREFIX}:{}", uuid::Uuid::new_v4().simple());
         let mut env: HashMap<String, String> = HashMap::from([
             ("PORT".into(), port.to_string()),
             (
@@ -48,19 +52,17 @@ impl Store {
                     .display()
                     .to_string(),
             ),
-            (
-                "DATABASE_URL".into(),
-                tests::fresh_postgres_database().await,
-            ),
+            ("DATABASE_URL".into(), database.url().to_owned()),
             ("REDIS_URL".into(), tests::test_redis_url()),
-            (
-                "REDIS_PREFIX".into(),
-                format!("{REDIS_PREFIX}:{}", uuid::Uuid::new_v4().simple()),
-            ),
+            ("REDIS_PREFIX".into(), prefix.clone()),
             ("JWT_ACCESS_SECRET".into(), JWT_SECRET.into()),
             ("RUST_LOG".into(), "warn".into()),
             ("AUTH_RATE_LIMIT_PER_MINUTE".into(), "1000000".into()),
         ]);
+        if !extra.iter().any(|(k, _)| *k == "SMTP_URL") {
+            // Scenarios without an SMTP sink send no mail worth delivering.
+            env.insert("MAIL_TRANSPORT".into(), "outbox".into());
+        }
         for (k, v) in extra {
             env.insert((*k).into(), (*v).into());
         }
@@ -77,10 +79,10 @@ impl Store {
         let worker = spawn("worker", &env, &[])?;
         let db = entity::db::connect(&env["DATABASE_URL"], 8, Duration::from_secs(10)).await?;
         let jwt = api::auth::Jwt::new(JWT_SECRET, Duration::from_secs(3600));
-        DATABASES
+        LEFTOVERS
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(env["DATABASE_URL"].clone());
+            .push((database, prefix));
         Ok(Self {
             base,
             port,
@@ -173,35 +175,19 @@ impl Store {
     }
 }
 
-/// Drops what earlier stores left — this run's databases, and every bench store's Redis keys
-/// (a sustained run leaves 40,000 scheduled expiries) — so that no scenario shares the machine
-/// with the last one's autovacuum or memory.
-async fn clear_earlier_stores() -> anyhow::Result<()> {
-    let databases: Vec<String> = std::mem::take(
-        &mut *DATABASES
+/// Drops what earlier stores of this run left — their databases, and their Redis keys (a
+/// sustained run leaves 40,000 scheduled expiries) — so that no scenario shares the machine
+/// with the last one's autovacuum or memory. Keys of other stores in the same Redis stay.
+pub async fn clear_earlier_stores() -> anyhow::Result<()> {
+    let leftovers: Vec<(tests::TestDatabase, String)> = std::mem::take(
+        &mut *LEFTOVERS
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
-    if !databases.is_empty() {
-        let admin = sea_orm::Database::connect(tests::test_database_url()).await?;
-        for url in databases {
-            if let Some((_, name)) = url.rsplit_once('/') {
-                tests::drop_database(&admin, name).await?;
-            }
-        }
-    }
-    let mut redis = redis::Client::open(tests::test_redis_url())?
-        .get_multiplexed_async_connection()
-        .await?;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{REDIS_PREFIX}:*"))
-        .query_async(&mut redis)
-        .await?;
-    for chunk in keys.chunks(1000) {
-        let _: () = redis::cmd("UNLINK")
-            .arg(chunk)
-            .query_async(&mut redis)
-            .await?;
+    for (database, prefix) in leftovers {
+        // Dropping the guard drops the database.
+        drop(database);
+        tests::delete_redis_prefix(&tests::test_redis_url(), &prefix).await?;
     }
     Ok(())
 }
