@@ -63,6 +63,9 @@ pub enum ErrorCode {
     /// The store is at its limits right now (no database connection came free in time):
     /// retry after `Retry-After` seconds.
     Overloaded,
+    /// The database is not answering (restarting, unreachable, or our connection was cut):
+    /// nothing was done unless said otherwise; retry after `Retry-After` seconds.
+    DatabaseUnavailable,
     /// No job queue by that name (the operations console).
     QueueNotFound,
     /// No item by that id in the queue: never there, or finished and removed.
@@ -118,15 +121,19 @@ enum ErrorResponse {
     /// Something failed on our side; the details are in our logs.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// A dependency or feature is unavailable (a disabled webhook, the job queue down), or
-    /// `overloaded`: the store is at its limits right now. `Retry-After`, when present, says
-    /// when to try again.
+    /// A dependency or feature is unavailable (a disabled webhook, the job queue down,
+    /// `database_unavailable`), or `overloaded`: the store is at its limits right now.
+    /// `Retry-After`, when present, says when to try again.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] Option<u64>),
 }
 
 /// Requests refused as overloaded since the process started (for `/metrics`).
 pub static OVERLOADED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Requests refused because the database was not answering (for `/metrics`).
+pub static DATABASE_UNAVAILABLE: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -186,6 +193,21 @@ impl ApiError {
         }
     }
 
+    /// 503 `database_unavailable` with `Retry-After: 1`: the database is restarting or out of
+    /// reach. A write cut off at its commit may have taken effect; a retry finds out (a hold
+    /// then answers `already_reserved`, a purchase with the same `Idempotency-Key` its result).
+    pub fn database_unavailable() -> Self {
+        DATABASE_UNAVAILABLE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::DatabaseUnavailable,
+                "the database is not answering right now; try again in a moment",
+            )
+        }
+    }
+
     /// Logs the cause chain and answers an opaque 500.
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error = %entity::error::chain(error), "internal error");
@@ -234,6 +256,10 @@ impl From<entity::Error> for ApiError {
             E::Database(db) if entity::db::is_overload(db) => {
                 tracing::warn!(error = %entity::error::chain(&error), "overloaded");
                 return Self::overloaded();
+            }
+            E::Database(db) if entity::db::is_unavailable(db) => {
+                tracing::warn!(error = %entity::error::chain(&error), "database unavailable");
+                return Self::database_unavailable();
             }
             E::Database(_) => return Self::internal(&error),
         };

@@ -177,7 +177,7 @@ impl Metrics {
     }
 
     /// The families with one unlabelled sample: name, help, type, value.
-    fn single_valued(&self) -> [Family<i64>; 7] {
+    fn single_valued(&self) -> [Family<i64>; 8] {
         [
             (
                 "honeydrop_reserve_batches_total",
@@ -202,6 +202,12 @@ impl Metrics {
                 "Requests answered 503 overloaded (no database connection in time, too many clients).",
                 "counter",
                 total(&crate::error::OVERLOADED),
+            ),
+            (
+                "honeydrop_database_unavailable_total",
+                "Requests answered 503 database_unavailable (the connection broke or Postgres was restarting).",
+                "counter",
+                total(&crate::error::DATABASE_UNAVAILABLE),
             ),
             (
                 "honeydrop_session_lookups_total",

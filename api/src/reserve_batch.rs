@@ -134,9 +134,13 @@ impl ReserveBatcher {
         if batch.len() == 1
             && let Some(waiter) = batch.pop()
         {
-            let _ = waiter
-                .reply
-                .send(self.reserve_alone(drop_id, waiter.user_id).await);
+            let answer = self.reserve_alone(drop_id, waiter.user_id).await;
+            if let Err(entity::Error::Database(error)) = &answer
+                && database_down(error)
+            {
+                self.fail_line(drop_id, error);
+            }
+            let _ = waiter.reply.send(answer);
             return;
         }
         let Batcher {
@@ -147,13 +151,24 @@ impl ReserveBatcher {
             ..
         } = &*self.0;
         let buyers: Vec<i64> = batch.iter().map(|w| w.user_id).collect();
-        let served = drops::reserve_batch(db, drop_id, &buyers, *ttl, Utc::now()).await;
-        let served = served.unwrap_or_else(|error| {
-            // A buyer's hold taken elsewhere meanwhile fails the whole statement (nothing was
-            // written): everyone is served one by one instead.
-            tracing::debug!(error = %entity::error::chain(&error), "batched reserve fell back");
-            drops::Batch::default()
-        });
+        let served = match drops::reserve_batch(db, drop_id, &buyers, *ttl, Utc::now()).await {
+            Ok(served) => served,
+            // The database is down or out of connections: one by one would only meet it again,
+            // each waiting out the acquire timeout. Everyone hears it now.
+            Err(entity::Error::Database(error)) if database_down(&error) => {
+                for waiter in batch {
+                    let _ = waiter.reply.send(Err(same_failure(&error).into()));
+                }
+                self.fail_line(drop_id, &error);
+                return;
+            }
+            Err(error) => {
+                // A buyer's hold taken elsewhere meanwhile fails the whole statement (nothing
+                // was written): everyone is served one by one instead.
+                tracing::debug!(error = %entity::error::chain(&error), "batched reserve fell back");
+                drops::Batch::default()
+            }
+        };
         metrics.reserve_batches.fetch_add(1, Relaxed);
         metrics
             .reserves_batched
@@ -182,6 +197,20 @@ impl ReserveBatcher {
         // The statement took nothing (no unit, or it failed) or took the last units.
         let maybe_sold_out = served.stock.is_none_or(|stock| stock.available_stock == 0);
         self.answer_refused(drop_id, refused, maybe_sold_out).await;
+    }
+
+    /// Answers everyone who joined the line while a statement met the database down, with
+    /// that failure: the next statement would wait out the acquire timeout again, and a buyer
+    /// must hear within one timeout, not two. Whoever comes next tries the database anew.
+    fn fail_line(&self, drop_id: i64, error: &DbErr) {
+        let waiting = self
+            .lock()
+            .get_mut(&drop_id)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        for waiter in waiting {
+            let _ = waiter.reply.send(Err(same_failure(error).into()));
+        }
     }
 
     /// Answers the buyers a batch did not serve. Once the drop is plainly sold out (no unit, no
@@ -244,5 +273,20 @@ impl ReserveBatcher {
             effects.hold_taken(reserved.clone());
         }
         Ok(outcome)
+    }
+}
+
+/// The database is down or has no connection to spare: retrying at once cannot help.
+fn database_down(error: &DbErr) -> bool {
+    entity::db::is_unavailable(error) || entity::db::is_overload(error)
+}
+
+/// An error of the same class as `error` (unavailable or overloaded) for each buyer of a
+/// failed batch: `DbErr` is not `Clone`.
+fn same_failure(error: &DbErr) -> DbErr {
+    if entity::db::is_unavailable(error) {
+        DbErr::Conn(sea_orm::RuntimeErr::Internal(entity::error::chain(error)))
+    } else {
+        DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)
     }
 }

@@ -16,8 +16,9 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub settings: Settings,
     pub db: sea_orm::DatabaseConnection,
-    /// Where holds are taken: on Postgres a pool that commits without waiting for the WAL
-    /// flush (see `entity::db::connect_for_holds`); on SQLite the same pool as `db`.
+    /// Where holds are taken: on Postgres a pool of their own, opened at start, so reserves
+    /// never wait behind other queries for a connection (see `entity::db::connect_for_holds`);
+    /// on SQLite the same pool as `db`.
     pub holds_db: sea_orm::DatabaseConnection,
     pub queue: Queue,
     pub bus: EventBus,

@@ -80,12 +80,10 @@ async fn explain_postgres(url: &str) -> Option<DbErr> {
     }
 }
 
-/// A Postgres pool whose commits do not wait for the WAL to reach disk
-/// (`synchronous_commit = off`), for taking holds only. A hold is a 60-second promise, and on a
-/// single hot row the flush is what limits a flash sale. A Postgres crash can forget holds
-/// acknowledged in its last few hundred milliseconds; a hold's decrement and its row commit
-/// together, so stock stays consistent, and any durable commit after them (a purchase)
-/// flushes them first. Everything else commits durably through [`connect`]'s pool.
+/// A Postgres pool of its own for taking holds, so a flash sale's reserve batches never queue
+/// behind sign-ins, listings and the admin's reads for the main pool's connections. Its
+/// commits are as durable as every other: a `201` hold survives a Postgres crash (group
+/// commit already spreads the WAL flush over each batch of holds, so it costs no throughput).
 ///
 /// Every connection is opened in the background at start and kept (`min_connections` =
 /// `max_connections`): a drop's first batch must not wait for a connection to be opened on
@@ -103,8 +101,7 @@ pub async fn connect_for_holds(
     options
         .max_connections(max_connections)
         .min_connections(max_connections)
-        .connect_lazy(true)
-        .map_sqlx_postgres_opts(|o: PgConnectOptions| o.options([("synchronous_commit", "off")]));
+        .connect_lazy(true);
     let db = Database::connect(options).await?;
     if db.get_database_backend() == sea_orm::DbBackend::Postgres {
         let pool = db.get_postgres_connection_pool().clone();
@@ -123,13 +120,18 @@ pub async fn connect_for_holds(
 }
 
 /// What every pool shares: no statement logging, bounded waits for a new connection and
-/// for a pooled one.
+/// for a pooled one, and a ping before a pooled connection is handed out (the default, set
+/// here because recovery depends on it): one Postgres closed — a restart, a terminated
+/// backend — is replaced then, not found by a failing request. A refused connection is
+/// retried by the pool with a short backoff (10 ms doubling, at most a fifth of the acquire
+/// timeout), so requests are served again within moments of the server's return.
 fn pool_options(url: &str, acquire_timeout: Duration) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
         .connect_timeout(CONNECT_TIMEOUT)
-        .acquire_timeout(acquire_timeout);
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(true);
     options
 }
 
@@ -186,10 +188,10 @@ pub fn is_unique_violation(err: &DbErr) -> bool {
 }
 
 /// The database is there but cannot take more work now: no pooled connection came free
-/// within the acquire timeout, Postgres refused a connection for want of slots ("too many
-/// clients", class 53) or because it is starting or stopping (57P03), or SQLite stayed
-/// locked past its busy timeout. A request that meets this is answered 503 with
-/// `Retry-After`, not 500.
+/// within the acquire timeout (Postgres refusing connections while it restarts ends the same
+/// way: the pool retries them until then), Postgres refused a connection for want of slots
+/// ("too many clients", class 53), or SQLite stayed locked past its busy timeout. A request
+/// that meets this is answered 503 with `Retry-After`, not 500.
 pub fn is_overload(err: &DbErr) -> bool {
     let sqlx_error = match err {
         DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout) => return true,
@@ -204,8 +206,38 @@ pub fn is_overload(err: &DbErr) -> bool {
             // SQLite's codes are numbers whose low byte is the primary code: 5 busy, 6 locked.
             match code.parse::<u32>() {
                 Ok(sqlite) if code.len() < 5 => matches!(sqlite & 0xff, 5 | 6),
-                _ => code.starts_with("53") || code == "57P03",
+                _ => code.starts_with("53"),
             }
+        }),
+        _ => false,
+    }
+}
+
+/// The database is not there right now: the connection broke or was refused (an I/O error,
+/// SQLSTATE class 08), Postgres is shutting down, restarting or starting up (57P01, 57P02,
+/// 57P03), or our backend was terminated by an administrator (57P01 again). Nothing more can
+/// be done until it is back; a request that meets this is answered 503
+/// `database_unavailable` with `Retry-After`, and a job is tried again later without
+/// counting it as a failure. Whether a commit that met it took effect is unknown, which is
+/// why every write is idempotent or re-checked.
+pub fn is_unavailable(err: &DbErr) -> bool {
+    let sqlx_error = match err {
+        DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::ConnectionClosed) => return true,
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        // sea-orm's own word for a connection it could not open or lost.
+        DbErr::Conn(RuntimeErr::Internal(_)) => return true,
+        _ => return false,
+    };
+    match &**sqlx_error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.len() == 5
+                && (code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03"))
         }),
         _ => false,
     }

@@ -32,6 +32,35 @@ impl Process {
         Self(child)
     }
 
+    /// Starts a binary whose log (stdout and stderr) goes to `log`, for a test to show when
+    /// it fails.
+    pub fn start_logging_to(
+        name: &str,
+        env: &HashMap<&str, String>,
+        log: &std::path::Path,
+    ) -> Self {
+        let file = std::fs::File::create(log).expect("log file");
+        let child = Command::new(binary(name))
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("RUST_LOG", "info")
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("process starts");
+        Self(child)
+    }
+
+    /// Pauses it (SIGSTOP), as a long GC pause or a stalled VM would.
+    pub fn pause(&self) {
+        signal(self.0.id(), "-STOP");
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.0.id(), "-CONT");
+    }
+
     pub fn child(&mut self) -> &mut Child {
         &mut self.0
     }
@@ -206,4 +235,187 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A Postgres cluster of the test's own — `initdb` into a temporary directory, listening on
+/// a free port — that the test may crash, stop, restart and fill; never the shared one.
+/// Run as the `postgres` OS user when the test runs as root (Postgres refuses root).
+pub struct PostgresServer {
+    pub port: u16,
+    bin: std::path::PathBuf,
+    /// Holds the data directory, the socket and the server's log; removed when dropped.
+    dir: tempfile::TempDir,
+}
+
+/// How `pg_ctl stop` ends the server.
+#[derive(Clone, Copy, Debug)]
+pub enum StopMode {
+    /// Every backend killed at once, no checkpoint: a crash, recovered from the WAL at the
+    /// next start.
+    Immediate,
+    /// Sessions terminated ("terminating connection due to administrator command"), then a
+    /// clean shutdown.
+    Fast,
+}
+
+impl PostgresServer {
+    /// Creates the cluster (`max_connections` as given) and starts it.
+    pub async fn start(max_connections: u32) -> Self {
+        let bin = postgres_bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("honeydrop-pg-")
+            .tempdir()
+            .expect("temp dir");
+        // The server runs as `postgres`: it must reach and own its directory.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        let server = Self {
+            port: free_port(),
+            bin,
+            dir,
+        };
+        if is_root() {
+            run_checked(Command::new("chown").args(["postgres:postgres", &server.path()]));
+        }
+        let data = server.data_dir();
+        server.pg(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        let settings = format!(
+            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             max_connections = {max_connections}\nshared_buffers = '32MB'\n\
+             superuser_reserved_connections = 0\nlog_min_messages = warning\n",
+            server.port,
+            server.path(),
+        );
+        let conf = format!("{data}/postgresql.conf");
+        let mut existing = std::fs::read_to_string(&conf).expect("postgresql.conf");
+        existing.push_str(&settings);
+        std::fs::write(&conf, existing).expect("write postgresql.conf");
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts it (again) and returns once it accepts connections.
+    pub async fn restart(&self) {
+        let (data, log) = (self.data_dir(), format!("{}/server.log", self.path()));
+        let started = self
+            .pg_async(
+                "pg_ctl",
+                &["-D", &data, "-l", &log, "-w", "-t", "60", "start"],
+            )
+            .await;
+        assert!(started, "pg_ctl start failed; see {log}");
+    }
+
+    /// Stops it the given way and returns once it is down.
+    pub async fn stop(&self, mode: StopMode) {
+        let mode = match mode {
+            StopMode::Immediate => "immediate",
+            StopMode::Fast => "fast",
+        };
+        let data = self.data_dir();
+        let stopped = self
+            .pg_async("pg_ctl", &["-D", &data, "-m", mode, "-w", "stop"])
+            .await;
+        assert!(stopped, "pg_ctl stop -m {mode} failed");
+    }
+
+    fn path(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    fn data_dir(&self) -> String {
+        format!("{}/data", self.path())
+    }
+
+    /// `program` of Postgres's bin directory, as the `postgres` user when we are root.
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let program = self.bin.join(program);
+        let mut command = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    }
+
+    fn pg(&self, program: &str, args: &[&str]) {
+        run_checked(&mut self.command(program, args));
+    }
+
+    async fn pg_async(&self, program: &str, args: &[&str]) -> bool {
+        let command = self.command(program, args);
+        tokio::process::Command::from(command)
+            .status()
+            .await
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        let data = self.data_dir();
+        let _ = self
+            .command("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"])
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+fn run_checked(command: &mut Command) {
+    let status = command.status().expect("command runs");
+    assert!(status.success(), "{command:?} failed: {status}");
+}
+
+/// Where `initdb` and `pg_ctl` are: `PG_BIN` if set, else the newest
+/// `/usr/lib/postgresql/<version>/bin` (Debian keeps them off `PATH`), else `PATH`.
+fn postgres_bin_dir() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("PG_BIN") {
+        return bin.into();
+    }
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin"))
+        .filter(|bin| bin.join("initdb").exists())
+        .max_by_key(|bin| {
+            bin.parent()
+                .and_then(|v| v.file_name())
+                .and_then(|v| v.to_str())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        });
+    newest.unwrap_or_default()
 }

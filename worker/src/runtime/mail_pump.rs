@@ -40,12 +40,19 @@ const RETRY_MARGIN: Duration = Duration::from_millis(10);
 const RECORD_LINGER: Duration = Duration::from_millis(5);
 /// Outcomes recorded per statement, at most.
 const RECORD_BATCH: usize = 512;
-/// Tries to record a batch of sends before leaving its rows to lapse (and be sent again).
-const RECORD_TRIES: [Duration; 3] = [
-    Duration::from_millis(100),
-    Duration::from_millis(500),
-    Duration::from_secs(2),
-];
+/// The first wait before recording a batch of sends again; it doubles up to
+/// [`RECORD_RETRY_MAX`]. While the database is away a batch is tried until it is recorded
+/// (or the process stops): a mark that lands before the rows' lease ends means no second
+/// send, and one that lands after it still stops a third. Any other failure is tried
+/// [`RECORD_TRIES`] times.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
+const RECORD_RETRY_MAX: Duration = Duration::from_millis(500);
+const RECORD_TRIES: usize = 3;
+/// A claim the database did not answer is tried again after this, doubling up to
+/// [`CLAIM_RETRY_MAX`] (or the poll interval, if shorter), so a pump finds its rows within
+/// moments of the database's return.
+const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(100);
+const CLAIM_RETRY_MAX: Duration = Duration::from_millis(500);
 
 /// One send's result, for the recorder.
 struct Attempt {
@@ -62,11 +69,17 @@ pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
     let sending = Arc::new(Semaphore::new(connections));
     let (outcomes, recorded) = mpsc::unbounded_channel();
     let next_retry = Arc::new(NextRetry::default());
-    let recorder = tokio::spawn(record(deps.clone(), recorded, next_retry.clone()));
+    let recorder = tokio::spawn(record(
+        deps.clone(),
+        recorded,
+        next_retry.clone(),
+        shutdown.clone(),
+    ));
     let mut wake = deps.bus.subscribe();
     let mut controls = deps.controls.clone();
     let stop = stopped(shutdown);
     tokio::pin!(stop);
+    let mut claim_retry = CLAIM_RETRY_FIRST;
     loop {
         // Paused by an operator (or this process quieted): claim nothing until resumed.
         tokio::select! {
@@ -87,10 +100,16 @@ pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
             deps.mailer.give_back_turns(room.len());
             continue;
         }
+        let poll = deps.settings.mail.poll_interval;
         let claimed = match claim(&deps, room.len()).await {
-            Ok(claimed) => claimed,
+            Ok(claimed) => {
+                claim_retry = CLAIM_RETRY_FIRST;
+                claimed
+            }
             Err(error) => {
                 tracing::warn!(error = %entity::error::chain(&error), "cannot claim emails");
+                next_retry.at(Instant::now() + claim_retry);
+                claim_retry = (claim_retry * 2).min(CLAIM_RETRY_MAX).min(poll);
                 Vec::new()
             }
         };
@@ -98,7 +117,7 @@ pub async fn run(deps: Arc<Deps>, shutdown: Shutdown) {
             .give_back_turns(room.len().saturating_sub(claimed.len()));
         if claimed.is_empty() {
             drop(room);
-            let look_again = next_retry.next_look(deps.settings.mail.poll_interval);
+            let look_again = next_retry.next_look(poll);
             tokio::select! {
                 () = &mut stop => break,
                 () = tokio::time::sleep_until(look_again) => {}
@@ -224,6 +243,7 @@ async fn record(
     deps: Arc<Deps>,
     mut attempts: mpsc::UnboundedReceiver<Attempt>,
     next_retry: Arc<NextRetry>,
+    shutdown: Shutdown,
 ) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while attempts.recv_many(&mut batch, RECORD_BATCH).await > 0 {
@@ -249,15 +269,19 @@ async fn record(
                 }
             }
         }
-        record_sent(&deps, &sent).await;
+        record_sent(&deps, &sent, &shutdown).await;
     }
 }
 
-async fn record_sent(deps: &Deps, sent: &[i64]) {
+/// Marks the accepted sends `sent`, trying again while the database is away (see
+/// [`RECORD_RETRY_FIRST`]). A batch left unrecorded goes out again after its lease, once,
+/// counted as a lapsed claim.
+async fn record_sent(deps: &Deps, sent: &[i64], shutdown: &Shutdown) {
     if sent.is_empty() {
         return;
     }
-    let mut tries = RECORD_TRIES.iter();
+    let mut delay = RECORD_RETRY_FIRST;
+    let mut other_failures = 0;
     loop {
         match entity::mail::mark_sent_many(&deps.db, sent, Utc::now()).await {
             Ok(()) => {
@@ -265,13 +289,19 @@ async fn record_sent(deps: &Deps, sent: &[i64]) {
                 return;
             }
             Err(error) => {
+                let database_away = matches!(&error, entity::Error::Database(db)
+                    if entity::db::is_unavailable(db) || entity::db::is_overload(db));
+                if !database_away {
+                    other_failures += 1;
+                }
                 let error = entity::error::chain(&error);
-                let Some(delay) = tries.next() else {
+                if *shutdown.borrow() || other_failures >= RECORD_TRIES {
                     tracing::error!(%error, count = sent.len(), "sent emails not recorded; they go out again after their lease");
                     return;
-                };
+                }
                 tracing::warn!(%error, "cannot record sent emails; trying again");
-                tokio::time::sleep(*delay).await;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RECORD_RETRY_MAX);
             }
         }
     }

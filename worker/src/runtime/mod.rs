@@ -275,13 +275,44 @@ impl PollStrategy for Ticker {
 /// A job may run this long before it is cancelled and retried.
 const JOB_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How soon a job the database could not serve is tried again (apalis rounds it up to the
+/// next whole second).
+const DEFER_WHILE_DATABASE_DOWN: Duration = Duration::from_secs(1);
+
+/// Runs a job. One that failed only because the database was not answering is put back on
+/// its queue as a new task and this one reported done: an outage must not use up its
+/// attempts (apalis-redis dead-letters a job after 25 failures, backing off a second more
+/// each time) however long it lasts. Only when the queue refuses it too does it count as a
+/// failure, retried by the backend as usual.
 async fn handle<J: Job>(job: J, deps: Data<Arc<Deps>>) -> Result<(), BoxDynError> {
+    let deps = Arc::clone(&deps);
     let activity = deps.activity.of(J::QUEUE);
     let _in_flight = activity.map(ops::activity::QueueActivity::start);
     let started = std::time::Instant::now();
-    let result = job.run(Arc::clone(&deps)).await;
+    let result = match job.clone().run(deps.clone()).await {
+        Err(error) if database_unavailable(&*error) => {
+            match deps.queue.push_after(job, DEFER_WHILE_DATABASE_DOWN).await {
+                Ok(()) => {
+                    tracing::warn!(queue = J::QUEUE, error = %entity::error::chain(&*error), "database unavailable; job deferred");
+                    Ok(())
+                }
+                Err(_) => Err(error),
+            }
+        }
+        outcome => outcome,
+    };
     if let Some(activity) = activity {
         activity.finished(result.is_ok(), started.elapsed());
     }
     result
+}
+
+/// Whether a job's error is the database being down or out of connections, rather than
+/// anything about the job.
+fn database_unavailable(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    matches!(
+        error.downcast_ref::<entity::Error>(),
+        Some(entity::Error::Database(db))
+            if entity::db::is_unavailable(db) || entity::db::is_overload(db)
+    )
 }

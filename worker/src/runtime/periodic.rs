@@ -15,6 +15,12 @@ const SWEEP_BATCH: u64 = 2_000;
 /// A sweep that found holds due but ended none (another worker is ending them) looks again
 /// this soon.
 const BUSY_RETRY: Duration = Duration::from_millis(20);
+/// A sweep the database did not answer looks again this soon, so holds that fell due during
+/// an outage are expired within moments of the database's return. (A failing sweep is paced
+/// by the pool anyway: a connection refused is retried until `DATABASE_ACQUIRE_TIMEOUT_MS`.)
+const FAILED_RETRY: Duration = Duration::from_millis(200);
+/// A reconciler pass that failed runs again this soon.
+const FAILED_RECONCILE_RETRY: Duration = Duration::from_secs(1);
 
 fn every(period: Duration) -> tokio::time::Interval {
     let mut interval = tokio::time::interval(period);
@@ -50,14 +56,14 @@ async fn expire_as_due(deps: &Deps, shutdown: Shutdown) {
                 Ok(_) => Duration::ZERO,
                 Err(error) => {
                     tracing::warn!(error = %entity::error::chain(&error), "expiry sweep failed");
-                    period
+                    FAILED_RETRY.min(period)
                 }
             },
             Ok(Some(due)) => (due - now).to_std().unwrap_or_default().min(period),
             Ok(None) => period,
             Err(error) => {
                 tracing::warn!(error = %entity::error::chain(&error), "cannot read the next expiry");
-                period
+                FAILED_RETRY.min(period)
             }
         };
         tokio::select! {
@@ -77,15 +83,26 @@ async fn reconcile(deps: &Deps, shutdown: Shutdown) {
             _ = reconcile.tick() => {
                 // A paused queue's work waits for its resume, whoever would have done it.
                 let controls = deps.controls.borrow().clone();
-                if controls.takes(NotifyRestock::QUEUE)
-                    && let Err(error) = reconcile_restocks(deps).await
-                {
-                    tracing::warn!(error = %entity::error::chain(&error), "reconciler failed");
+                let restocks = if controls.takes(NotifyRestock::QUEUE) {
+                    reconcile_restocks(deps).await
+                } else {
+                    Ok(())
+                };
+                if let Err(error) = &restocks {
+                    tracing::warn!(error = %entity::error::chain(error), "reconciler failed");
                 }
-                if controls.takes(DrawWinners::QUEUE)
-                    && let Err(error) = reconcile_draws(deps).await
-                {
-                    tracing::warn!(error = %entity::error::chain(&error), "draw reconciler failed");
+                let draws = if controls.takes(DrawWinners::QUEUE) {
+                    reconcile_draws(deps).await
+                } else {
+                    Ok(())
+                };
+                if let Err(error) = &draws {
+                    tracing::warn!(error = %entity::error::chain(error), "draw reconciler failed");
+                }
+                // A pass the database did not answer (an outage) runs again soon after,
+                // not a whole period later.
+                if restocks.is_err() || draws.is_err() {
+                    reconcile.reset_after(FAILED_RECONCILE_RETRY.min(deps.settings.worker.reconcile_interval));
                 }
             }
         }
