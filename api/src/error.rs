@@ -71,8 +71,10 @@ pub enum ErrorCode {
     /// No item by that id in the queue: never there, or finished and removed.
     ItemNotFound,
     WorkerNotFound,
-    /// A paging cursor this listing did not give out.
+    /// A paging cursor this listing did not give out (404: the page it names is not there).
     InvalidCursor,
+    /// An operator paused the queue this needs (the ping queue, for a worker ping).
+    QueuePaused,
 }
 
 /// The body of every error response.
@@ -308,8 +310,9 @@ impl From<worker::ops::InspectError> for ApiError {
     fn from(error: worker::ops::InspectError) -> Self {
         use worker::ops::InspectError as E;
         match error {
+            // Like an unknown link token: the page it names is not there.
             E::BadCursor => Self::new(
-                StatusCode::BAD_REQUEST,
+                StatusCode::NOT_FOUND,
                 ErrorCode::InvalidCursor,
                 error.to_string(),
             ),

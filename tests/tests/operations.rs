@@ -200,11 +200,16 @@ async fn bad_requests_get_clear_codes_and_customers_get_nothing(backend: Backend
         (
             "/api/admin/ops/queues/expiry/items?state=scheduled&cursor=%21%21",
             StatusCode::BAD_REQUEST,
+            "validation_failed",
+        ),
+        (
+            "/api/admin/ops/queues/expiry/items?state=scheduled&cursor=AAAA",
+            StatusCode::NOT_FOUND,
             "invalid_cursor",
         ),
         (
             "/api/admin/ops/queues/mail/items?state=failed&cursor=abc",
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             "invalid_cursor",
         ),
         (
@@ -659,6 +664,26 @@ async fn pause_resume_and_retry_all_during_a_fan_out_lose_and_double_nothing(bac
     );
 }
 
+async fn a_worker_ping_says_when_its_queue_is_paused(backend: Backend) {
+    let app = spawn_app_with(backend, &FAST).await;
+    let admin = app.admin().await;
+    act(&app, &admin, "/queues/ping/pause").await;
+    let refused = app
+        .post("/api/admin/worker-ping", Some(&admin.token), json!({}))
+        .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::CONFLICT, "queue_paused"),
+        "{:?}",
+        refused.body
+    );
+    act(&app, &admin, "/queues/ping/resume").await;
+    let answered = app
+        .post("/api/admin/worker-ping", Some(&admin.token), json!({}))
+        .await;
+    assert_eq!(answered.status, StatusCode::OK, "{:?}", answered.body);
+}
+
 both_backends!(
     holds_are_listed_as_scheduled_expiries_and_can_be_run_now,
     bad_requests_get_clear_codes_and_customers_get_nothing,
@@ -667,4 +692,5 @@ both_backends!(
     a_failed_job_waits_for_an_operator_and_retry_runs_it,
     workers_report_in_and_a_quieted_worker_takes_nothing_new,
     pause_resume_and_retry_all_during_a_fan_out_lose_and_double_nothing,
+    a_worker_ping_says_when_its_queue_is_paused,
 );

@@ -2,7 +2,10 @@ use std::time::{Duration, Instant};
 
 use poem::http::StatusCode;
 use poem_openapi::{Object, OpenApi, payload::Json};
-use worker::{events::Event, jobs::Ping};
+use worker::{
+    events::Event,
+    jobs::{Job, Ping},
+};
 
 use super::ApiTags;
 use crate::{
@@ -31,9 +34,18 @@ impl DiagnosticsApi {
     /// Round trip through the job queue
     ///
     /// Enqueues a ping job and waits (up to 5 s) for the worker that ran it to answer over
-    /// the event bus. 503 when no worker answers.
+    /// the event bus. 409 `queue_paused` while an operator has paused the `ping` queue;
+    /// 503 when no worker answers.
     #[oai(path = "/worker-ping", method = "post", operation_id = "pingWorker")]
     async fn worker_ping(&self, _admin: AdminAuth) -> ApiResult<Json<WorkerPing>> {
+        let paused = entity::ops::paused(&self.state.db).await?;
+        if paused.iter().any(|p| p.queue == Ping::QUEUE) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::QueuePaused,
+                "an operator paused the ping queue: resume it at /ops",
+            ));
+        }
         let token = uuid::Uuid::new_v4().to_string();
         let mut events = self.state.bus.subscribe();
         let started = Instant::now();

@@ -143,7 +143,7 @@ impl OperationsApi {
     /// Items in one `state` (`ready` by default): ready and scheduled ones due first, failed
     /// and finished ones newest first (Redis lists its failed set in no order). Pass the
     /// answer's `nextCursor` as `cursor` for the next page; it is absent on the last one.
-    /// 404 `queue_not_found`, 400 `invalid_cursor`.
+    /// 404 `queue_not_found`; 404 `invalid_cursor` for a cursor this listing did not give out.
     #[oai(
         path = "/queues/:queue/items",
         method = "get",
@@ -152,9 +152,13 @@ impl OperationsApi {
     async fn items(
         &self,
         _admin: AdminAuth,
-        queue: Path<String>,
+        #[oai(validator(max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] queue: Path<
+            String,
+        >,
         state: Query<Option<State>>,
-        #[oai(validator(max_length = 512))] cursor: Query<Option<String>>,
+        /// The `nextCursor` of the previous page, as given.
+        #[oai(validator(max_length = 512, pattern = "^[A-Za-z0-9_-]*$"))]
+        cursor: Query<Option<String>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
     ) -> ApiResult<Json<ItemsPage>> {
         let queue = self::queue(&queue.0)?;
@@ -177,8 +181,10 @@ impl OperationsApi {
     async fn item(
         &self,
         _admin: AdminAuth,
-        queue: Path<String>,
-        id: Path<String>,
+        #[oai(validator(max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] queue: Path<
+            String,
+        >,
+        #[oai(validator(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] id: Path<String>,
     ) -> ApiResult<Json<ItemBody>> {
         let queue = self::queue(&queue.0)?;
         bodies::item(&self.state, queue, &id.0)
@@ -199,8 +205,10 @@ impl OperationsApi {
     async fn retry(
         &self,
         admin: AdminAuth,
-        queue: Path<String>,
-        id: Path<String>,
+        #[oai(validator(max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] queue: Path<
+            String,
+        >,
+        #[oai(validator(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] id: Path<String>,
     ) -> ApiResult<Json<ActionBody>> {
         self.on_item(&admin, &queue.0, &id.0, ItemAction::Retry)
             .await
@@ -217,8 +225,10 @@ impl OperationsApi {
     async fn discard(
         &self,
         admin: AdminAuth,
-        queue: Path<String>,
-        id: Path<String>,
+        #[oai(validator(max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] queue: Path<
+            String,
+        >,
+        #[oai(validator(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] id: Path<String>,
     ) -> ApiResult<Json<ActionBody>> {
         self.on_item(&admin, &queue.0, &id.0, ItemAction::Discard)
             .await
@@ -237,8 +247,10 @@ impl OperationsApi {
     async fn run_now(
         &self,
         admin: AdminAuth,
-        queue: Path<String>,
-        id: Path<String>,
+        #[oai(validator(max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] queue: Path<
+            String,
+        >,
+        #[oai(validator(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] id: Path<String>,
     ) -> ApiResult<Json<ActionBody>> {
         self.on_item(&admin, &queue.0, &id.0, ItemAction::RunNow)
             .await
@@ -255,7 +267,9 @@ impl OperationsApi {
     async fn retry_failed(
         &self,
         admin: AdminAuth,
-        queue: Path<String>,
+        #[oai(validator(max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] queue: Path<
+            String,
+        >,
     ) -> ApiResult<Json<ActionBody>> {
         self.on_failed(&admin, &queue.0, true).await
     }
@@ -271,7 +285,9 @@ impl OperationsApi {
     async fn discard_failed(
         &self,
         admin: AdminAuth,
-        queue: Path<String>,
+        #[oai(validator(max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] queue: Path<
+            String,
+        >,
     ) -> ApiResult<Json<ActionBody>> {
         self.on_failed(&admin, &queue.0, false).await
     }
@@ -287,7 +303,13 @@ impl OperationsApi {
         method = "post",
         operation_id = "pauseQueue"
     )]
-    async fn pause(&self, admin: AdminAuth, queue: Path<String>) -> ApiResult<Json<ActionBody>> {
+    async fn pause(
+        &self,
+        admin: AdminAuth,
+        #[oai(validator(max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] queue: Path<
+            String,
+        >,
+    ) -> ApiResult<Json<ActionBody>> {
         self.set_paused(&admin, &queue.0, true).await
     }
 
@@ -299,7 +321,13 @@ impl OperationsApi {
         method = "post",
         operation_id = "resumeQueue"
     )]
-    async fn resume(&self, admin: AdminAuth, queue: Path<String>) -> ApiResult<Json<ActionBody>> {
+    async fn resume(
+        &self,
+        admin: AdminAuth,
+        #[oai(validator(max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] queue: Path<
+            String,
+        >,
+    ) -> ApiResult<Json<ActionBody>> {
         self.set_paused(&admin, &queue.0, false).await
     }
 
@@ -325,7 +353,13 @@ impl OperationsApi {
         method = "post",
         operation_id = "quietWorker"
     )]
-    async fn quiet(&self, admin: AdminAuth, name: Path<String>) -> ApiResult<Json<ActionBody>> {
+    async fn quiet(
+        &self,
+        admin: AdminAuth,
+        #[oai(validator(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] name: Path<
+            String,
+        >,
+    ) -> ApiResult<Json<ActionBody>> {
         if !entity::ops::workers::quiet(&self.state.db, &name.0).await? {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
