@@ -73,7 +73,8 @@ pub enum ErrorCode {
     WorkerNotFound,
     /// A paging cursor this listing did not give out (404: the page it names is not there).
     InvalidCursor,
-    /// An operator paused the queue this needs (the ping queue, for a worker ping).
+    /// An operator paused the queue this needs, or quieted every worker that would take it
+    /// (a worker ping).
     QueuePaused,
 }
 

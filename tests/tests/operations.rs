@@ -529,21 +529,57 @@ async fn workers_report_in_and_a_quieted_worker_takes_nothing_new(backend: Backe
     })
     .await;
     assert!(quiet.is_some(), "shown as quiet");
-    // The quieted worker is the only one: a ping waits, ready, and nobody answers it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The quieted worker is the only one: the diagnostics ping says so at once, and a ping
+    // job waits, ready, with nobody to answer it.
     let ping = app
         .post("/api/admin/worker-ping", Some(&admin.token), json!({}))
         .await;
     assert_eq!(
-        ping.status,
-        StatusCode::SERVICE_UNAVAILABLE,
+        (ping.status, ping.code()),
+        (StatusCode::CONFLICT, "queue_paused"),
         "{:?}",
         ping.body
     );
+    // A quieted worker stops taking new work within a second (it hears of it at once over
+    // the bus, then its apalis worker stops).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut pongs = app.state.bus.subscribe();
+    let job = Ping {
+        token: "unanswered".into(),
+        fail_until: None,
+    };
+    app.state.queue.push(job).await.expect("pushed");
+    let answered = tokio::time::timeout(Duration::from_millis(1500), async {
+        loop {
+            if let Ok(worker::events::Event::WorkerPong(p)) = pongs.recv().await
+                && p.token == "unanswered"
+            {
+                return p.worker;
+            }
+        }
+    })
+    .await;
+    assert!(
+        answered.is_err(),
+        "a quiet worker took a new job: {answered:?} ({name} was quieted)"
+    );
     assert!(queue(&app, &admin, "ping").await["ready"].as_u64().unwrap() >= 1);
     if backend == Backend::PostgresRedis {
-        // Another worker takes what the quiet one leaves.
-        let _fresh = app.spawn_worker().await;
+        // Another worker takes what the quiet one leaves, once it has reported in.
+        let fresh = app.spawn_worker().await;
+        let reported = eventually(Duration::from_secs(10), || async {
+            let workers = app
+                .get("/api/admin/ops/workers", Some(&admin.token))
+                .await
+                .body;
+            workers
+                .as_array()?
+                .iter()
+                .any(|w| w["name"] == fresh.name.as_str() && w["state"] == "running")
+                .then_some(())
+        })
+        .await;
+        assert!(reported.is_some(), "the fresh worker reports in");
         let ping = app
             .post("/api/admin/worker-ping", Some(&admin.token), json!({}))
             .await;

@@ -34,18 +34,11 @@ impl DiagnosticsApi {
     /// Round trip through the job queue
     ///
     /// Enqueues a ping job and waits (up to 5 s) for the worker that ran it to answer over
-    /// the event bus. 409 `queue_paused` while an operator has paused the `ping` queue;
-    /// 503 when no worker answers.
+    /// the event bus. 409 `queue_paused` while an operator has paused the `ping` queue or
+    /// quieted every worker; 503 when no worker answers.
     #[oai(path = "/worker-ping", method = "post", operation_id = "pingWorker")]
     async fn worker_ping(&self, _admin: AdminAuth) -> ApiResult<Json<WorkerPing>> {
-        let paused = entity::ops::paused(&self.state.db).await?;
-        if paused.iter().any(|p| p.queue == Ping::QUEUE) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorCode::QueuePaused,
-                "an operator paused the ping queue: resume it at /ops",
-            ));
-        }
+        self.takers().await?;
         let token = uuid::Uuid::new_v4().to_string();
         let mut events = self.state.bus.subscribe();
         let started = Instant::now();
@@ -66,6 +59,38 @@ impl DiagnosticsApi {
                 "no worker answered within 5 s",
             )),
         }
+    }
+}
+
+impl DiagnosticsApi {
+    /// Refuses a ping no worker would take, at once, rather than after the timeout: the
+    /// `ping` queue paused, or every worker that reported quieted (or gone).
+    async fn takers(&self) -> ApiResult<()> {
+        let db = &self.state.db;
+        if entity::ops::paused(db)
+            .await?
+            .iter()
+            .any(|p| p.queue == Ping::QUEUE)
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::QueuePaused,
+                "an operator paused the ping queue: resume it at /ops",
+            ));
+        }
+        let heartbeat = self.state.settings.worker.heartbeat;
+        let workers = worker::ops::workers(db, heartbeat, chrono::Utc::now()).await?;
+        let running = workers
+            .iter()
+            .any(|(_, s)| *s == worker::ops::WorkerState::Running);
+        if !workers.is_empty() && !running {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::QueuePaused,
+                "every worker is quieted or gone: start one, or see /ops",
+            ));
+        }
+        Ok(())
     }
 }
 

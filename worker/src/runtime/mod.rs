@@ -275,6 +275,9 @@ impl PollStrategy for Ticker {
 /// A job may run this long before it is cancelled and retried.
 const JOB_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How soon a job handed back by a paused or quieted worker is due again.
+const HELD_JOB_RETURNS_AFTER: Duration = Duration::from_secs(1);
+
 /// How soon a job the database could not serve is tried again (apalis rounds it up to the
 /// next whole second).
 const DEFER_WHILE_DATABASE_DOWN: Duration = Duration::from_secs(1);
@@ -286,6 +289,13 @@ const DEFER_WHILE_DATABASE_DOWN: Duration = Duration::from_secs(1);
 /// failure, retried by the backend as usual.
 async fn handle<J: Job>(job: J, deps: Data<Arc<Deps>>) -> Result<(), BoxDynError> {
     let deps = Arc::clone(&deps);
+    // Paused or quieted: an apalis worker being stopped may still fetch a job or two before
+    // its stream ends. Such a job goes back on its queue, untouched, for a worker that takes
+    // it (or for the resume), rather than running here against the operator's word.
+    if !deps.controls.borrow().takes(J::QUEUE) {
+        deps.queue.push_after(job, HELD_JOB_RETURNS_AFTER).await?;
+        return Ok(());
+    }
     let activity = deps.activity.of(J::QUEUE);
     let _in_flight = activity.map(ops::activity::QueueActivity::start);
     let started = std::time::Instant::now();
