@@ -221,8 +221,9 @@ async fn a_worker_process_serves_the_figures_to_scale_on() {
     )
     .await;
     app.vars.insert("METRICS_PORT".into(), port.to_string());
-    let _workers = worker_processes(&mut app, 1).await;
+    let mut workers = worker_processes(&mut app, 1).await;
     let admin = app.admin().await;
+    worker_name(&app, &admin, &mut workers[0]).await;
     let drop_id = app.create_drop(&admin, 3).await;
     let buyer = app.customer("ann").await;
     let held = app

@@ -64,7 +64,7 @@ impl DiagnosticsApi {
 
 impl DiagnosticsApi {
     /// Refuses a ping no worker would take, at once, rather than after the timeout: the
-    /// `ping` queue paused, or every worker that reported quieted (or gone).
+    /// `ping` queue paused, or the workers that reported quieted and none running.
     async fn takers(&self) -> ApiResult<()> {
         let db = &self.state.db;
         if entity::ops::paused(db)
@@ -80,14 +80,13 @@ impl DiagnosticsApi {
         }
         let heartbeat = self.state.settings.worker.heartbeat;
         let workers = worker::ops::workers(db, heartbeat, chrono::Utc::now()).await?;
-        let running = workers
-            .iter()
-            .any(|(_, s)| *s == worker::ops::WorkerState::Running);
-        if !workers.is_empty() && !running {
+        // A worker still starting has not reported yet: only quieted ones are evidence.
+        let any = |wanted| workers.iter().any(|(_, s)| *s == wanted);
+        if any(worker::ops::WorkerState::Quiet) && !any(worker::ops::WorkerState::Running) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 ErrorCode::QueuePaused,
-                "every worker is quieted or gone: start one, or see /ops",
+                "every running worker is quieted: start one, or see /ops",
             ));
         }
         Ok(())
