@@ -410,7 +410,12 @@ fn the_quick_start_names_what_the_build_needs_and_what_to_look_for() {
 
 #[test]
 fn every_setting_is_in_the_grouped_table_and_the_checklist_says_why() {
-    let settings = include_str!("../../worker/src/platform/settings.rs");
+    let settings = [
+        include_str!("../../worker/src/platform/settings/mod.rs"),
+        include_str!("../../worker/src/platform/settings/env.rs"),
+        include_str!("../../worker/src/platform/settings/read.rs"),
+    ]
+    .concat();
     let table = section("Configuration");
     let mut names: Vec<&str> = settings
         .split('"')
