@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
+# The process tests start every binary of the workspace (api, worker, migration); nextest
+# builds only the ones whose crates have tests, so a fresh clone builds them all first.
+cargo build --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace "$@"
 else
