@@ -21,7 +21,9 @@ if [ "$profile" = release ]; then
   cargo build --release -p api --bin api
   api="$target_dir/release/api"
 else
-  cargo build -p api --bin api
+  # The same build as the test command's, so after it this links nothing new (`-p api`
+  # alone unifies features differently and recompiles api, worker and tower-http).
+  cargo build --workspace --bins
   api="$target_dir/debug/api"
 fi
 
