@@ -259,7 +259,7 @@ async fn confirmation(
     at: DateTime<Utc>,
 ) -> i64 {
     let email = EmailAddress::parse(email).unwrap();
-    entity::catalog::subscribe(db, product_id, &email, at)
+    entity::catalog::subscribe(db, product_id, &email, u32::MAX, at)
         .await
         .unwrap()
         .confirmation_message_id
@@ -315,7 +315,7 @@ async fn old_alerts_go_only_once_a_newer_restock_means_they_cannot_be_sent_again
     // Sold out, Ann signs up again, and the product is back: a second restock.
     set_in_stock(db, honey, false, t0 + Duration::days(1)).await;
     let again = EmailAddress::parse("ann@example.com").unwrap();
-    entity::catalog::subscribe(db, honey, &again, t0 + Duration::days(1))
+    entity::catalog::subscribe(db, honey, &again, u32::MAX, t0 + Duration::days(1))
         .await
         .unwrap();
     let second = set_in_stock(db, honey, true, t0 + Duration::days(2)).await;
