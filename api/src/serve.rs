@@ -62,12 +62,39 @@ pub struct SocketIoEndpoint {
     pub path: String,
     pub service: HttpService,
     pub io: SocketIo,
+    /// Admits each new session (see [`crate::live_gate`]).
+    pub gate: Arc<crate::live_gate::LiveGate>,
 }
 
 impl SocketIoEndpoint {
     /// Whether a request for `path` is the Socket.IO endpoint's (`/socket.io`, `/socket.io/...`).
     pub fn serves(&self, path: &str) -> bool {
         is_under(&self.path, path)
+    }
+
+    /// Hands the request to socketioxide; a handshake (an Engine.IO request without a `sid`:
+    /// a new session) only if the gate admits it, the session then holding its slot in the
+    /// request's extensions, which Engine.IO keeps as long as the session lives.
+    async fn call(&self, mut request: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let opens_a_session = !request
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .any(|pair| pair.starts_with("sid="));
+        if opens_a_session {
+            // The TCP peer, as `crate::client::client_ip` takes it for poem's requests.
+            match self.gate.admit(remote.ip()) {
+                Ok(slot) => {
+                    request.extensions_mut().insert(Arc::new(slot));
+                }
+                Err(refused) => return poem::IntoResponse::into_response(refused).into(),
+            }
+        }
+        match self.service.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
     }
 }
 
@@ -425,7 +452,7 @@ async fn dispatch(
     remote: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
     if routes.socketio.serves(request.uri().path()) {
-        return routes.socketio.service.clone().oneshot(request).await;
+        return Ok(routes.socketio.call(request, remote).await);
     }
     let request = poem::Request::from((
         request,

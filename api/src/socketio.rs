@@ -47,8 +47,14 @@ use crate::{
     ws::{self, Subscribe},
 };
 
-/// Packets socketioxide may hold for one socket before an emit to it is refused.
-pub const SOCKET_BUFFER: usize = 256;
+/// Packets socketioxide may hold for one socket before an emit to it is refused: a snapshot
+/// and a few conflated events are all a socket ever needs queued.
+pub const SOCKET_BUFFER: usize = 64;
+/// Largest long-polling body a client may post (it only ever sends `subscribe`).
+const MAX_CLIENT_PAYLOAD: u64 = 16 * 1024;
+/// A session that has not joined the namespace this long after its handshake is closed (its
+/// [`crate::live_gate::Slot`] with it). socket.io-client joins at once.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a socket whose buffer is full is offered its next packet.
 const FULL_RETRY: Duration = Duration::from_millis(25);
 /// Largest WebSocket message a client may send (it only ever sends `subscribe`).
@@ -60,6 +66,9 @@ pub fn endpoint(state: &AppState) -> SocketIoEndpoint {
     let (service, io) = SocketIo::builder()
         .req_path(path.clone())
         .max_buffer_size(SOCKET_BUFFER)
+        .max_payload(MAX_CLIENT_PAYLOAD)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .ws_read_buffer_size(1024)
         .ws_max_message_size(MAX_CLIENT_MESSAGE)
         .ws_max_frame_size(MAX_CLIENT_MESSAGE)
         .with_state(state.clone())
@@ -72,6 +81,7 @@ pub fn endpoint(state: &AppState) -> SocketIoEndpoint {
         path,
         service: HttpService::new(service),
         io,
+        gate: state.live.clone(),
     }
 }
 
@@ -277,7 +287,7 @@ async fn emit_snapshot(socket: &SocketRef, state: &AppState) -> Result<(), Disco
             return emit_value(socket, "error", &error).await;
         }
     };
-    emit_value(socket, "snapshot", &snapshot).await
+    emit_value(socket, "snapshot", &*snapshot).await
 }
 
 async fn emit_value<T: serde::Serialize + ?Sized>(
