@@ -35,14 +35,14 @@ use tokio::sync::{
     watch,
 };
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use worker::events::{FrameError, Subscribed};
 
 use crate::{
     auth::CurrentUser,
     error::{ErrorBody, ErrorCode},
     frame::Frame,
-    serve::{Body, HttpService, SocketIoEndpoint},
+    serve::{Body, HttpService},
     state::AppState,
     ws::{self, Subscribe},
 };
@@ -324,5 +324,70 @@ async fn emit(socket: &SocketRef, name: &str, data: &RawValue) -> Result<(), Dis
                 return Ok(());
             }
         }
+    }
+}
+
+/// The Socket.IO service and the server handle that closes its sessions on shutdown.
+pub struct SocketIoEndpoint {
+    /// Without a trailing slash: `/socket.io`.
+    pub path: String,
+    pub service: HttpService,
+    pub io: SocketIo,
+    /// Admits each new session (see [`crate::live_gate`]).
+    pub gate: Arc<crate::live_gate::LiveGate>,
+}
+
+impl SocketIoEndpoint {
+    /// Whether a request for `path` is the Socket.IO endpoint's (`/socket.io`, `/socket.io/...`).
+    pub fn serves(&self, path: &str) -> bool {
+        is_under(&self.path, path)
+    }
+
+    /// Hands the request to socketioxide; a handshake (an Engine.IO request without a `sid`:
+    /// a new session) only if the gate admits it, the session then holding its slot in the
+    /// request's extensions, which Engine.IO keeps as long as the session lives.
+    pub(crate) async fn call(
+        &self,
+        mut request: hyper::Request<hyper::body::Incoming>,
+        remote: std::net::SocketAddr,
+    ) -> Response<Body> {
+        let opens_a_session = !request
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .any(|pair| pair.starts_with("sid="));
+        if opens_a_session {
+            // The TCP peer, as `crate::client::client_ip` takes it for poem's requests.
+            match self.gate.admit(remote.ip()) {
+                Ok(slot) => {
+                    request.extensions_mut().insert(Arc::new(slot));
+                }
+                Err(refused) => return poem::IntoResponse::into_response(refused).into(),
+            }
+        }
+        match self.service.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+fn is_under(base: &str, path: &str) -> bool {
+    path.strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_io_endpoint_owns_its_path_and_what_is_under_it_only() {
+        let owns = |path: &str| is_under("/api/socket", path);
+        assert!(owns("/api/socket"));
+        assert!(owns("/api/socket/"));
+        assert!(!owns("/api/sockets"));
+        assert!(!owns("/api"));
     }
 }
