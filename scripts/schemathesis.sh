@@ -38,11 +38,13 @@ metrics_token="schemathesis-metrics-token"
 webhook_secret="schemathesis-webhook-secret-0123456789abcdef"
 
 # The fuzzer sends thousands of requests from one address and many failed logins: the auth
-# rate limit and the login lockout (tested elsewhere) would turn most of its run into 429s.
+# rate limit, the login lockout and the notify-me limits (tested elsewhere) would turn most
+# of its run into 429s.
 env -i PATH="$PATH" HOME="${HOME:-/tmp}" RUST_LOG=warn \
   HOST=127.0.0.1 PORT="$port" DATA_DIR="$work/data" DEMO_DATA=false \
   ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
   AUTH_RATE_LIMIT_PER_MINUTE=1000000 LOGIN_MAX_FAILURES=1000000 \
+  NOTIFY_ME_PER_ADDRESS_PER_HOUR=100000000 \
   ACCESS_TOKEN_TTL_SECS=3600 METRICS_TOKEN="$metrics_token" \
   CONTENTFUL_WEBHOOK_SECRET="$webhook_secret" \
   "$api" >"$work/api.log" 2>&1 &

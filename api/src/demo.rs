@@ -93,7 +93,7 @@ async fn create_admin(
         Err(e) => return Err(e.into()),
     }
     let path = settings.data_dir.join(PASSWORD_FILE);
-    std::fs::create_dir_all(&settings.data_dir)?;
+    worker::settings::create_private_dir(&settings.data_dir)?;
     worker::settings::write_private(&path, &format!("{ADMIN_EMAIL}\n{password}\n"))
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(Some(password))

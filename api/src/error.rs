@@ -20,6 +20,8 @@ pub const REFUSED_FIELD: &str = "verification failed";
 pub enum ErrorCode {
     BadRequest,
     ValidationFailed,
+    /// A JSON body names one key twice in one object (parsers disagree on which counts).
+    DuplicateJsonKey,
     Unauthorized,
     Forbidden,
     NotFound,
@@ -27,6 +29,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     UnsupportedMediaType,
     TooManyRequests,
+    /// No room for another live socket (`/ws` or Socket.IO): 429 when this client address
+    /// has its share open (`LIVE_MAX_SOCKETS_PER_ADDRESS`), 503 when the instance is full
+    /// (`LIVE_MAX_SOCKETS`); retry after `Retry-After`.
+    TooManySockets,
     EmailTaken,
     InvalidCredentials,
     AccountLocked,

@@ -39,7 +39,6 @@ use poem::{
     http::uri::Scheme,
     web::{LocalAddr, RemoteAddr},
 };
-use socketioxide::SocketIo;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -55,26 +54,6 @@ pub type Body = http_body_util::combinators::BoxBody<Bytes, io::Error>;
 /// An HTTP service that shares the listener with poem.
 pub type HttpService =
     tower::util::BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
-
-/// The Socket.IO service and the server handle that closes its sessions on shutdown.
-pub struct SocketIoEndpoint {
-    /// Without a trailing slash: `/socket.io`.
-    pub path: String,
-    pub service: HttpService,
-    pub io: SocketIo,
-}
-
-impl SocketIoEndpoint {
-    /// Whether a request for `path` is the Socket.IO endpoint's (`/socket.io`, `/socket.io/...`).
-    pub fn serves(&self, path: &str) -> bool {
-        is_under(&self.path, path)
-    }
-}
-
-fn is_under(base: &str, path: &str) -> bool {
-    path.strip_prefix(base)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
 
 /// How long a connection may take over a request's headers and how long it may idle, and how
 /// many may be open at once (`HTTP_HEADER_READ_TIMEOUT_SECS`, `HTTP_KEEP_ALIVE_SECS`,
@@ -111,6 +90,8 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// within [`HTTP2_PING_TIMEOUT`].
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+use crate::socketio::SocketIoEndpoint;
 
 /// Where requests go.
 pub struct Routes {
@@ -425,7 +406,7 @@ async fn dispatch(
     remote: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
     if routes.socketio.serves(request.uri().path()) {
-        return routes.socketio.service.clone().oneshot(request).await;
+        return Ok(routes.socketio.call(request, remote).await);
     }
     let request = poem::Request::from((
         request,
@@ -612,15 +593,6 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-
-    #[test]
-    fn the_socket_io_endpoint_owns_its_path_and_what_is_under_it_only() {
-        let owns = |path: &str| is_under("/api/socket", path);
-        assert!(owns("/api/socket"));
-        assert!(owns("/api/socket/"));
-        assert!(!owns("/api/sockets"));
-        assert!(!owns("/api"));
-    }
 
     #[tokio::test]
     async fn a_peer_that_stops_reading_fails_the_write_after_the_limit() {

@@ -35,20 +35,26 @@ use tokio::sync::{
     watch,
 };
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use worker::events::{FrameError, Subscribed};
 
 use crate::{
     auth::CurrentUser,
     error::{ErrorBody, ErrorCode},
     frame::Frame,
-    serve::{Body, HttpService, SocketIoEndpoint},
+    serve::{Body, HttpService},
     state::AppState,
     ws::{self, Subscribe},
 };
 
-/// Packets socketioxide may hold for one socket before an emit to it is refused.
-pub const SOCKET_BUFFER: usize = 256;
+/// Packets socketioxide may hold for one socket before an emit to it is refused: a snapshot
+/// and a few conflated events are all a socket ever needs queued.
+pub const SOCKET_BUFFER: usize = 64;
+/// Largest long-polling body a client may post (it only ever sends `subscribe`).
+const MAX_CLIENT_PAYLOAD: u64 = 16 * 1024;
+/// A session that has not joined the namespace this long after its handshake is closed (its
+/// [`crate::live_gate::Slot`] with it). socket.io-client joins at once.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a socket whose buffer is full is offered its next packet.
 const FULL_RETRY: Duration = Duration::from_millis(25);
 /// Largest WebSocket message a client may send (it only ever sends `subscribe`).
@@ -60,6 +66,9 @@ pub fn endpoint(state: &AppState) -> SocketIoEndpoint {
     let (service, io) = SocketIo::builder()
         .req_path(path.clone())
         .max_buffer_size(SOCKET_BUFFER)
+        .max_payload(MAX_CLIENT_PAYLOAD)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .ws_read_buffer_size(1024)
         .ws_max_message_size(MAX_CLIENT_MESSAGE)
         .ws_max_frame_size(MAX_CLIENT_MESSAGE)
         .with_state(state.clone())
@@ -72,6 +81,7 @@ pub fn endpoint(state: &AppState) -> SocketIoEndpoint {
         path,
         service: HttpService::new(service),
         io,
+        gate: state.live.clone(),
     }
 }
 
@@ -277,7 +287,7 @@ async fn emit_snapshot(socket: &SocketRef, state: &AppState) -> Result<(), Disco
             return emit_value(socket, "error", &error).await;
         }
     };
-    emit_value(socket, "snapshot", &snapshot).await
+    emit_value(socket, "snapshot", &*snapshot).await
 }
 
 async fn emit_value<T: serde::Serialize + ?Sized>(
@@ -314,5 +324,70 @@ async fn emit(socket: &SocketRef, name: &str, data: &RawValue) -> Result<(), Dis
                 return Ok(());
             }
         }
+    }
+}
+
+/// The Socket.IO service and the server handle that closes its sessions on shutdown.
+pub struct SocketIoEndpoint {
+    /// Without a trailing slash: `/socket.io`.
+    pub path: String,
+    pub service: HttpService,
+    pub io: SocketIo,
+    /// Admits each new session (see [`crate::live_gate`]).
+    pub gate: Arc<crate::live_gate::LiveGate>,
+}
+
+impl SocketIoEndpoint {
+    /// Whether a request for `path` is the Socket.IO endpoint's (`/socket.io`, `/socket.io/...`).
+    pub fn serves(&self, path: &str) -> bool {
+        is_under(&self.path, path)
+    }
+
+    /// Hands the request to socketioxide; a handshake (an Engine.IO request without a `sid`:
+    /// a new session) only if the gate admits it, the session then holding its slot in the
+    /// request's extensions, which Engine.IO keeps as long as the session lives.
+    pub(crate) async fn call(
+        &self,
+        mut request: hyper::Request<hyper::body::Incoming>,
+        remote: std::net::SocketAddr,
+    ) -> Response<Body> {
+        let opens_a_session = !request
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .any(|pair| pair.starts_with("sid="));
+        if opens_a_session {
+            // The TCP peer, as `crate::client::client_ip` takes it for poem's requests.
+            match self.gate.admit(remote.ip()) {
+                Ok(slot) => {
+                    request.extensions_mut().insert(Arc::new(slot));
+                }
+                Err(refused) => return poem::IntoResponse::into_response(refused).into(),
+            }
+        }
+        match self.service.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+fn is_under(base: &str, path: &str) -> bool {
+    path.strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_io_endpoint_owns_its_path_and_what_is_under_it_only() {
+        let owns = |path: &str| is_under("/api/socket", path);
+        assert!(owns("/api/socket"));
+        assert!(owns("/api/socket/"));
+        assert!(!owns("/api/sockets"));
+        assert!(!owns("/api"));
     }
 }

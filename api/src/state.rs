@@ -38,6 +38,8 @@ pub struct Inner {
     pub reserve_attempts: crate::demand::ReserveAttempts,
     /// Every browser-facing event, serialised once for all sockets.
     pub frames: tokio::sync::broadcast::Sender<Arc<crate::frame::Frame>>,
+    /// Room for live sockets (`/ws` and Socket.IO together), per process and per address.
+    pub live: Arc<crate::live_gate::LiveGate>,
     /// Set when the process begins to shut down: sockets say goodbye (close 1001) so their
     /// clients reconnect to another instance at once.
     pub closing: tokio::sync::watch::Sender<bool>,
@@ -93,6 +95,7 @@ impl AppState {
             reserve_attempts: crate::demand::ReserveAttempts::default(),
             frames: tokio::sync::broadcast::channel(crate::frame::FRAME_BACKLOG).0,
             closing: tokio::sync::watch::channel(false).0,
+            live: crate::live_gate::LiveGate::new(settings.live.clone()),
             effects,
             caches,
             db: infra.db,

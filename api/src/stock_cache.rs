@@ -78,16 +78,21 @@ pub struct StockCaches {
     pub listing: ListingCache<Vec<entity::drops::DropView>>,
     /// `GET /api/products`, rendered.
     pub products: ListingCache<crate::product_listing::Catalog>,
+    /// The `snapshot` every new socket is sent: a thousand sockets opening at once cost one
+    /// read, not a thousand.
+    pub snapshot: ListingCache<worker::events::Snapshot>,
 }
 
 impl worker::effects::ChangeObserver for StockCaches {
     fn stock_changed(&self, update: &StockUpdate) {
         self.sold_out.observe(update);
         self.listing.invalidate();
+        self.snapshot.invalidate();
     }
 
     fn product_changed(&self) {
         self.products.invalidate();
+        self.snapshot.invalidate();
     }
 }
 

@@ -6,8 +6,11 @@
 use std::sync::OnceLock;
 
 use poem::{
-    Endpoint, IntoEndpoint, IntoResponse, Request, Response, handler,
+    Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response,
+    endpoint::BoxEndpoint,
+    handler,
     http::{HeaderValue, Method, StatusCode, header},
+    middleware::Compression,
     web::Path,
 };
 use sha2::{Digest, Sha256};
@@ -52,23 +55,44 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data: 
 /// Puts the pages at `/` and `/ops` in front of `inner`, the endpoint nested at `/` (the API). poem gives a
 /// nest's catch-all precedence over an exact `/` route, so the page cannot be a plain `.at("/")`.
 pub fn with_index(inner: impl IntoEndpoint<Endpoint: 'static>) -> impl Endpoint<Output = Response> {
-    WithIndex(inner.into_endpoint())
+    WithIndex {
+        pages: Pages.with(Compression::new()).map_to_response().boxed(),
+        inner: inner.into_endpoint(),
+    }
 }
 
-struct WithIndex<E>(E);
+struct WithIndex<E> {
+    /// The two pages, compressed for clients that accept it.
+    pages: BoxEndpoint<'static, Response>,
+    inner: E,
+}
 
 impl<E: Endpoint> Endpoint for WithIndex<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        if matches!(*req.method(), Method::GET | Method::HEAD) {
-            match req.uri().path() {
-                "/" => return Ok(page(&req, &INDEX)),
-                "/ops" => return Ok(page(&req, &OPS)),
-                _ => {}
-            }
+        if matches!(*req.method(), Method::GET | Method::HEAD)
+            && matches!(req.uri().path(), "/" | "/ops")
+        {
+            return self.pages.call(req).await;
         }
-        self.0.call(req).await.map(IntoResponse::into_response)
+        self.inner.call(req).await.map(IntoResponse::into_response)
+    }
+}
+
+/// `/` and `/ops`.
+struct Pages;
+
+impl Endpoint for Pages {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let asset = if req.uri().path() == "/ops" {
+            &OPS
+        } else {
+            &INDEX
+        };
+        Ok(page(&req, asset))
     }
 }
 

@@ -83,10 +83,13 @@ pub(crate) struct Authenticate {
 
 #[handler]
 pub async fn upgrade(
+    req: &poem::Request,
     ws: WebSocket,
     Query(query): Query<WsQuery>,
     Data(state): Data<&AppState>,
 ) -> poem::Result<impl IntoResponse> {
+    // Counted with Socket.IO's sessions; held until the socket closes.
+    let slot = state.live.admit(crate::client::client_ip(req))?;
     let viewer = match query.token {
         Some(token) => Some(state.auth.authenticate(&token).await?),
         None => None,
@@ -99,9 +102,10 @@ pub async fn upgrade(
         .write_buffer_size(4 * 1024)
         .max_message_size(Some(64 * 1024))
         .max_frame_size(Some(64 * 1024));
-    Ok(ws
-        .config(config)
-        .on_upgrade(move |socket| serve(socket, state, viewer)))
+    Ok(ws.config(config).on_upgrade(move |socket| async move {
+        let _slot = slot;
+        serve(socket, state, viewer).await;
+    }))
 }
 
 /// One socket's view of the fan-out, `/ws` and Socket.IO alike.
@@ -291,7 +295,7 @@ where
     S: futures::Sink<Message> + Unpin,
 {
     let frame = match snapshot(state).await {
-        Ok(s) => ServerFrame::Snapshot(s),
+        Ok(s) => ServerFrame::Snapshot(Snapshot::clone(&s)),
         Err(e) => {
             tracing::warn!(error = %e.message, "cannot build websocket snapshot");
             ServerFrame::error(
@@ -360,13 +364,20 @@ where
     }
 }
 
-pub(crate) async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
-    let drops = entity::drops::open_stock(&state.db, Utc::now()).await?;
-    let products = entity::catalog::visible_products(&state.db).await?;
-    Ok(Snapshot {
-        drops: drops.into_iter().map(StockUpdate::from).collect(),
-        products: products.into_iter().map(ProductState::from).collect(),
-    })
+/// The current state, from the cache every change invalidates (see
+/// [`crate::stock_cache::StockCaches`]): sockets opening together share one read. The
+/// socket subscribed to the broadcast first, and the relay invalidates before it
+/// broadcasts, so a change is in the snapshot or reaches the socket as an event.
+pub(crate) async fn snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
+    let load = || async {
+        let drops = entity::drops::open_stock(&state.db, Utc::now()).await?;
+        let products = entity::catalog::visible_products(&state.db).await?;
+        Ok(Snapshot {
+            drops: drops.into_iter().map(StockUpdate::from).collect(),
+            products: products.into_iter().map(ProductState::from).collect(),
+        })
+    };
+    Ok(state.caches.snapshot.get_or_load(load).await?)
 }
 
 #[cfg(test)]

@@ -740,7 +740,7 @@
       h('label', { for: inputId }, 'Email me when it is back'),
       h('div', { class: 'row' }, input, button),
       h('p', { class: 'hint', id: hintId },
-        'We first send a confirmation email. Only after you open its link do we write again — once, ' +
+        'We first send a confirmation email. Only after you confirm on the page its link opens do we write again — once, ' +
         'when this is back in stock. Every email has a one-click unsubscribe link.'),
       result, error);
     form.addEventListener('submit', async (event) => {

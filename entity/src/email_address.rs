@@ -19,6 +19,9 @@ impl EmailAddress {
             && local.len() <= 64
             && !local.starts_with('.')
             && !local.ends_with('.')
+            // What the mailer (lettre) refuses too: an unquoted local part is dot-separated
+            // atoms (RFC 5322), none of them empty.
+            && !local.contains("..")
             && local
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
@@ -42,6 +45,21 @@ impl EmailAddress {
 
     pub fn local_part(&self) -> &str {
         self.0.split('@').next().unwrap_or_default()
+    }
+
+    /// The inbox this address reaches, as the mail-bombing limits count it: the address with
+    /// any `+tag` removed from its local part (`ann+shop@example.com` is
+    /// `ann@example.com`). Most providers deliver plus-addressed mail to the untagged inbox,
+    /// and counting them together costs a real user nothing but a shared budget; other
+    /// sub-addressing schemes (`-` at some providers, dots at Gmail) are not folded.
+    pub fn mailbox(&self) -> String {
+        let (local, domain) = self.0.rsplit_once('@').unwrap_or((&self.0, ""));
+        let untagged = local
+            .split('+')
+            .next()
+            .filter(|l| !l.is_empty())
+            .unwrap_or(local);
+        format!("{untagged}@{domain}")
     }
 }
 
@@ -70,6 +88,20 @@ mod tests {
     }
 
     #[test]
+    fn plus_tags_and_case_fold_into_one_mailbox() {
+        let mailbox = |raw: &str| EmailAddress::parse(raw).map(|e| e.mailbox());
+        assert_eq!(
+            mailbox("Flood+17@Victim.example"),
+            Ok("flood@victim.example".into())
+        );
+        assert_eq!(
+            mailbox("flood@victim.example"),
+            Ok("flood@victim.example".into())
+        );
+        assert_eq!(mailbox("+x@victim.example"), Ok("+x@victim.example".into()));
+    }
+
+    #[test]
     fn malformed_addresses_are_refused() {
         for bad in [
             "",
@@ -80,6 +112,7 @@ mod tests {
             "a b@example.com",
             "ann@-x.com",
             ".a@x.com",
+            "a..b@example.com",
         ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad:?} was accepted");
         }

@@ -26,7 +26,7 @@ use crate::{
     db::begin_write,
     error::Result,
     models::{email_messages, products, restock_events, subscriptions},
-    tokens,
+    tokens::{self, LinkKey},
 };
 
 pub use crate::models::email_messages::{MessageKind, MessageStatus};
@@ -438,10 +438,12 @@ pub struct Outgoing {
     pub payload: Content,
     /// This try's number, counting from 1.
     pub attempt: i32,
-    /// Fresh tokens for the links the email carries. Only their hashes are stored, so they
-    /// are minted as the email is written and never kept; the newest email's links are the
-    /// ones that work. The confirm token is set for confirmation emails only; offers, which
-    /// belong to no subscription, carry neither.
+    /// Tokens for the links the email carries. Only their hashes are stored. The confirm
+    /// token is minted afresh as the email is written (the newest confirmation's link is the
+    /// one that works); the unsubscribe token is derived from the subscription and the
+    /// [`LinkKey`], the same in every email, so each email's link works until it is used.
+    /// The confirm token is set for confirmation emails only; offers, which belong to no
+    /// subscription, carry neither.
     pub confirm_token: Option<String>,
     pub unsubscribe_token: Option<String>,
 }
@@ -463,6 +465,7 @@ pub async fn claim_due(
     db: &DatabaseConnection,
     limit: u64,
     lease: Duration,
+    links: &LinkKey,
     now: DateTime<Utc>,
 ) -> Result<Vec<Outgoing>> {
     let txn = begin_write(db).await?;
@@ -499,11 +502,14 @@ pub async fn claim_due(
     }
     let skip = "skipped: the subscription is gone, unsubscribed or already confirmed";
     settle(&txn, &skipped, Settled::failed(skip), now).await?;
-    let needs_tokens: HashMap<i64, bool> = ready
+    let needs_tokens: HashMap<i64, (bool, DateTime<Utc>)> = ready
         .iter()
-        .filter_map(|(row, _, pending)| row.subscription_id.map(|id| (id, *pending)))
+        .filter_map(|(row, _, pending)| {
+            let sub = row.subscription_id.and_then(|id| subscriptions.get(&id))?;
+            Some((sub.id, (*pending, sub.created_at)))
+        })
         .collect();
-    let minted = mint_tokens(&txn, &needs_tokens).await?;
+    let minted = mint_tokens(&txn, &needs_tokens, links).await?;
     txn.commit().await?;
     Ok(ready
         .into_iter()
@@ -602,12 +608,15 @@ async fn take_leases(
     Ok(())
 }
 
-/// New link tokens for the emails about to go out (only the newest email's links work), one
-/// pair per subscription whatever the number of its emails in the batch: an unsubscribe token
-/// always, a confirmation token while the subscription awaits one. One statement.
+/// Link tokens for the emails about to go out, one pair per subscription whatever the number
+/// of its emails in the batch: the subscription's unsubscribe token always (derived, the
+/// same every time; its hash is written in case it is the first), a new confirmation token
+/// while the subscription awaits one (only the newest confirmation's link works). One
+/// statement.
 async fn mint_tokens(
     txn: &impl ConnectionTrait,
-    subscriptions: &HashMap<i64, bool>,
+    subscriptions: &HashMap<i64, (bool, DateTime<Utc>)>,
+    links: &LinkKey,
 ) -> Result<HashMap<i64, (Option<String>, String)>> {
     use subscriptions::Column;
     if subscriptions.is_empty() {
@@ -615,7 +624,10 @@ async fn mint_tokens(
     }
     let minted: HashMap<i64, (Option<String>, String)> = subscriptions
         .iter()
-        .map(|(id, pending)| (*id, (pending.then(tokens::generate), tokens::generate())))
+        .map(|(id, (pending, created_at))| {
+            let unsubscribe = links.unsubscribe_token(*id, *created_at);
+            (*id, (pending.then(tokens::generate), unsubscribe))
+        })
         .collect();
     let mut unsubscribe = CaseStatement::new();
     let mut confirm: Option<CaseStatement> = None;

@@ -20,7 +20,7 @@ use crate::{
     error::Result,
     models::{
         email_messages::{self, MessageKind, MessageStatus},
-        idempotency_keys,
+        idempotency_keys, mail_quotas,
         reservations::{self, ReservationStatus},
         restock_events, sessions, webhook_deliveries,
     },
@@ -55,6 +55,10 @@ pub enum Record {
     /// part of the stock count and purchased ones carry their purchase (deleting one would
     /// delete the sale with it), so neither is ever deleted.
     Holds,
+    /// Mail-bombing counters (`mail_quotas`) whose day-long window opened before the cutoff
+    /// (the caller passes a day ago: [`crate::catalog::quota::WINDOW`]). An ended window
+    /// counts nothing; the mailbox's next sign-up opens a new one.
+    MailQuotas,
 }
 
 /// Deletes one batch of at most `batch` rows of `record` that ended before `cutoff`, the
@@ -93,6 +97,11 @@ pub async fn delete_old(
         Record::Emails => {
             let settled = settled_emails(db.get_database_backend(), cutoff);
             delete_batch::<email_messages::Entity>(db, email_messages::Column::Id, settled, batch)
+                .await
+        }
+        Record::MailQuotas => {
+            let ended = Condition::all().add(mail_quotas::Column::WindowStart.lt(cutoff));
+            delete_batch::<mail_quotas::Entity>(db, mail_quotas::Column::Mailbox, ended, batch)
                 .await
         }
         Record::Holds => {

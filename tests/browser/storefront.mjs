@@ -342,12 +342,14 @@ const scenarios = {
       return link ? link.href : false;
     }, {}, confirmSubject, email).then((v) => v.jsonValue());
 
-    step('following the confirmation link confirms the subscription');
+    step('the confirmation link opens a page whose Confirm button confirms the subscription');
     const linkHandle = await admin.evaluateHandle((href) =>
       [...document.querySelectorAll('#outbox a')].find((a) => a.href === href), confirmLink);
     const opened = admin.context.waitForTarget((t) => t.url() === confirmLink);
     await linkHandle.click();
     const confirmPage = await (await opened).page();
+    await confirmPage.waitForSelector('form[method="post"] button');
+    await Promise.all([confirmPage.waitForNavigation(), confirmPage.click('form[method="post"] button')]);
     await confirmPage.waitForFunction(() => document.body && document.body.textContent.includes("You're on the list"));
     await confirmPage.close();
     await admin.waitForFunction((n) => {

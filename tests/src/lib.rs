@@ -59,6 +59,9 @@ pub fn test_redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The `METRICS_TOKEN` of distributed test stores.
+pub const TEST_METRICS_TOKEN: &str = "test-metrics-token-0123456789";
+
 const START_SERVICES: &str =
     "start them with `bash scripts/services.sh` (or set TEST_DATABASE_URL / TEST_REDIS_URL)";
 
@@ -114,6 +117,15 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         ),
         ("SWEEP_INTERVAL_MS".into(), "200".into()),
         ("AUTH_RATE_LIMIT_PER_MINUTE".into(), "100000".into()),
+        // Tests sign many addresses up and open many sockets from 127.0.0.1; the tests of
+        // these limits set strict ones.
+        ("NOTIFY_ME_EMAILS_PER_MAILBOX_PER_DAY".into(), "1000".into()),
+        ("NOTIFY_ME_PER_ADDRESS_PER_HOUR".into(), "1000000".into()),
+        ("LIVE_MAX_SOCKETS_PER_ADDRESS".into(), "100000".into()),
+        (
+            "LIVE_HANDSHAKES_PER_ADDRESS_PER_MINUTE".into(),
+            "1000000".into(),
+        ),
         // Tests arrange their own data; the demo store is tested on its own.
         ("DEMO_DATA".into(), "false".into()),
     ]);
@@ -132,6 +144,8 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
             vars.insert("REDIS_URL".into(), test_redis_url());
             vars.insert("REDIS_PREFIX".into(), prefix.clone());
             vars.insert("EMBED_WORKER".into(), "false".into());
+            // Distributed mode closes /metrics without one.
+            vars.insert("METRICS_TOKEN".into(), TEST_METRICS_TOKEN.into());
             // Many tests run at once against one Postgres (max_connections 100 here).
             vars.insert("DATABASE_MAX_CONNECTIONS".into(), "6".into());
             // Tests that read mail give an SMTP_URL; for the rest the outbox will do.
@@ -502,16 +516,25 @@ impl TestApp {
         self.request(Method::GET, path, token, None).await
     }
 
-    /// `/metrics` as text (Prometheus's format, not JSON).
+    /// `/metrics` as text (Prometheus's format, not JSON), with the store's token if it has
+    /// one.
     pub async fn metrics(&self) -> String {
-        self.client
-            .get(format!("{}/metrics", self.address))
+        self.metrics_request(&self.address)
             .send()
             .await
             .expect("metrics")
             .text()
             .await
             .expect("metrics text")
+    }
+
+    /// A `GET /metrics` to the api at `base`, with this store's `METRICS_TOKEN` if set.
+    pub fn metrics_request(&self, base: &str) -> reqwest::RequestBuilder {
+        let request = self.client.get(format!("{base}/metrics"));
+        match self.vars.get("METRICS_TOKEN").filter(|t| !t.is_empty()) {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Answer {

@@ -664,7 +664,7 @@ async fn the_reconciler_recovers_a_lost_fan_out_and_the_pump_finds_unannounced_m
         .expect("restocked");
     assert!(change.restock.is_some());
     let bob = entity::EmailAddress::parse("bob@example.com").unwrap();
-    let signed_up = entity::catalog::subscribe(&store.app.db, other, &bob, now)
+    let signed_up = entity::catalog::subscribe(&store.app.db, other, &bob, u32::MAX, now)
         .await
         .expect("signed up");
     assert!(signed_up.confirmation_message_id.is_some());
@@ -768,13 +768,14 @@ async fn workers_claiming_at_once_never_share_a_row(backend: Backend) {
     // Written straight to the ledger, with no wake-up: the pump finds them at its next poll.
     for n in 0..SIGN_UPS {
         let address = entity::EmailAddress::parse(&format!("s{n}@example.com")).unwrap();
-        entity::catalog::subscribe(db, id, &address, chrono::Utc::now())
+        entity::catalog::subscribe(db, id, &address, u32::MAX, chrono::Utc::now())
             .await
             .expect("signed up");
     }
     let lease = chrono::Duration::seconds(2);
+    let links = entity::tokens::LinkKey::new("test-secret-that-is-at-least-32-bytes-long");
     let claims = futures::future::join_all(
-        (0..4).map(|_| entity::mail::claim_due(db, 100, lease, chrono::Utc::now())),
+        (0..4).map(|_| entity::mail::claim_due(db, 100, lease, &links, chrono::Utc::now())),
     )
     .await;
     let mut held: Vec<i64> = claims

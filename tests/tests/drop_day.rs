@@ -219,8 +219,7 @@ async fn batches_on_two_instances_never_oversell() {
 
 async fn metric(app: &TestApp, base: &str, name: &str) -> i64 {
     let text = app
-        .client
-        .get(format!("{base}/metrics"))
+        .metrics_request(base)
         .send()
         .await
         .unwrap()

@@ -124,3 +124,90 @@ async fn metrics_are_open_without_a_token() {
     let answer = app.get("/metrics", None).await;
     assert_eq!(answer.status, StatusCode::OK);
 }
+
+/// A distributed store is on a network: its sales figures are not for anyone who asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_closed_in_distributed_mode_without_a_token() {
+    let app = spawn_app_with(Backend::PostgresRedis, &[("METRICS_TOKEN", "")]).await;
+    let answer = app.get("/metrics", None).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (StatusCode::UNAUTHORIZED, "unauthorized"),
+        "{:?}",
+        answer.body
+    );
+    assert!(
+        answer.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("METRICS_TOKEN")
+    );
+}
+
+/// Any local user could read a world-readable secret and mint an admin token, or read the
+/// database or the links in the outbox: an embedded store's files are its owner's alone.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_stores_secret_database_and_outbox_are_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let data_dir = data.display().to_string();
+    let app = spawn_app_with(
+        Backend::Embedded,
+        &[
+            ("DATA_DIR", &data_dir),
+            ("DATABASE_URL", ""),
+            ("JWT_ACCESS_SECRET", ""),
+        ],
+    )
+    .await;
+    let admin = app.admin().await;
+    let created = app
+        .post(
+            "/api/admin/products",
+            Some(&admin.token),
+            serde_json::json!({"name": "Clover Honey", "priceCents": 800, "inStock": false}),
+        )
+        .await;
+    let id = created.body["id"].as_i64().unwrap();
+    let answer = app
+        .post(
+            &format!("/api/products/{id}/notify-me"),
+            None,
+            serde_json::json!({"email": "ann@example.com"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    let outbox = data.join("outbox");
+    let mail = tests::eventually(std::time::Duration::from_secs(20), || async {
+        std::fs::read_dir(&outbox)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "eml"))
+    })
+    .await
+    .expect("an email in the outbox");
+
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    assert_eq!(mode(&outbox), 0o700, "the outbox directory");
+    for file in [
+        data.join("jwt_access_secret"),
+        data.join("honeydrop.db"),
+        mail,
+    ] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    for extra in ["honeydrop.db-wal", "honeydrop.db-shm"] {
+        let path = data.join(extra);
+        if path.exists() {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+}

@@ -259,7 +259,7 @@ async fn confirmation(
     at: DateTime<Utc>,
 ) -> i64 {
     let email = EmailAddress::parse(email).unwrap();
-    entity::catalog::subscribe(db, product_id, &email, at)
+    entity::catalog::subscribe(db, product_id, &email, u32::MAX, at)
         .await
         .unwrap()
         .confirmation_message_id
@@ -315,7 +315,7 @@ async fn old_alerts_go_only_once_a_newer_restock_means_they_cannot_be_sent_again
     // Sold out, Ann signs up again, and the product is back: a second restock.
     set_in_stock(db, honey, false, t0 + Duration::days(1)).await;
     let again = EmailAddress::parse("ann@example.com").unwrap();
-    entity::catalog::subscribe(db, honey, &again, t0 + Duration::days(1))
+    entity::catalog::subscribe(db, honey, &again, u32::MAX, t0 + Duration::days(1))
         .await
         .unwrap();
     let second = set_in_stock(db, honey, true, t0 + Duration::days(2)).await;
@@ -478,7 +478,31 @@ async fn several_workers_purging_at_once_delete_each_row_once(backend: Backend) 
     );
 }
 
+/// A mailbox's count of confirmation emails matters for its day-long window only.
+async fn mail_quotas_go_once_their_day_is_over(backend: Backend) {
+    let app = app_with_a_quiet_ledger(backend).await;
+    let db = &app.db;
+    let t0 = ahead_of_the_worker();
+    let honey = product(db, "clover", t0).await;
+    confirmation(db, honey, "carol@example.com", t0).await;
+    let later = t0 + Duration::hours(20);
+    confirmation(db, honey, "dave+news@example.com", later).await;
+
+    let purged = purge(&app, t0 + Duration::hours(25)).await;
+
+    assert_eq!(purged.mail_quotas, 1);
+    let left: Vec<String> = entity::models::mail_quotas::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.mailbox)
+        .collect();
+    assert_eq!(left, ["dave@example.com"]);
+}
+
 both_backends!(
+    mail_quotas_go_once_their_day_is_over,
     idempotency_keys_go_a_day_after_they_were_made,
     sessions_go_thirty_days_after_they_ended_and_live_ones_stay,
     webhook_deliveries_go_after_ninety_days,

@@ -286,7 +286,12 @@ async fn the_outbox_lists_the_latest_emails_with_links_that_work() {
         "/api/subscriptions/confirm?token=",
     );
     let confirmed = app
-        .get(&format!("/api/subscriptions/confirm?token={token}"), None)
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/subscriptions/confirm?token={token}"),
+            None,
+            None,
+        )
         .await;
     assert_eq!(confirmed.status, StatusCode::OK);
     let one = app

@@ -11,6 +11,7 @@ use sea_orm::ActiveEnum;
 use super::ApiTags;
 use crate::{
     auth::BearerAuth,
+    client::client_ip,
     error::{ApiError, ApiResult, ErrorCode},
     state::AppState,
     text::{Email, Text},
@@ -150,7 +151,7 @@ impl AuthApi {
         let body = body.0;
         let email = body.email.into_value();
         let password = Password::for_login(&body.password).map_err(ApiError::bad_request)?;
-        let lockout = Lockout::of(&self.state, &email, &client_ip(req));
+        let lockout = Lockout::of(&self.state, &email, &client_ip(req).to_string());
         lockout.admit().await?;
         let user = accounts::find_by_email(&self.state.db, &email).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
@@ -259,13 +260,6 @@ fn tokens(
             .unwrap_or(0)
             .min(state.auth.jwt.ttl().as_secs()),
     })
-}
-
-/// The address a request came from, as the limits count it.
-fn client_ip(req: &Request) -> String {
-    req.remote_addr()
-        .as_socket_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
 }
 
 /// Auth endpoints are rate-limited per client address.

@@ -59,16 +59,19 @@ impl HealthApi {
     /// Prometheus metrics
     ///
     /// Counters in Prometheus's text format, with the demand figures of the drops open now
-    /// or closed within a day (the newest 50), and every job queue's depth, lag and pause. When the store sets `METRICS_TOKEN`, send it as
-    /// `Authorization: Bearer <token>`; without it the answer is 401.
+    /// or closed within a day (the newest 50), and every job queue's depth, lag and pause. When the
+    /// store sets `METRICS_TOKEN`, send it as `Authorization: Bearer <token>`; without it the
+    /// answer is 401. A distributed store without `METRICS_TOKEN` answers 401 to everyone
+    /// (only an embedded store's metrics are open).
     #[oai(path = "/metrics", method = "get", operation_id = "getMetrics")]
     async fn metrics(&self, req: &Request) -> ApiResult<PlainText<String>> {
-        if let Some(token) = &self.state.settings.http.metrics_token
-            && !token.is_bearer_of(req.header("authorization"))
-        {
-            return Err(ApiError::unauthorized(
-                "metrics need `Authorization: Bearer <METRICS_TOKEN>`",
-            ));
+        let http = &self.state.settings.http;
+        if !http.may_read_metrics(req.header("authorization")) {
+            return Err(ApiError::unauthorized(if http.metrics_token.is_some() {
+                "metrics need `Authorization: Bearer <METRICS_TOKEN>`"
+            } else {
+                "metrics are closed: set METRICS_TOKEN and send it as `Authorization: Bearer <token>`"
+            }));
         }
         // Read from the ledger, so it counts every worker's sends; left out if unreadable.
         let lapsed_claims = entity::mail::lapsed_claims(&self.state.db).await.ok();

@@ -1,5 +1,6 @@
 use chrono::Utc;
 use entity::catalog;
+use poem::Request;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -8,7 +9,8 @@ use poem_openapi::{
 
 use super::ApiTags;
 use crate::{
-    error::ApiResult,
+    client::{address_key, client_ip},
+    error::{ApiError, ApiResult, ErrorCode},
     product_listing::{Catalog, Product},
     rendered::RenderedJson,
     state::AppState,
@@ -36,7 +38,8 @@ struct NotifyMeAccepted {
 #[derive(ApiResponse)]
 enum NotifyMeResponse {
     /// Accepted. A confirmation email is on its way unless one was sent in the last 10
-    /// minutes or the address is already confirmed; the answer is the same either way.
+    /// minutes, the address is already confirmed, or its inbox had its confirmations for
+    /// the day; the answer is the same either way.
     #[oai(status = 202)]
     Accepted(Json<NotifyMeAccepted>),
 }
@@ -82,17 +85,41 @@ impl ProductsApi {
     /// Email me when it is back in stock
     ///
     /// No account needed. Double opt-in: we send a confirmation email, and only after its
-    /// link (`GET /api/subscriptions/confirm?token=...`) is followed will the address get the
-    /// restock alert — one email, the next time the product comes back. Signing up again is
-    /// harmless. 409 `product_in_stock` when it can be bought right now.
+    /// link's Confirm button (`POST /api/subscriptions/confirm?token=...`) is pressed will the
+    /// address get the restock alert — one email, the next time the product comes back.
+    /// Signing up again is harmless. 409 `product_in_stock` when it can be bought right now.
+    ///
+    /// Against mail-bombing, one inbox is sent at most `NOTIFY_ME_EMAILS_PER_MAILBOX_PER_DAY`
+    /// confirmation emails a day across all products (counted case-insensitively and without
+    /// a `+tag`); past that the answer is the same 202 and nothing is sent. One client
+    /// address may ask `NOTIFY_ME_PER_ADDRESS_PER_HOUR` times an hour: 429
+    /// `too_many_requests` past it.
     #[oai(path = "/:id/notify-me", method = "post", operation_id = "notifyMe")]
     async fn notify_me(
         &self,
+        req: &Request,
         id: Path<i64>,
         body: Json<NotifyMeRequest>,
     ) -> ApiResult<NotifyMeResponse> {
+        let limits = &self.state.settings.notify_me;
+        let from = format!("notify-ip:{}", address_key(client_ip(req)));
+        let window = self.state.limiter.hit(&from, PER_ADDRESS_WINDOW).await;
+        if window.count > limits.per_address_per_hour {
+            return Err(ApiError::too_many(
+                ErrorCode::TooManyRequests,
+                "too many sign-ups from this address; try again later",
+                window.resets_in.as_secs_f64().ceil() as u64,
+            ));
+        }
         let email = body.0.email.into_value();
-        let subscribed = catalog::subscribe(&self.state.db, id.0, &email, Utc::now()).await?;
+        let subscribed = catalog::subscribe(
+            &self.state.db,
+            id.0,
+            &email,
+            limits.emails_per_mailbox_per_day,
+            Utc::now(),
+        )
+        .await?;
         if let Some(message_id) = subscribed.confirmation_message_id {
             self.state.effects.emails_queued(&[message_id]).await;
         }
@@ -101,3 +128,6 @@ impl ProductsApi {
         })))
     }
 }
+
+/// The window of `NOTIFY_ME_PER_ADDRESS_PER_HOUR`.
+const PER_ADDRESS_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);

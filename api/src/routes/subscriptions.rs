@@ -15,9 +15,16 @@ pub struct SubscriptionsApi {
 
 #[derive(ApiResponse)]
 enum ConfirmResponse {
-    /// Confirmed: a page saying so (the link is followed from an email, in a browser).
+    /// Confirmed: a page saying so (the Confirm button is pressed in a browser).
     #[oai(status = 200)]
     Confirmed(Html<String>),
+}
+
+#[derive(ApiResponse)]
+enum ConfirmPage {
+    /// A page with a button that confirms (by POST). Nothing has changed yet.
+    #[oai(status = 200)]
+    Page(Html<String>),
 }
 
 #[derive(Object)]
@@ -45,11 +52,12 @@ enum UnsubscribePage {
 impl SubscriptionsApi {
     /// Confirm a "notify me" sign-up
     ///
-    /// The link in the confirmation email. Following it again is harmless. 404
-    /// `invalid_token` for an unknown token or a subscription unsubscribed since.
+    /// What the Confirm button of the page at the confirmation email's link posts. Pressing
+    /// it again is harmless. 404 `invalid_token` for an unknown token or a subscription
+    /// unsubscribed since. The body is not read.
     #[oai(
         path = "/confirm",
-        method = "get",
+        method = "post",
         operation_id = "confirmSubscription"
     )]
     async fn confirm(
@@ -67,6 +75,32 @@ impl SubscriptionsApi {
             "You're on the list",
             &format!(
                 "<p>We will email you once when <strong>{name}</strong> is back in stock.</p>"
+            ),
+        ))))
+    }
+
+    /// Confirmation page (changes nothing)
+    ///
+    /// The link in the confirmation email. Mail gateways' link scanners follow every link
+    /// with GET or HEAD, so neither confirms: the page's Confirm button POSTs to this same
+    /// URL. 404 `invalid_token` for an unknown token or a subscription unsubscribed since.
+    #[oai(path = "/confirm", method = "get", operation_id = "getConfirmPage")]
+    async fn confirm_page(
+        &self,
+        #[oai(validator(max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))] token: Query<
+            String,
+        >,
+    ) -> ApiResult<ConfirmPage> {
+        if !catalog::confirm_token_exists(&self.state.db, &token.0).await? {
+            return Err(entity::Error::InvalidToken.into());
+        }
+        let action = format!("/api/subscriptions/confirm?token={}", escape(&token.0));
+        Ok(ConfirmPage::Page(Html(page(
+            "Confirm your email",
+            &format!(
+                "<p>Email me once when this product is back in stock?</p>\
+                 <form method=\"post\" action=\"{action}\">\
+                 <button type=\"submit\">Confirm</button></form>"
             ),
         ))))
     }

@@ -9,6 +9,7 @@
 //! - [`products`]: listing and editing products, and recording restocks.
 //! - [`cms`]: applying a verified Contentful delivery.
 //! - [`subscriptions`]: "notify me", its confirmation and unsubscribe links.
+//! - [`quota`]: the daily cap on confirmation emails per mailbox.
 //! - [`waves`]: pacing a restock's alerts in waves sized to the stock.
 
 use chrono::Duration;
@@ -21,14 +22,15 @@ use crate::{
 
 mod cms;
 mod products;
+pub mod quota;
 mod subscriptions;
 pub mod waves;
 
 pub use cms::{CmsAction, CmsDelivery, CmsOutcome, DeliveryOutcome, apply_cms};
 pub use products::{create, find_visible, list, update, visible_products, waiting_count};
 pub use subscriptions::{
-    Confirmed, Subscribed, confirm, subscribe, unfinished_restocks, unsubscribe,
-    unsubscribe_token_exists,
+    Confirmed, Subscribed, confirm, confirm_token_exists, subscribe, unfinished_restocks,
+    unsubscribe, unsubscribe_token_exists,
 };
 
 /// How long a pending subscription waits before a new sign-up sends another confirmation.

@@ -10,7 +10,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 
-use super::{CONFIRMATION_RESEND_AFTER, is_available};
+use super::{CONFIRMATION_RESEND_AFTER, is_available, quota};
 use crate::{
     EmailAddress, Error,
     db::{begin_write, is_unique_violation},
@@ -31,7 +31,10 @@ pub struct Subscribed {
 }
 
 /// "Notify me" for `email` on a product that is out of stock. Idempotent: one row per product
-/// and address, and at most one confirmation email per [`CONFIRMATION_RESEND_AFTER`].
+/// and address, and at most one confirmation email per [`CONFIRMATION_RESEND_AFTER`], and
+/// only while the address's mailbox is under `emails_per_day` confirmations (see
+/// [`quota`]). Whether an email went out is not the caller's to tell anyone: the answer is
+/// the same either way.
 ///
 /// # Errors
 /// `ProductNotFound`, `ProductInStock`, or database failure.
@@ -39,6 +42,7 @@ pub async fn subscribe(
     db: &DatabaseConnection,
     product_id: i64,
     email: &EmailAddress,
+    emails_per_day: u32,
     now: DateTime<Utc>,
 ) -> Result<Subscribed> {
     let txn = begin_write(db).await?;
@@ -55,10 +59,14 @@ pub async fn subscribe(
         .filter(subscriptions::Column::Email.eq(email.as_str()))
         .one(&txn)
         .await?;
-    let (subscription, send_confirmation) = match existing {
-        Some(sub) => rearm(&txn, sub, now).await?,
-        None => match insert_pending(&txn, product_id, email, now).await {
-            Ok(created) => (created, true),
+    let due = existing
+        .as_ref()
+        .is_none_or(|sub| confirmation_due(sub, now));
+    let send = due && quota::take(&txn, email, emails_per_day, now).await?;
+    let subscription = match existing {
+        Some(sub) => rearm(&txn, sub, now, send).await?,
+        None => match insert_pending(&txn, product_id, email, now, send).await {
+            Ok(created) => created,
             Err(Error::Database(e)) if is_unique_violation(&e) => {
                 // A concurrent sign-up for the same address won; that one sends the mail.
                 txn.rollback().await?;
@@ -76,7 +84,7 @@ pub async fn subscribe(
             Err(e) => return Err(e),
         },
     };
-    let confirmation_message_id = if send_confirmation {
+    let confirmation_message_id = if send {
         Some(mail::queue_confirmation(&txn, &subscription, &product, now).await?)
     } else {
         None
@@ -93,6 +101,7 @@ async fn insert_pending(
     product_id: i64,
     email: &EmailAddress,
     now: DateTime<Utc>,
+    send: bool,
 ) -> Result<subscriptions::Model> {
     let row = subscriptions::ActiveModel {
         product_id: Set(product_id),
@@ -101,7 +110,8 @@ async fn insert_pending(
         // Placeholders: the send job sets the real tokens as it writes the email.
         confirm_token_hash: Set(tokens::hash(&tokens::generate())),
         unsubscribe_token_hash: Set(tokens::hash(&tokens::generate())),
-        confirmation_sent_at: Set(Some(now)),
+        // Unset when the mailbox's quota held the email back: the next sign-up may send it.
+        confirmation_sent_at: Set(send.then_some(now)),
         created_at: Set(now),
         ..Default::default()
     };
@@ -110,36 +120,45 @@ async fn insert_pending(
         .await?)
 }
 
-/// Signing up again: a pending or unsubscribed address starts over (one confirmation email
-/// per [`CONFIRMATION_RESEND_AFTER`]), an alerted one is armed for the next restock. Returns
-/// the subscription and whether to send a confirmation.
+/// Whether signing up again owes a confirmation email: a pending or unsubscribed address
+/// not mailed in the last [`CONFIRMATION_RESEND_AFTER`].
+fn confirmation_due(sub: &subscriptions::Model, now: DateTime<Utc>) -> bool {
+    let recently_mailed = sub
+        .confirmation_sent_at
+        .is_some_and(|at| now - at < CONFIRMATION_RESEND_AFTER);
+    matches!(
+        sub.status,
+        SubscriptionStatus::Pending | SubscriptionStatus::Unsubscribed
+    ) && !recently_mailed
+}
+
+/// Signing up again: a pending or unsubscribed address starts over (`send`: with a
+/// confirmation email now), an alerted one is armed for the next restock.
 async fn rearm(
     txn: &impl ConnectionTrait,
     sub: subscriptions::Model,
     now: DateTime<Utc>,
-) -> Result<(subscriptions::Model, bool)> {
-    let recently_mailed = sub
-        .confirmation_sent_at
-        .is_some_and(|at| now - at < CONFIRMATION_RESEND_AFTER);
+    send: bool,
+) -> Result<subscriptions::Model> {
     match sub.status {
         SubscriptionStatus::Pending | SubscriptionStatus::Unsubscribed => {
             let mut active: subscriptions::ActiveModel = sub.into();
             active.status = Set(SubscriptionStatus::Pending);
             active.confirmed_at = Set(None);
             active.notified_at = Set(None);
-            if !recently_mailed {
+            if send {
                 active.confirmation_sent_at = Set(Some(now));
             }
-            Ok((active.update(txn).await?, !recently_mailed))
+            Ok(active.update(txn).await?)
         }
         SubscriptionStatus::Notified => {
             // The address was confirmed before: re-arm for the next restock.
             let mut active: subscriptions::ActiveModel = sub.into();
             active.status = Set(SubscriptionStatus::Confirmed);
             active.notified_at = Set(None);
-            Ok((active.update(txn).await?, false))
+            Ok(active.update(txn).await?)
         }
-        SubscriptionStatus::Confirmed => Ok((sub, false)),
+        SubscriptionStatus::Confirmed => Ok(sub),
     }
 }
 
@@ -219,6 +238,20 @@ pub async fn unsubscribe(db: &DatabaseConnection, token: &str) -> Result<subscri
     };
     txn.commit().await?;
     Ok(sub)
+}
+
+/// Whether a confirmation token is valid for a subscription it can still confirm, without
+/// using it (for the page a GET shows).
+///
+/// # Errors
+/// Database failure.
+pub async fn confirm_token_exists(db: &impl ConnectionTrait, token: &str) -> Result<bool> {
+    Ok(subscriptions::Entity::find()
+        .filter(subscriptions::Column::ConfirmTokenHash.eq(tokens::hash(token)))
+        .filter(subscriptions::Column::Status.ne(SubscriptionStatus::Unsubscribed))
+        .one(db)
+        .await?
+        .is_some())
 }
 
 /// Whether an unsubscribe token is valid, without using it (for the page a GET shows).

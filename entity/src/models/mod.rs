@@ -5,6 +5,7 @@ pub mod draw_entries;
 pub mod drops;
 pub mod email_messages;
 pub mod idempotency_keys;
+pub mod mail_quotas;
 pub mod ops_audit;
 pub mod ops_pauses;
 pub mod ops_workers;

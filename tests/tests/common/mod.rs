@@ -295,14 +295,20 @@ impl Store {
         answer.body
     }
 
-    /// Signs `email` up for a product and follows the link in the confirmation email.
+    /// Signs `email` up for a product and presses Confirm on the page the confirmation
+    /// email links to (a POST to the link).
     pub async fn confirmed_subscriber(&self, product_id: i64, email: &str) {
         self.notify_me(product_id, email).await;
         let confirmation = self.smtp.wait_for(email, 1).await;
         let token = link_token(&confirmation[0], "/api/subscriptions/confirm?token=");
         let confirmed = self
             .app
-            .get(&format!("/api/subscriptions/confirm?token={token}"), None)
+            .request(
+                reqwest::Method::POST,
+                &format!("/api/subscriptions/confirm?token={token}"),
+                None,
+                None,
+            )
             .await;
         assert_eq!(
             confirmed.status, 200,

@@ -358,16 +358,28 @@ impl Mailer {
 }
 
 /// Writes `message-<id>.eml` atomically (temp file, then rename), so a reader never sees half
-/// a message.
+/// a message; owner-only (0600, in a 0700 directory): the links in it are credentials.
 async fn write_outbox(
     dir: &std::path::Path,
     message_id: i64,
     raw: &[u8],
 ) -> std::io::Result<PathBuf> {
-    tokio::fs::create_dir_all(dir).await?;
+    use tokio::io::AsyncWriteExt;
+    let mut builder = tokio::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(0o700);
+    builder.create(dir).await?;
     let path = dir.join(format!("message-{message_id:08}.eml"));
     let tmp = dir.join(format!(".message-{message_id:08}.eml.tmp"));
-    tokio::fs::write(&tmp, raw).await?;
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(&tmp).await?;
+    file.write_all(raw).await?;
+    file.flush().await?;
+    drop(file);
     tokio::fs::rename(&tmp, &path).await?;
     Ok(path)
 }

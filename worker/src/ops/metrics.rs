@@ -199,14 +199,12 @@ async fn answer<B>(deps: Arc<Deps>, req: Request<B>) -> Result<Response<Full<Byt
             "not found: GET /metrics\n".into(),
         ));
     }
-    if let Some(token) = &deps.settings.http.metrics_token {
-        let given = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if !token.is_bearer_of(given) {
-            return Ok(reply(StatusCode::UNAUTHORIZED, "unauthorized\n".into()));
-        }
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !deps.settings.http.may_read_metrics(given) {
+        return Ok(reply(StatusCode::UNAUTHORIZED, "unauthorized\n".into()));
     }
     let mut response = reply(StatusCode::OK, render(&deps).await);
     response.headers_mut().insert(

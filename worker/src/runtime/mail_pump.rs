@@ -196,7 +196,15 @@ async fn room_for(
 
 async fn claim(deps: &Deps, wanted: usize) -> Result<Vec<Outgoing>, entity::Error> {
     let limit = u64::try_from(wanted).unwrap_or(u64::MAX);
-    entity::mail::claim_due(&deps.db, limit, deps.settings.mail.lease, Utc::now()).await
+    let links = entity::tokens::LinkKey::new(deps.settings.auth.jwt_access_secret.expose());
+    entity::mail::claim_due(
+        &deps.db,
+        limit,
+        deps.settings.mail.lease,
+        &links,
+        Utc::now(),
+    )
+    .await
 }
 
 /// Returns when rows were queued (or the bus lagged, which may have hidden that); never if

@@ -26,11 +26,17 @@ pub struct Purged {
     pub webhook_deliveries: u64,
     pub emails: u64,
     pub holds: u64,
+    pub mail_quotas: u64,
 }
 
 impl Purged {
     pub fn total(&self) -> u64 {
-        self.idempotency_keys + self.sessions + self.webhook_deliveries + self.emails + self.holds
+        self.idempotency_keys
+            + self.sessions
+            + self.webhook_deliveries
+            + self.emails
+            + self.holds
+            + self.mail_quotas
     }
 
     fn count_mut(&mut self, record: Record) -> &mut u64 {
@@ -40,6 +46,7 @@ impl Purged {
             Record::WebhookDeliveries => &mut self.webhook_deliveries,
             Record::Emails => &mut self.emails,
             Record::Holds => &mut self.holds,
+            Record::MailQuotas => &mut self.mail_quotas,
         }
     }
 }
@@ -85,6 +92,8 @@ pub async fn purge_old_rows(
         (Record::Sessions, Some(settings.sessions)),
         (Record::WebhookDeliveries, Some(settings.webhook_deliveries)),
         (Record::Emails, Some(settings.emails)),
+        // Not a setting: a window is a day, and an ended one counts nothing.
+        (Record::MailQuotas, Some(entity::catalog::quota::WINDOW)),
     ];
     let mut purged = Purged::default();
     for (record, keep) in keep {

@@ -324,6 +324,7 @@ pub async fn restock_kill() -> anyhow::Result<Vec<Figure>> {
     .await?;
     let metrics = load::client(1)?
         .get(format!("{}/metrics", store.base))
+        .bearer_auth(crate::store::METRICS_TOKEN)
         .send()
         .await?
         .text()

@@ -12,6 +12,8 @@ use chrono::Utc;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 
 pub const JWT_SECRET: &str = "benchmark-secret-of-at-least-32-bytes!!";
+/// Bench stores serve `/metrics` behind this, as distributed mode requires.
+pub const METRICS_TOKEN: &str = "benchmark-metrics-token-0123456789";
 
 /// Every bench store's Redis keys start with this.
 const REDIS_PREFIX: &str = "hdbench";
@@ -58,6 +60,20 @@ impl Store {
             ("JWT_ACCESS_SECRET".into(), JWT_SECRET.into()),
             ("RUST_LOG".into(), "warn".into()),
             ("AUTH_RATE_LIMIT_PER_MINUTE".into(), "1000000".into()),
+            // One load generator from one address opens thousands of sockets and signs
+            // thousands of addresses up: the per-address limits would throttle it.
+            ("NOTIFY_ME_PER_ADDRESS_PER_HOUR".into(), "100000000".into()),
+            (
+                "NOTIFY_ME_EMAILS_PER_MAILBOX_PER_DAY".into(),
+                "1000000".into(),
+            ),
+            ("LIVE_MAX_SOCKETS".into(), "1000000".into()),
+            ("LIVE_MAX_SOCKETS_PER_ADDRESS".into(), "1000000".into()),
+            (
+                "LIVE_HANDSHAKES_PER_ADDRESS_PER_MINUTE".into(),
+                "100000000".into(),
+            ),
+            ("METRICS_TOKEN".into(), METRICS_TOKEN.into()),
         ]);
         if !extra.iter().any(|(k, _)| *k == "SMTP_URL") {
             // Scenarios without an SMTP sink send no mail worth delivering.

@@ -125,10 +125,49 @@ pub(super) fn socket_io_path(raw: &str) -> Result<String, SettingsError> {
 }
 
 pub(super) fn ensure_dir(dir: &std::path::Path) -> Result<(), SettingsError> {
-    std::fs::create_dir_all(dir).map_err(|source| SettingsError::Io {
+    create_private_dir(dir).map_err(|source| SettingsError::Io {
         path: dir.display().to_string(),
         source,
     })
+}
+
+/// Creates `dir` (and any missing parents) so that only its owner can enter it (0700): the
+/// data directory holds the database, the signing secret and the outbox. A directory that
+/// already exists keeps its mode (it may be shared, like `/tmp`); its files are 0600
+/// whatever it is.
+///
+/// # Errors
+/// The directory cannot be created.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Makes sure the SQLite file at `path` exists and only its owner can read it (0600) before
+/// SQLite opens it: SQLite would create it world-readable, and gives its `-wal` and `-shm`
+/// files the main file's mode.
+pub(super) fn private_database_file(path: &std::path::Path) -> Result<(), SettingsError> {
+    let io = |source| SettingsError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+    }
+    options.open(path).map(drop).map_err(io)
 }
 
 /// Embedded mode keeps a generated signing key under the data directory, so tokens survive a

@@ -4,11 +4,17 @@
 
 use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, time::Duration};
 
+mod anonymous;
 mod env;
 mod read;
 
-pub use env::write_private;
-use env::{Flag, Vars, chrono_secs, ensure_dir, generated_secret, invalid, socket_io_path};
+pub use anonymous::{LiveSettings, NotifyMeSettings};
+
+use env::{
+    Flag, Vars, chrono_secs, ensure_dir, generated_secret, invalid, private_database_file,
+    socket_io_path,
+};
+pub use env::{create_private_dir, write_private};
 
 /// A value that must never reach a log line.
 #[derive(Clone, PartialEq, Eq)]
@@ -98,6 +104,10 @@ pub struct Settings {
     pub contentful: ContentfulSettings,
     pub worker: WorkerSettings,
     pub retention: RetentionSettings,
+    /// Limits on "notify me" (mail-bombing).
+    pub notify_me: NotifyMeSettings,
+    /// Limits on live sockets (`/ws` and Socket.IO).
+    pub live: LiveSettings,
     /// SQLite file, generated secrets, outbox.
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
@@ -126,6 +136,9 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// When set, `/metrics` requires `Authorization: Bearer <token>`.
     pub metrics_token: Option<Secret>,
+    /// Without a token, whether `/metrics` is open to anyone: only in embedded mode (one
+    /// machine); in distributed mode it is closed until `METRICS_TOKEN` is set.
+    pub metrics_public: bool,
     /// Which browser origins may read the API's answers (CORS), REST and Socket.IO alike.
     pub cors_allowed_origins: AllowedOrigins,
 }
@@ -359,6 +372,8 @@ impl Settings {
                 metrics_port: env.parse("METRICS_PORT")?,
             },
             retention: RetentionSettings::read(&env)?,
+            notify_me: NotifyMeSettings::read(&env)?,
+            live: LiveSettings::read(&env)?,
             http,
             redis,
             data_dir,
@@ -429,8 +444,18 @@ impl HttpSettings {
                 }
                 token => token.map(Secret::new),
             },
+            metrics_public: mode == Mode::Embedded,
             cors_allowed_origins: AllowedOrigins::read(env, mode)?,
         })
+    }
+
+    /// Whether a request with this `Authorization` header may read `/metrics` (the api's
+    /// and every worker's own listener alike).
+    pub fn may_read_metrics(&self, authorization: Option<&str>) -> bool {
+        match &self.metrics_token {
+            Some(token) => token.is_bearer_of(authorization),
+            None => self.metrics_public,
+        }
     }
 }
 
@@ -472,10 +497,9 @@ impl DatabaseSettings {
             }
             None => {
                 ensure_dir(data_dir)?;
-                format!(
-                    "sqlite://{}?mode=rwc",
-                    data_dir.join("honeydrop.db").display()
-                )
+                let file = data_dir.join("honeydrop.db");
+                private_database_file(&file)?;
+                format!("sqlite://{}?mode=rwc", file.display())
             }
         };
         Ok(Self {
