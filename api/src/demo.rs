@@ -38,7 +38,7 @@ pub async fn seed_if_empty(settings: &Settings, infra: &Infra) -> anyhow::Result
             None => return Ok(()),
         },
     };
-    let effects = infra.effects();
+    let effects = worker::Effects::of(infra);
     for fields in products() {
         let change = match catalog::create(&infra.db, fields?, now).await {
             Ok(change) => change,

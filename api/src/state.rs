@@ -69,7 +69,7 @@ impl AppState {
         };
         let prefix = settings.redis.as_ref().map_or("", |r| r.prefix.as_str());
         let caches = Arc::new(StockCaches::default());
-        let effects = infra.effects().observed_by(caches.clone());
+        let effects = Effects::of(&infra).observed_by(caches.clone());
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let reserves = crate::reserve_batch::ReserveBatcher::new(
             holds_db.clone(),

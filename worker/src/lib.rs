@@ -1,7 +1,9 @@
 //! The worker tier and the job system both tiers use.
 //!
-//! - [`platform`]: settings, connections, the job queue and the event bus for both modes,
-//!   the event wire types, and the effects of a committed change. The api uses all of it.
+//! - [`platform`]: the ground floor: settings, connections, the job queue and the event bus
+//!   for both modes, and the event wire types. The api uses all of it.
+//! - [`effects`]: what a committed change implies (events announced, jobs enqueued), named
+//!   once for the api's handlers, the jobs and the sweep.
 //! - [`jobs`]: one file per job, its payload beside its handler.
 //! - [`runtime`]: the apalis workers and the periodic sweep and reconciler; the `worker`
 //!   binary, or inside the api in embedded mode.
@@ -9,13 +11,14 @@
 //! - [`ops`]: the operations console's engine: queues counted, paged and acted on, pauses
 //!   and quiets, worker reports and metrics.
 
+pub mod effects;
 pub mod jobs;
 pub mod mailer;
 pub mod ops;
 pub mod platform;
 pub mod runtime;
 
+pub use effects::Effects;
 pub use platform::{
-    bus, effects, effects::Effects, events, infra, infra::Infra, queue, settings,
-    settings::Settings, telemetry,
+    bus, events, infra, infra::Infra, queue, settings, settings::Settings, telemetry,
 };

@@ -4,7 +4,7 @@ use poem::http::StatusCode;
 use poem_openapi::{Object, OpenApi, payload::Json};
 use worker::{
     events::Event,
-    jobs::{Job, Ping},
+    jobs::{Payload, Ping},
 };
 
 use super::ApiTags;

@@ -4,7 +4,7 @@ use apalis::prelude::BoxDynError;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use super::{Deps, Job, logged};
+use super::{Deps, Job, Payload, logged};
 
 /// Draw a draw drop's winners at its close of entries. Scheduled when the drop is created;
 /// the reconciler draws any drop whose job was lost.
@@ -13,9 +13,11 @@ pub struct DrawWinners {
     pub drop_id: i64,
 }
 
-impl Job for DrawWinners {
+impl Payload for DrawWinners {
     const QUEUE: &'static str = "draw";
+}
 
+impl Job for DrawWinners {
     fn concurrency(_: &crate::platform::settings::Settings) -> usize {
         1
     }

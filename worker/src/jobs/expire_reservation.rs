@@ -4,7 +4,7 @@ use apalis::prelude::BoxDynError;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use super::{Deps, Job};
+use super::{Deps, Job, Payload};
 
 /// Expire one hold when its time is up, if it is still active. Scheduled at the hold's
 /// `expiresAt` when it is taken.
@@ -13,9 +13,11 @@ pub struct ExpireReservation {
     pub reservation_id: i64,
 }
 
-impl Job for ExpireReservation {
+impl Payload for ExpireReservation {
     const QUEUE: &'static str = "expiry";
+}
 
+impl Job for ExpireReservation {
     /// A database failure is retried; a second run changes nothing.
     async fn run(self, deps: Arc<Deps>) -> Result<(), BoxDynError> {
         let now = Utc::now();

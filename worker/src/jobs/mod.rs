@@ -1,18 +1,15 @@
 //! Jobs: one file each, its payload beside its handler. A payload carries only ids — the row
 //! is the truth, and the handler re-reads it — and every handler is safe to run twice.
 //!
-//! Adding a job: a new file with a payload that implements [`Job`], and one line in
+//! Adding a job: a new file with a payload that implements [`Payload`] and [`Job`], and one line in
 //! [`register_all`].
 
 use std::{future::Future, sync::Arc};
 
 use apalis::prelude::BoxDynError;
-use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{
-    mailer::Mailer,
-    platform::{effects::Effects, settings::Settings},
-};
+pub use crate::platform::queue::Payload;
+use crate::{effects::Effects, mailer::Mailer, platform::settings::Settings};
 
 mod draw_winners;
 mod expire_reservation;
@@ -39,11 +36,9 @@ pub trait Registry {
     fn add<J: Job>(self) -> Self;
 }
 
-/// A kind of job: its queue, how many run at once, and what running one does.
-pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
-    /// The queue's name (prefixed in Redis); producer and consumer agree through it.
-    const QUEUE: &'static str;
-
+/// A kind of job: its queue (the [`Payload`]), how many run at once, and what running one
+/// does.
+pub trait Job: Payload {
     /// How many of these one worker process runs at once.
     fn concurrency(settings: &Settings) -> usize {
         settings.worker.concurrency

@@ -4,7 +4,7 @@ use apalis::prelude::BoxDynError;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use super::{Deps, Job, logged};
+use super::{Deps, Job, Payload, logged};
 
 /// Alerts per fan-out transaction (and per bulk enqueue).
 const FANOUT_BATCH: u64 = 500;
@@ -15,9 +15,11 @@ pub struct NotifyRestock {
     pub restock_event_id: i64,
 }
 
-impl Job for NotifyRestock {
+impl Payload for NotifyRestock {
     const QUEUE: &'static str = "fanout";
+}
 
+impl Job for NotifyRestock {
     fn concurrency(_: &crate::platform::settings::Settings) -> usize {
         2
     }

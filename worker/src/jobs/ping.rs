@@ -3,7 +3,7 @@ use std::sync::Arc;
 use apalis::prelude::{AbortError, BoxDynError};
 use serde::{Deserialize, Serialize};
 
-use super::{Deps, Job};
+use super::{Deps, Job, Payload};
 use crate::platform::events::{Event, WorkerPong};
 
 /// Round trip through the job queue: a worker answers with a `WorkerPong` event naming
@@ -18,9 +18,11 @@ pub struct Ping {
     pub fail_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-impl Job for Ping {
+impl Payload for Ping {
     const QUEUE: &'static str = "ping";
+}
 
+impl Job for Ping {
     fn concurrency(_: &crate::platform::settings::Settings) -> usize {
         4
     }

@@ -28,7 +28,7 @@ pub enum Event {
     /// A session was ended (logout, refresh-token reuse): every instance forgets it at once,
     /// and its sockets are told and become anonymous.
     SessionEnded(SessionEnded),
-    /// Answer of a worker to [`crate::jobs::Ping`]; internal, never sent to browsers.
+    /// Answer of a worker to the `Ping` job; internal, never sent to browsers.
     WorkerPong(WorkerPong),
     /// Rows were written to the email ledger: idle mail pumps look at once instead of at
     /// their next poll. Internal, never sent to browsers.

@@ -7,7 +7,6 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait};
 
 use super::{
     bus::{BusError, EventBus},
-    effects::Effects,
     queue::Queue,
     settings::Settings,
 };
@@ -89,13 +88,6 @@ impl Infra {
                 })
             }
         }
-    }
-}
-
-impl Infra {
-    /// The effects of committed changes, on this process's queue and bus.
-    pub fn effects(&self) -> Effects {
-        Effects::new(self.queue.clone(), self.bus.clone())
     }
 }
 

@@ -1,8 +1,8 @@
-//! The job system both tiers use: settings, connections, the queue and the bus, the event
-//! wire types, and the effects of a committed change.
+//! The ground floor both tiers stand on: settings, connections, the queue and the bus, and the
+//! event wire types. It imports nothing above it: what a job is, and which jobs and events a
+//! change implies, live in `jobs` and `effects`.
 
 pub mod bus;
-pub mod effects;
 pub mod events;
 pub mod infra;
 pub mod queue;

@@ -1,4 +1,4 @@
-//! The job queue handle. Callers push any [`Job`] without knowing whether it goes to
+//! The job queue handle. Callers push any [`Payload`] without knowing whether it goes to
 //! apalis-sqlite (embedded) or apalis-redis (distributed); each job type has its own queue,
 //! so a flood of mail never delays an expiry.
 
@@ -8,8 +8,14 @@ use apalis::prelude::{Task, TaskBuilder, TaskSink};
 use apalis_redis::RedisStorage;
 use apalis_sqlite::SqliteStorage;
 use chrono::{DateTime, Utc};
+use serde::{Serialize, de::DeserializeOwned};
 
-use crate::jobs::Job;
+/// What the queue carries: a serialisable payload and the name of its queue. What running
+/// one means is the business of the jobs, a layer above this one.
+pub trait Payload: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
+    /// The queue's name (prefixed in Redis); producer and consumer agree through it.
+    const QUEUE: &'static str;
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot enqueue {job}: {source}")]
@@ -36,7 +42,7 @@ pub enum Storage<J> {
 
 impl Queue {
     /// The storage of `J`'s queue. Cheap: a storage is a connection handle and a config.
-    pub fn storage<J: Job>(&self) -> Storage<J> {
+    pub fn storage<J: Payload>(&self) -> Storage<J> {
         match self {
             // Results are acknowledged (without that, apalis-redis never removes a task from its
             // worker's in-flight set) and then vacuumed: outcomes live in our own tables.
@@ -55,7 +61,7 @@ impl Queue {
 
     /// # Errors
     /// The backend refused the job.
-    pub async fn push<J: Job>(&self, job: J) -> Result<(), QueueError> {
+    pub async fn push<J: Payload>(&self, job: J) -> Result<(), QueueError> {
         match self.storage::<J>() {
             Storage::Sqlite(mut s) => s.push(job).await.map_err(failed::<J>),
             Storage::Redis(mut s) => s.push(job).await.map_err(failed::<J>),
@@ -66,7 +72,7 @@ impl Queue {
     ///
     /// # Errors
     /// The backend refused the batch.
-    pub async fn push_bulk<J: Job>(&self, jobs: Vec<J>) -> Result<(), QueueError> {
+    pub async fn push_bulk<J: Payload>(&self, jobs: Vec<J>) -> Result<(), QueueError> {
         if jobs.is_empty() {
             return Ok(());
         }
@@ -81,7 +87,7 @@ impl Queue {
     ///
     /// # Errors
     /// The backend refused the job.
-    pub async fn push_at<J: Job>(&self, job: J, at: DateTime<Utc>) -> Result<(), QueueError> {
+    pub async fn push_at<J: Payload>(&self, job: J, at: DateTime<Utc>) -> Result<(), QueueError> {
         self.push_all_at(vec![(job, at)]).await
     }
 
@@ -90,7 +96,7 @@ impl Queue {
     ///
     /// # Errors
     /// The backend refused the batch.
-    pub async fn push_all_at<J: Job>(
+    pub async fn push_all_at<J: Payload>(
         &self,
         jobs: Vec<(J, DateTime<Utc>)>,
     ) -> Result<(), QueueError> {
@@ -112,14 +118,14 @@ impl Queue {
     ///
     /// # Errors
     /// The backend refused the job.
-    pub async fn push_after<J: Job>(&self, job: J, delay: Duration) -> Result<(), QueueError> {
+    pub async fn push_after<J: Payload>(&self, job: J, delay: Duration) -> Result<(), QueueError> {
         let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         self.push_at(job, at).await
     }
 }
 
 /// Nobody listens to apalis's own task events.
-fn redis_config<J: Job>(prefix: &str) -> apalis_redis::Config {
+fn redis_config<J: Payload>(prefix: &str) -> apalis_redis::Config {
     apalis_redis::Config::default()
         .queue(format!("{prefix}:{}", J::QUEUE))
         .batch_size(50)
@@ -127,14 +133,14 @@ fn redis_config<J: Job>(prefix: &str) -> apalis_redis::Config {
 }
 
 /// `job` as a task to run at `at`, rounded up to apalis's whole seconds.
-fn scheduled<J: Job>(job: J, at: DateTime<Utc>) -> Task<J> {
+fn scheduled<J: Payload>(job: J, at: DateTime<Utc>) -> Task<J> {
     let secs = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
     TaskBuilder::new(job)
         .run_at_timestamp(u64::try_from(secs).unwrap_or_default())
         .build()
 }
 
-fn failed<J: Job>(error: impl std::fmt::Display) -> QueueError {
+fn failed<J: Payload>(error: impl std::fmt::Display) -> QueueError {
     QueueError {
         job: std::any::type_name::<J>()
             .rsplit("::")

@@ -65,7 +65,7 @@ pub async fn run(
     let deps = Arc::new(Deps {
         mailer: Mailer::from_settings(&settings)?,
         db: infra.db.clone(),
-        effects: infra.effects(),
+        effects: crate::Effects::of(&infra),
         queue: infra.queue.clone(),
         bus: infra.bus.clone(),
         worker_name: name.clone(),

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 
 use super::{Shutdown, stopped};
-use crate::jobs::{Deps, DrawWinners, Job, NotifyRestock, draw, fan_out};
+use crate::jobs::{Deps, DrawWinners, NotifyRestock, Payload, draw, fan_out};
 
 /// Holds expired per statement; a sweep runs statements until none is left due.
 const SWEEP_BATCH: u64 = 2_000;

@@ -1,4 +1,6 @@
-//! What a committed change implies, named once. Every path that commits a change — an api
+//! What a committed change implies, named once: which events it announces and which jobs it
+//! enqueues. It sits above both the platform (queue, bus) and the jobs, and whoever starts a
+//! process builds it from the process's [`Infra`]. Every path that commits a change — an api
 //! handler, a job, the sweep — calls the effect of that change, so two paths cannot disagree
 //! about what it announces or enqueues.
 //!
@@ -15,15 +17,18 @@ use entity::{
     models::reservations::Model as Reservation,
 };
 
-use super::{
-    bus::EventBus,
-    events::{
-        DrawResult, Event, HoldOffered, MailQueued, ProductChanged, ProductRestocked,
-        ReservationExpired, SessionEnded, StockUpdate,
+use crate::{
+    jobs::{DrawWinners, ExpireReservation, NotifyRestock},
+    platform::{
+        bus::EventBus,
+        events::{
+            DrawResult, Event, HoldOffered, MailQueued, ProductChanged, ProductRestocked,
+            ReservationExpired, SessionEnded, StockUpdate,
+        },
+        infra::Infra,
+        queue::Queue,
     },
-    queue::Queue,
 };
-use crate::jobs::{DrawWinners, ExpireReservation, NotifyRestock};
 
 /// What in this process must learn of its own changes at once, before the bus delivers
 /// them: the api's caches, so its next request already sees the change.
@@ -57,6 +62,11 @@ impl Effects {
             bus,
             observer: None,
         }
+    }
+
+    /// The effects of committed changes, on this process's queue and bus.
+    pub fn of(infra: &Infra) -> Self {
+        Self::new(infra.queue.clone(), infra.bus.clone())
     }
 
     /// Tells `observer` of every change made through these effects, before it is published.
