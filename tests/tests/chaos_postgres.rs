@@ -1008,3 +1008,50 @@ async fn a_fast_restart_during_a_draws_close_runs_the_draw_once() {
     assert!(audit.holds(), "invariant broken: {audit:?}");
     store.assert_every_process_up();
 }
+
+/// A retention pass that meets Postgres away is tried again within seconds of its return,
+/// not a whole `RETENTION_INTERVAL_SECS` later: the passes fall at about 1 s, 31 s and 61 s
+/// after the workers start, Postgres is away from 3 s to 35 s, so the second pass fails; an
+/// old row written at 36 s must be gone well before the third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_pass_that_met_postgres_away_is_retried_within_seconds() {
+    use entity::models::idempotency_keys;
+    use sea_orm::ConnectionTrait;
+
+    let store = Store::start_with(40, &[("RETENTION_INTERVAL_SECS", "30".to_owned())]).await;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    store.pg.stop(StopMode::Immediate).await;
+    tokio::time::sleep(Duration::from_secs(35).saturating_sub(started.elapsed())).await;
+    store.pg.restart().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let written = store
+        .db
+        .execute_unprepared(
+            "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at) \
+             SELECT id, 'old-key', 'hash', now() - interval '2 days' FROM users LIMIT 1",
+        )
+        .await
+        .expect("an old idempotency key is written");
+    assert_eq!(written.rows_affected(), 1);
+
+    let purged = eventually(
+        Duration::from_secs(55).saturating_sub(started.elapsed()),
+        || async {
+            let left = idempotency_keys::Entity::find()
+                .filter(idempotency_keys::Column::Key.eq("old-key"))
+                .count(&store.db)
+                .await
+                .ok()?;
+            (left == 0).then_some(started.elapsed())
+        },
+    )
+    .await;
+    assert!(
+        purged.is_some(),
+        "the old row was still there 55 s after the workers started: the pass after the failed \
+         one waits for the next regular interval (logs in {})",
+        store.logs.display()
+    );
+}

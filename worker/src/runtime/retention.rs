@@ -17,6 +17,9 @@ const BATCH: u64 = 1000;
 /// Statements per table per pass; a backlog larger than that is worked off over several
 /// passes rather than in one long one.
 const MAX_BATCHES: u32 = 100;
+/// After a failed pass (the database was down), the next one comes this soon rather than a
+/// whole `RETENTION_INTERVAL_SECS` later.
+const RETRY_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How many rows of each kind one pass deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,9 +75,15 @@ pub async fn run(db: &DatabaseConnection, settings: &RetentionSettings, shutdown
             Ok(_) => {}
             Err(error) => {
                 tracing::warn!(error = %entity::error::chain(&error), "retention pass failed");
+                tick.reset_after(retry_after_failure(settings.interval));
             }
         }
     }
+}
+
+/// When the pass after a failed one runs: soon, but never later than the regular interval.
+fn retry_after_failure(interval: std::time::Duration) -> std::time::Duration {
+    RETRY_AFTER_FAILURE.min(interval)
 }
 
 /// One retention pass as of `now`: every kind of row, in batches.
