@@ -15,6 +15,7 @@ mod m20261126_000005_waitlist;
 mod m20261126_000006_draws;
 mod m20261126_000007_restock_waves;
 mod m20261207_000001_operations;
+mod m20261207_000002_fair_drops;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000006_draws::Migration),
             Box::new(m20261126_000007_restock_waves::Migration),
             Box::new(m20261207_000001_operations::Migration),
+            Box::new(m20261207_000002_fair_drops::Migration),
         ]
     }
 }

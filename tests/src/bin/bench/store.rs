@@ -58,6 +58,9 @@ impl Store {
             ("JWT_ACCESS_SECRET".into(), JWT_SECRET.into()),
             ("RUST_LOG".into(), "warn".into()),
             ("AUTH_RATE_LIMIT_PER_MINUTE".into(), "1000000".into()),
+            // One load generator is one address: the per-address limits would throttle it.
+            ("SIGNUPS_PER_ADDRESS_PER_HOUR".into(), "1000000".into()),
+            ("HOLDS_PER_DROP_PER_ADDRESS".into(), "1000000".into()),
         ]);
         if !extra.iter().any(|(k, _)| *k == "SMTP_URL") {
             // Scenarios without an SMTP sink send no mail worth delivering.

@@ -4,8 +4,11 @@
 
 use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, time::Duration};
 
+mod abuse;
 mod env;
 mod read;
+
+pub use abuse::{AbuseSettings, Cidr};
 
 pub use env::write_private;
 use env::{Flag, Vars, chrono_secs, ensure_dir, generated_secret, invalid, socket_io_path};
@@ -98,6 +101,8 @@ pub struct Settings {
     pub contentful: ContentfulSettings,
     pub worker: WorkerSettings,
     pub retention: RetentionSettings,
+    /// Client addresses behind proxies, per-address limits, the proof-of-work challenge.
+    pub abuse: AbuseSettings,
     /// SQLite file, generated secrets, outbox.
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
@@ -341,9 +346,11 @@ impl Settings {
                 ));
             }
         };
+        let auth = AuthSettings::read(&env, mode, &data_dir)?;
         Ok(Self {
             database: DatabaseSettings::read(&env, mode, &data_dir)?,
-            auth: AuthSettings::read(&env, mode, &data_dir)?,
+            abuse: AbuseSettings::read(&env, &auth.jwt_access_secret)?,
+            auth,
             drops: DropSettings {
                 reservation_ttl: chrono_secs(env.secs("RESERVATION_TTL_SECS", 60, 1)?),
                 sweep_interval: env.millis("SWEEP_INTERVAL_MS", 1_000)?,
