@@ -454,11 +454,26 @@ async fn a_draw_requiring_verification_refuses_unverified_entries(backend: Backe
 
     // Another account on the same mailbox is the same person.
     let again = app.signup("ann.lee+more@example.com", "password one").await;
+    let resend = app
+        .post("/api/auth/verification", Some(&again.token), json!({}))
+        .await;
+    assert_eq!(resend.status, StatusCode::ACCEPTED, "{resend:?}");
+    let soon = app
+        .post("/api/auth/verification", Some(&again.token), json!({}))
+        .await;
+    assert_eq!(soon.status, StatusCode::TOO_MANY_REQUESTS);
     verify(&app, "ann.lee+more@example.com").await;
     let twice = app.post(&entries, Some(&again.token), json!({})).await;
     assert_eq!(
         (twice.status, twice.code()),
         (StatusCode::CONFLICT, "already_entered")
+    );
+    let done = app
+        .post("/api/auth/verification", Some(&ann.token), json!({}))
+        .await;
+    assert_eq!(
+        (done.status, done.code()),
+        (StatusCode::CONFLICT, "already_verified")
     );
     let forged = link.replace("token=", "token=1");
     assert_eq!(
@@ -570,7 +585,37 @@ async fn a_replayed_challenge_solution_is_refused(backend: Backend) {
     assert_eq!(app.audit(drop_id).await.available_stock, 3);
 }
 
+async fn signup_can_require_a_solved_challenge(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[("ALTCHA_ON_SIGNUP", "true"), ("ALTCHA_COST", "20")],
+    )
+    .await;
+    let body = json!({"email": "pow@example.com", "password": "password one"});
+    let bare = app.post("/api/auth/signup", None, body.clone()).await;
+    assert_eq!(
+        (bare.status, bare.code()),
+        (StatusCode::FORBIDDEN, "challenge_required")
+    );
+    let solution = solved_challenge(&app).await;
+    let signup = |solution: String| {
+        let request = app
+            .client
+            .post(format!("{}/api/auth/signup", app.address))
+            .header("X-Altcha", solution)
+            .json(&body);
+        async move { tests::answer(request.send().await.unwrap()).await }
+    };
+    assert_eq!(signup(solution.clone()).await.status, StatusCode::CREATED);
+    let replayed = signup(solution).await;
+    assert_eq!(
+        (replayed.status, replayed.code()),
+        (StatusCode::FORBIDDEN, "challenge_failed")
+    );
+}
+
 both_backends!(
+    signup_can_require_a_solved_challenge,
     forty_bots_from_one_address_hold_at_most_the_cap,
     signups_are_limited_per_address,
     a_draw_requiring_verification_refuses_unverified_entries,
