@@ -78,6 +78,9 @@ impl DropRules {
     }
 }
 
+/// The most verified accounts remembered per process.
+const MAX_KNOWN_VERIFIED: usize = 1_000_000;
+
 /// Accounts known to have verified their email.
 #[derive(Default)]
 pub struct VerifiedAccounts(Mutex<HashSet<i64>>);
@@ -92,7 +95,12 @@ impl VerifiedAccounts {
             return Ok(());
         }
         if entity::verification::is_verified(db, user_id).await? {
-            self.lock().insert(user_id);
+            let mut known = self.lock();
+            // A bound on memory: forgetting costs one lookup each.
+            if known.len() >= MAX_KNOWN_VERIFIED {
+                known.clear();
+            }
+            known.insert(user_id);
             return Ok(());
         }
         Err(ApiError::refused(
