@@ -304,6 +304,21 @@ const scenarios = {
   },
 
   /** A hold left to run out: the page says so when the server's reservation_expired arrives. */
+  /** A drop that asks for proof of work: the page fetches an ALTCHA challenge, solves it
+   * with WebCrypto and sends the solution with the reserve. */
+  async challenge(browser) {
+    const { drop: name } = args;
+    const buyer = await visitor(browser, 'buyer');
+    await open(buyer);
+    await drop(buyer, name);
+    await signUp(buyer, 'pat@example.com');
+
+    step('reserve: the page solves the challenge and the unit is held');
+    await clickInDrop(buyer, name, 'reserve');
+    await waitInDrop(buyer, name, '.hold .timer', ':');
+    return [buyer];
+  },
+
   async expire(browser) {
     const { drop: name } = args;
     const buyer = await visitor(browser, 'buyer');
