@@ -58,7 +58,7 @@ struct RefreshRequest {
 
 /// An account as its owner sees it.
 #[derive(Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct User {
     id: i64,
     email: String,
@@ -69,7 +69,7 @@ pub struct User {
     /// only verified buyers (`requireVerified`); `POST /api/auth/verification` sends the
     /// email again.
     email_verified: bool,
-    /// When it did.
+    /// When it did; absent until then.
     email_verified_at: Option<chrono::DateTime<Utc>>,
 }
 
