@@ -146,10 +146,17 @@ async fn check_admin(req: &Request, bearer: Bearer) -> poem::Result<CurrentUser>
 /// last few seconds from the database every [`SESSION_SYNC_EVERY`] — so a process that
 /// missed events (a Redis blip, a restart) still learns of every revocation within a second.
 ///
-/// Only revocations matter: an access token never outlives its session (see
-/// [`Jwt::issue`]), and one of a session revoked longer than a token's lifetime ago has
-/// expired anyway. While the view is not current (before the first read, or when the
-/// database has not answered for [`SESSION_VIEW_STALE`]) each request asks the database.
+/// Revocations are one way a session ends; deletion (of the session, or of its account, which
+/// takes its sessions with it) is the other, and leaves no row to read back. So the view
+/// also knows which sessions exist: one this process has not met is looked up once (a token
+/// for a deleted account is refused from its first request), and every
+/// [`SESSION_CHECK_EVERY`] the sessions met within a token's lifetime are checked to
+/// still exist, so a deletion is refused within seconds without a query per request.
+///
+/// An access token never outlives its session (see [`Jwt::issue`]), and one of a session
+/// revoked longer than a token's lifetime ago has expired anyway. While the view is not
+/// current (before the first read, or when the database has not answered for
+/// [`SESSION_VIEW_STALE`]) each request asks the database.
 pub struct SessionView {
     inner: Mutex<ViewState>,
 }
@@ -158,10 +165,15 @@ pub struct SessionView {
 struct ViewState {
     /// Revoked sessions, with when we learned of it (pruned after a token's lifetime).
     revoked: HashMap<i64, Instant>,
+    /// Sessions known to exist, with when they were last used here (pruned after a token's
+    /// lifetime unused: the next use looks the session up again).
+    known: HashMap<i64, Instant>,
     synced_at: Option<Instant>,
 }
 
 pub const SESSION_SYNC_EVERY: Duration = Duration::from_millis(500);
+/// How often the sessions in use are checked to still exist (deleted with their account).
+pub const SESSION_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// A view not refreshed for this long is not trusted.
 pub const SESSION_VIEW_STALE: Duration = Duration::from_secs(5);
 /// Revocations are read back this far each time: a revocation committed late, or stamped by
@@ -186,7 +198,34 @@ impl SessionView {
 
     /// The session ended (heard on the bus, or done here).
     pub fn end(&self, session_id: i64) {
-        self.lock().revoked.insert(session_id, Instant::now());
+        let mut view = self.lock();
+        view.known.remove(&session_id);
+        view.revoked.insert(session_id, Instant::now());
+    }
+
+    /// The session exists (started here, or looked up): its requests need no lookup.
+    pub fn met(&self, session_id: i64) {
+        self.lock().known.insert(session_id, Instant::now());
+    }
+
+    /// Whether the session is known to exist; counts as a use.
+    fn knows(&self, session_id: i64) -> bool {
+        match self.lock().known.get_mut(&session_id) {
+            Some(used) => {
+                *used = Instant::now();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The sessions met within `within`, forgetting the rest.
+    fn in_use(&self, within: Duration) -> Vec<i64> {
+        let now = Instant::now();
+        let mut view = self.lock();
+        view.known
+            .retain(|_, used| now.duration_since(*used) < within);
+        view.known.keys().copied().collect()
     }
 
     fn synced(&self, revoked: Vec<i64>, forget_after: Duration) {
@@ -260,12 +299,20 @@ impl Authenticator {
             .parse()
             .map_err(|_| ApiError::unauthorized("invalid access token"))?;
         let revoked = match self.sessions.is_revoked(claims.sid) {
-            Some(revoked) => revoked,
+            Some(false) if self.sessions.knows(claims.sid) => false,
+            Some(true) => true,
+            // Not met yet: it may have been deleted with its account.
+            Some(false) => {
+                self.metrics
+                    .session_first_lookups
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.look_up(claims.sid).await?
+            }
             None => {
                 self.metrics
                     .session_lookups
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                !entity::accounts::session_is_live(&self.db, claims.sid, Utc::now()).await?
+                self.look_up(claims.sid).await?
             }
         };
         if revoked {
@@ -280,6 +327,32 @@ impl Authenticator {
         })
     }
 
+    /// Whether the session is over (revoked, expired or gone), from the database; a live one
+    /// is met.
+    async fn look_up(&self, session_id: i64) -> Result<bool, ApiError> {
+        let live = entity::accounts::session_is_live(&self.db, session_id, Utc::now()).await?;
+        if live {
+            self.sessions.met(session_id);
+        }
+        Ok(!live)
+    }
+
+    /// Ends, in the view, the sessions in use that no longer exist.
+    async fn check_sessions_exist(&self, token_life: Duration) -> Result<(), entity::Error> {
+        let in_use = self.sessions.in_use(token_life);
+        for ids in in_use.chunks(1000) {
+            let existing: std::collections::HashSet<i64> =
+                entity::accounts::existing_sessions(&self.db, ids)
+                    .await?
+                    .into_iter()
+                    .collect();
+            for gone in ids.iter().filter(|id| !existing.contains(id)) {
+                self.sessions.end(*gone);
+            }
+        }
+        Ok(())
+    }
+
     /// Keeps the session view current from the database until the process stops.
     pub async fn sync_sessions(&self) {
         // Tokens of a session revoked before this can no longer be valid.
@@ -289,8 +362,15 @@ impl Authenticator {
         let mut tick = tokio::time::interval(SESSION_SYNC_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut checked = Instant::now();
         loop {
             tick.tick().await;
+            if checked.elapsed() >= SESSION_CHECK_EVERY {
+                checked = Instant::now();
+                if let Err(error) = self.check_sessions_exist(token_life).await {
+                    tracing::debug!(error = %entity::error::chain(&error), "cannot check sessions exist");
+                }
+            }
             let started = Utc::now();
             match entity::accounts::revoked_since(&self.db, since).await {
                 Ok(revoked) => {

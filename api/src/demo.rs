@@ -81,7 +81,7 @@ async fn create_admin(
     let created = accounts::create_user(
         db,
         &email,
-        &DisplayName::from_email(&email),
+        &DisplayName::neutral(),
         hash,
         Role::Admin,
         Utc::now(),

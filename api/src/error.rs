@@ -82,6 +82,20 @@ pub enum ErrorCode {
     /// An operator paused the queue this needs, or quieted every worker that would take it
     /// (a worker ping).
     QueuePaused,
+    /// The drop takes only accounts with a verified email (403): follow the link of the
+    /// verification email, or ask for another (`POST /api/auth/verification`).
+    EmailUnverified,
+    /// The account's email is verified already (409).
+    AlreadyVerified,
+    /// This address (an IPv6 /64) took as many holds, waitlist places or draw entries of this
+    /// drop as one address may (429; `Retry-After` says when the count resets).
+    AddressLimitReached,
+    /// This takes a solved proof-of-work challenge in `X-Altcha` (403): fetch one from
+    /// `GET /api/challenge`.
+    ChallengeRequired,
+    /// The `X-Altcha` solution is malformed, wrong, expired or already spent (403): solve a
+    /// new challenge.
+    ChallengeFailed,
 }
 
 /// The body of every error response.
@@ -182,6 +196,11 @@ impl ApiError {
         )
     }
 
+    /// 403 with `code`: signed in, but this needs more (a verified email, a solved challenge).
+    pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+
     pub fn too_many(code: ErrorCode, message: impl Into<String>, retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after.max(1)),
@@ -261,6 +280,7 @@ impl From<entity::Error> for ApiError {
             E::SlugTaken => (StatusCode::CONFLICT, ErrorCode::SlugTaken),
             E::ProductInStock => (StatusCode::CONFLICT, ErrorCode::ProductInStock),
             E::InvalidToken => (StatusCode::NOT_FOUND, ErrorCode::InvalidToken),
+            E::AccountGone => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
             E::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed),
             E::Database(db) if entity::db::is_overload(db) => {
                 tracing::warn!(error = %entity::error::chain(&error), "overloaded");

@@ -3,12 +3,14 @@
 pub mod allow;
 pub mod asyncapi;
 pub mod auth;
+pub mod challenge;
 pub mod client;
 pub mod contentful;
 pub mod cors;
 pub mod demand;
 pub mod demo;
 pub mod error;
+pub mod fairness;
 pub mod frame;
 pub mod html_headers;
 pub mod idempotent;

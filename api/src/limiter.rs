@@ -11,6 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Decrements a counter that exists (a missing one stays missing: `DECR` would make one
+/// without an expiry).
+const UNHIT: &str =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end return 0";
+
 /// How long a request waits for Redis before counting in memory.
 const REDIS_PATIENCE: Duration = Duration::from_millis(300);
 
@@ -65,6 +70,26 @@ impl Limiter {
         Window {
             count: entry.0,
             resets_in: entry.1 - now,
+        }
+    }
+
+    /// Takes back one hit of `key` (the action it counted did not happen), within the same
+    /// window; nothing when the window is over.
+    pub async fn unhit(&self, key: &str) {
+        if let Some((conn, prefix)) = &self.redis {
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVAL")
+                .arg(UNHIT)
+                .arg(1)
+                .arg(format!("{prefix}{key}"))
+                .ignore();
+            let _: Option<()> = ask(conn, &pipe).await;
+        }
+        let now = Instant::now();
+        if let Some(entry) = self.lock().get_mut(key)
+            && entry.1 > now
+        {
+            entry.0 = entry.0.saturating_sub(1);
         }
     }
 

@@ -23,7 +23,7 @@ use poem::http::StatusCode;
 use worker::settings::LiveSettings;
 
 use crate::{
-    client::address_key,
+    client::limit_key,
     error::{ApiError, ErrorCode},
 };
 
@@ -73,7 +73,7 @@ impl LiveGate {
     /// # Errors
     /// The refusal, ready to answer.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, ApiError> {
-        let key = address_key(ip);
+        let key = limit_key(ip);
         let now = Instant::now();
         let mut addresses = self
             .by_address

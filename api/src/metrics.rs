@@ -105,6 +105,9 @@ pub struct Metrics {
     /// Requests whose session was checked in the database (the revocation view was not
     /// current).
     pub session_lookups: AtomicU64,
+    /// Sessions looked up at their first request to this process (they may have been deleted
+    /// with their account); once per session, not per request.
+    pub session_first_lookups: AtomicU64,
     pub websocket_clients: AtomicI64,
     pub socketio_clients: AtomicI64,
 }
@@ -177,7 +180,7 @@ impl Metrics {
     }
 
     /// The families with one unlabelled sample: name, help, type, value.
-    fn single_valued(&self) -> [Family<i64>; 8] {
+    fn single_valued(&self) -> [Family<i64>; 9] {
         [
             (
                 "honeydrop_reserve_batches_total",
@@ -214,6 +217,12 @@ impl Metrics {
                 "Requests authenticated by a database query because the session view was not current.",
                 "counter",
                 total(&self.session_lookups),
+            ),
+            (
+                "honeydrop_session_first_lookups_total",
+                "Sessions looked up at their first request to this process (once per session).",
+                "counter",
+                total(&self.session_first_lookups),
             ),
             (
                 "honeydrop_websocket_clients",

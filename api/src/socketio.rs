@@ -82,6 +82,7 @@ pub fn endpoint(state: &AppState) -> SocketIoEndpoint {
         service: HttpService::new(service),
         io,
         gate: state.live.clone(),
+        abuse: state.settings.abuse.clone(),
     }
 }
 
@@ -335,6 +336,8 @@ pub struct SocketIoEndpoint {
     pub io: SocketIo,
     /// Admits each new session (see [`crate::live_gate`]).
     pub gate: Arc<crate::live_gate::LiveGate>,
+    /// Whom the operator trusts to name the client (`TRUSTED_PROXIES`).
+    pub abuse: worker::settings::AbuseSettings,
 }
 
 impl SocketIoEndpoint {
@@ -358,8 +361,9 @@ impl SocketIoEndpoint {
             .split('&')
             .any(|pair| pair.starts_with("sid="));
         if opens_a_session {
-            // The TCP peer, as `crate::client::client_ip` takes it for poem's requests.
-            match self.gate.admit(remote.ip()) {
+            // The client as `crate::client::client_ip` finds it for poem's requests.
+            let client = crate::client::resolve(remote.ip(), request.headers(), &self.abuse);
+            match self.gate.admit(client) {
                 Ok(slot) => {
                     request.extensions_mut().insert(Arc::new(slot));
                 }

@@ -29,6 +29,10 @@ pub struct Inner {
     pub auth: Authenticator,
     pub passwords: PasswordPool,
     pub limiter: Limiter,
+    /// What each drop asks of its buyers (a verified email, a solved challenge).
+    pub drop_rules: crate::fairness::DropRules,
+    /// Accounts known to have verified their email.
+    pub verified: crate::fairness::VerifiedAccounts,
     /// Concurrent reserves of one drop, combined into one statement.
     pub reserves: crate::reserve_batch::ReserveBatcher,
     /// The sold-out cache and the drop listing, told of every stock change at once.
@@ -89,6 +93,8 @@ impl AppState {
                 metrics.clone(),
             ),
             limiter: Limiter::new(infra.redis.clone(), prefix),
+            drop_rules: crate::fairness::DropRules::default(),
+            verified: crate::fairness::VerifiedAccounts::default(),
             reserves,
             passwords: PasswordPool::new()?,
             metrics,

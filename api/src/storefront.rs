@@ -37,8 +37,9 @@ const INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
 const OPS: Asset = asset!("ops.html", "text/html; charset=utf-8");
 
 /// Everything under `/static/`.
-const ASSETS: [Asset; 6] = [
+const ASSETS: [Asset; 7] = [
     asset!("storefront.css", "text/css; charset=utf-8"),
+    asset!("altcha.js", "text/javascript; charset=utf-8"),
     asset!("storefront.js", "text/javascript; charset=utf-8"),
     asset!("ops.css", "text/css; charset=utf-8"),
     asset!("ops.js", "text/javascript; charset=utf-8"),

@@ -571,7 +571,15 @@
 
   function reserve(dropId) {
     return guarded(dropId, async () => {
-      const reservation = await api('POST', `/api/drops/${dropId}/reserve`, { auth: true });
+      const headers = {};
+      const drop = drops.get(dropId);
+      if (drop && drop.requireChallenge) {
+        // The drop asks for proof of work (ALTCHA): a second or two of this device's time.
+        announce('Checking you are not a bot — solving a quick puzzle…');
+        const challenge = await api('GET', '/api/challenge');
+        headers['X-Altcha'] = await window.solveAltcha(challenge);
+      }
+      const reservation = await api('POST', `/api/drops/${dropId}/reserve`, { auth: true, headers });
       holds.set(dropId, { reservation, state: 'active' });
       announce(`Reserved. You have until ${new Date(reservation.expiresAt).toLocaleTimeString()} to buy.`);
     });
@@ -966,7 +974,7 @@
   function showAccount() {
     const signedInNow = Boolean(session && me);
     $('#whoami').hidden = !signedInNow;
-    $('#whoami').textContent = signedInNow ? `${me.displayName} · ${me.email}${me.role === 'admin' ? ' · admin' : ''}` : '';
+    $('#whoami').textContent = signedInNow ? `${me.displayName} · ${me.email}${me.emailVerified === false ? ' (not verified: see your inbox)' : ''}${me.role === 'admin' ? ' · admin' : ''}` : '';
     $('#sign-out').hidden = !signedInNow;
     $('#sign-in-link').hidden = signedInNow;
     $('#sign-in').hidden = signedInNow;

@@ -58,20 +58,47 @@ impl std::fmt::Debug for Password {
     }
 }
 
-/// 1 to 64 printable characters.
+/// 1 to 64 printable characters, none of them invisible: no bidi overrides or isolates, no
+/// zero-width characters (a name shown to other buyers must read as what it is).
 #[derive(Clone, Debug)]
 pub struct DisplayName(String);
 
 impl DisplayName {
     /// # Errors
-    /// Empty, too long, or containing control characters.
+    /// Empty, too long, or containing control or invisible formatting characters.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        crate::text::single_line("displayName", raw, 64).map(Self)
+        let name = crate::text::single_line("displayName", raw, 64)?;
+        if name.chars().any(is_invisible) {
+            return Err(
+                "displayName must not contain bidi-override or zero-width characters".into(),
+            );
+        }
+        Ok(Self(name))
     }
 
-    pub fn from_email(email: &EmailAddress) -> Self {
-        Self(email.local_part().chars().take(64).collect())
+    /// A neutral name for an account that chose none, "Buyer 4821": never derived from the
+    /// email, which other buyers must not learn from the drop's public listing.
+    pub fn neutral() -> Self {
+        use rand::Rng;
+        Self(format!("Buyer {}", rand::rng().random_range(1000..10_000)))
     }
+}
+
+/// Characters that change how the text around them is shown, or show as nothing: bidi
+/// marks, embeddings, overrides and isolates; zero-width spaces and joiners; the word
+/// joiner and invisible operators; the byte-order mark; the soft hyphen.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
 }
 
 /// argon2's working memory (19 MiB at today's parameters), kept by a hashing thread and
@@ -294,7 +321,7 @@ pub async fn ensure_admin(
     create_user(
         db,
         email,
-        &DisplayName::from_email(email),
+        &DisplayName("Store admin".into()),
         password_hash()?,
         Role::Admin,
         now,
@@ -436,6 +463,20 @@ pub async fn revoked_since(db: &impl ConnectionTrait, since: DateTime<Utc>) -> R
         .select_only()
         .column(sessions::Column::Id)
         .filter(sessions::Column::RevokedAt.gt(since))
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// Which of `ids` are sessions that still exist (a session goes with its account).
+///
+/// # Errors
+/// Database failure.
+pub async fn existing_sessions(db: &impl ConnectionTrait, ids: &[i64]) -> Result<Vec<i64>> {
+    Ok(sessions::Entity::find()
+        .select_only()
+        .column(sessions::Column::Id)
+        .filter(sessions::Column::Id.is_in(ids.iter().copied()))
         .into_tuple()
         .all(db)
         .await?)

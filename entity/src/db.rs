@@ -179,6 +179,9 @@ where
     match A::Entity::insert(row).exec_with_returning(db).await {
         Ok(model) => Ok(model),
         Err(e) if is_unique_violation(&e) => Err(taken),
+        // Every caller inserts a row of the signed-in account's under a parent it has read in
+        // the same transaction: a broken foreign key means the account was deleted meanwhile.
+        Err(e) if is_foreign_key_violation(&e) => Err(crate::Error::AccountGone),
         Err(e) => Err(e.into()),
     }
 }

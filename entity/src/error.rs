@@ -48,6 +48,9 @@ pub enum Error {
     ProductInStock,
     #[error("that link is invalid or has been used")]
     InvalidToken,
+    /// The signed-in account (or its session) was deleted after its token was issued.
+    #[error("this account no longer exists; sign in again")]
+    AccountGone,
     #[error("{0}")]
     Invalid(String),
     #[error("database error")]

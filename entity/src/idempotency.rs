@@ -6,7 +6,11 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::Expr,
 };
 
-use crate::{db::is_unique_violation, error::Result, models::idempotency_keys};
+use crate::{
+    db::{is_foreign_key_violation, is_unique_violation},
+    error::Result,
+    models::idempotency_keys,
+};
 
 /// A client-chosen key: 1 to 255 visible ASCII characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +66,8 @@ pub async fn begin(
     match idempotency_keys::Entity::insert(row).exec(db).await {
         Ok(_) => return Ok(Begin::Proceed),
         Err(e) if is_unique_violation(&e) => {}
+        // The key's only parent is the account.
+        Err(e) if is_foreign_key_violation(&e) => return Err(crate::Error::AccountGone),
         Err(e) => return Err(e.into()),
     }
     let Some(existing) = find(db, user_id, key).await? else {

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod catalog;
+pub mod challenges;
 pub mod currency;
 pub mod db;
 pub mod drops;
@@ -19,6 +20,7 @@ pub mod product_stats;
 pub mod retention;
 pub mod text;
 pub mod tokens;
+pub mod verification;
 
 pub use email_address::EmailAddress;
 pub use error::Error;

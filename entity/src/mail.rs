@@ -61,9 +61,18 @@ pub struct WaitlistedPayload {
     pub position: u64,
 }
 
+/// What an account's verification email is about: the account (its address is the
+/// recipient). The link's token is minted as the email is written, never stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationPayload {
+    pub user_id: i64,
+}
+
 /// A claimed message's content, by its kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Content {
+    /// "Verify your email": a new account's link.
+    Verification(VerificationPayload),
     /// A confirmation or a restock alert.
     Product(Payload),
     /// A waitlist offer, or a draw's winning hold.
@@ -77,6 +86,7 @@ impl Content {
         Ok(match kind {
             MessageKind::HoldOffer => Self::Offer(serde_json::from_value(json)?),
             MessageKind::DrawWaitlisted => Self::Waitlisted(serde_json::from_value(json)?),
+            MessageKind::AccountVerification => Self::Verification(serde_json::from_value(json)?),
             MessageKind::SubscriptionConfirmation | MessageKind::RestockAlert => {
                 Self::Product(serde_json::from_value(json)?)
             }
@@ -101,6 +111,39 @@ pub async fn queue_offer(
     };
     let dedupe_key = format!("offer:{}", offer.reservation_id);
     let row = ledger_row(MessageKind::HoldOffer, addressee, dedupe_key, offer, now)?;
+    Ok(email_messages::Entity::insert(row)
+        .exec_with_returning(txn)
+        .await?
+        .id)
+}
+
+/// Writes an account's verification email, in the transaction that created the account (or
+/// asked again).
+///
+/// # Errors
+/// Database failure.
+pub async fn queue_verification(
+    txn: &impl ConnectionTrait,
+    user_id: i64,
+    recipient: &str,
+    now: DateTime<Utc>,
+) -> Result<i64> {
+    let addressee = Addressee {
+        recipient: recipient.to_owned(),
+        subscription_id: None,
+    };
+    let dedupe_key = format!(
+        "verify:{user_id}:{}",
+        now.timestamp_nanos_opt().unwrap_or_default()
+    );
+    let payload = VerificationPayload { user_id };
+    let row = ledger_row(
+        MessageKind::AccountVerification,
+        addressee,
+        dedupe_key,
+        &payload,
+        now,
+    )?;
     Ok(email_messages::Entity::insert(row)
         .exec_with_returning(txn)
         .await?
@@ -575,7 +618,10 @@ fn sendable(
         {
             Some(false)
         }
-        (MessageKind::HoldOffer | MessageKind::DrawWaitlisted, _) => Some(false),
+        (
+            MessageKind::HoldOffer | MessageKind::DrawWaitlisted | MessageKind::AccountVerification,
+            _,
+        ) => Some(false),
         _ => None,
     }
 }

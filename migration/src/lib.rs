@@ -16,6 +16,7 @@ mod m20261126_000006_draws;
 mod m20261126_000007_restock_waves;
 mod m20261207_000001_operations;
 mod m20261207_000002_mail_quotas;
+mod m20261207_000003_fair_drops;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000007_restock_waves::Migration),
             Box::new(m20261207_000001_operations::Migration),
             Box::new(m20261207_000002_mail_quotas::Migration),
+            Box::new(m20261207_000003_fair_drops::Migration),
         ]
     }
 }

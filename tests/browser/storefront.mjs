@@ -132,6 +132,30 @@ async function signUp(page, email) {
   await page.waitForSelector('#live[data-state="live"]');
 }
 
+/**
+ * The verification email's link (read from the development outbox with an admin's token),
+ * opened in the buyer's browser: a page whose button verifies. Waitlist offers and draws
+ * take verified buyers.
+ */
+async function verifyEmail(page, email, adminToken) {
+  step(`${email} follows the link of the verification email and presses its button`);
+  let link;
+  for (let tries = 0; !link && tries < 100; tries += 1) {
+    const res = await fetch(new URL('/api/admin/outbox?limit=50', base),
+      { headers: { Authorization: `Bearer ${adminToken}` } });
+    const mails = res.ok ? await res.json() : [];
+    const mail = mails.find((m) => m.to.includes(email) && m.subject.includes('Verify'));
+    link = mail && mail.links.find((l) => l.includes('/api/auth/verify-email?token='));
+    if (!link) await new Promise((r) => setTimeout(r, 100));
+  }
+  if (!link) fail(`no verification email to ${email}`);
+  const tab = await page.context.newPage();
+  await tab.goto(link, { waitUntil: 'domcontentloaded' });
+  await Promise.all([tab.waitForNavigation(), tab.click('form button[type="submit"]')]);
+  await tab.waitForFunction(() => document.body.textContent.includes('Your email is verified'));
+  await tab.close();
+}
+
 async function logIn(page, email, password) {
   await page.type('#auth-email', email);
   await page.type('#auth-password', password);
@@ -280,6 +304,21 @@ const scenarios = {
   },
 
   /** A hold left to run out: the page says so when the server's reservation_expired arrives. */
+  /** A drop that asks for proof of work: the page fetches an ALTCHA challenge, solves it
+   * with WebCrypto and sends the solution with the reserve. */
+  async challenge(browser) {
+    const { drop: name } = args;
+    const buyer = await visitor(browser, 'buyer');
+    await open(buyer);
+    await drop(buyer, name);
+    await signUp(buyer, 'pat@example.com');
+
+    step('reserve: the page solves the challenge and the unit is held');
+    await clickInDrop(buyer, name, 'reserve');
+    await waitInDrop(buyer, name, '.hold .timer', ':');
+    return [buyer];
+  },
+
   async expire(browser) {
     const { drop: name } = args;
     const buyer = await visitor(browser, 'buyer');
@@ -475,6 +514,7 @@ const scenarios = {
     await open(waiter);
     await signUp(holder, 'hana@example.com');
     await signUp(waiter, 'wim@example.com');
+    await verifyEmail(waiter, 'wim@example.com', adminToken);
 
     step('the holder takes the only unit; the other buyer is offered the line');
     await clickInDrop(holder, name, 'reserve');

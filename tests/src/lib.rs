@@ -126,6 +126,9 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
             "LIVE_HANDSHAKES_PER_ADDRESS_PER_MINUTE".into(),
             "1000000".into(),
         ),
+        // Every test's buyers come from 127.0.0.1; the abuse tests set the strict limits.
+        ("SIGNUPS_PER_ADDRESS_PER_HOUR".into(), "100000".into()),
+        ("HOLDS_PER_DROP_PER_ADDRESS".into(), "100000".into()),
         // Tests arrange their own data; the demo store is tested on its own.
         ("DEMO_DATA".into(), "false".into()),
     ]);
@@ -673,8 +676,8 @@ impl Drop for TestApp {
     }
 }
 
-/// A user created straight in the database with a live session and an access token signed
-/// with `jwt`: hundreds of buyers without hundreds of argon2 hashes.
+/// A user created straight in the database, its email verified, with a live session and an
+/// access token signed with `jwt`: hundreds of buyers without hundreds of argon2 hashes.
 pub async fn mint_user(
     db: &DatabaseConnection,
     jwt: &api::auth::Jwt,
@@ -693,6 +696,19 @@ pub async fn mint_user(
     let user = entity::accounts::create_user(db, &email, &display, hash.clone(), role, Utc::now())
         .await
         .expect("create user");
+    // A minted buyer is an established one: verified, as drops that require it expect.
+    {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        entity::models::users::Entity::update_many()
+            .col_expr(
+                entity::models::users::Column::EmailVerifiedAt,
+                Expr::value(Utc::now()),
+            )
+            .filter(entity::models::users::Column::Id.eq(user.id))
+            .exec(db)
+            .await
+            .expect("verify user");
+    }
     let (session, refresh_token) =
         entity::accounts::start_session(db, user.id, chrono::Duration::days(1), Utc::now())
             .await

@@ -11,6 +11,16 @@ use reqwest::StatusCode;
 
 use crate::{binary, free_port};
 
+/// Every test's buyers come from 127.0.0.1: the per-address limits of a drop day are set out
+/// of the way unless the test sets them.
+fn generous_limits(env: &HashMap<&str, String>) -> Vec<(&'static str, &'static str)> {
+    ["SIGNUPS_PER_ADDRESS_PER_HOUR", "HOLDS_PER_DROP_PER_ADDRESS"]
+        .into_iter()
+        .filter(|name| !env.contains_key(name))
+        .map(|name| (name, "100000"))
+        .collect()
+}
+
 /// A running binary of this workspace; killed when dropped.
 pub struct Process(Child);
 
@@ -19,6 +29,7 @@ impl Process {
     pub fn start(name: &str, env: &HashMap<&str, String>, capture: bool) -> Self {
         let child = Command::new(binary(name))
             .env_clear()
+            .envs(generous_limits(env))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(if capture {
@@ -42,6 +53,7 @@ impl Process {
         let file = std::fs::File::create(log).expect("log file");
         let child = Command::new(binary(name))
             .env_clear()
+            .envs(generous_limits(env))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(file.try_clone().expect("log file"))

@@ -414,6 +414,7 @@ fn every_setting_is_in_the_grouped_table_and_the_checklist_says_why() {
         include_str!("../../worker/src/platform/settings/mod.rs"),
         include_str!("../../worker/src/platform/settings/env.rs"),
         include_str!("../../worker/src/platform/settings/read.rs"),
+        include_str!("../../worker/src/platform/settings/abuse.rs"),
     ]
     .concat();
     let table = section("Configuration");

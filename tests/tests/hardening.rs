@@ -460,6 +460,8 @@ async fn memory_comes_back_after_a_login_burst() {
         ("PORT", port.to_string()),
         ("DATA_DIR", dir.path().display().to_string()),
         ("AUTH_RATE_LIMIT_PER_MINUTE", "100000".to_owned()),
+        ("SIGNUPS_PER_ADDRESS_PER_HOUR", "100000".to_owned()),
+        ("HOLDS_PER_DROP_PER_ADDRESS", "100000".to_owned()),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
     ]);
     let mut api = Process::start("api", &env, false);

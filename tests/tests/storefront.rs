@@ -452,6 +452,25 @@ async fn a_buyer_joins_the_line_gets_the_returned_unit_and_wins_a_draw_in_the_pa
 }
 
 #[tokio::test]
+async fn a_drop_asking_for_proof_of_work_is_reserved_through_the_page() {
+    let (app, admin) = storefront(&[("ALTCHA_COST", "50")]).await;
+    let guarded = json!({"name": "Guarded Jar", "priceCents": 1_000, "totalStock": 2, "requireChallenge": true});
+    let created = app
+        .post("/api/admin/drops", Some(&admin.token), guarded)
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let drop_id = created.body["id"].as_i64().unwrap();
+
+    browser("challenge", &app, json!({"drop": "Guarded Jar"})).await;
+
+    assert_eq!(
+        app.audit(drop_id).await.available_stock,
+        1,
+        "the page's solution was accepted"
+    );
+}
+
+#[tokio::test]
 async fn a_hold_left_to_run_out_ends_with_a_message() {
     let (app, admin) = storefront(&[("RESERVATION_TTL_SECS", "8")]).await;
     seed(&app, &admin).await;

@@ -47,6 +47,12 @@ struct NewDropRequest {
     /// default, 900 for a draw.
     #[oai(validator(minimum(value = "10"), maximum(value = "604800")))]
     offer_ttl_seconds: Option<i32>,
+    /// Only accounts with a verified email may reserve, join the waitlist or enter the draw
+    /// (others get 403 `email_unverified`). On by default for a draw, off otherwise.
+    require_verified: Option<bool>,
+    /// Reserving takes a solved proof-of-work challenge (`GET /api/challenge`, solution in
+    /// `X-Altcha`). Off by default.
+    require_challenge: Option<bool>,
 }
 
 #[derive(Object)]
@@ -69,6 +75,10 @@ struct DropPatchRequest {
     /// A draw's new close of entries (in the future, before the draw): extends them or
     /// closes them sooner; the draw follows it.
     entries_close_at: Option<DateTime<Utc>>,
+    /// Only verified accounts may reserve, join the waitlist or enter the draw.
+    require_verified: Option<bool>,
+    /// Reserving takes a solved proof-of-work challenge.
+    require_challenge: Option<bool>,
 }
 
 /// A drop as administrators see it.
@@ -121,6 +131,8 @@ impl AdminDropsApi {
             mode: body.mode.map(Into::into),
             entries_close_at: body.entries_close_at,
             offer_ttl_secs: body.offer_ttl_seconds,
+            require_verified: body.require_verified,
+            require_challenge: body.require_challenge,
         };
         let drop = drops::create(&self.state.db, drops::NewDrop::parse(input, now)?, now).await?;
         self.state.effects.drop_created(&drop).await;
@@ -149,6 +161,8 @@ impl AdminDropsApi {
             max_per_user: body.max_per_user,
             add_stock: body.add_stock,
             entries_close_at: body.entries_close_at,
+            require_verified: body.require_verified,
+            require_challenge: body.require_challenge,
         };
         let offer_ttl = self.state.settings.drops.reservation_ttl;
         let updated = drops::update(&self.state.db, id.0, patch, offer_ttl, Utc::now()).await?;

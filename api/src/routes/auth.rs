@@ -5,14 +5,16 @@ use entity::{
     models::{sessions, users},
 };
 use poem::Request;
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Header, payload::Json};
 use sea_orm::ActiveEnum;
 
 use super::ApiTags;
 use crate::{
     auth::BearerAuth,
-    client::client_ip,
+    challenge,
+    client::limit_key_of,
     error::{ApiError, ApiResult, ErrorCode},
+    fairness,
     state::AppState,
     text::{Email, Text},
 };
@@ -29,11 +31,12 @@ struct SignupRequest {
     /// 8 to 128 characters.
     #[oai(validator(min_length = 8, max_length = 128))]
     password: Text,
-    /// Shown to other buyers; defaults to the part of the email before `@`. At most 64
-    /// characters, not blank, no control characters.
+    /// Shown to other buyers; defaults to a neutral "Buyer 4821" (never anything from the
+    /// email). At most 64 characters, not blank, no control characters, no bidi-override or
+    /// zero-width characters.
     #[oai(validator(
         max_length = 64,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^ \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]*[^ \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff][^\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]*$"
     ))]
     display_name: Option<Text>,
 }
@@ -55,13 +58,19 @@ struct RefreshRequest {
 
 /// An account as its owner sees it.
 #[derive(Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct User {
     id: i64,
     email: String,
     display_name: String,
     /// `customer` or `admin`.
     role: String,
+    /// Whether the account followed the link of its verification email. Some drops take
+    /// only verified buyers (`requireVerified`); `POST /api/auth/verification` sends the
+    /// email again.
+    email_verified: bool,
+    /// When it did; absent until then.
+    email_verified_at: Option<chrono::DateTime<Utc>>,
 }
 
 impl From<users::Model> for User {
@@ -71,6 +80,8 @@ impl From<users::Model> for User {
             email: u.email,
             display_name: u.display_name,
             role: u.role.to_value(),
+            email_verified: u.email_verified_at.is_some(),
+            email_verified_at: u.email_verified_at,
         }
     }
 }
@@ -114,28 +125,34 @@ enum LoggedOut {
 impl AuthApi {
     /// Create an account
     ///
-    /// Creates a customer account and signs it in.
+    /// Creates a customer account, signs it in, and sends it a verification email (some
+    /// drops take only verified buyers). At most `SIGNUPS_PER_ADDRESS_PER_HOUR` accounts per
+    /// address (429 past it); when the store asks for it (`ALTCHA_ON_SIGNUP`), a solved
+    /// challenge in `X-Altcha` (see `GET /api/challenge`).
     #[oai(path = "/signup", method = "post", operation_id = "signup")]
-    async fn signup(&self, req: &Request, body: Json<SignupRequest>) -> ApiResult<SignupResponse> {
+    async fn signup(
+        &self,
+        req: &Request,
+        body: Json<SignupRequest>,
+        #[oai(name = "X-Altcha", validator(max_length = 4096))] altcha: Header<Option<String>>,
+    ) -> ApiResult<SignupResponse> {
         limit_ip(&self.state, req).await?;
         let body = body.0;
         let email = body.email.into_value();
         let password = Password::parse(&body.password).map_err(ApiError::bad_request)?;
         let display_name = match &body.display_name {
             Some(name) => DisplayName::parse(name).map_err(ApiError::bad_request)?,
-            None => DisplayName::from_email(&email),
+            None => DisplayName::neutral(),
         };
+        fairness::limit_signups(&self.state, req).await?;
+        if self.state.settings.abuse.altcha_on_signup {
+            challenge::spend(&self.state, altcha.as_deref()).await?;
+        }
         let hash = self.state.passwords.hash(password).await?;
-        let role = accounts::Role::Customer;
-        let user = accounts::create_user(
-            &self.state.db,
-            &email,
-            &display_name,
-            hash,
-            role,
-            Utc::now(),
-        )
-        .await?;
+        let (user, message_id) =
+            entity::verification::sign_up(&self.state.db, &email, &display_name, hash, Utc::now())
+                .await?;
+        self.state.effects.emails_queued(&[message_id]).await;
         Ok(SignupResponse::Created(Json(
             sign_in(&self.state, user).await?,
         )))
@@ -151,7 +168,7 @@ impl AuthApi {
         let body = body.0;
         let email = body.email.into_value();
         let password = Password::for_login(&body.password).map_err(ApiError::bad_request)?;
-        let lockout = Lockout::of(&self.state, &email, &client_ip(req).to_string());
+        let lockout = Lockout::of(&self.state, &email, &limit_key_of(req));
         lockout.admit().await?;
         let user = accounts::find_by_email(&self.state.db, &email).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
@@ -187,6 +204,7 @@ impl AuthApi {
                 session,
                 refresh_token,
             } => {
+                self.state.auth.sessions.met(session.id);
                 let user = accounts::find_user(&self.state.db, session.user_id)
                     .await?
                     .ok_or_else(|| ApiError::unauthorized("this account no longer exists"))?;
@@ -240,6 +258,7 @@ async fn sign_in(state: &AppState, user: users::Model) -> ApiResult<AuthResponse
     let lifetime = state.settings.auth.refresh_token_ttl;
     let (session, refresh_token) =
         accounts::start_session(&state.db, user.id, lifetime, Utc::now()).await?;
+    state.auth.sessions.met(session.id);
     tokens(state, user, &session, refresh_token)
 }
 
@@ -267,7 +286,7 @@ async fn limit_ip(state: &AppState, req: &Request) -> ApiResult<()> {
     let window = state
         .limiter
         .hit(
-            &format!("auth-ip:{}", client_ip(req)),
+            &format!("auth-ip:{}", limit_key_of(req)),
             std::time::Duration::from_secs(60),
         )
         .await;

@@ -5,7 +5,12 @@ use entity::drops::draw::{self, Entry, Record};
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
 use super::ApiTags;
-use crate::{auth::BearerAuth, error::ApiResult, state::AppState};
+use crate::{
+    auth::BearerAuth,
+    error::ApiResult,
+    fairness::{self, Taking},
+    state::AppState,
+};
 
 pub struct DrawsApi {
     pub state: AppState,
@@ -95,15 +100,35 @@ impl DrawsApi {
     /// `draw_result` on your signed-in sockets, and an email), the rest join the waitlist in
     /// draw order (`draw_result` with your `position`, and an email). 409 `not_a_draw`,
     /// `entries_closed`, `already_entered`, `drop_not_active` (entries not open yet); 404
-    /// `drop_not_found`.
+    /// `drop_not_found`. A draw with `requireVerified` (the default for draws) takes only
+    /// verified accounts (403 `email_unverified`) and one entry per person: accounts whose
+    /// addresses lead to one mailbox (case, `+tags`, Gmail's dots) enter once (409
+    /// `already_entered`). One address makes at most `HOLDS_PER_DROP_PER_ADDRESS` entries
+    /// (429 `address_limit_reached`).
     #[oai(path = "/:dropId/entries", method = "post", operation_id = "enterDraw")]
     async fn enter(
         &self,
+        req: &poem::Request,
         auth: BearerAuth,
         #[oai(name = "dropId")] drop_id: Path<i64>,
     ) -> ApiResult<Entered> {
-        let entry = draw::enter(&self.state.db, drop_id.0, auth.0.user_id, Utc::now()).await?;
-        Ok(Entered::Created(Json(entry.into())))
+        let user_id = auth.0.user_id;
+        let slot = fairness::admit(
+            &self.state,
+            req,
+            user_id,
+            drop_id.0,
+            Taking::DrawEntry,
+            None,
+        )
+        .await?;
+        match draw::enter(&self.state.db, drop_id.0, user_id, Utc::now()).await {
+            Ok(entry) => Ok(Entered::Created(Json(entry.into()))),
+            Err(error) => {
+                slot.give_back().await;
+                Err(error.into())
+            }
+        }
     }
 
     /// Your entry in a draw

@@ -13,7 +13,13 @@ use poem_openapi::{
 use sea_orm::ActiveEnum;
 
 use super::ApiTags;
-use crate::{auth::BearerAuth, error::ApiResult, idempotent, state::AppState};
+use crate::{
+    auth::BearerAuth,
+    error::ApiResult,
+    fairness::{self, Taking},
+    idempotent,
+    state::AppState,
+};
 
 pub struct DropsApi {
     pub state: AppState,
@@ -54,6 +60,11 @@ pub struct DropFields {
     /// How long the drop's waitlist offers (and a draw's winning holds) last, when it sets
     /// its own; the store's hold TTL otherwise.
     offer_ttl_seconds: Option<i32>,
+    /// Only accounts with a verified email may reserve, join the waitlist or enter the draw.
+    require_verified: bool,
+    /// Reserving takes a solved proof-of-work challenge: `GET /api/challenge`, solve it, and
+    /// send the solution in `X-Altcha`.
+    require_challenge: bool,
 }
 
 /// How a drop's units find buyers.
@@ -101,6 +112,8 @@ impl From<drop_rows::Model> for DropFields {
             seed_hash: d.seed_hash,
             drawn_at: d.drawn_at,
             offer_ttl_seconds: d.offer_ttl_secs,
+            require_verified: d.require_verified,
+            require_challenge: d.require_challenge,
         }
     }
 }
@@ -279,7 +292,11 @@ impl DropsApi {
     ///
     /// Holds one unit for you for `RESERVATION_TTL_SECS` (60 s by default). Buy it with
     /// `POST /api/drops/{reservationId}/purchase` before `expiresAt`; after that it goes back
-    /// on sale. One active hold per drop per buyer.
+    /// on sale. One active hold per drop per buyer. A drop with `requireVerified` takes only
+    /// verified accounts (403 `email_unverified`); one with `requireChallenge` takes a solved
+    /// challenge in `X-Altcha` (403 `challenge_required` / `challenge_failed`, see
+    /// `GET /api/challenge`). One address takes at most `HOLDS_PER_DROP_PER_ADDRESS` holds of
+    /// a drop (429 `address_limit_reached`).
     #[oai(
         path = "/:dropId/reserve",
         method = "post",
@@ -287,8 +304,10 @@ impl DropsApi {
     )]
     async fn reserve(
         &self,
+        req: &poem::Request,
         auth: BearerAuth,
         #[oai(name = "dropId")] drop_id: Path<i64>,
+        #[oai(name = "X-Altcha", validator(max_length = 4096))] altcha: Header<Option<String>>,
     ) -> ApiResult<Reserved> {
         let (now, metrics) = (Utc::now(), &self.state.metrics);
         self.state.reserve_attempts.count(drop_id.0);
@@ -296,17 +315,30 @@ impl DropsApi {
             metrics.reservations_sold_out_cached.fetch_add(1, Relaxed);
             return Err(entity::Error::SoldOut.into());
         }
-        match self
-            .state
-            .reserves
-            .reserve(drop_id.0, auth.0.user_id)
-            .await?
-        {
+        let user_id = auth.0.user_id;
+        let slot = fairness::admit(
+            &self.state,
+            req,
+            user_id,
+            drop_id.0,
+            Taking::Hold,
+            altcha.as_deref(),
+        )
+        .await?;
+        let outcome = match self.state.reserves.reserve(drop_id.0, user_id).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                slot.give_back().await;
+                return Err(error.into());
+            }
+        };
+        match outcome {
             ReserveOutcome::Reserved(reserved) => {
                 metrics.reservations_created.fetch_add(1, Relaxed);
                 Ok(Reserved::Created(Json(reserved.reservation.into())))
             }
             ReserveOutcome::SoldOut(sold_out) => {
+                slot.give_back().await;
                 self.state.caches.sold_out.record(drop_id.0, sold_out, now);
                 metrics.reservations_sold_out.fetch_add(1, Relaxed);
                 Err(entity::Error::SoldOut.into())

@@ -11,6 +11,7 @@ pub mod admin_drops;
 pub mod admin_product_stats;
 pub mod admin_products;
 pub mod auth;
+pub mod challenge;
 pub mod dev_outbox;
 pub mod diagnostics;
 pub mod draws;
@@ -20,6 +21,7 @@ pub mod operations;
 pub mod products;
 pub mod reservations;
 pub mod subscriptions;
+pub mod verification;
 pub mod waitlist;
 pub mod webhooks;
 
@@ -47,9 +49,17 @@ pub enum ApiTags {
 /// All resources, in the order Swagger UI lists them, each holding the state its handlers use.
 pub fn apis(state: &AppState) -> impl poem_openapi::OpenApi + use<> {
     (
-        auth::AuthApi {
-            state: state.clone(),
-        },
+        (
+            auth::AuthApi {
+                state: state.clone(),
+            },
+            verification::VerificationApi {
+                state: state.clone(),
+            },
+            challenge::ChallengeApi {
+                state: state.clone(),
+            },
+        ),
         drops::DropsApi {
             state: state.clone(),
         },

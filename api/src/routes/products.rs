@@ -9,7 +9,7 @@ use poem_openapi::{
 
 use super::ApiTags;
 use crate::{
-    client::{address_key, client_ip},
+    client::limit_key_of,
     error::{ApiError, ApiResult, ErrorCode},
     product_listing::{Catalog, Product},
     rendered::RenderedJson,
@@ -102,7 +102,7 @@ impl ProductsApi {
         body: Json<NotifyMeRequest>,
     ) -> ApiResult<NotifyMeResponse> {
         let limits = &self.state.settings.notify_me;
-        let from = format!("notify-ip:{}", address_key(client_ip(req)));
+        let from = format!("notify-ip:{}", limit_key_of(req));
         let window = self.state.limiter.hit(&from, PER_ADDRESS_WINDOW).await;
         if window.count > limits.per_address_per_hour {
             return Err(ApiError::too_many(

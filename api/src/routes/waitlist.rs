@@ -6,7 +6,12 @@ use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use sea_orm::ActiveEnum;
 
 use super::ApiTags;
-use crate::{auth::BearerAuth, error::ApiResult, state::AppState};
+use crate::{
+    auth::BearerAuth,
+    error::ApiResult,
+    fairness::{self, Taking},
+    state::AppState,
+};
 
 pub struct WaitlistApi {
     pub state: AppState,
@@ -65,7 +70,9 @@ impl WaitlistApi {
     /// `hold_offered` event on your signed-in WebSocket and Socket.IO connections and by
     /// email. An offer not bought in time passes to the next in line. One entry per buyer:
     /// 409 `drop_not_sold_out`, `already_waiting`, `already_reserved` (you hold a unit),
-    /// `purchase_limit_reached`, `drop_not_active`; 404 `drop_not_found`.
+    /// `purchase_limit_reached`, `drop_not_active`; 404 `drop_not_found`. A drop with
+    /// `requireVerified` takes only verified accounts (403 `email_unverified`); one address
+    /// takes at most `HOLDS_PER_DROP_PER_ADDRESS` places (429 `address_limit_reached`).
     #[oai(
         path = "/:dropId/waitlist",
         method = "post",
@@ -73,11 +80,27 @@ impl WaitlistApi {
     )]
     async fn join(
         &self,
+        req: &poem::Request,
         auth: BearerAuth,
         #[oai(name = "dropId")] drop_id: Path<i64>,
     ) -> ApiResult<Joined> {
-        let place = waitlist::join(&self.state.db, drop_id.0, auth.0.user_id, Utc::now()).await?;
-        Ok(Joined::Created(Json(place.into())))
+        let user_id = auth.0.user_id;
+        let slot = fairness::admit(
+            &self.state,
+            req,
+            user_id,
+            drop_id.0,
+            Taking::WaitlistPlace,
+            None,
+        )
+        .await?;
+        match waitlist::join(&self.state.db, drop_id.0, user_id, Utc::now()).await {
+            Ok(place) => Ok(Joined::Created(Json(place.into()))),
+            Err(error) => {
+                slot.give_back().await;
+                Err(error.into())
+            }
+        }
     }
 
     /// Your place on a drop's waitlist

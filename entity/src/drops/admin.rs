@@ -47,6 +47,10 @@ pub struct DropInput {
     /// How long the drop's waitlist offers and a draw's winning holds last; the store's hold
     /// TTL when left out, [`DRAW_OFFER_TTL_SECS`] for a draw.
     pub offer_ttl_secs: Option<i32>,
+    /// Only verified accounts may buy; when left out, on for a draw and off otherwise.
+    pub require_verified: Option<bool>,
+    /// Reserving takes a solved proof-of-work challenge; off when left out.
+    pub require_challenge: Option<bool>,
 }
 
 /// How long a draw's winners have to buy, unless the drop says otherwise: they learn of
@@ -80,6 +84,8 @@ pub struct NewDrop {
     max_per_user: i32,
     sale: Sale,
     offer_ttl_secs: Option<i32>,
+    require_verified: bool,
+    require_challenge: bool,
 }
 
 impl NewDrop {
@@ -102,6 +108,10 @@ impl NewDrop {
             max_per_user: parse_max_per_user(input.max_per_user.unwrap_or(1))?,
             sale: parse_sale(&input, starts_at, now)?,
             offer_ttl_secs: parse_offer_ttl(&input)?,
+            require_verified: input
+                .require_verified
+                .unwrap_or(input.mode == Some(DropMode::Draw)),
+            require_challenge: input.require_challenge.unwrap_or(false),
         })
     }
 }
@@ -174,6 +184,8 @@ pub struct DropPatch {
     /// A new close of a draw's entries, to extend them or close them sooner; only before the
     /// draw.
     pub entries_close_at: Option<DateTime<Utc>>,
+    pub require_verified: Option<bool>,
+    pub require_challenge: Option<bool>,
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -269,6 +281,8 @@ pub async fn create(
         offer_ttl_secs: Set(new.offer_ttl_secs),
         sold_out_at: Set(None),
         reserve_attempts: Set(0),
+        require_verified: Set(new.require_verified),
+        require_challenge: Set(new.require_challenge),
         ..Default::default()
     };
     Ok(drops::Entity::insert(model).exec_with_returning(db).await?)
@@ -354,7 +368,15 @@ fn patch_statement(
         .transpose()?;
     let price_cents = patch.price_cents.map(parse_price).transpose()?;
     let max_per_user = patch.max_per_user.map(parse_max_per_user).transpose()?;
-    let edits: [(drops::Column, Option<sea_orm::Value>); 7] = [
+    let edits: [(drops::Column, Option<sea_orm::Value>); 9] = [
+        (
+            drops::Column::RequireVerified,
+            patch.require_verified.map(Into::into),
+        ),
+        (
+            drops::Column::RequireChallenge,
+            patch.require_challenge.map(Into::into),
+        ),
         (drops::Column::Name, name.map(Into::into)),
         (drops::Column::Description, description.map(Into::into)),
         (drops::Column::PriceCents, price_cents.map(Into::into)),

@@ -114,17 +114,46 @@ pub async fn enter(
     if !is_open(&drop, now) {
         return Err(Error::DropNotActive);
     }
+    // A draw of verified buyers is one entry per person: per verified mailbox, however many
+    // accounts lead to it.
+    let mailbox = if drop.require_verified {
+        let email: Option<String> = users::Entity::find_by_id(user_id)
+            .select_only()
+            .column(users::Column::Email)
+            .into_tuple()
+            .one(&txn)
+            .await?;
+        Some(person_of(&email.ok_or(Error::AccountGone)?))
+    } else {
+        None
+    };
     let entry = draw_entries::ActiveModel {
         drop_id: Set(drop_id),
         user_id: Set(user_id),
         created_at: Set(now),
         position: Set(None),
         won: Set(false),
+        mailbox: Set(mailbox),
         ..Default::default()
     };
     let entry = insert_unique(&txn, entry, Error::AlreadyEntered).await?;
     txn.commit().await?;
     Ok(Entry::of(&entry, &drop))
+}
+
+/// The mailbox behind an address, as one person: lower case, without a `+tag`, and for
+/// Gmail (which ignores them) without dots in the local part. `ann.lee+drop@gmail.com` and
+/// `annlee@googlemail.com` are one person.
+pub fn person_of(email: &str) -> String {
+    let email = email.to_lowercase();
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return email;
+    };
+    let local = local.split('+').next().unwrap_or(local);
+    match domain {
+        "gmail.com" | "googlemail.com" => format!("{}@gmail.com", local.replace('.', "")),
+        _ => format!("{local}@{domain}"),
+    }
 }
 
 /// The buyer's entry in a draw.

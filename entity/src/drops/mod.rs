@@ -159,7 +159,8 @@ async fn insert_hold(
     {
         Ok(r) => Ok(r),
         Err(e) if is_unique_violation(&e) => Err(Error::AlreadyReserved),
-        Err(e) if is_foreign_key_violation(&e) => Err(Error::DropNotFound),
+        // The drop was read in this transaction: the missing parent is the buyer's account.
+        Err(e) if is_foreign_key_violation(&e) => Err(Error::AccountGone),
         Err(e) => Err(e.into()),
     }
 }

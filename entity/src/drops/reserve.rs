@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     Error,
-    db::{begin_write, is_unique_violation},
+    db::{begin_write, is_foreign_key_violation, is_unique_violation},
     error::Result,
     models::{drops, reservations},
 };
@@ -211,6 +211,8 @@ async fn reserve_in_one_statement(
     let row = match db.query_one_raw(statement).await {
         Ok(row) => row,
         Err(e) if is_unique_violation(&e) => return Err(Error::AlreadyReserved),
+        // The statement locked the drop's row: the missing parent is the buyer's account.
+        Err(e) if is_foreign_key_violation(&e) => return Err(Error::AccountGone),
         Err(e) => return Err(e.into()),
     };
     let Some(row) = row else { return Ok(None) };

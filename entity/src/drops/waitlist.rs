@@ -168,14 +168,21 @@ pub async fn settle_units(
         .ok_or(Error::DropNotFound)?;
     let ttl = offer_ttl(&drop, default_ttl);
     let mut offers = Vec::new();
+    let mut passed_over = Vec::new();
     while i32::try_from(offers.len()).unwrap_or(i32::MAX) < stock.available_stock {
         let Some(next) = waiting(drop_id)
+            .filter(waitlist_entries::Column::Id.is_not_in(passed_over.iter().copied()))
             .order_by_asc(waitlist_entries::Column::Id)
             .one(txn)
             .await?
         else {
             break;
         };
+        // An account with no history is passed over, keeping its place (see `established`).
+        if !established(txn, &next).await? {
+            passed_over.push(next.id);
+            continue;
+        }
         // Someone who holds a unit or reached the limit since joining is out of the line.
         let at_limit = match check_purchase_limit(txn, &drop, next.user_id).await {
             Ok(()) => false,
@@ -197,6 +204,28 @@ pub async fn settle_units(
             .ok_or(Error::DropNotFound)?;
     }
     Ok((offers, stock))
+}
+
+/// Whether a waiting buyer is offered units: an account that verified its email, or that
+/// held a unit of any drop before it joined this line. Bot accounts made for the line have
+/// neither, and would each make the real buyers behind them wait a whole offer's time; they
+/// keep their place, and are offered a unit once they verify.
+async fn established(txn: &impl ConnectionTrait, entry: &waitlist_entries::Model) -> Result<bool> {
+    let verified = users::Entity::find_by_id(entry.user_id)
+        .filter(users::Column::EmailVerifiedAt.is_not_null())
+        .count(txn)
+        .await?
+        > 0;
+    if verified {
+        return Ok(true);
+    }
+    let held_before = reservations::Entity::find()
+        .filter(reservations::Column::UserId.eq(entry.user_id))
+        .filter(reservations::Column::CreatedAt.lt(entry.created_at))
+        .count(txn)
+        .await?
+        > 0;
+    Ok(held_before)
 }
 
 /// Makes `entry`'s personal hold and the email that tells its buyer.

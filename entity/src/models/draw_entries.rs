@@ -15,6 +15,9 @@ pub struct Model {
     pub position: Option<i32>,
     /// Got a hold in the draw (the first `units` of the order).
     pub won: bool,
+    /// The canonical verified mailbox the entry was made with: one entry per mailbox and
+    /// draw, however many accounts share it. `None` for an unverified entrant.
+    pub mailbox: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -34,6 +34,10 @@ pub struct Model {
     pub sold_out_at: Option<DateTimeUtc>,
     /// Reserve requests for this drop, counted by the api instances.
     pub reserve_attempts: i64,
+    /// Only accounts with a verified email may reserve, join the waitlist or enter the draw.
+    pub require_verified: bool,
+    /// Reserving takes a solved proof-of-work challenge (ALTCHA).
+    pub require_challenge: bool,
 }
 
 /// How a drop's units find buyers.

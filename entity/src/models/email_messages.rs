@@ -40,6 +40,8 @@ pub enum MessageKind {
     HoldOffer,
     /// "The draw of drop X is done; you are number N on its waitlist".
     DrawWaitlisted,
+    /// "Verify your email": the link that marks a new account's address as its own.
+    AccountVerification,
 }
 
 /// Where a ledger row is: `queued` until sent, or failed for good.

@@ -14,6 +14,7 @@ pub mod purchases;
 pub mod reservations;
 pub mod restock_events;
 pub mod sessions;
+pub mod spent_challenges;
 pub mod spent_refresh_tokens;
 pub mod subscriptions;
 pub mod users;

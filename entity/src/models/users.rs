@@ -13,6 +13,9 @@ pub struct Model {
     pub password_hash: String,
     pub role: Role,
     pub created_at: DateTimeUtc,
+    /// When the account proved it receives mail at `email` (the link of its verification
+    /// email); `None` until then.
+    pub email_verified_at: Option<DateTimeUtc>,
 }
 
 #[derive(

@@ -46,6 +46,7 @@ pub enum SendError {
 }
 
 mod direct;
+mod verification;
 
 enum Transport {
     /// A plain `smtp://host:port`: our own `TCP_NODELAY` connections (see [`direct`]).
@@ -65,6 +66,8 @@ pub struct Mailer {
     templates: Environment<'static>,
     limiter: RateLimiter,
     send_timeout: Duration,
+    verification_key: crate::platform::settings::Secret,
+    verification_ttl: chrono::Duration,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -82,7 +85,15 @@ impl std::fmt::Debug for Mailer {
     }
 }
 
-const TEMPLATES: [(&str, &str); 8] = [
+const TEMPLATES: [(&str, &str); 10] = [
+    (
+        "verify_email.txt",
+        include_str!("../../templates/verify_email.txt"),
+    ),
+    (
+        "verify_email.html",
+        include_str!("../../templates/verify_email.html"),
+    ),
     (
         "confirmation.txt",
         include_str!("../../templates/confirmation.txt"),
@@ -160,6 +171,9 @@ impl Mailer {
             templates,
             limiter: RateLimiter::new(mail.rate_per_sec),
             send_timeout: mail.send_timeout,
+            verification_key: settings.abuse.verification_key.clone(),
+            verification_ttl: chrono::Duration::from_std(settings.abuse.verification_ttl)
+                .unwrap_or(chrono::Duration::days(7)),
         })
     }
 
@@ -178,6 +192,9 @@ impl Mailer {
             Content::Product(product) => self.about_product(builder, outgoing, product)?,
             Content::Offer(offer) => self.offer(builder, offer),
             Content::Waitlisted(place) => self.waitlisted(builder, place),
+            Content::Verification(account) => {
+                self.verification(builder, &outgoing.recipient, account)
+            }
         };
         let render = |suffix: &str| {
             self.templates
@@ -234,7 +251,9 @@ impl Mailer {
                     },
                 )
             }
-            MessageKind::HoldOffer | MessageKind::DrawWaitlisted => {
+            MessageKind::HoldOffer
+            | MessageKind::DrawWaitlisted
+            | MessageKind::AccountVerification => {
                 return Err(SendError::Permanent(
                     "a drop's email written with a product's content".into(),
                 ));

@@ -4,10 +4,12 @@
 
 use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, time::Duration};
 
+mod abuse;
 mod anonymous;
 mod env;
 mod read;
 
+pub use abuse::{AbuseSettings, Cidr};
 pub use anonymous::{LiveSettings, NotifyMeSettings};
 
 use env::{
@@ -108,6 +110,8 @@ pub struct Settings {
     pub notify_me: NotifyMeSettings,
     /// Limits on live sockets (`/ws` and Socket.IO).
     pub live: LiveSettings,
+    /// Client addresses behind proxies, per-address limits, the proof-of-work challenge.
+    pub abuse: AbuseSettings,
     /// SQLite file, generated secrets, outbox.
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
@@ -354,9 +358,11 @@ impl Settings {
                 ));
             }
         };
+        let auth = AuthSettings::read(&env, mode, &data_dir)?;
         Ok(Self {
             database: DatabaseSettings::read(&env, mode, &data_dir)?,
-            auth: AuthSettings::read(&env, mode, &data_dir)?,
+            abuse: AbuseSettings::read(&env, &auth.jwt_access_secret)?,
+            auth,
             drops: DropSettings {
                 reservation_ttl: chrono_secs(env.secs("RESERVATION_TTL_SECS", 60, 1)?),
                 sweep_interval: env.millis("SWEEP_INTERVAL_MS", 1_000)?,
