@@ -157,7 +157,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
             .timeout(Duration::from_secs(30))
             .build()
             .expect("http client"),
-        db: state.db.clone(),
+        db: state.db.pool().clone(),
         state,
         vars,
         stop,

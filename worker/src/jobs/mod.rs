@@ -57,7 +57,7 @@ pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'sta
 /// What every job can reach.
 #[derive(Debug)]
 pub struct Deps {
-    pub db: sea_orm::DatabaseConnection,
+    pub db: entity::db::Db,
     pub effects: Effects,
     pub queue: crate::platform::queue::Queue,
     pub bus: crate::platform::bus::EventBus,

@@ -4,11 +4,12 @@
 
 use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, time::Duration};
 
+mod database;
 mod env;
 mod read;
 
 pub use env::write_private;
-use env::{Flag, Vars, chrono_secs, ensure_dir, generated_secret, invalid, socket_io_path};
+use env::{Flag, Vars, chrono_secs, generated_secret, invalid, socket_io_path};
 
 /// A value that must never reach a log line.
 #[derive(Clone, PartialEq, Eq)]
@@ -184,6 +185,12 @@ pub struct DatabaseSettings {
     /// How long an operation waits for a pooled connection before it is refused as
     /// overloaded (503).
     pub acquire_timeout: Duration,
+    /// Straight to Postgres (or a session-mode pooler), or through a transaction-mode
+    /// pooler such as PgBouncer (`DATABASE_POOL_MODE`).
+    pub pool_mode: entity::db::PoolMode,
+    /// Where migrations run (`DATABASE_MIGRATION_URL`, default `url`): Postgres itself when
+    /// `url` is a transaction-mode pooler.
+    pub migration_url: Secret,
 }
 
 #[derive(Clone, Debug)]
@@ -430,59 +437,6 @@ impl HttpSettings {
                 token => token.map(Secret::new),
             },
             cors_allowed_origins: AllowedOrigins::read(env, mode)?,
-        })
-    }
-}
-
-impl DatabaseSettings {
-    fn read(env: &Vars, mode: Mode, data_dir: &std::path::Path) -> Result<Self, SettingsError> {
-        if mode == Mode::Distributed {
-            // A process sharing Redis's queue with the others but writing to a SQLite file
-            // of its own would split the store and lose its writes without a word.
-            match env.get("DATABASE_URL") {
-                Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                }
-                Some(_) => {
-                    return Err(invalid(
-                        "DATABASE_URL",
-                        "must be a postgres:// or postgresql:// URL in distributed mode (REDIS_URL is set): every process shares one Postgres",
-                    ));
-                }
-                None => {
-                    return Err(SettingsError::Missing {
-                        name: "DATABASE_URL",
-                        hint: " in distributed mode (REDIS_URL is set): the postgres:// URL every process shares",
-                    });
-                }
-            }
-        }
-        let url = match env.get("DATABASE_URL") {
-            Some(url)
-                if url.starts_with("postgres://")
-                    || url.starts_with("postgresql://")
-                    || url.starts_with("sqlite:") =>
-            {
-                url.to_owned()
-            }
-            Some(_) => {
-                return Err(invalid(
-                    "DATABASE_URL",
-                    "must start with postgres://, postgresql:// or sqlite:",
-                ));
-            }
-            None => {
-                ensure_dir(data_dir)?;
-                format!(
-                    "sqlite://{}?mode=rwc",
-                    data_dir.join("honeydrop.db").display()
-                )
-            }
-        };
-        Ok(Self {
-            url: Secret::new(url),
-            max_connections: env.positive("DATABASE_MAX_CONNECTIONS", 8)?,
-            holds_connections: env.positive("DATABASE_HOLDS_CONNECTIONS", 4)?,
-            acquire_timeout: env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 2000)?,
         })
     }
 }
