@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use worker::{Infra, Settings, runtime};
 
 pub mod process;
+pub mod sentinel;
 
 pub use serde_json;
 

@@ -22,7 +22,7 @@ pub enum InfraError {
     Migrate(#[source] sea_orm::DbErr),
     #[error("cannot prepare the job tables")]
     JobTables(#[source] apalis_sqlite::SqlxError),
-    #[error("cannot connect to redis (REDIS_URL)")]
+    #[error("cannot connect to redis (REDIS_URL, REDIS_SENTINELS)")]
     Redis(#[from] redis::RedisError),
     #[error("cannot start the event bus")]
     Bus(#[from] BusError),
@@ -72,7 +72,17 @@ impl Infra {
         }
         match &settings.redis {
             Some(redis) => {
-                let client = redis::Client::open(redis.url.expose())?;
+                let client = match &redis.sentinel {
+                    Some(sentinel) => {
+                        super::sentinel::client(
+                            redis.url.expose(),
+                            &sentinel.sentinels,
+                            &sentinel.master_name,
+                        )
+                        .await?
+                    }
+                    None => redis::Client::open(redis.url.expose())?,
+                };
                 let manager = redis_manager(&client).await?;
                 let queue = Queue::Redis {
                     conn: manager.clone(),

@@ -7,6 +7,7 @@ use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, time::Duration}
 mod database;
 mod env;
 mod read;
+mod redis_target;
 
 pub use env::write_private;
 use env::{Flag, Vars, chrono_secs, generated_secret, invalid, socket_io_path};
@@ -195,9 +196,20 @@ pub struct DatabaseSettings {
 
 #[derive(Clone, Debug)]
 pub struct RedisSettings {
+    /// `REDIS_URL`; with sentinels, only its user, password and database are used.
     pub url: Secret,
     /// Prefix of every Redis key, queue and channel, so several stores (or tests) share one Redis.
     pub prefix: String,
+    /// Set when the master is found through Sentinel (`REDIS_SENTINELS`).
+    pub sentinel: Option<SentinelSettings>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SentinelSettings {
+    /// `host:port` of each sentinel (`REDIS_SENTINELS`, comma-separated).
+    pub sentinels: Vec<String>,
+    /// The master's name as the sentinels monitor it (`REDIS_MASTER_NAME`).
+    pub master_name: String,
 }
 
 #[derive(Clone, Debug)]
@@ -438,24 +450,6 @@ impl HttpSettings {
             },
             cors_allowed_origins: AllowedOrigins::read(env, mode)?,
         })
-    }
-}
-
-impl RedisSettings {
-    fn read(env: &Vars) -> Result<Option<Self>, SettingsError> {
-        let Some(url) = env.get("REDIS_URL") else {
-            return Ok(None);
-        };
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err(invalid(
-                "REDIS_URL",
-                "must start with redis:// or rediss://",
-            ));
-        }
-        Ok(Some(Self {
-            url: Secret::new(url),
-            prefix: env.get("REDIS_PREFIX").unwrap_or("honeydrop").to_owned(),
-        }))
     }
 }
 
