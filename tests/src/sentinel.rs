@@ -19,7 +19,7 @@ pub struct SentinelGroup {
     primary: Option<Child>,
     others: Vec<Child>,
     /// The sentinels' configuration files, which they rewrite.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl SentinelGroup {
@@ -28,10 +28,18 @@ impl SentinelGroup {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let (primary_port, replica_port) = (free_port(), free_port());
-        let primary = redis_server(primary_port, &[]);
+        // Replicas write the primary's snapshot to their directory: the temporary one.
+        let here = dir.path().display().to_string();
+        let primary = redis_server(primary_port, &["--dir", &here]);
         let replica = redis_server(
             replica_port,
-            &["--replicaof", "127.0.0.1", &primary_port.to_string()],
+            &[
+                "--dir",
+                &here,
+                "--replicaof",
+                "127.0.0.1",
+                &primary_port.to_string(),
+            ],
         );
         let mut group = Self {
             primary_port,
@@ -39,7 +47,7 @@ impl SentinelGroup {
             sentinel_ports: Vec::new(),
             primary: Some(primary),
             others: vec![replica],
-            _dir: dir,
+            dir,
         };
         group
             .wait_until(
@@ -51,15 +59,16 @@ impl SentinelGroup {
             .await;
         for i in 0..3 {
             let port = free_port();
-            let config = group._dir.path().join(format!("sentinel-{i}.conf"));
+            let config = group.dir.path().join(format!("sentinel-{i}.conf"));
             std::fs::write(
                 &config,
                 format!(
-                    "port {port}\nbind 127.0.0.1\n\
+                    "port {port}\nbind 127.0.0.1\ndir {}\n\
                      sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 2\n\
                      sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
                      sentinel failover-timeout {MASTER_NAME} 5000\n\
-                     sentinel parallel-syncs {MASTER_NAME} 1\n"
+                     sentinel parallel-syncs {MASTER_NAME} 1\n",
+                    group.dir.path().display(),
                 ),
             )
             .expect("sentinel config");
