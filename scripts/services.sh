@@ -2,7 +2,8 @@
 # Makes sure the services the tests talk to are running: PostgreSQL on 127.0.0.1:5432
 # (user postgres, trust auth) and Redis on 127.0.0.1:6379. Starts them where installed;
 # on Debian as root, installs them first; otherwise says what to install. Also makes sure
-# Python's aiosmtpd is importable: the catalog tests start it as their SMTP server. The
+# Python's aiosmtpd is importable: the catalog tests start it as their SMTP server; and that
+# PgBouncer is installed (not running: tests/tests/pgbouncer.rs starts its own). The
 # storefront's browser tests need Debian's chromium and puppeteer-core (npm ci in tests/browser),
 # the Socket.IO tests run socket.io-client under Node (npm ci in tests/socketio), the
 # frontend-contract tests run linters and a generated TypeScript client (npm ci in tests/client), and
@@ -112,6 +113,26 @@ ensure_schemathesis() {
   "$venv/bin/schemathesis" --version >/dev/null || { say "schemathesis did not install"; exit 1; }
 }
 
+# Debian's package starts a bouncer of its own on 6432 where a service manager runs; the
+# test starts one on a free port with its own configuration, so the packaged one is stopped
+# and kept from starting at boot.
+ensure_pgbouncer() {
+  if command -v pgbouncer >/dev/null 2>&1; then say "pgbouncer is installed"; return; fi
+  if can_apt; then
+    say "installing pgbouncer"
+    apt_install pgbouncer
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet pgbouncer 2>/dev/null; then
+      systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/pgbouncer ]; then
+      /etc/init.d/pgbouncer stop >/dev/null 2>&1 || true
+    fi
+  else
+    say "PgBouncer is not installed: install it (Debian: apt-get install pgbouncer); the PgBouncer test starts its own"
+    exit 1
+  fi
+  command -v pgbouncer >/dev/null 2>&1 || { say "pgbouncer did not install"; exit 1; }
+}
+
 ensure_chromium() {
   if command -v chromium >/dev/null 2>&1; then say "chromium is installed"; return; fi
   if can_apt; then
@@ -194,6 +215,7 @@ ensure_client_tools() {
 ensure_postgres
 ensure_redis
 ensure_aiosmtpd
+ensure_pgbouncer
 ensure_schemathesis
 ensure_chromium
 ensure_browser_driver

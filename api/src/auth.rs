@@ -262,7 +262,7 @@ pub struct AuthParts {
     pub jwt: Jwt,
     /// Revoked sessions, so authenticating needs no database round trip.
     pub sessions: SessionView,
-    db: sea_orm::DatabaseConnection,
+    db: entity::db::Db,
     metrics: Arc<Metrics>,
 }
 
@@ -274,7 +274,7 @@ impl std::ops::Deref for Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(jwt: Jwt, db: sea_orm::DatabaseConnection, metrics: Arc<Metrics>) -> Self {
+    pub fn new(jwt: Jwt, db: entity::db::Db, metrics: Arc<Metrics>) -> Self {
         Self(Arc::new(AuthParts {
             jwt,
             sessions: SessionView::new(),

@@ -11,8 +11,6 @@ use std::{
     time::Duration,
 };
 
-use sea_orm::DatabaseConnection;
-
 /// How often counts are added to the database.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -57,7 +55,7 @@ impl ReserveAttempts {
 
 impl ReserveAttempts {
     /// Adds the counts to the database every [`FLUSH_EVERY`], until aborted.
-    pub async fn flush_periodically(&self, db: &DatabaseConnection) {
+    pub async fn flush_periodically(&self, db: &entity::db::Db) {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -68,7 +66,7 @@ impl ReserveAttempts {
 
     /// Adds the counts so far to the database (also at shutdown); kept for the next flush
     /// when the database fails.
-    pub async fn flush(&self, db: &DatabaseConnection) {
+    pub async fn flush(&self, db: &entity::db::Db) {
         let taken = self.take();
         if let Err(error) = entity::drops::stats::add_reserve_attempts(db, &taken).await {
             tracing::warn!(error = %entity::error::chain(&error), "cannot record reserve attempts; will retry");

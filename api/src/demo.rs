@@ -11,7 +11,7 @@ use entity::{
     drops::{self, DropInput, NewDrop},
     models::{drops as drop_rows, products, users},
 };
-use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
+use sea_orm::{EntityTrait, PaginatorTrait};
 use worker::{Infra, Settings};
 
 /// The generated admin's address.
@@ -63,7 +63,7 @@ pub async fn seed_if_empty(settings: &Settings, infra: &Infra) -> anyhow::Result
     Ok(())
 }
 
-async fn is_empty(db: &DatabaseConnection) -> Result<bool, sea_orm::DbErr> {
+async fn is_empty(db: &entity::db::Db) -> Result<bool, sea_orm::DbErr> {
     Ok(users::Entity::find().count(db).await? == 0
         && products::Entity::find().count(db).await? == 0
         && drop_rows::Entity::find().count(db).await? == 0)
@@ -71,10 +71,7 @@ async fn is_empty(db: &DatabaseConnection) -> Result<bool, sea_orm::DbErr> {
 
 /// Creates the demo admin with a generated password, written 0600 beside the generated
 /// secret; `None` when the account exists already.
-async fn create_admin(
-    settings: &Settings,
-    db: &DatabaseConnection,
-) -> anyhow::Result<Option<String>> {
+async fn create_admin(settings: &Settings, db: &entity::db::Db) -> anyhow::Result<Option<String>> {
     let email = EmailAddress::parse(ADMIN_EMAIL).map_err(|e| anyhow::anyhow!("{e}"))?;
     let password = uuid::Uuid::new_v4().simple().to_string();
     let hash = accounts::hash_password(&Password::parse(&password).map_err(anyhow::Error::msg)?)?;

@@ -12,7 +12,7 @@ use std::{
 };
 
 use poem::Request;
-use sea_orm::{DatabaseConnection, EntityTrait, QuerySelect};
+use sea_orm::{EntityTrait, QuerySelect};
 
 use crate::{
     client::limit_key_of,
@@ -40,7 +40,7 @@ impl DropRules {
     /// Database failure.
     pub async fn of(
         &self,
-        db: &DatabaseConnection,
+        db: &entity::db::Db,
         drop_id: i64,
     ) -> Result<Option<Rules>, entity::Error> {
         if let Some((rules, at)) = self.lock().get(&drop_id)
@@ -90,7 +90,7 @@ impl VerifiedAccounts {
     ///
     /// # Errors
     /// That, 401 for an account that is gone, or database failure.
-    pub async fn require(&self, db: &DatabaseConnection, user_id: i64) -> ApiResult<()> {
+    pub async fn require(&self, db: &entity::db::Db, user_id: i64) -> ApiResult<()> {
         if self.lock().contains(&user_id) {
             return Ok(());
         }

@@ -15,7 +15,7 @@ use std::{
 
 use chrono::{Duration, Utc};
 use entity::drops::{self, ReserveOutcome, Reserved};
-use sea_orm::{DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{DbBackend, DbErr};
 use tokio::sync::oneshot;
 use worker::Effects;
 
@@ -43,7 +43,7 @@ struct Batcher {
     /// being served).
     lines: Mutex<HashMap<i64, Vec<Waiter>>>,
     /// Where holds are taken (see `AppState::holds_db`).
-    db: DatabaseConnection,
+    db: entity::db::Db,
     /// How long a hold lasts.
     ttl: Duration,
     /// What a taken hold implies.
@@ -52,12 +52,7 @@ struct Batcher {
 }
 
 impl ReserveBatcher {
-    pub fn new(
-        db: DatabaseConnection,
-        ttl: Duration,
-        effects: Effects,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(db: entity::db::Db, ttl: Duration, effects: Effects, metrics: Arc<Metrics>) -> Self {
         Self(Arc::new(Batcher {
             lines: Mutex::default(),
             db,

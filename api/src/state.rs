@@ -15,11 +15,11 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub settings: Settings,
-    pub db: sea_orm::DatabaseConnection,
+    pub db: entity::db::Db,
     /// Where holds are taken: on Postgres a pool of their own, opened at start, so reserves
     /// never wait behind other queries for a connection (see `entity::db::connect_for_holds`);
     /// on SQLite the same pool as `db`.
-    pub holds_db: sea_orm::DatabaseConnection,
+    pub holds_db: entity::db::Db,
     pub queue: Queue,
     pub bus: EventBus,
     /// What a committed change implies; every handler that commits one calls it.
@@ -66,6 +66,7 @@ impl AppState {
                     settings.database.url.expose(),
                     settings.database.holds_connections,
                     settings.database.acquire_timeout,
+                    settings.database.pool_mode,
                 )
                 .await?
             }

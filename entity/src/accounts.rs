@@ -7,8 +7,8 @@ use argon2::{
 use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::Expr,
 };
 
 use crate::{
@@ -378,7 +378,7 @@ pub enum Refreshed {
 /// # Errors
 /// Database failure.
 pub async fn refresh(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     presented: &str,
     now: DateTime<Utc>,
 ) -> Result<Refreshed> {

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect,
     sea_query::{CaseStatement, Expr, ExprTrait, LockBehavior, LockType},
 };
 use serde::{Deserialize, Serialize};
@@ -380,7 +380,7 @@ async fn write_alerts(
 /// # Errors
 /// Database failure.
 pub async fn fan_out(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     restock_event_id: i64,
     batch: u64,
     pacing: Waves,
@@ -505,7 +505,7 @@ pub struct Outgoing {
 /// # Errors
 /// Database failure.
 pub async fn claim_due(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     limit: u64,
     lease: Duration,
     links: &LinkKey,

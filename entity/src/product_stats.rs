@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
     sea_query::{Expr, ExprTrait, Query},
 };
 
@@ -86,7 +86,7 @@ impl ProductStats {
 ///
 /// # Errors
 /// `ProductNotFound`, or database failure.
-pub async fn product_stats(db: &DatabaseConnection, product_id: i64) -> Result<ProductStats> {
+pub async fn product_stats(db: &impl crate::db::Conn, product_id: i64) -> Result<ProductStats> {
     // One snapshot for every count: read apart, a fan-out and its sends committing in between
     // showed alerts `sent` for subscribers still counted `confirmed`. (SQLite transactions
     // are snapshots already.)

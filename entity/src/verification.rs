@@ -4,8 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
-    sea_query::Expr,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Expr,
 };
 
 use crate::{
@@ -24,7 +23,7 @@ use crate::{
 /// # Errors
 /// `EmailTaken`, or database failure.
 pub async fn sign_up(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     email: &EmailAddress,
     display_name: &DisplayName,
     password_hash: String,
@@ -50,7 +49,7 @@ pub async fn sign_up(
 /// # Errors
 /// `AccountGone`, or database failure.
 pub async fn send_again(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     user_id: i64,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>> {
@@ -97,7 +96,7 @@ pub async fn account_of(
 /// # Errors
 /// As [`account_of`].
 pub async fn verify(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     key: &str,
     token: &str,
     now: DateTime<Utc>,

@@ -1,6 +1,11 @@
-use sea_orm_migration::prelude::*;
+use sea_orm_migration::{
+    prelude::*,
+    sea_orm::{ConnectOptions, Database},
+};
 
-/// `migration up|down|status|fresh`, against `DATABASE_URL`.
+/// `migration up|down|status|fresh`, against `DATABASE_MIGRATION_URL` when set (Postgres
+/// itself, where `DATABASE_URL` is a transaction-mode pooler: the CLI sets the session's
+/// `search_path`), else `DATABASE_URL`.
 #[tokio::main]
 async fn main() {
     let _ = dotenvy::dotenv();
@@ -8,7 +13,21 @@ async fn main() {
         eprintln!("Error: {refusal}");
         std::process::exit(1);
     }
-    cli::run_cli(migration::Migrator).await;
+    let direct = std::env::var("DATABASE_MIGRATION_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty());
+    cli::run_cli_with_connection(migration::Migrator, |options| async move {
+        match direct {
+            Some(url) => {
+                let schema = std::env::var("DATABASE_SCHEMA").unwrap_or_else(|_| "public".into());
+                let mut direct = ConnectOptions::new(url);
+                direct.set_schema_search_path(schema);
+                Database::connect(direct).await
+            }
+            None => Database::connect(options).await,
+        }
+    })
+    .await;
 }
 
 /// The api and workers refuse distributed mode (`REDIS_URL` set) on anything but Postgres;

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use worker::{Infra, Settings, runtime};
 
 pub mod process;
+pub mod sentinel;
 
 pub use serde_json;
 
@@ -174,7 +175,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
             .timeout(Duration::from_secs(30))
             .build()
             .expect("http client"),
-        db: state.db.clone(),
+        db: state.db.pool().clone(),
         state,
         vars,
         stop,

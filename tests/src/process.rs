@@ -431,3 +431,106 @@ fn postgres_bin_dir() -> std::path::PathBuf {
         });
     newest.unwrap_or_default()
 }
+
+/// A PgBouncer of the test's own (Debian's `pgbouncer`, run by `scripts/services.sh`'s
+/// install) in transaction mode in front of a Postgres, on a free port, with its
+/// configuration and log in a temporary directory; killed when dropped.
+pub struct PgBouncer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    process: Child,
+}
+
+impl PgBouncer {
+    /// Fronts the server of `postgres_url` for every database on it, with at most
+    /// `server_connections` server connections per database (`default_pool_size`). Trusts
+    /// the user of `postgres_url`, as the local Postgres trusts it. Configured as README's
+    /// "Connection budgets and PgBouncer" says a production bouncer must be for
+    /// `DATABASE_POOL_MODE=transaction`.
+    pub async fn start(postgres_url: &str, server_connections: u32) -> Self {
+        use std::str::FromStr;
+        let upstream = sea_orm::sqlx::postgres::PgConnectOptions::from_str(postgres_url)
+            .expect("a postgres:// URL");
+        let dir = tempfile::Builder::new()
+            .prefix("honeydrop-pgbouncer-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        let port = free_port();
+        let users = dir.path().join("users.txt");
+        std::fs::write(&users, format!("\"{}\" \"\"\n", upstream.get_username()))
+            .expect("write users.txt");
+        let config = dir.path().join("pgbouncer.ini");
+        std::fs::write(
+            &config,
+            format!(
+                "[databases]\n* = host={host} port={upstream_port}\n\n[pgbouncer]\n\
+                 listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = trust\nauth_file = {users}\n\
+                 pool_mode = transaction\ndefault_pool_size = {server_connections}\n\
+                 max_client_conn = 500\n\
+                 ignore_startup_parameters = extra_float_digits\n\
+                 server_reset_query = DEALLOCATE ALL\nserver_reset_query_always = 1\n",
+                host = upstream.get_host(),
+                upstream_port = upstream.get_port(),
+                users = users.display(),
+            ),
+        )
+        .expect("write pgbouncer.ini");
+        let log = std::fs::File::create(dir.path().join("pgbouncer.log")).expect("log file");
+        // Debian installs it in /usr/sbin, off an ordinary user's PATH.
+        let sbin = std::path::Path::new("/usr/sbin/pgbouncer");
+        let mut command = Command::new(if sbin.exists() {
+            sbin
+        } else {
+            std::path::Path::new("pgbouncer")
+        });
+        // PgBouncer refuses to run as root; `-u` drops to the postgres user first.
+        if is_root() {
+            command.args(["-u", "postgres"]);
+        }
+        let process = command
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("pgbouncer starts (is it installed? bash scripts/services.sh)");
+        let bouncer = Self { port, dir, process };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return bouncer;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("pgbouncer did not listen on {port}: {}", bouncer.log());
+    }
+
+    /// `postgres_url` with the bouncer in place of the server.
+    pub fn url_for(&self, postgres_url: &str) -> String {
+        use std::str::FromStr;
+        let options = sea_orm::sqlx::postgres::PgConnectOptions::from_str(postgres_url)
+            .expect("a postgres:// URL");
+        format!(
+            "postgres://{}@127.0.0.1:{}/{}",
+            options.get_username(),
+            self.port,
+            options.get_database().unwrap_or("postgres"),
+        )
+    }
+
+    /// What it logged so far, for a failing test to show.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}

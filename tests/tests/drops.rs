@@ -803,7 +803,7 @@ async fn holds_commit_durably_like_everything_else() {
             .unwrap();
         row.try_get::<String>("", "synchronous_commit").unwrap()
     };
-    assert_eq!(show(app.state.holds_db.clone()).await, "on");
+    assert_eq!(show(app.state.holds_db.pool().clone()).await, "on");
     assert_eq!(show(app.db.clone()).await, "on");
 }
 

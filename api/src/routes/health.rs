@@ -121,7 +121,7 @@ const METRICS_DROPS: u64 = 50;
 
 const CHECK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(800);
 
-async fn ping_database(db: &sea_orm::DatabaseConnection) -> String {
+async fn ping_database(db: &entity::db::Db) -> String {
     match tokio::time::timeout(CHECK_PATIENCE, db.execute_unprepared("SELECT 1")).await {
         Ok(Ok(_)) => "ok".to_owned(),
         Ok(Err(e)) => format!("unreachable: {e}"),

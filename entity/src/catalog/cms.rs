@@ -3,8 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    EntityTrait, QueryFilter,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
 };
 
 use super::{Change, ProductFields, products::write_product};
@@ -68,7 +67,7 @@ impl CmsOutcome {
 /// # Errors
 /// Database failure (the caller answers 5xx so Contentful retries).
 pub async fn apply_cms(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     delivery: CmsDelivery,
     now: DateTime<Utc>,
 ) -> Result<CmsOutcome> {

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::{Change, ProductFields, ProductName, ProductPatch, ProductView, Slug, is_available};
@@ -98,7 +98,7 @@ pub async fn waiting_count(db: &impl ConnectionTrait, product_id: i64) -> Result
 /// # Errors
 /// `SlugTaken`, or database failure.
 pub async fn create(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     fields: ProductFields,
     now: DateTime<Utc>,
 ) -> Result<Change> {
@@ -113,7 +113,7 @@ pub async fn create(
 /// # Errors
 /// `ProductNotFound`, `SlugTaken`, or database failure.
 pub async fn update(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     id: i64,
     patch: ProductPatch,
     now: DateTime<Utc>,

@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -39,7 +38,7 @@ pub struct Subscribed {
 /// # Errors
 /// `ProductNotFound`, `ProductInStock`, or database failure.
 pub async fn subscribe(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     product_id: i64,
     email: &EmailAddress,
     emails_per_day: u32,
@@ -178,7 +177,7 @@ pub struct Confirmed {
 /// # Errors
 /// `InvalidToken` (unknown, or unsubscribed since), or database failure.
 pub async fn confirm(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Confirmed> {
@@ -222,7 +221,7 @@ pub async fn confirm(
 ///
 /// # Errors
 /// `InvalidToken`, or database failure.
-pub async fn unsubscribe(db: &DatabaseConnection, token: &str) -> Result<subscriptions::Model> {
+pub async fn unsubscribe(db: &impl crate::db::Conn, token: &str) -> Result<subscriptions::Model> {
     let txn = begin_write(db).await?;
     let sub = subscriptions::Entity::find()
         .filter(subscriptions::Column::UnsubscribeTokenHash.eq(tokens::hash(token)))

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -293,7 +293,7 @@ pub async fn create(
 /// # Errors
 /// `DropNotFound`, `Invalid` (the edit would make an invalid drop), or database failure.
 pub async fn update(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     id: i64,
     patch: DropPatch,
     offer_ttl: chrono::Duration,

@@ -10,7 +10,7 @@
 //! code as ever (and may take over a due hold).
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement};
+use sea_orm::{DbBackend, FromQueryResult, Statement};
 
 use super::{ReservationStatus, Stock};
 use crate::{
@@ -85,7 +85,7 @@ const BATCH_SQL: &str = r#"
 /// Database failure, including a unique violation when a buyer's hold was taken elsewhere
 /// while the statement ran (nothing was written; serve them one by one).
 pub async fn reserve_batch(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     drop_id: i64,
     user_ids: &[i64],
     ttl: Duration,

@@ -17,8 +17,8 @@ use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
     sea_query::{CaseStatement, Expr, ExprTrait, LockType},
 };
 use sha2::{Digest, Sha256};
@@ -93,7 +93,7 @@ impl Entry {
 /// `DropNotFound`, `NotADraw`, `DropNotActive` (entries have not opened), `EntriesClosed`,
 /// `AlreadyEntered`, or database failure.
 pub async fn enter(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     drop_id: i64,
     user_id: i64,
     now: DateTime<Utc>,
@@ -246,7 +246,7 @@ pub struct Waitlisted {
 /// # Errors
 /// `DropNotFound`, or database failure.
 pub async fn draw(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     drop_id: i64,
     default_ttl: Duration,
     now: DateTime<Utc>,

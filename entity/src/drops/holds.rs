@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, sea_query::Expr,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, Statement, sea_query::Expr,
 };
 
 use chrono::Duration;
@@ -61,7 +61,7 @@ pub(super) async fn end_hold(
 /// # Errors
 /// Database failure.
 pub async fn expire(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     reservation_id: i64,
     offer_ttl: Duration,
     now: DateTime<Utc>,
@@ -83,7 +83,7 @@ pub async fn expire(
 /// # Errors
 /// Database failure.
 pub async fn expire_overdue(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     now: DateTime<Utc>,
     limit: u64,
     offer_ttl: Duration,
@@ -109,7 +109,7 @@ pub async fn expire_overdue(
 /// (the sweep read the line before the join committed) must not see them sold to someone
 /// else: those units are offered to the line at once.
 async fn offer_what_went_on_sale(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     ended: &mut [Ended],
     offer_ttl: Duration,
     now: DateTime<Utc>,
@@ -141,7 +141,7 @@ async fn offer_what_went_on_sale(
 /// the drop, and which then waits for a due hold this sweep is ending, does not deadlock
 /// with it.
 async fn expire_due_in_one_statement(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     now: DateTime<Utc>,
     limit: u64,
 ) -> Result<Vec<Ended>> {
@@ -251,7 +251,7 @@ async fn give_back(
 /// `ReservationNotFound` (also another user's), `AlreadyPurchased`, `ReservationExpired`;
 /// releasing a released hold again succeeds without change (`Ok(None)`).
 pub async fn release(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     reservation_id: i64,
     user_id: i64,
     offer_ttl: Duration,

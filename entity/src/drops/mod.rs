@@ -17,7 +17,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
     sea_query::{CaseStatement, Expr, ExprTrait, Func},
 };
 
@@ -210,7 +210,7 @@ fn first_sold_out(delta: i32, now: DateTime<Utc>) -> Expr {
 ///
 /// # Errors
 /// `DropNotFound`, or database failure.
-pub async fn audit(db: &DatabaseConnection, drop_id: i64) -> Result<Audit> {
+pub async fn audit(db: &impl crate::db::Conn, drop_id: i64) -> Result<Audit> {
     // One snapshot for all three counts: under READ COMMITTED a sweep committing between
     // them would make a sound drop look broken.
     let txn = crate::db::begin_snapshot(db).await?;

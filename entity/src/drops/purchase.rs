@@ -1,9 +1,7 @@
 //! Buying a held unit.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, sea_query::Expr,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 
 use super::{ReservationStatus, check_purchase_limit, holds::owned};
 use crate::{
@@ -22,7 +20,7 @@ use crate::{
 /// `ReservationNotFound`, `ReservationExpired`, `ReservationReleased`, `AlreadyPurchased`,
 /// `PurchaseLimitReached`, or database failure.
 pub async fn purchase(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     reservation_id: i64,
     user_id: i64,
     now: DateTime<Utc>,

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
     sea_query::{LockBehavior, LockType},
 };
 
@@ -29,7 +29,7 @@ use crate::{
 /// `DropNotFound`, `DropNotActive`, `AlreadyReserved`, `PurchaseLimitReached`, or database
 /// failure. Sold out is an outcome, not an error, because it carries what may be cached.
 pub async fn reserve(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     drop_id: i64,
     user_id: i64,
     ttl: Duration,
@@ -95,7 +95,7 @@ pub struct PlainlySoldOut {
 /// # Errors
 /// Database failure.
 pub async fn plainly_sold_out(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     drop_id: i64,
     buyers: &[i64],
     now: DateTime<Utc>,
@@ -162,7 +162,7 @@ pub async fn plainly_sold_out(
 /// when any condition failed; the transactional path then works out which, and tries a
 /// takeover.
 async fn reserve_in_one_statement(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     drop_id: i64,
     user_id: i64,
     expires_at: DateTime<Utc>,

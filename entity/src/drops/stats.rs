@@ -6,8 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{CaseStatement, Expr, ExprTrait, Query},
 };
 
@@ -61,7 +60,7 @@ impl DropStats {
 ///
 /// # Errors
 /// `DropNotFound`, or database failure.
-pub async fn stats(db: &DatabaseConnection, drop_id: i64) -> Result<DropStats> {
+pub async fn stats(db: &impl crate::db::Conn, drop_id: i64) -> Result<DropStats> {
     stats_of(db, &[drop_id])
         .await?
         .pop()
@@ -73,7 +72,7 @@ pub async fn stats(db: &DatabaseConnection, drop_id: i64) -> Result<DropStats> {
 ///
 /// # Errors
 /// Database failure.
-pub async fn recent(db: &DatabaseConnection, limit: u64) -> Result<Vec<DropStats>> {
+pub async fn recent(db: &impl crate::db::Conn, limit: u64) -> Result<Vec<DropStats>> {
     let since = Utc::now() - Duration::days(1);
     let ids: Vec<i64> = drops::Entity::find()
         .select_only()
@@ -92,7 +91,7 @@ pub async fn recent(db: &DatabaseConnection, limit: u64) -> Result<Vec<DropStats
 }
 
 /// The figures of `drop_ids` (those that exist), in one snapshot, in the order given.
-async fn stats_of(db: &DatabaseConnection, drop_ids: &[i64]) -> Result<Vec<DropStats>> {
+async fn stats_of(db: &impl crate::db::Conn, drop_ids: &[i64]) -> Result<Vec<DropStats>> {
     if drop_ids.is_empty() {
         return Ok(Vec::new());
     }

@@ -12,8 +12,8 @@
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
     sea_query::{Expr, LockType},
 };
 
@@ -58,7 +58,7 @@ pub struct Offer {
 /// `DropNotFound`, `DropNotActive`, `DropNotSoldOut`, `AlreadyReserved` (the buyer holds a
 /// unit of it), `PurchaseLimitReached`, `AlreadyWaiting`, or database failure.
 pub async fn join(
-    db: &DatabaseConnection,
+    db: &impl crate::db::Conn,
     drop_id: i64,
     user_id: i64,
     now: DateTime<Utc>,
@@ -113,7 +113,7 @@ pub async fn place(db: &impl ConnectionTrait, drop_id: i64, user_id: i64) -> Res
 ///
 /// # Errors
 /// `NotWaiting` when the buyer is not waiting for the drop, or database failure.
-pub async fn leave(db: &DatabaseConnection, drop_id: i64, user_id: i64) -> Result<()> {
+pub async fn leave(db: &impl crate::db::Conn, drop_id: i64, user_id: i64) -> Result<()> {
     let left = waitlist_entries::Entity::delete_many()
         .filter(waitlist_entries::Column::DropId.eq(drop_id))
         .filter(waitlist_entries::Column::UserId.eq(user_id))

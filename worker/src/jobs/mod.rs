@@ -52,7 +52,7 @@ pub trait Job: Payload {
 /// What every job can reach.
 #[derive(Debug)]
 pub struct Deps {
-    pub db: sea_orm::DatabaseConnection,
+    pub db: entity::db::Db,
     pub effects: Effects,
     pub queue: crate::platform::queue::Queue,
     pub bus: crate::platform::bus::EventBus,

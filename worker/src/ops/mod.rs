@@ -132,7 +132,7 @@ pub struct QueueSummary {
 /// # Errors
 /// The database or the job store failed.
 pub async fn summary(
-    db: &sea_orm::DatabaseConnection,
+    db: &entity::db::Db,
     queue: &Queue,
     now: DateTime<Utc>,
 ) -> Result<Vec<QueueSummary>, InspectError> {
@@ -243,7 +243,7 @@ pub enum WorkerState {
 /// # Errors
 /// Database failure.
 pub async fn workers(
-    db: &sea_orm::DatabaseConnection,
+    db: &entity::db::Db,
     heartbeat: std::time::Duration,
     now: DateTime<Utc>,
 ) -> Result<Vec<(ops_workers::Model, WorkerState)>, entity::Error> {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use migration::MigratorTrait;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
 
 use super::{
     bus::{BusError, EventBus},
@@ -15,11 +15,13 @@ use super::{
 pub enum InfraError {
     #[error("cannot connect to the database (DATABASE_URL)")]
     Database(#[source] sea_orm::DbErr),
+    #[error("cannot connect to the database for migrations (DATABASE_MIGRATION_URL)")]
+    MigrationDatabase(#[source] sea_orm::DbErr),
     #[error("cannot migrate the database")]
     Migrate(#[source] sea_orm::DbErr),
     #[error("cannot prepare the job tables")]
     JobTables(#[source] apalis_sqlite::SqlxError),
-    #[error("cannot connect to redis (REDIS_URL)")]
+    #[error("cannot connect to redis (REDIS_URL, REDIS_SENTINELS)")]
     Redis(#[from] redis::RedisError),
     #[error("cannot start the event bus")]
     Bus(#[from] BusError),
@@ -28,7 +30,7 @@ pub enum InfraError {
 /// Handles every process needs, cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Infra {
-    pub db: DatabaseConnection,
+    pub db: entity::db::Db,
     pub queue: Queue,
     pub bus: EventBus,
     /// Distributed mode only: for rate-limit counters and readiness checks.
@@ -41,17 +43,45 @@ impl Infra {
     /// # Errors
     /// A backend is unreachable or a migration fails.
     pub async fn connect(settings: &Settings) -> Result<Self, InfraError> {
+        let database = &settings.database;
         let db = entity::db::connect(
-            settings.database.url.expose(),
-            settings.database.max_connections,
-            settings.database.acquire_timeout,
+            database.url.expose(),
+            database.max_connections,
+            database.acquire_timeout,
+            database.pool_mode,
         )
         .await
         .map_err(InfraError::Database)?;
-        migrate(&db).await?;
+        if database.migration_url == database.url {
+            migrate(&db).await?;
+        } else {
+            // Migrations go to Postgres itself, past a transaction-mode pooler, over one
+            // connection closed once they are done.
+            let direct = entity::db::connect(
+                database.migration_url.expose(),
+                1,
+                database.acquire_timeout,
+                entity::db::PoolMode::Session,
+            )
+            .await
+            .map_err(InfraError::MigrationDatabase)?;
+            let migrated = migrate(&direct).await;
+            let _ = direct.close().await;
+            migrated?;
+        }
         match &settings.redis {
             Some(redis) => {
-                let client = redis::Client::open(redis.url.expose())?;
+                let client = match &redis.sentinel {
+                    Some(sentinel) => {
+                        super::sentinel::client(
+                            redis.url.expose(),
+                            &sentinel.sentinels,
+                            &sentinel.master_name,
+                        )
+                        .await?
+                    }
+                    None => redis::Client::open(redis.url.expose())?,
+                };
                 let manager = redis_manager(&client).await?;
                 let queue = Queue::Redis {
                     conn: manager.clone(),
@@ -74,7 +104,7 @@ impl Infra {
                             .into(),
                     )));
                 }
-                let pool = db.get_sqlite_connection_pool();
+                let pool = db.pool().get_sqlite_connection_pool();
                 apalis_sqlite::SqliteStorage::migrations()
                     .run(pool)
                     .await
@@ -93,7 +123,7 @@ impl Infra {
 
 /// Several processes may start at once against one Postgres: serialise their migrations with
 /// an advisory lock held for the migrating transaction (Postgres DDL is transactional).
-async fn migrate(db: &DatabaseConnection) -> Result<(), InfraError> {
+async fn migrate(db: &entity::db::Db) -> Result<(), InfraError> {
     if db.get_database_backend() == DbBackend::Postgres {
         let txn = db.begin().await.map_err(InfraError::Migrate)?;
         txn.execute_unprepared("SELECT pg_advisory_xact_lock(4863957206)")
@@ -104,7 +134,7 @@ async fn migrate(db: &DatabaseConnection) -> Result<(), InfraError> {
             .map_err(InfraError::Migrate)?;
         txn.commit().await.map_err(InfraError::Migrate)
     } else {
-        migration::Migrator::up(db, None)
+        migration::Migrator::up(db.pool(), None)
             .await
             .map_err(InfraError::Migrate)
     }

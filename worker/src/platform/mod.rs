@@ -6,5 +6,6 @@ pub mod bus;
 pub mod events;
 pub mod infra;
 pub mod queue;
+pub mod sentinel;
 pub mod settings;
 pub mod telemetry;

@@ -7,7 +7,6 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use entity::retention::{self, Record};
-use sea_orm::DatabaseConnection;
 
 use super::{Shutdown, stopped};
 use crate::platform::settings::RetentionSettings;
@@ -55,7 +54,7 @@ impl Purged {
 }
 
 /// Runs a pass every `RETENTION_INTERVAL_SECS` (the first at start) until `shutdown`.
-pub async fn run(db: &DatabaseConnection, settings: &RetentionSettings, shutdown: Shutdown) {
+pub async fn run(db: &entity::db::Db, settings: &RetentionSettings, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = stopped(shutdown);
@@ -91,7 +90,7 @@ fn retry_after_failure(interval: std::time::Duration) -> std::time::Duration {
 /// # Errors
 /// Database failure; rows deleted before it stay deleted, and the next pass goes on.
 pub async fn purge_old_rows(
-    db: &DatabaseConnection,
+    db: &impl entity::db::Conn,
     settings: &RetentionSettings,
     now: DateTime<Utc>,
 ) -> Result<Purged, entity::Error> {

@@ -96,7 +96,15 @@ impl Store {
         wait_ready(&base).await?;
         let start_to_ready = started.elapsed();
         let worker = spawn("worker", &env, &[])?;
-        let db = entity::db::connect(&env["DATABASE_URL"], 8, Duration::from_secs(10)).await?;
+        let db = entity::db::connect(
+            &env["DATABASE_URL"],
+            8,
+            Duration::from_secs(10),
+            entity::db::PoolMode::Session,
+        )
+        .await?
+        .pool()
+        .clone();
         let jwt = api::auth::Jwt::new(JWT_SECRET, Duration::from_secs(3600));
         LEFTOVERS
             .lock()

@@ -127,14 +127,14 @@ pub enum Store<'a> {
         keys: Keys,
     },
     Sqlite {
-        db: &'a sea_orm::DatabaseConnection,
+        db: &'a entity::db::Db,
         name: &'a str,
     },
 }
 
 impl<'a> Store<'a> {
     /// The store of queue `name`: apalis-redis' keys, or the embedded database's `Jobs` rows.
-    pub fn of(queue: &Queue, db: &'a sea_orm::DatabaseConnection, name: &'a str) -> Self {
+    pub fn of(queue: &Queue, db: &'a entity::db::Db, name: &'a str) -> Self {
         match queue {
             Queue::Redis { conn, prefix } => Self::Redis {
                 conn: conn.clone(),

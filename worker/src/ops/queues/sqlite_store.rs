@@ -43,11 +43,7 @@ fn statement(sql: &str, values: Vec<Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
 }
 
-pub async fn counts(
-    db: &sea_orm::DatabaseConnection,
-    name: &str,
-    now: DateTime<Utc>,
-) -> Result<Counts> {
+pub async fn counts(db: &entity::db::Db, name: &str, now: DateTime<Utc>) -> Result<Counts> {
     let mut counts = Counts::default();
     for state in [
         ItemState::Ready,
@@ -112,7 +108,7 @@ fn to_item(row: Row, now: DateTime<Utc>) -> Item {
 }
 
 pub async fn page(
-    db: &sea_orm::DatabaseConnection,
+    db: &entity::db::Db,
     name: &str,
     state: ItemState,
     position: Option<&str>,
@@ -161,7 +157,7 @@ pub async fn page(
 }
 
 pub async fn item(
-    db: &sea_orm::DatabaseConnection,
+    db: &entity::db::Db,
     name: &str,
     id: &str,
     now: DateTime<Utc>,
@@ -177,11 +173,7 @@ pub async fn item(
 
 const FAILED: &str = "(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))";
 
-pub async fn requeue(
-    db: &sea_orm::DatabaseConnection,
-    name: &str,
-    id: Option<&str>,
-) -> Result<Affected> {
+pub async fn requeue(db: &entity::db::Db, name: &str, id: Option<&str>) -> Result<Affected> {
     let sql = format!(
         "UPDATE Jobs SET status = 'Pending', attempts = 0, last_result = NULL, \
          lock_by = NULL, lock_at = NULL, done_at = NULL, run_at = strftime('%s', 'now') \
@@ -194,11 +186,7 @@ pub async fn requeue(
         .rows_affected())
 }
 
-pub async fn discard(
-    db: &sea_orm::DatabaseConnection,
-    name: &str,
-    id: Option<&str>,
-) -> Result<Affected> {
+pub async fn discard(db: &entity::db::Db, name: &str, id: Option<&str>) -> Result<Affected> {
     let sql = format!("DELETE FROM Jobs WHERE job_type = ? AND {FAILED} AND (? IS NULL OR id = ?)");
     let id: Value = id.map(str::to_owned).into();
     Ok(db
@@ -208,7 +196,7 @@ pub async fn discard(
 }
 
 pub async fn run_now(
-    db: &sea_orm::DatabaseConnection,
+    db: &entity::db::Db,
     name: &str,
     id: &str,
     now: DateTime<Utc>,
@@ -229,7 +217,7 @@ pub async fn run_now(
         .rows_affected())
 }
 
-pub async fn remove_done(db: &sea_orm::DatabaseConnection, name: &str) -> Result<u64> {
+pub async fn remove_done(db: &entity::db::Db, name: &str) -> Result<u64> {
     Ok(db
         .execute_raw(statement(
             "DELETE FROM Jobs WHERE job_type = ? AND status = 'Done'",

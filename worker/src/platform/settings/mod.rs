@@ -6,16 +6,15 @@ use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, time::Duration}
 
 mod abuse;
 mod anonymous;
+mod database;
 mod env;
 mod read;
+mod redis_target;
 
 pub use abuse::{AbuseSettings, Cidr};
 pub use anonymous::{LiveSettings, NotifyMeSettings};
 
-use env::{
-    Flag, Vars, chrono_secs, ensure_dir, generated_secret, invalid, private_database_file,
-    socket_io_path,
-};
+use env::{Flag, Vars, chrono_secs, generated_secret, invalid, socket_io_path};
 pub use env::{create_private_dir, write_private};
 
 /// A value that must never reach a log line.
@@ -201,13 +200,30 @@ pub struct DatabaseSettings {
     /// How long an operation waits for a pooled connection before it is refused as
     /// overloaded (503).
     pub acquire_timeout: Duration,
+    /// Straight to Postgres (or a session-mode pooler), or through a transaction-mode
+    /// pooler such as PgBouncer (`DATABASE_POOL_MODE`).
+    pub pool_mode: entity::db::PoolMode,
+    /// Where migrations run (`DATABASE_MIGRATION_URL`, default `url`): Postgres itself when
+    /// `url` is a transaction-mode pooler.
+    pub migration_url: Secret,
 }
 
 #[derive(Clone, Debug)]
 pub struct RedisSettings {
+    /// `REDIS_URL`; with sentinels, only its user, password and database are used.
     pub url: Secret,
     /// Prefix of every Redis key, queue and channel, so several stores (or tests) share one Redis.
     pub prefix: String,
+    /// Set when the master is found through Sentinel (`REDIS_SENTINELS`).
+    pub sentinel: Option<SentinelSettings>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SentinelSettings {
+    /// `host:port` of each sentinel (`REDIS_SENTINELS`, comma-separated).
+    pub sentinels: Vec<String>,
+    /// The master's name as the sentinels monitor it (`REDIS_MASTER_NAME`).
+    pub master_name: String,
 }
 
 #[derive(Clone, Debug)]
@@ -462,76 +478,6 @@ impl HttpSettings {
             Some(token) => token.is_bearer_of(authorization),
             None => self.metrics_public,
         }
-    }
-}
-
-impl DatabaseSettings {
-    fn read(env: &Vars, mode: Mode, data_dir: &std::path::Path) -> Result<Self, SettingsError> {
-        if mode == Mode::Distributed {
-            // A process sharing Redis's queue with the others but writing to a SQLite file
-            // of its own would split the store and lose its writes without a word.
-            match env.get("DATABASE_URL") {
-                Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                }
-                Some(_) => {
-                    return Err(invalid(
-                        "DATABASE_URL",
-                        "must be a postgres:// or postgresql:// URL in distributed mode (REDIS_URL is set): every process shares one Postgres",
-                    ));
-                }
-                None => {
-                    return Err(SettingsError::Missing {
-                        name: "DATABASE_URL",
-                        hint: " in distributed mode (REDIS_URL is set): the postgres:// URL every process shares",
-                    });
-                }
-            }
-        }
-        let url = match env.get("DATABASE_URL") {
-            Some(url)
-                if url.starts_with("postgres://")
-                    || url.starts_with("postgresql://")
-                    || url.starts_with("sqlite:") =>
-            {
-                url.to_owned()
-            }
-            Some(_) => {
-                return Err(invalid(
-                    "DATABASE_URL",
-                    "must start with postgres://, postgresql:// or sqlite:",
-                ));
-            }
-            None => {
-                ensure_dir(data_dir)?;
-                let file = data_dir.join("honeydrop.db");
-                private_database_file(&file)?;
-                format!("sqlite://{}?mode=rwc", file.display())
-            }
-        };
-        Ok(Self {
-            url: Secret::new(url),
-            max_connections: env.positive("DATABASE_MAX_CONNECTIONS", 8)?,
-            holds_connections: env.positive("DATABASE_HOLDS_CONNECTIONS", 4)?,
-            acquire_timeout: env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 2000)?,
-        })
-    }
-}
-
-impl RedisSettings {
-    fn read(env: &Vars) -> Result<Option<Self>, SettingsError> {
-        let Some(url) = env.get("REDIS_URL") else {
-            return Ok(None);
-        };
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err(invalid(
-                "REDIS_URL",
-                "must start with redis:// or rediss://",
-            ));
-        }
-        Ok(Some(Self {
-            url: Secret::new(url),
-            prefix: env.get("REDIS_PREFIX").unwrap_or("honeydrop").to_owned(),
-        }))
     }
 }
 

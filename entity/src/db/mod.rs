@@ -3,17 +3,32 @@
 use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sea_orm::{
-    ActiveModelTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel, RuntimeErr, SqlErr,
-    TransactionOptions, TransactionTrait,
+    ActiveModelTrait, ConnectOptions, ConnectionTrait, Database, DatabaseTransaction, DbErr,
+    EntityTrait, IntoActiveModel, RuntimeErr, SqlErr, TransactionOptions,
     sqlx::{self, ConnectOptions as _, postgres::PgConnectOptions, sqlite::SqliteConnectOptions},
 };
+
+mod handle;
+
+pub use handle::{Conn, Db};
 
 /// How long a single connection attempt may take, in the pool and when explaining a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long startup waits for the database (it may still be starting).
 const STARTUP_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How the processes reach Postgres (`DATABASE_POOL_MODE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PoolMode {
+    /// Straight to Postgres, or through a pooler in session mode: each pooled connection is
+    /// one server session for its whole life.
+    #[default]
+    Session,
+    /// Through a pooler in transaction mode (PgBouncer's `pool_mode = transaction`), which
+    /// lends a server connection only from `BEGIN` to `COMMIT`: see [`Db`].
+    Transaction,
+}
 
 /// Opens the pool. SQLite gets WAL, foreign keys, a busy timeout and a few connections (it has
 /// one writer anyway); Postgres gets up to `max_connections`. Once started, an operation waits
@@ -27,8 +42,9 @@ pub async fn connect(
     url: &str,
     max_connections: u32,
     acquire_timeout: Duration,
-) -> Result<DatabaseConnection, DbErr> {
-    let mut options = pool_options(url, acquire_timeout);
+    mode: PoolMode,
+) -> Result<Db, DbErr> {
+    let mut options = pool_options(url, acquire_timeout, mode);
     if url.starts_with("sqlite:") {
         options
             .max_connections(4)
@@ -45,7 +61,7 @@ pub async fn connect(
     let started = std::time::Instant::now();
     loop {
         match Database::connect(options.clone()).await {
-            Ok(db) => return Ok(db),
+            Ok(db) => return Ok(Db::new(db, mode)),
             Err(error) if is_pool_timeout(&error) && !url.starts_with("sqlite:") => {
                 if started.elapsed() < STARTUP_PATIENCE {
                     continue;
@@ -96,8 +112,9 @@ pub async fn connect_for_holds(
     url: &str,
     max_connections: u32,
     acquire_timeout: Duration,
-) -> Result<DatabaseConnection, DbErr> {
-    let mut options = pool_options(url, acquire_timeout);
+    mode: PoolMode,
+) -> Result<Db, DbErr> {
+    let mut options = pool_options(url, acquire_timeout, mode);
     options
         .max_connections(max_connections)
         .min_connections(max_connections)
@@ -116,7 +133,7 @@ pub async fn connect_for_holds(
             drop(opening.join_all().await);
         });
     }
-    Ok(db)
+    Ok(Db::new(db, mode))
 }
 
 /// What every pool shares: no statement logging, bounded waits for a new connection and
@@ -125,14 +142,29 @@ pub async fn connect_for_holds(
 /// backend — is replaced then, not found by a failing request. A refused connection is
 /// retried by the pool with a short backoff (10 ms doubling, at most a fifth of the acquire
 /// timeout), so requests are served again within moments of the server's return.
-fn pool_options(url: &str, acquire_timeout: Duration) -> ConnectOptions {
+fn pool_options(url: &str, acquire_timeout: Duration, mode: PoolMode) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
         .connect_timeout(CONNECT_TIMEOUT)
         .acquire_timeout(acquire_timeout)
         .test_before_acquire(true);
+    if mode == PoolMode::Transaction && !url.starts_with("sqlite:") {
+        transaction_pooled(&mut options);
+    }
     options
+}
+
+/// The pool behind a transaction-mode pooler without protocol-level prepared statements
+/// (PgBouncer before 1.21): no statement cache, since a statement prepared on one server
+/// connection is unknown to the next one the pooler lends (sqlx still names each statement
+/// and leaves it on the server, so the pooler must run `DEALLOCATE ALL` as it takes a server
+/// back: `server_reset_query_always = 1`); and no ping before a checkout, which would reach
+/// the pooler, not a server. [`Db`] does the rest.
+fn transaction_pooled(options: &mut ConnectOptions) {
+    options
+        .test_before_acquire(false)
+        .map_sqlx_postgres_opts(|o: PgConnectOptions| o.statement_cache_capacity(0));
 }
 
 /// Begins a transaction that writes. On SQLite it takes the write lock at `BEGIN`
@@ -141,7 +173,7 @@ fn pool_options(url: &str, acquire_timeout: Duration) -> ConnectOptions {
 ///
 /// # Errors
 /// The database refused to begin.
-pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+pub async fn begin_write(db: &impl Conn) -> Result<DatabaseTransaction, DbErr> {
     db.begin_with_options(TransactionOptions {
         sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
         ..TransactionOptions::default()
@@ -154,7 +186,7 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
 ///
 /// # Errors
 /// The transaction cannot begin.
-pub async fn begin_snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+pub async fn begin_snapshot(db: &impl Conn) -> Result<DatabaseTransaction, DbErr> {
     let isolation = match db.get_database_backend() {
         sea_orm::DbBackend::Postgres => Some(sea_orm::IsolationLevel::RepeatableRead),
         _ => None,
