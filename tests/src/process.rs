@@ -14,11 +14,18 @@ use crate::{binary, free_port};
 /// Every test's buyers come from 127.0.0.1: the per-address limits of a drop day are set out
 /// of the way unless the test sets them.
 fn generous_limits(env: &HashMap<&str, String>) -> Vec<(&'static str, &'static str)> {
-    ["SIGNUPS_PER_ADDRESS_PER_HOUR", "HOLDS_PER_DROP_PER_ADDRESS"]
-        .into_iter()
-        .filter(|name| !env.contains_key(name))
-        .map(|name| (name, "100000"))
-        .collect()
+    [
+        "SIGNUPS_PER_ADDRESS_PER_HOUR",
+        "HOLDS_PER_DROP_PER_ADDRESS",
+        "NOTIFY_ME_PER_ADDRESS_PER_HOUR",
+        "NOTIFY_ME_EMAILS_PER_MAILBOX_PER_DAY",
+        "LIVE_MAX_SOCKETS_PER_ADDRESS",
+        "LIVE_HANDSHAKES_PER_ADDRESS_PER_MINUTE",
+    ]
+    .into_iter()
+    .filter(|name| !env.contains_key(name))
+    .map(|name| (name, "100000"))
+    .collect()
 }
 
 /// A running binary of this workspace; killed when dropped.

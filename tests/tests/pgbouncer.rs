@@ -292,7 +292,7 @@ async fn behind_a_transaction_mode_pgbouncer_the_store_sells_expires_and_mails()
     let (confirmed, body) = store
         .call(
             1,
-            reqwest::Method::GET,
+            reqwest::Method::POST,
             &format!("/api/subscriptions/confirm?token={token}"),
             None,
             None,

@@ -169,7 +169,7 @@ impl Store {
             let confirmation = self.smtp.wait_for(email, 1).await;
             let token = link_token(&confirmation[0], "/api/subscriptions/confirm?token=");
             let path = format!("/api/subscriptions/confirm?token={token}");
-            let (confirmed, body) = self.call(i, reqwest::Method::GET, &path, None, None).await;
+            let (confirmed, body) = self.call(i, reqwest::Method::POST, &path, None, None).await;
             assert_eq!(confirmed, StatusCode::OK, "{body}");
         }
         id
