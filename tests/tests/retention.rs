@@ -238,7 +238,7 @@ async fn confirmed(
 /// The alert of `restock` for `subscription`, after running the restock's fan-out. The
 /// worker's reconciler may have run it first; either way there is exactly one row.
 async fn alert(db: &DatabaseConnection, restock: i64, subscription: i64, at: DateTime<Utc>) -> i64 {
-    entity::mail::fan_out(db, restock, 500, Default::default(), at)
+    entity::catalog::fanout::fan_out(db, restock, 500, Default::default(), at)
         .await
         .unwrap();
     let key = entity::mail::alert_dedupe_key(restock, subscription);
@@ -347,7 +347,7 @@ async fn old_alerts_go_only_once_a_newer_restock_means_they_cannot_be_sent_again
         .exec(db)
         .await
         .unwrap();
-    let rerun = entity::mail::fan_out(db, second, 500, Default::default(), now)
+    let rerun = entity::catalog::fanout::fan_out(db, second, 500, Default::default(), now)
         .await
         .unwrap();
     assert!(rerun.message_ids.is_empty(), "alerted twice: {rerun:?}");

@@ -21,6 +21,7 @@ use crate::{
 };
 
 mod cms;
+pub mod fanout;
 mod products;
 pub mod quota;
 mod subscriptions;

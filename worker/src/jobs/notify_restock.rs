@@ -42,9 +42,14 @@ impl Job for NotifyRestock {
 pub async fn fan_out(deps: &Deps, restock_event_id: i64) -> Result<(), entity::Error> {
     loop {
         let waves = deps.settings.mail.restock_waves;
-        let batch =
-            entity::mail::fan_out(&deps.db, restock_event_id, FANOUT_BATCH, waves, Utc::now())
-                .await?;
+        let batch = entity::catalog::fanout::fan_out(
+            &deps.db,
+            restock_event_id,
+            FANOUT_BATCH,
+            waves,
+            Utc::now(),
+        )
+        .await?;
         if !batch.message_ids.is_empty() {
             tracing::info!(
                 restock_event_id,
