@@ -47,19 +47,28 @@ impl EmailAddress {
         self.0.split('@').next().unwrap_or_default()
     }
 
-    /// The inbox this address reaches, as the mail-bombing limits count it: the address with
-    /// any `+tag` removed from its local part (`ann+shop@example.com` is
-    /// `ann@example.com`). Most providers deliver plus-addressed mail to the untagged inbox,
-    /// and counting them together costs a real user nothing but a shared budget; other
-    /// sub-addressing schemes (`-` at some providers, dots at Gmail) are not folded.
+    /// The inbox this address reaches: what the mail-bombing limits count and what a draw
+    /// takes as one person. The address with any `+tag` removed from its local part
+    /// (`ann+shop@example.com` is `ann@example.com`: most providers deliver plus-addressed mail
+    /// to the untagged inbox), and at Gmail, which ignores them, without dots
+    /// (`ann.lee@googlemail.com` is `annlee@gmail.com`). Other sub-addressing schemes (`-` at
+    /// some providers) are not folded.
     pub fn mailbox(&self) -> String {
-        let (local, domain) = self.0.rsplit_once('@').unwrap_or((&self.0, ""));
-        let untagged = local
-            .split('+')
-            .next()
-            .filter(|l| !l.is_empty())
-            .unwrap_or(local);
-        format!("{untagged}@{domain}")
+        mailbox_of(&self.0)
+    }
+}
+
+/// [`EmailAddress::mailbox`] of an address already stored (lower case, checked at sign-up).
+pub fn mailbox_of(email: &str) -> String {
+    let (local, domain) = email.rsplit_once('@').unwrap_or((email, ""));
+    let untagged = local
+        .split('+')
+        .next()
+        .filter(|l| !l.is_empty())
+        .unwrap_or(local);
+    match domain {
+        "gmail.com" | "googlemail.com" => format!("{}@gmail.com", untagged.replace('.', "")),
+        _ => format!("{untagged}@{domain}"),
     }
 }
 
@@ -99,6 +108,10 @@ mod tests {
             Ok("flood@victim.example".into())
         );
         assert_eq!(mailbox("+x@victim.example"), Ok("+x@victim.example".into()));
+        assert_eq!(
+            mailbox("Ann.Lee+drop@googlemail.com"),
+            Ok("annlee@gmail.com".into())
+        );
     }
 
     #[test]

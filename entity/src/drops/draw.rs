@@ -123,7 +123,9 @@ pub async fn enter(
             .into_tuple()
             .one(&txn)
             .await?;
-        Some(person_of(&email.ok_or(Error::AccountGone)?))
+        Some(crate::email_address::mailbox_of(
+            &email.ok_or(Error::AccountGone)?.to_lowercase(),
+        ))
     } else {
         None
     };
@@ -139,21 +141,6 @@ pub async fn enter(
     let entry = insert_unique(&txn, entry, Error::AlreadyEntered).await?;
     txn.commit().await?;
     Ok(Entry::of(&entry, &drop))
-}
-
-/// The mailbox behind an address, as one person: lower case, without a `+tag`, and for
-/// Gmail (which ignores them) without dots in the local part. `ann.lee+drop@gmail.com` and
-/// `annlee@googlemail.com` are one person.
-pub fn person_of(email: &str) -> String {
-    let email = email.to_lowercase();
-    let Some((local, domain)) = email.rsplit_once('@') else {
-        return email;
-    };
-    let local = local.split('+').next().unwrap_or(local);
-    match domain {
-        "gmail.com" | "googlemail.com" => format!("{}@gmail.com", local.replace('.', "")),
-        _ => format!("{local}@{domain}"),
-    }
 }
 
 /// The buyer's entry in a draw.
