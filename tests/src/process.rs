@@ -541,3 +541,42 @@ impl Drop for PgBouncer {
         let _ = self.process.wait();
     }
 }
+
+/// The last `lines` lines of every `*.log` file in `dir`, each under its path: what a failed
+/// assertion about several processes shows.
+pub fn log_tails(dir: &std::path::Path, lines: usize) -> String {
+    let mut all = String::new();
+    for entry in std::fs::read_dir(dir).expect("logs").flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            all.push_str(&format!("\n--- {}\n", path.display()));
+            all.extend(tail.into_iter().rev().map(|l| format!("{l}\n")));
+        }
+    }
+    all
+}
+
+/// One JSON call to a process's API: its status and JSON body (`null` when it has none).
+pub async fn call_json(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
+    let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("api answers");
+    let status = response.status();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}

@@ -100,17 +100,11 @@ impl Store {
 
     /// Every process's log and the bouncer's, for a failed assertion to show.
     fn logs(&self) -> String {
-        let mut all = format!("--- pgbouncer\n{}", self.bouncer.log());
-        for entry in std::fs::read_dir(self.logs.path()).expect("logs").flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "log") {
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                all.push_str(&format!("\n--- {}\n", path.display()));
-                all.extend(tail.into_iter().rev().map(|l| format!("{l}\n")));
-            }
-        }
-        all
+        format!(
+            "--- pgbouncer\n{}{}",
+            self.bouncer.log(),
+            tests::process::log_tails(self.logs.path(), 30)
+        )
     }
 
     async fn call(
@@ -121,17 +115,7 @@ impl Store {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request =
-            reqwest::Client::new().request(method, format!("{}{path}", self.apis[api % 2]));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("api answers");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        tests::process::call_json(&self.apis[api % 2], method, path, token, body).await
     }
 
     async fn post(
