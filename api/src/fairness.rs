@@ -170,6 +170,14 @@ impl<'a> AddressSlot<'a> {
         Ok(slot)
     }
 
+    /// Keeps the slot when the action happened (`Ok`), gives it back when it did not.
+    pub async fn kept_if<T, E>(self, outcome: Result<T, E>) -> Result<T, E> {
+        if outcome.is_err() {
+            self.give_back().await;
+        }
+        outcome
+    }
+
     /// The action did not happen: the slot is free again.
     pub async fn give_back(self) {
         self.state.limiter.unhit(&self.key).await;

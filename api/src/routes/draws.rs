@@ -122,13 +122,10 @@ impl DrawsApi {
             None,
         )
         .await?;
-        match draw::enter(&self.state.db, drop_id.0, user_id, Utc::now()).await {
-            Ok(entry) => Ok(Entered::Created(Json(entry.into()))),
-            Err(error) => {
-                slot.give_back().await;
-                Err(error.into())
-            }
-        }
+        let entry = slot
+            .kept_if(draw::enter(&self.state.db, drop_id.0, user_id, Utc::now()).await)
+            .await?;
+        Ok(Entered::Created(Json(entry.into())))
     }
 
     /// Your entry in a draw

@@ -94,13 +94,10 @@ impl WaitlistApi {
             None,
         )
         .await?;
-        match waitlist::join(&self.state.db, drop_id.0, user_id, Utc::now()).await {
-            Ok(place) => Ok(Joined::Created(Json(place.into()))),
-            Err(error) => {
-                slot.give_back().await;
-                Err(error.into())
-            }
-        }
+        let place = slot
+            .kept_if(waitlist::join(&self.state.db, drop_id.0, user_id, Utc::now()).await)
+            .await?;
+        Ok(Joined::Created(Json(place.into())))
     }
 
     /// Your place on a drop's waitlist
