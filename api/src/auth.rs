@@ -1,8 +1,8 @@
 //! Access tokens (JWT), the bearer security scheme, and the bounded password-hashing pool.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
     time::{Duration, Instant},
 };
 
@@ -10,7 +10,9 @@ use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
+use sea_orm::DbErr;
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 use entity::{
     accounts::{HashMemory, Role},
@@ -252,6 +254,52 @@ impl Default for SessionView {
     }
 }
 
+/// The most sessions one lookup asks about.
+const MAX_LOOKUP_BATCH: usize = 1000;
+
+type LookupReply = oneshot::Sender<Result<bool, DbErr>>;
+
+/// Sessions to look up in the database, asked about together: while one query is out, the
+/// tokens that arrive wait for the next, which asks about all of them at once (the reserve
+/// line's group commit, for reads). A drop's opening brings thousands of buyers to a
+/// process for the first time within a second; each would otherwise cost a query and a
+/// pooled connection, on the same pool the reserves need.
+#[derive(Default)]
+struct Lookups(Mutex<LookupLine>);
+
+#[derive(Default)]
+struct LookupLine {
+    /// Whether a task is serving the line (it serves until the line is empty).
+    served: bool,
+    waiting: Vec<(i64, LookupReply)>,
+}
+
+impl Lookups {
+    /// Joins the line; `true` when nobody serves it, so the caller must start serving.
+    fn join(&self, session_id: i64, reply: LookupReply) -> bool {
+        let mut line = self.lock();
+        line.waiting.push((session_id, reply));
+        !std::mem::replace(&mut line.served, true)
+    }
+
+    /// The next sessions to ask about, or `None` (and the line unserved) when it is empty.
+    fn next_batch(&self) -> Option<Vec<(i64, LookupReply)>> {
+        let mut line = self.lock();
+        if line.waiting.is_empty() {
+            line.served = false;
+            return None;
+        }
+        let take = line.waiting.len().min(MAX_LOOKUP_BATCH);
+        Some(line.waiting.drain(..take).collect())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LookupLine> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Turns access tokens into callers: the signing keys, the view of revoked sessions, and the
 /// database it falls back on. Shared by the security schemes (as request data), `/ws` and
 /// Socket.IO.
@@ -262,6 +310,8 @@ pub struct AuthParts {
     pub jwt: Jwt,
     /// Revoked sessions, so authenticating needs no database round trip.
     pub sessions: SessionView,
+    /// Sessions waiting to be looked up in the database.
+    lookups: Lookups,
     db: entity::db::Db,
     metrics: Arc<Metrics>,
 }
@@ -278,6 +328,7 @@ impl Authenticator {
         Self(Arc::new(AuthParts {
             jwt,
             sessions: SessionView::new(),
+            lookups: Lookups::default(),
             db,
             metrics,
         }))
@@ -303,15 +354,11 @@ impl Authenticator {
             Some(true) => true,
             // Not met yet: it may have been deleted with its account.
             Some(false) => {
-                self.metrics
-                    .session_first_lookups
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.session_first_lookups.fetch_add(1, Relaxed);
                 self.look_up(claims.sid).await?
             }
             None => {
-                self.metrics
-                    .session_lookups
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.session_lookups.fetch_add(1, Relaxed);
                 self.look_up(claims.sid).await?
             }
         };
@@ -328,13 +375,49 @@ impl Authenticator {
     }
 
     /// Whether the session is over (revoked, expired or gone), from the database; a live one
-    /// is met.
+    /// is met. Asked together with every other session waiting to be looked up (see
+    /// [`Lookups`]).
     async fn look_up(&self, session_id: i64) -> Result<bool, ApiError> {
-        let live = entity::accounts::session_is_live(&self.db, session_id, Utc::now()).await?;
-        if live {
-            self.sessions.met(session_id);
+        let (reply, answer) = oneshot::channel();
+        let leads = self.lookups.join(session_id, reply);
+        if leads {
+            // On its own task: a caller who hangs up must not strand the others.
+            tokio::spawn(self.clone().serve_lookups());
         }
+        let live = answer
+            .await
+            .unwrap_or_else(|_| Err(DbErr::Custom("the session lookup was dropped".into())))
+            .map_err(entity::Error::from)?;
         Ok(!live)
+    }
+
+    /// Looks up the waiting sessions, a batch per query, until none is left.
+    async fn serve_lookups(self) {
+        while let Some(batch) = self.lookups.next_batch() {
+            let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+            self.metrics.session_lookup_queries.fetch_add(1, Relaxed);
+            match entity::accounts::live_sessions(&self.db, &ids, Utc::now()).await {
+                Ok(live) => {
+                    let live: HashSet<i64> = live.into_iter().collect();
+                    for (session_id, reply) in batch {
+                        let is_live = live.contains(&session_id);
+                        if is_live {
+                            self.sessions.met(session_id);
+                        }
+                        let _ = reply.send(Ok(is_live));
+                    }
+                }
+                Err(error) => {
+                    let error = match error {
+                        entity::Error::Database(error) => error,
+                        other => DbErr::Custom(other.to_string()),
+                    };
+                    for (_, reply) in batch {
+                        let _ = reply.send(Err(entity::db::same_failure(&error)));
+                    }
+                }
+            }
+        }
     }
 
     /// Ends, in the view, the sessions in use that no longer exist.
@@ -489,5 +572,47 @@ impl PasswordPool {
             matches: verified.matches && exists,
             ..verified
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply() -> LookupReply {
+        oneshot::channel().0
+    }
+
+    #[test]
+    fn sessions_arriving_while_a_lookup_is_out_wait_for_one_query_together() {
+        let lookups = Lookups::default();
+        assert!(lookups.join(1, reply()), "the first caller serves the line");
+        assert!(
+            !lookups.join(2, reply()),
+            "a second caller waits for the server"
+        );
+        assert!(!lookups.join(3, reply()));
+        let batch = lookups.next_batch().unwrap();
+        assert_eq!(
+            batch.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        // Arriving while that query is out: still served by the same task.
+        assert!(!lookups.join(4, reply()));
+        assert_eq!(lookups.next_batch().unwrap().len(), 1);
+        assert!(lookups.next_batch().is_none());
+        // The line was left unserved when it emptied: the next caller serves it again.
+        assert!(lookups.join(5, reply()));
+    }
+
+    #[test]
+    fn one_query_asks_about_at_most_a_thousand_sessions() {
+        let lookups = Lookups::default();
+        for id in 0..2_500 {
+            lookups.join(id, reply());
+        }
+        let sizes: Vec<usize> =
+            std::iter::from_fn(|| lookups.next_batch().map(|b| b.len())).collect();
+        assert_eq!(sizes, [1_000, 1_000, 500]);
     }
 }

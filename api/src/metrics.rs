@@ -108,6 +108,8 @@ pub struct Metrics {
     /// Sessions looked up at their first request to this process (they may have been deleted
     /// with their account); once per session, not per request.
     pub session_first_lookups: AtomicU64,
+    /// Queries those lookups took (sessions waiting together are asked about in one).
+    pub session_lookup_queries: AtomicU64,
     pub websocket_clients: AtomicI64,
     pub socketio_clients: AtomicI64,
 }
@@ -180,7 +182,7 @@ impl Metrics {
     }
 
     /// The families with one unlabelled sample: name, help, type, value.
-    fn single_valued(&self) -> [Family<i64>; 9] {
+    fn single_valued(&self) -> [Family<i64>; 10] {
         [
             (
                 "honeydrop_reserve_batches_total",
@@ -223,6 +225,12 @@ impl Metrics {
                 "Sessions looked up at their first request to this process (once per session).",
                 "counter",
                 total(&self.session_first_lookups),
+            ),
+            (
+                "honeydrop_session_lookup_queries_total",
+                "Database queries those session lookups took: the sessions waiting at once are asked about in one.",
+                "counter",
+                total(&self.session_lookup_queries),
             ),
             (
                 "honeydrop_websocket_clients",

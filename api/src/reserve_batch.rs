@@ -152,7 +152,9 @@ impl ReserveBatcher {
             // each waiting out the acquire timeout. Everyone hears it now.
             Err(entity::Error::Database(error)) if database_down(&error) => {
                 for waiter in batch {
-                    let _ = waiter.reply.send(Err(same_failure(&error).into()));
+                    let _ = waiter
+                        .reply
+                        .send(Err(entity::db::same_failure(&error).into()));
                 }
                 self.fail_line(drop_id, &error);
                 return;
@@ -204,7 +206,9 @@ impl ReserveBatcher {
             .map(std::mem::take)
             .unwrap_or_default();
         for waiter in waiting {
-            let _ = waiter.reply.send(Err(same_failure(error).into()));
+            let _ = waiter
+                .reply
+                .send(Err(entity::db::same_failure(error).into()));
         }
     }
 
@@ -274,14 +278,4 @@ impl ReserveBatcher {
 /// The database is down or has no connection to spare: retrying at once cannot help.
 fn database_down(error: &DbErr) -> bool {
     entity::db::is_unavailable(error) || entity::db::is_overload(error)
-}
-
-/// An error of the same class as `error` (unavailable or overloaded) for each buyer of a
-/// failed batch: `DbErr` is not `Clone`.
-fn same_failure(error: &DbErr) -> DbErr {
-    if entity::db::is_unavailable(error) {
-        DbErr::Conn(sea_orm::RuntimeErr::Internal(entity::error::chain(error)))
-    } else {
-        DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)
-    }
 }

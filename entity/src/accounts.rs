@@ -482,21 +482,25 @@ pub async fn existing_sessions(db: &impl ConnectionTrait, ids: &[i64]) -> Result
         .await?)
 }
 
-/// Whether the session behind an access token may still be used.
+/// Which of `ids` are sessions whose access tokens may still be used (not revoked, not
+/// expired, not deleted), in one query.
 ///
 /// # Errors
 /// Database failure.
-pub async fn session_is_live(
+pub async fn live_sessions(
     db: &impl ConnectionTrait,
-    session_id: i64,
+    ids: &[i64],
     now: DateTime<Utc>,
-) -> Result<bool> {
-    let live = sessions::Entity::find_by_id(session_id)
+) -> Result<Vec<i64>> {
+    Ok(sessions::Entity::find()
+        .select_only()
+        .column(sessions::Column::Id)
+        .filter(sessions::Column::Id.is_in(ids.iter().copied()))
         .filter(sessions::Column::RevokedAt.is_null())
         .filter(sessions::Column::ExpiresAt.gt(now))
-        .one(db)
-        .await?;
-    Ok(live.is_some())
+        .into_tuple()
+        .all(db)
+        .await?)
 }
 
 #[cfg(test)]

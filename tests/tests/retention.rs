@@ -143,10 +143,11 @@ async fn sessions_go_thirty_days_after_they_ended_and_live_ones_stay(backend: Ba
     assert!(!left.contains(&revoked_long_ago) && !left.contains(&expired_long_ago));
     // The customer's own one-day session ended 30 days ago as well and is gone with them.
     assert_eq!(left, BTreeSet::from([live, revoked_lately, expired_lately]));
-    assert!(
-        entity::accounts::session_is_live(&app.db, live, now)
+    assert_eq!(
+        entity::accounts::live_sessions(&app.db, &[live], now)
             .await
-            .unwrap()
+            .unwrap(),
+        [live]
     );
 }
 

@@ -248,6 +248,17 @@ pub fn is_overload(err: &DbErr) -> bool {
     }
 }
 
+/// An error of the same class as `error` (unavailable, or overloaded) for each caller that
+/// waited on one shared statement which failed with it: `DbErr` is not `Clone`, and every
+/// caller must hear the same answer (503 `database_unavailable`).
+pub fn same_failure(error: &DbErr) -> DbErr {
+    if is_unavailable(error) {
+        DbErr::Conn(RuntimeErr::Internal(crate::error::chain(error)))
+    } else {
+        DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)
+    }
+}
+
 /// The database is not there right now: the connection broke or was refused (an I/O error,
 /// SQLSTATE class 08), Postgres is shutting down, restarting or starting up (57P01, 57P02,
 /// 57P03), or our backend was terminated by an administrator (57P01 again). Nothing more can
