@@ -3,11 +3,12 @@
 //!
 //! Both answers are needed on the hot path of every reserve, so they are kept in memory: a
 //! drop's rules for [`RULES_FRESH_FOR`] (an admin's change reaches every instance within
-//! that), and the accounts known to be verified for good (verification is never undone).
+//! that; one read however many ask at once), and the accounts known to be verified for good
+//! (verification is never undone).
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -30,8 +31,30 @@ pub struct Rules {
     pub require_challenge: bool,
 }
 
+/// Each drop's rules, read once per [`RULES_FRESH_FOR`] however many buyers ask at once:
+/// the first asks the database and the others wait for its answer (a drop's opening sends
+/// hundreds of reserves in the same millisecond).
 #[derive(Default)]
-pub struct DropRules(Mutex<HashMap<i64, (Rules, Instant)>>);
+pub struct DropRules(Mutex<HashMap<i64, Arc<Reading>>>);
+
+/// One read of a drop's rules, shared by everyone who asked while it was fresh.
+struct Reading {
+    started: Instant,
+    /// The drop's rules; `None` for an unknown drop, which is never served from memory (a
+    /// drop created a moment later must not be taken without its rules).
+    rules: tokio::sync::OnceCell<Option<Rules>>,
+}
+
+impl Reading {
+    fn serves(&self) -> bool {
+        match self.rules.get() {
+            Some(Some(_)) => self.started.elapsed() < RULES_FRESH_FOR,
+            Some(None) => false,
+            // Being read (or a read that failed, which the next caller tries again).
+            None => true,
+        }
+    }
+}
 
 impl DropRules {
     /// The drop's rules; `None` for an unknown drop (its operation says so).
@@ -43,39 +66,47 @@ impl DropRules {
         db: &entity::db::Db,
         drop_id: i64,
     ) -> Result<Option<Rules>, entity::Error> {
-        if let Some((rules, at)) = self.lock().get(&drop_id)
-            && at.elapsed() < RULES_FRESH_FOR
-        {
-            return Ok(Some(*rules));
-        }
-        use entity::models::drops;
-        let row: Option<(bool, bool)> = drops::Entity::find_by_id(drop_id)
-            .select_only()
-            .column(drops::Column::RequireVerified)
-            .column(drops::Column::RequireChallenge)
-            .into_tuple()
-            .one(db)
-            .await?;
-        let Some((require_verified, require_challenge)) = row else {
-            return Ok(None);
+        let reading = {
+            let mut readings = self.lock();
+            match readings.get(&drop_id) {
+                Some(reading) if reading.serves() => Arc::clone(reading),
+                _ => {
+                    if readings.len() > 10_000 {
+                        readings.retain(|_, reading| reading.serves());
+                    }
+                    let reading = Arc::new(Reading {
+                        started: Instant::now(),
+                        rules: tokio::sync::OnceCell::new(),
+                    });
+                    readings.insert(drop_id, Arc::clone(&reading));
+                    reading
+                }
+            }
         };
-        let rules = Rules {
-            require_verified,
-            require_challenge,
-        };
-        let mut cache = self.lock();
-        if cache.len() > 10_000 {
-            cache.retain(|_, (_, at)| at.elapsed() < RULES_FRESH_FOR);
-        }
-        cache.insert(drop_id, (rules, Instant::now()));
-        Ok(Some(rules))
+        let rules = reading.rules.get_or_try_init(|| read_rules(db, drop_id));
+        Ok(*rules.await?)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (Rules, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Reading>>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+async fn read_rules(db: &entity::db::Db, drop_id: i64) -> Result<Option<Rules>, entity::Error> {
+    use entity::models::drops;
+    let row: Option<(bool, bool)> = drops::Entity::find_by_id(drop_id)
+        .select_only()
+        .column(drops::Column::RequireVerified)
+        .column(drops::Column::RequireChallenge)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(row.map(|(require_verified, require_challenge)| Rules {
+        require_verified,
+        require_challenge,
+    }))
 }
 
 /// The most verified accounts remembered per process.

@@ -309,41 +309,26 @@ impl DropsApi {
         #[oai(name = "dropId")] drop_id: Path<i64>,
         #[oai(name = "X-Altcha", validator(max_length = 4096))] altcha: Header<Option<String>>,
     ) -> ApiResult<Reserved> {
-        let (now, metrics) = (Utc::now(), &self.state.metrics);
-        self.state.reserve_attempts.count(drop_id.0);
-        if self.state.caches.sold_out.refuses(drop_id.0, now) {
+        let (now, drop_id) = (Utc::now(), drop_id.0);
+        self.state.reserve_attempts.count(drop_id);
+        if self.state.caches.sold_out.refuses(drop_id, now) {
+            let metrics = &self.state.metrics;
             metrics.reservations_sold_out_cached.fetch_add(1, Relaxed);
             return Err(entity::Error::SoldOut.into());
         }
         let user_id = auth.0.user_id;
+        let taking = Taking::Hold;
         let slot = fairness::admit(
             &self.state,
             req,
             user_id,
-            drop_id.0,
-            Taking::Hold,
+            drop_id,
+            taking,
             altcha.as_deref(),
-        )
-        .await?;
-        let outcome = match self.state.reserves.reserve(drop_id.0, user_id).await {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                slot.give_back().await;
-                return Err(error.into());
-            }
-        };
-        match outcome {
-            ReserveOutcome::Reserved(reserved) => {
-                metrics.reservations_created.fetch_add(1, Relaxed);
-                Ok(Reserved::Created(Json(reserved.reservation.into())))
-            }
-            ReserveOutcome::SoldOut(sold_out) => {
-                slot.give_back().await;
-                self.state.caches.sold_out.record(drop_id.0, sold_out, now);
-                metrics.reservations_sold_out.fetch_add(1, Relaxed);
-                Err(entity::Error::SoldOut.into())
-            }
-        }
+        );
+        let slot = slot.await?;
+        let outcome = self.state.reserves.reserve(drop_id, user_id).await;
+        answer_reserve(&self.state, drop_id, slot, outcome, now).await
     }
 
     /// Buy a held unit
@@ -386,5 +371,35 @@ impl DropsApi {
         )
         .await?;
         Ok(Purchased::Created(Json(purchase)))
+    }
+}
+
+/// What a reserve's outcome tells the buyer, the sold-out cache and the address's slot (given
+/// back unless a hold was taken).
+async fn answer_reserve(
+    state: &AppState,
+    drop_id: i64,
+    slot: fairness::AddressSlot<'_>,
+    outcome: entity::error::Result<ReserveOutcome>,
+    now: DateTime<Utc>,
+) -> ApiResult<Reserved> {
+    let metrics = &state.metrics;
+    match outcome {
+        Ok(ReserveOutcome::Reserved(reserved)) => {
+            state.caches.sold_out.rechecked(drop_id);
+            metrics.reservations_created.fetch_add(1, Relaxed);
+            Ok(Reserved::Created(Json(reserved.reservation.into())))
+        }
+        Ok(ReserveOutcome::SoldOut(sold_out)) => {
+            slot.give_back().await;
+            state.caches.sold_out.record(drop_id, sold_out, now);
+            metrics.reservations_sold_out.fetch_add(1, Relaxed);
+            Err(entity::Error::SoldOut.into())
+        }
+        Err(error) => {
+            state.caches.sold_out.rechecked(drop_id);
+            slot.give_back().await;
+            Err(error.into())
+        }
     }
 }
