@@ -7,8 +7,8 @@ use argon2::{
 use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
-    sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QuerySelect, Statement, sea_query::Expr,
 };
 
 use crate::{
@@ -492,6 +492,19 @@ pub async fn live_sessions(
     ids: &[i64],
     now: DateTime<Utc>,
 ) -> Result<Vec<i64>> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        // One statement for any number of ids (see `postgres_array`): the api asks about a
+        // different number of sessions each time.
+        const SQL: &str = "SELECT id FROM sessions \
+            WHERE id = ANY($1::text::bigint[]) AND revoked_at IS NULL AND expires_at > $2";
+        let values = [crate::db::postgres_array(ids).into(), now.into()];
+        let statement = Statement::from_sql_and_values(DbBackend::Postgres, SQL, values);
+        let rows = db.query_all_raw(statement).await?;
+        return Ok(rows
+            .iter()
+            .map(|row| row.try_get::<i64>("", "id"))
+            .collect::<Result<_, _>>()?);
+    }
     Ok(sessions::Entity::find()
         .select_only()
         .column(sessions::Column::Id)

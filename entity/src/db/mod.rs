@@ -248,6 +248,15 @@ pub fn is_overload(err: &DbErr) -> bool {
     }
 }
 
+/// Ids as a Postgres array literal (`{1,2,3}`), bound as text and cast in the statement
+/// (`$1::text::bigint[]`): one statement whatever the count, where an `IN` list of n
+/// parameters is a new statement, parsed and planned anew, for every n. Ids are integers,
+/// so nothing needs quoting.
+pub fn postgres_array(ids: &[i64]) -> String {
+    let items: Vec<String> = ids.iter().map(i64::to_string).collect();
+    format!("{{{}}}", items.join(","))
+}
+
 /// An error of the same class as `error` (unavailable, or overloaded) for each caller that
 /// waited on one shared statement which failed with it: `DbErr` is not `Clone`, and every
 /// caller must hear the same answer (503 `database_unavailable`).

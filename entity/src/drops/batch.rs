@@ -97,7 +97,7 @@ pub async fn reserve_batch(
         [
             drop_id.into(),
             // An array literal (`{1,2,3}`): ids are integers, so nothing needs quoting.
-            postgres_array(user_ids).into(),
+            crate::db::postgres_array(user_ids).into(),
             now.into(),
             (now + ttl).into(),
             ReservationStatus::Active.into(),
@@ -117,9 +117,4 @@ pub async fn reserve_batch(
             .push(reservations::Model::from_query_result(&row, "")?);
     }
     Ok(batch)
-}
-
-pub(super) fn postgres_array(ids: &[i64]) -> String {
-    let items: Vec<String> = ids.iter().map(i64::to_string).collect();
-    format!("{{{}}}", items.join(","))
 }

@@ -130,7 +130,7 @@ pub async fn plainly_sold_out(
             ReservationStatus::Active.into(),
             drops::DropMode::FirstCome.into(),
             // An array literal (`{1,2,3}`): ids are integers, so nothing needs quoting.
-            super::batch::postgres_array(buyers).into(),
+            crate::db::postgres_array(buyers).into(),
         ],
     );
     let Some(row) = db.query_one_raw(statement).await? else {
