@@ -8,11 +8,9 @@
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
+use worker::settings::AbuseSettings;
 
-use crate::{
-    error::{ApiError, ApiResult, ErrorCode},
-    state::AppState,
-};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 
 /// The longest `X-Altcha` accepted.
 pub const MAX_SOLUTION_CHARS: usize = 4096;
@@ -51,8 +49,7 @@ pub struct Challenge {
 ///
 /// # Errors
 /// The crate failed to make one (it does not with these options).
-pub fn issue(state: &AppState) -> ApiResult<Challenge> {
-    let abuse = &state.settings.abuse;
+pub fn issue(abuse: &AbuseSettings) -> ApiResult<Challenge> {
     let expires_at = Utc::now().timestamp().unsigned_abs() + abuse.altcha_ttl.as_secs();
     let challenge = altcha::create_challenge(altcha::CreateChallengeOptions {
         algorithm: "PBKDF2/SHA-256".into(),
@@ -82,7 +79,11 @@ pub fn issue(state: &AppState) -> ApiResult<Challenge> {
 /// # Errors
 /// 403 `challenge_required` without one, 403 `challenge_failed` for one that is malformed,
 /// wrong, expired or spent already; database failure.
-pub async fn spend(state: &AppState, solution: Option<&str>) -> ApiResult<()> {
+pub async fn spend(
+    abuse: &AbuseSettings,
+    db: &entity::db::Db,
+    solution: Option<&str>,
+) -> ApiResult<()> {
     let Some(raw) = solution else {
         return Err(ApiError::refused(
             ErrorCode::ChallengeRequired,
@@ -91,7 +92,7 @@ pub async fn spend(state: &AppState, solution: Option<&str>) -> ApiResult<()> {
     };
     let failed = |why: &str| ApiError::refused(ErrorCode::ChallengeFailed, why.to_owned());
     let payload = read(raw).ok_or_else(|| failed("X-Altcha is not an ALTCHA payload"))?;
-    let secret = state.settings.abuse.altcha_secret.expose();
+    let secret = abuse.altcha_secret.expose();
     let checked = altcha::verify_solution(altcha::VerifySolutionOptions::new(
         &payload.challenge,
         &payload.solution,
@@ -116,7 +117,7 @@ pub async fn spend(state: &AppState, solution: Option<&str>) -> ApiResult<()> {
             "the solution is wrong, or the challenge is not one of ours",
         ));
     }
-    if !entity::challenges::spend(&state.db, signature, expires_at, Utc::now()).await? {
+    if !entity::challenges::spend(db, signature, expires_at, Utc::now()).await? {
         return Err(failed(
             "this challenge was solved and used already: solve a new one",
         ));

@@ -11,10 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use poem::{Request, http::HeaderMap};
 use worker::settings::AbuseSettings;
 
-use crate::state::AppState;
-
-/// The client's address (see the module's documentation). `0.0.0.0` for a request that came
-/// over no TCP connection (none does in this server).
+/// The client's address (see the module's documentation), with the operator's trusted proxies
+/// from the request's data (the app carries the [`AbuseSettings`]). `0.0.0.0` for a request
+/// that came over no TCP connection (none does in this server).
 pub fn client_ip(req: &Request) -> IpAddr {
     let Some(peer) = req
         .remote_addr()
@@ -23,8 +22,8 @@ pub fn client_ip(req: &Request) -> IpAddr {
     else {
         return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     };
-    match req.data::<AppState>() {
-        Some(state) => resolve(peer, req.headers(), &state.settings.abuse),
+    match req.data::<AbuseSettings>() {
+        Some(settings) => resolve(peer, req.headers(), settings),
         None => peer.to_canonical(),
     }
 }

@@ -49,11 +49,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::{Layer, ServiceExt};
 use tower_http::cors::CorsLayer;
 
-/// A response body from either side.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, io::Error>;
-/// An HTTP service that shares the listener with poem.
-pub type HttpService =
-    tower::util::BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
+use crate::http_service::Body;
 
 /// How long a connection may take over a request's headers and how long it may idle, and how
 /// many may be open at once (`HTTP_HEADER_READ_TIMEOUT_SECS`, `HTTP_KEEP_ALIVE_SECS`,

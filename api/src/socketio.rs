@@ -42,7 +42,7 @@ use crate::{
     auth::CurrentUser,
     error::{ErrorBody, ErrorCode},
     frame::Frame,
-    serve::{Body, HttpService},
+    http_service::{Body, HttpService},
     state::AppState,
     ws::{self, Subscribe},
 };

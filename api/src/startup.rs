@@ -187,6 +187,7 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
         .around(move |next, req| allow::add_allow_header(next, req, allowed.clone()))
         .around(log_request)
         .data(state.auth.clone())
+        .data(state.settings.abuse.clone())
         .data(state)
         .into_endpoint()
         .map_to_response()

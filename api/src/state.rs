@@ -30,9 +30,9 @@ pub struct Inner {
     pub passwords: PasswordPool,
     pub limiter: Limiter,
     /// What each drop asks of its buyers (a verified email, a solved challenge).
-    pub drop_rules: crate::fairness::DropRules,
+    pub drop_rules: crate::drop_rules::DropRules,
     /// Accounts known to have verified their email.
-    pub verified: crate::fairness::VerifiedAccounts,
+    pub verified: crate::drop_rules::VerifiedAccounts,
     /// Concurrent reserves of one drop, combined into one statement.
     pub reserves: crate::reserve_batch::ReserveBatcher,
     /// The sold-out cache and the drop listing, told of every stock change at once.
@@ -94,8 +94,8 @@ impl AppState {
                 metrics.clone(),
             ),
             limiter: Limiter::new(infra.redis.clone(), prefix),
-            drop_rules: crate::fairness::DropRules::default(),
-            verified: crate::fairness::VerifiedAccounts::default(),
+            drop_rules: crate::drop_rules::DropRules::default(),
+            verified: crate::drop_rules::VerifiedAccounts::default(),
             reserves,
             passwords: PasswordPool::new()?,
             metrics,

@@ -18,7 +18,7 @@ use entity::{
 };
 
 use crate::{
-    jobs::{DrawWinners, ExpireReservation, NotifyRestock},
+    jobs::payloads::{DrawWinners, ExpireReservation, NotifyRestock},
     platform::{
         bus::EventBus,
         events::{

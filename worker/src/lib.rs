@@ -4,7 +4,7 @@
 //!   for both modes, and the event wire types. The api uses all of it.
 //! - [`effects`]: what a committed change implies (events announced, jobs enqueued), named
 //!   once for the api's handlers, the jobs and the sweep.
-//! - [`jobs`]: one file per job, its payload beside its handler.
+//! - [`jobs`]: the payloads (the queues' wire contract), then one file per job's handler.
 //! - [`runtime`]: the apalis workers and the periodic sweep and reconciler; the `worker`
 //!   binary, or inside the api in embedded mode.
 //! - [`mailer`]: templates and SMTP/outbox transport.

@@ -146,7 +146,12 @@ impl AuthApi {
         };
         fairness::limit_signups(&self.state, req).await?;
         if self.state.settings.abuse.altcha_on_signup {
-            challenge::spend(&self.state, altcha.as_deref()).await?;
+            challenge::spend(
+                &self.state.settings.abuse,
+                &self.state.db,
+                altcha.as_deref(),
+            )
+            .await?;
         }
         let hash = self.state.passwords.hash(password).await?;
         let (user, message_id) =

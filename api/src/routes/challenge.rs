@@ -24,6 +24,6 @@ impl ChallengeApi {
     /// request until `expiresAt`.
     #[oai(path = "/challenge", method = "get", operation_id = "getChallenge")]
     async fn challenge(&self) -> ApiResult<Json<Challenge>> {
-        Ok(Json(challenge::issue(&self.state)?))
+        Ok(Json(challenge::issue(&self.state.settings.abuse)?))
     }
 }

@@ -2,20 +2,8 @@ use std::sync::Arc;
 
 use apalis::prelude::BoxDynError;
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
 
-use super::{Deps, Job, Payload, logged};
-
-/// Draw a draw drop's winners at its close of entries. Scheduled when the drop is created;
-/// the reconciler draws any drop whose job was lost.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DrawWinners {
-    pub drop_id: i64,
-}
-
-impl Payload for DrawWinners {
-    const QUEUE: &'static str = "draw";
-}
+use super::{Deps, Job, logged, payloads::DrawWinners};
 
 impl Job for DrawWinners {
     fn concurrency(_: &crate::platform::settings::Settings) -> usize {

@@ -2,20 +2,8 @@ use std::sync::Arc;
 
 use apalis::prelude::BoxDynError;
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
 
-use super::{Deps, Job, Payload};
-
-/// Expire one hold when its time is up, if it is still active. Scheduled at the hold's
-/// `expiresAt` when it is taken.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExpireReservation {
-    pub reservation_id: i64,
-}
-
-impl Payload for ExpireReservation {
-    const QUEUE: &'static str = "expiry";
-}
+use super::{Deps, Job, payloads::ExpireReservation};
 
 impl Job for ExpireReservation {
     /// A database failure is retried; a second run changes nothing.

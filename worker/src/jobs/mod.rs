@@ -1,8 +1,9 @@
-//! Jobs: one file each, its payload beside its handler. A payload carries only ids — the row
-//! is the truth, and the handler re-reads it — and every handler is safe to run twice.
+//! Jobs: the payloads in one file (the queues' wire contract), each handler in a file of its
+//! own. A payload carries only ids — the row is the truth, and the handler re-reads it — and
+//! every handler is safe to run twice.
 //!
-//! Adding a job: a new file with a payload that implements [`Payload`] and [`Job`], and one line in
-//! [`register_all`].
+//! Adding a job: its payload in [`payloads`] (implementing [`Payload`]), a new file with its
+//! handler (implementing [`Job`]), and one line in [`register_all`].
 
 use std::{future::Future, sync::Arc};
 
@@ -14,12 +15,12 @@ use crate::{effects::Effects, mailer::Mailer, platform::settings::Settings};
 mod draw_winners;
 mod expire_reservation;
 mod notify_restock;
+pub mod payloads;
 mod ping;
 
-pub use draw_winners::{DrawWinners, draw};
-pub use expire_reservation::ExpireReservation;
-pub use notify_restock::{NotifyRestock, fan_out};
-pub use ping::Ping;
+pub use draw_winners::draw;
+pub use notify_restock::fan_out;
+pub use payloads::{DrawWinners, ExpireReservation, NotifyRestock, Ping};
 
 /// Every job the workers run.
 pub fn register_all<R: Registry>(workers: R) -> R {
@@ -61,9 +62,9 @@ pub struct Deps {
     /// Unique per process (name-host-pid-random), as apalis requires.
     pub worker_name: String,
     /// This process's jobs and sends, counted for the console and `/metrics`.
-    pub activity: crate::ops::Activity,
+    pub activity: crate::ops::activity::Activity,
     /// What the operators want of this process: paused queues, quiet.
-    pub controls: crate::ops::Controls,
+    pub controls: crate::ops::controls::Controls,
 }
 
 /// Logs an error with its cause chain (apalis logs only the top message) and hands it back.

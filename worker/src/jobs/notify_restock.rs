@@ -2,22 +2,11 @@ use std::sync::Arc;
 
 use apalis::prelude::BoxDynError;
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
 
-use super::{Deps, Job, Payload, logged};
+use super::{Deps, Job, logged, payloads::NotifyRestock};
 
 /// Alerts per fan-out transaction (and per bulk enqueue).
 const FANOUT_BATCH: u64 = 500;
-
-/// Alert the confirmed subscribers of a product that came back in stock, in signup order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotifyRestock {
-    pub restock_event_id: i64,
-}
-
-impl Payload for NotifyRestock {
-    const QUEUE: &'static str = "fanout";
-}
 
 impl Job for NotifyRestock {
     fn concurrency(_: &crate::platform::settings::Settings) -> usize {

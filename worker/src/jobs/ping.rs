@@ -1,26 +1,9 @@
 use std::sync::Arc;
 
 use apalis::prelude::{AbortError, BoxDynError};
-use serde::{Deserialize, Serialize};
 
-use super::{Deps, Job, Payload};
+use super::{Deps, Job, payloads::Ping};
 use crate::platform::events::{Event, WorkerPong};
-
-/// Round trip through the job queue: a worker answers with a `WorkerPong` event naming
-/// itself, so operators (and tests) see that the worker tier is alive and which worker ran
-/// a job.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ping {
-    pub token: String,
-    /// Fail for good (no retries: straight to the failed items) until this instant: a ping
-    /// that exercises the failure path — alerts on failed jobs, the console's Retry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fail_until: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-impl Payload for Ping {
-    const QUEUE: &'static str = "ping";
-}
 
 impl Job for Ping {
     fn concurrency(_: &crate::platform::settings::Settings) -> usize {

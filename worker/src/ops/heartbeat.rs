@@ -15,7 +15,7 @@ use super::{ControlState, MAIL};
 use crate::{
     jobs::Deps,
     platform::events::Event,
-    runtime::{Shutdown, stopped},
+    platform::shutdown::{Shutdown, stopped},
 };
 
 /// Reports of workers silent this long are deleted.

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use super::{Activity, QueueSummary, activity::BUCKETS};
 use crate::{
     jobs::Deps,
-    runtime::{Shutdown, stopped},
+    platform::shutdown::{Shutdown, stopped},
 };
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

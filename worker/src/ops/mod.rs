@@ -4,20 +4,21 @@
 //! (`heartbeat`) and expose it (`metrics`).
 
 pub mod activity;
+pub mod controls;
 pub mod heartbeat;
 pub mod metrics;
 pub mod queues;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use entity::{
     models::{ops_pauses, ops_workers},
     ops::{ItemState, mail_queue},
 };
-use tokio::sync::watch;
 
 pub use activity::Activity;
+pub use controls::{ControlState, Controls, until_held, until_taking};
 pub use queues::{InspectError, Item, Page, Store};
 
 use crate::{
@@ -73,33 +74,6 @@ pub fn queue_named(name: &str) -> Option<QueueName> {
     queue_names()
         .into_iter()
         .find(|q| q.name == name || q.job == Some(name))
-}
-
-/// What an operator told the workers: the queues paused, and whether this process was
-/// quieted. Each process holds the latest in a watch channel its loops consult.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ControlState {
-    pub paused: BTreeSet<String>,
-    pub quiet: bool,
-}
-
-impl ControlState {
-    /// Whether this process takes new items from `queue` now.
-    pub fn takes(&self, queue: &str) -> bool {
-        !self.quiet && !self.paused.contains(queue)
-    }
-}
-
-pub type Controls = watch::Receiver<ControlState>;
-
-/// Waits until this process may take items from `queue` (at once when it may).
-pub async fn until_taking(controls: &mut Controls, queue: &str) {
-    let _ = controls.wait_for(|c| c.takes(queue)).await;
-}
-
-/// Waits until an operator pauses `queue` or quiets this process.
-pub async fn until_held(controls: &mut Controls, queue: &str) {
-    let _ = controls.wait_for(|c| !c.takes(queue)).await;
 }
 
 /// Items finished and failed over the last 1, 5 and 15 minutes.

@@ -90,7 +90,7 @@ impl EventBus {
     /// # Errors
     /// Redis is unreachable.
     pub async fn redis(client: &redis::Client, prefix: &str) -> Result<Self, BusError> {
-        let publisher = super::infra::redis_manager(client).await?;
+        let publisher = super::redis_conn::manager(client).await?;
         let channel = format!("{prefix}:events");
         let origin = rand::random::<u64>();
         let (local, _) = broadcast::channel(LOCAL_CAPACITY);

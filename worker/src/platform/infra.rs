@@ -1,7 +1,5 @@
 //! Connecting to what both tiers share: the database (migrated), the job queue and the bus.
 
-use std::time::Duration;
-
 use migration::MigratorTrait;
 use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
 
@@ -82,7 +80,7 @@ impl Infra {
                     }
                     None => redis::Client::open(redis.url.expose())?,
                 };
-                let manager = redis_manager(&client).await?;
+                let manager = super::redis_conn::manager(&client).await?;
                 let queue = Queue::Redis {
                     conn: manager.clone(),
                     prefix: redis.prefix.clone(),
@@ -138,19 +136,4 @@ async fn migrate(db: &entity::db::Db) -> Result<(), InfraError> {
             .await
             .map_err(InfraError::Migrate)
     }
-}
-
-/// A reconnecting Redis connection whose replies may take a while under load: redis-rs's
-/// 500 ms default response timeout can wedge a worker pool (apalis-redis issue 76).
-///
-/// # Errors
-/// Redis is unreachable.
-pub async fn redis_manager(
-    client: &redis::Client,
-) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(3)))
-        .set_response_timeout(Some(Duration::from_secs(10)))
-        .set_number_of_retries(6);
-    client.get_connection_manager_with_config(config).await
 }

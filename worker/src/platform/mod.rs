@@ -6,6 +6,8 @@ pub mod bus;
 pub mod events;
 pub mod infra;
 pub mod queue;
+pub mod redis_conn;
 pub mod sentinel;
 pub mod settings;
+pub mod shutdown;
 pub mod telemetry;

@@ -28,12 +28,7 @@ mod retention;
 pub use periodic::{reconcile_restocks, sweep_expired};
 pub use retention::{Purged, purge_old_rows};
 
-/// Fires once when the process should stop.
-pub type Shutdown = watch::Receiver<bool>;
-
-pub async fn stopped(mut shutdown: Shutdown) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
+pub use crate::platform::shutdown::{Shutdown, stopped};
 
 /// A process-unique worker name: a restarted worker must not collide with its predecessor's
 /// still-fresh heartbeat.

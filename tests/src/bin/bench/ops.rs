@@ -82,7 +82,7 @@ async fn schedule(store: &Store, n: i64) -> anyhow::Result<()> {
     }
     let client = redis::Client::open(tests::test_redis_url())?;
     let queue = Queue::Redis {
-        conn: worker::infra::redis_manager(&client).await?,
+        conn: worker::platform::redis_conn::manager(&client).await?,
         prefix: store
             .var("REDIS_PREFIX")
             .context("the store's Redis prefix")?
