@@ -576,6 +576,7 @@ impl PasswordPool {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -592,14 +593,14 @@ mod tests {
             "a second caller waits for the server"
         );
         assert!(!lookups.join(3, reply()));
-        let batch = lookups.next_batch().unwrap();
+        let batch = lookups.next_batch().expect("a batch");
         assert_eq!(
             batch.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
             [1, 2, 3]
         );
         // Arriving while that query is out: still served by the same task.
         assert!(!lookups.join(4, reply()));
-        assert_eq!(lookups.next_batch().unwrap().len(), 1);
+        assert_eq!(lookups.next_batch().expect("a batch").len(), 1);
         assert!(lookups.next_batch().is_none());
         // The line was left unserved when it emptied: the next caller serves it again.
         assert!(lookups.join(5, reply()));
