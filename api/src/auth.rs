@@ -256,37 +256,45 @@ impl Default for SessionView {
 
 /// The most sessions one lookup asks about.
 const MAX_LOOKUP_BATCH: usize = 1000;
+/// The most lookups out at once. A caller waits for its own query only while one of these is
+/// free; past them, the sessions that arrive wait together for the first to come back.
+const MAX_LOOKUPS_OUT: usize = 4;
 
 type LookupReply = oneshot::Sender<Result<bool, DbErr>>;
 
-/// Sessions to look up in the database, asked about together: while one query is out, the
-/// tokens that arrive wait for the next, which asks about all of them at once (the reserve
-/// line's group commit, for reads). A drop's opening brings thousands of buyers to a
-/// process for the first time within a second; each would otherwise cost a query and a
-/// pooled connection, on the same pool the reserves need.
+/// Sessions to look up in the database, asked about together: while [`MAX_LOOKUPS_OUT`]
+/// queries are out, the tokens that arrive wait for the next, which asks about all of them at
+/// once (the reserve line's group commit, for reads). A drop's opening brings thousands of
+/// buyers to a process for the first time within a second; each would otherwise cost a query
+/// and a pooled connection, on the same pool the reserves need.
 #[derive(Default)]
 struct Lookups(Mutex<LookupLine>);
 
 #[derive(Default)]
 struct LookupLine {
-    /// Whether a task is serving the line (it serves until the line is empty).
-    served: bool,
+    /// Tasks serving the line (each serves until the line is empty).
+    servers: usize,
     waiting: Vec<(i64, LookupReply)>,
 }
 
 impl Lookups {
-    /// Joins the line; `true` when nobody serves it, so the caller must start serving.
+    /// Joins the line; `true` when the caller must start a server (fewer than
+    /// [`MAX_LOOKUPS_OUT`] are serving).
     fn join(&self, session_id: i64, reply: LookupReply) -> bool {
         let mut line = self.lock();
         line.waiting.push((session_id, reply));
-        !std::mem::replace(&mut line.served, true)
+        let starts = line.servers < MAX_LOOKUPS_OUT;
+        if starts {
+            line.servers += 1;
+        }
+        starts
     }
 
-    /// The next sessions to ask about, or `None` (and the line unserved) when it is empty.
+    /// The next sessions to ask about, or `None` (and one server fewer) when it is empty.
     fn next_batch(&self) -> Option<Vec<(i64, LookupReply)>> {
         let mut line = self.lock();
         if line.waiting.is_empty() {
-            line.served = false;
+            line.servers -= 1;
             return None;
         }
         let take = line.waiting.len().min(MAX_LOOKUP_BATCH);
@@ -585,25 +593,30 @@ mod tests {
     }
 
     #[test]
-    fn sessions_arriving_while_a_lookup_is_out_wait_for_one_query_together() {
+    fn sessions_arriving_while_every_lookup_is_out_wait_for_one_query_together() {
         let lookups = Lookups::default();
-        assert!(lookups.join(1, reply()), "the first caller serves the line");
-        assert!(
-            !lookups.join(2, reply()),
-            "a second caller waits for the server"
-        );
-        assert!(!lookups.join(3, reply()));
+        for id in 0..MAX_LOOKUPS_OUT {
+            assert!(lookups.join(id as i64, reply()), "a free lookup: serve");
+        }
+        assert!(!lookups.join(100, reply()), "every lookup is out: wait");
+        assert!(!lookups.join(101, reply()));
         let batch = lookups.next_batch().expect("a batch");
         assert_eq!(
-            batch.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
-            [1, 2, 3]
+            batch.len(),
+            MAX_LOOKUPS_OUT + 2,
+            "one query for all waiting"
         );
-        // Arriving while that query is out: still served by the same task.
-        assert!(!lookups.join(4, reply()));
+        // The other servers find the line empty and stop.
+        for _ in 1..MAX_LOOKUPS_OUT {
+            assert!(lookups.next_batch().is_none());
+        }
+        // Arriving while the last server's query is out: a free lookup serves it at once.
+        assert!(lookups.join(102, reply()));
         assert_eq!(lookups.next_batch().expect("a batch").len(), 1);
         assert!(lookups.next_batch().is_none());
-        // The line was left unserved when it emptied: the next caller serves it again.
-        assert!(lookups.join(5, reply()));
+        assert!(lookups.next_batch().is_none());
+        // Every server stopped: the next caller starts one again.
+        assert!(lookups.join(103, reply()));
     }
 
     #[test]

@@ -473,6 +473,9 @@ pub async fn revoked_since(db: &impl ConnectionTrait, since: DateTime<Utc>) -> R
 /// # Errors
 /// Database failure.
 pub async fn existing_sessions(db: &impl ConnectionTrait, ids: &[i64]) -> Result<Vec<i64>> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        return session_ids_where(db, "id = ANY($1::text::bigint[])", ids, None).await;
+    }
     Ok(sessions::Entity::find()
         .select_only()
         .column(sessions::Column::Id)
@@ -480,6 +483,26 @@ pub async fn existing_sessions(db: &impl ConnectionTrait, ids: &[i64]) -> Result
         .into_tuple()
         .all(db)
         .await?)
+}
+
+/// On Postgres, the sessions among `ids` that meet `condition` (`$1` is the ids, `$2` the
+/// optional instant), in one statement for any number of ids (see `postgres_array`): the api
+/// asks about a different number of sessions each time.
+async fn session_ids_where(
+    db: &impl ConnectionTrait,
+    condition: &str,
+    ids: &[i64],
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<i64>> {
+    let sql = format!("SELECT id FROM sessions WHERE {condition}");
+    let mut values = vec![crate::db::postgres_array(ids).into()];
+    values.extend(now.map(Into::into));
+    let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
+    let rows = db.query_all_raw(statement).await?;
+    Ok(rows
+        .iter()
+        .map(|row| row.try_get::<i64>("", "id"))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Which of `ids` are sessions whose access tokens may still be used (not revoked, not
@@ -493,17 +516,8 @@ pub async fn live_sessions(
     now: DateTime<Utc>,
 ) -> Result<Vec<i64>> {
     if db.get_database_backend() == DbBackend::Postgres {
-        // One statement for any number of ids (see `postgres_array`): the api asks about a
-        // different number of sessions each time.
-        const SQL: &str = "SELECT id FROM sessions \
-            WHERE id = ANY($1::text::bigint[]) AND revoked_at IS NULL AND expires_at > $2";
-        let values = [crate::db::postgres_array(ids).into(), now.into()];
-        let statement = Statement::from_sql_and_values(DbBackend::Postgres, SQL, values);
-        let rows = db.query_all_raw(statement).await?;
-        return Ok(rows
-            .iter()
-            .map(|row| row.try_get::<i64>("", "id"))
-            .collect::<Result<_, _>>()?);
+        let live = "id = ANY($1::text::bigint[]) AND revoked_at IS NULL AND expires_at > $2";
+        return session_ids_where(db, live, ids, Some(now)).await;
     }
     Ok(sessions::Entity::find()
         .select_only()
