@@ -203,6 +203,9 @@ const scenarios = {
     await open(buyer);
     await open(watcher);
     await drop(buyer, name);
+    // Each page renders the listing on its own: wait for the watcher's card too (read too
+    // early, it was "(no card)", NaN).
+    await drop(watcher, name);
     const start = Number(await stockOf(watcher, name));
     check(start > 1, `${name} should start with a few units, shows ${start}`);
 
