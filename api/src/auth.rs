@@ -533,7 +533,9 @@ impl PasswordPool {
                         }
                     }
                 })
-                .map_err(|e| entity::Error::Invalid(format!("cannot start hashing thread: {e}")))?;
+                .map_err(|e| {
+                    entity::Error::Internal(format!("cannot start hashing thread: {e}"))
+                })?;
         }
         Ok(Self {
             jobs,

@@ -282,6 +282,7 @@ impl From<entity::Error> for ApiError {
             E::InvalidToken => (StatusCode::NOT_FOUND, ErrorCode::InvalidToken),
             E::AccountGone => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
             E::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed),
+            E::Internal(_) => return Self::internal(&error),
             E::Database(db) if entity::db::is_overload(db) => {
                 tracing::warn!(error = %entity::error::chain(&error), "overloaded");
                 return Self::overloaded();
@@ -437,3 +438,23 @@ pub async fn uniform(error: poem::Error) -> Response {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_failure_is_an_opaque_500_and_a_broken_rule_a_400() {
+        let ours = ApiError::from(entity::Error::Internal("cannot hash password: oom".into()));
+        assert_eq!(ours.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(ours.code, ErrorCode::InternalError);
+        assert!(!ours.message.contains("oom"), "the cause stays in the log");
+
+        let theirs = ApiError::from(entity::Error::Invalid(
+            "priceCents must not be negative".into(),
+        ));
+        assert_eq!(theirs.status, StatusCode::BAD_REQUEST);
+        assert_eq!(theirs.code, ErrorCode::ValidationFailed);
+        assert_eq!(theirs.message, "priceCents must not be negative");
+    }
+}

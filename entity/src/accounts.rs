@@ -132,7 +132,7 @@ pub fn hash_password(password: &Password) -> Result<String> {
 /// # Errors
 /// Only if argon2 itself fails.
 pub fn hash_password_in(password: &Password, memory: &mut HashMemory) -> Result<String> {
-    let failed = |e: &dyn std::fmt::Display| Error::Invalid(format!("cannot hash password: {e}"));
+    let failed = |e: &dyn std::fmt::Display| Error::Internal(format!("cannot hash password: {e}"));
     let params = Params::default();
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);

@@ -51,8 +51,13 @@ pub enum Error {
     /// The signed-in account (or its session) was deleted after its token was issued.
     #[error("this account no longer exists; sign in again")]
     AccountGone,
+    /// The request broke a rule of the domain (400 `validation_failed`, with this message).
     #[error("{0}")]
     Invalid(String),
+    /// Our own machinery failed (hashing a password, serialising a payload): not the
+    /// request's fault, so never a 4xx.
+    #[error("{0}")]
+    Internal(String),
     #[error("database error")]
     Database(#[from] DbErr),
 }

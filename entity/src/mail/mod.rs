@@ -245,7 +245,8 @@ fn ledger_row(
     payload: &impl Serialize,
     now: DateTime<Utc>,
 ) -> Result<email_messages::ActiveModel> {
-    let payload = serde_json::to_value(payload).map_err(|e| Error::Invalid(e.to_string()))?;
+    let payload = serde_json::to_value(payload)
+        .map_err(|e| Error::Internal(format!("cannot serialise the email payload: {e}")))?;
     Ok(email_messages::ActiveModel {
         kind: Set(kind),
         recipient: Set(to.recipient),
