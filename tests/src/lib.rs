@@ -864,3 +864,27 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// Reads frames until a `stock_update` of the drop shows `available` units; `false` if none
+/// did `within`.
+pub async fn wait_for_stock(
+    socket: &mut WsClient,
+    drop_id: i64,
+    available: i64,
+    within: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, socket.next()).await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let frame: Value = serde_json::from_str(&text).unwrap_or_default();
+        if frame["event"] == "stock_update"
+            && frame["data"]["dropId"] == drop_id
+            && frame["data"]["availableStock"] == available
+        {
+            return true;
+        }
+    }
+    false
+}

@@ -281,16 +281,7 @@ impl PostgresServer {
     /// Creates the cluster (`max_connections` as given) and starts it.
     pub async fn start(max_connections: u32) -> Self {
         let bin = postgres_bin_dir();
-        let dir = tempfile::Builder::new()
-            .prefix("honeydrop-pg-")
-            .tempdir()
-            .expect("temp dir");
-        // The server runs as `postgres`: it must reach and own its directory.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod");
+        let dir = server_dir("honeydrop-pg-");
         let server = Self {
             port: free_port(),
             bin,
@@ -458,15 +449,7 @@ impl PgBouncer {
         use std::str::FromStr;
         let upstream = sea_orm::sqlx::postgres::PgConnectOptions::from_str(postgres_url)
             .expect("a postgres:// URL");
-        let dir = tempfile::Builder::new()
-            .prefix("honeydrop-pgbouncer-")
-            .tempdir()
-            .expect("temp dir");
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod");
+        let dir = server_dir("honeydrop-pgbouncer-");
         let port = free_port();
         let users = dir.path().join("users.txt");
         std::fs::write(&users, format!("\"{}\" \"\"\n", upstream.get_username()))
@@ -579,4 +562,45 @@ pub async fn call_json(
         status,
         response.json().await.unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// Two apis and two workers started on `env` (each api on a free port; every process logs
+/// to `logs/<name>-<i>.log`), returned once both apis are ready: the processes (stopped when
+/// dropped) and the apis' addresses.
+pub async fn two_apis_two_workers(
+    env: &HashMap<&str, String>,
+    logs: &std::path::Path,
+) -> (Vec<Process>, [String; 2]) {
+    let mut processes = Vec::new();
+    let mut apis = Vec::new();
+    for (i, name) in ["api", "api", "worker", "worker"].into_iter().enumerate() {
+        let mut env = env.clone();
+        let port = free_port();
+        env.insert("PORT", port.to_string());
+        let log = logs.join(format!("{name}-{i}.log"));
+        processes.push(Process::start_logging_to(name, &env, &log));
+        if name == "api" {
+            apis.push(format!("http://127.0.0.1:{port}"));
+        }
+    }
+    for base in &apis {
+        wait_ready(base).await;
+    }
+    let apis = <[String; 2]>::try_from(apis).expect("two apis");
+    (processes, apis)
+}
+
+/// A temporary directory for a server that runs as `postgres` (Postgres, PgBouncer): it must
+/// reach its directory, so the directory is world-readable (0755).
+fn server_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    dir
 }

@@ -170,24 +170,6 @@ impl Store {
     }
 }
 
-/// Reads frames until a `stock_update` of the drop shows `available` units, or gives up.
-async fn wait_for_stock(socket: &mut tests::WsClient, drop_id: i64, available: i64) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, socket.next()).await {
-        let Message::Text(text) = message else {
-            continue;
-        };
-        let frame: Value = serde_json::from_str(&text).unwrap_or_default();
-        if frame["event"] == "stock_update"
-            && frame["data"]["dropId"] == drop_id
-            && frame["data"]["availableStock"] == available
-        {
-            return true;
-        }
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_ride_out_a_redis_flush_a_restart_and_a_killed_peer() {
     let mut redis = RedisServer::start().await;
@@ -201,7 +183,7 @@ async fn workers_ride_out_a_redis_flush_a_restart_and_a_killed_peer() {
     store.workers.remove(0).kill_hard();
     store.assert_holds_expired_in_time(drop_id).await;
     assert!(
-        wait_for_stock(&mut socket, drop_id, 30).await,
+        tests::wait_for_stock(&mut socket, drop_id, 30, Duration::from_secs(10)).await,
         "clients never heard the units come back after the flush"
     );
     store.assert_workers_running();
@@ -213,7 +195,7 @@ async fn workers_ride_out_a_redis_flush_a_restart_and_a_killed_peer() {
     redis.restart().await;
     store.assert_holds_expired_in_time(drop_id).await;
     assert!(
-        wait_for_stock(&mut socket, drop_id, 30).await,
+        tests::wait_for_stock(&mut socket, drop_id, 30, Duration::from_secs(10)).await,
         "clients never heard the units come back after the restart"
     );
     store.assert_workers_running();

@@ -11,16 +11,14 @@ use std::{collections::HashMap, time::Duration};
 
 use common::{Smtp, SmtpServer, link_token};
 use entity::accounts::Role;
-use futures::StreamExt;
 use reqwest::StatusCode;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 use tests::{
-    TestUser, free_port, fresh_postgres_database, mint_user,
-    process::{PgBouncer, Process, wait_ready},
+    TestUser, fresh_postgres_database, mint_user,
+    process::{PgBouncer, Process, two_apis_two_workers},
     test_redis_url,
 };
-use tokio_tungstenite::tungstenite::Message;
 
 const JWT_SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
 const TTL_SECS: i64 = 2;
@@ -65,28 +63,14 @@ impl Store {
             ("RESERVATION_TTL_SECS", TTL_SECS.to_string()),
             ("DEMO_DATA", "false".to_owned()),
         ]);
-        let mut processes = Vec::new();
-        let mut apis = Vec::new();
-        for (i, name) in ["api", "api", "worker", "worker"].into_iter().enumerate() {
-            let mut env = env.clone();
-            let port = free_port();
-            env.insert("PORT", port.to_string());
-            let log = logs.path().join(format!("{name}-{i}.log"));
-            processes.push(Process::start_logging_to(name, &env, &log));
-            if name == "api" {
-                apis.push(format!("http://127.0.0.1:{port}"));
-            }
-        }
-        for base in &apis {
-            wait_ready(base).await;
-        }
+        let (processes, apis) = two_apis_two_workers(&env, logs.path()).await;
         let mut direct = ConnectOptions::new(database.url());
         direct.max_connections(2).sqlx_logging(false);
         let db = Database::connect(direct).await.expect("test connects");
         let jwt = api::auth::Jwt::new(JWT_SECRET, Duration::from_secs(3600));
         let admin = mint_user(&db, &jwt, "ops", Role::Admin).await;
         Self {
-            apis: apis.try_into().expect("two apis"),
+            apis,
             db,
             admin,
             jwt,
@@ -236,11 +220,11 @@ async fn behind_a_transaction_mode_pgbouncer_the_store_sells_expires_and_mails()
     assert_eq!(bought, StatusCode::CREATED, "{body}");
     let back = i64::try_from(STOCK - 1).unwrap();
     assert!(
-        wait_for_stock(&mut socket, drop_id, 0).await,
+        tests::wait_for_stock(&mut socket, drop_id, 0, Duration::from_secs(15)).await,
         "the socket never saw the drop sell out"
     );
     assert!(
-        wait_for_stock(&mut socket, drop_id, back).await,
+        tests::wait_for_stock(&mut socket, drop_id, back, Duration::from_secs(15)).await,
         "the expired holds' units never came back\n{}",
         store.logs()
     );
@@ -297,22 +281,4 @@ async fn behind_a_transaction_mode_pgbouncer_the_store_sells_expires_and_mails()
     assert_eq!(mail[1]["subject"], "Clover Honey is back in stock");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(store.smtp.messages_to(email).len(), 2, "each mail once");
-}
-
-/// Reads frames until a `stock_update` of the drop shows `available` units, or gives up.
-async fn wait_for_stock(socket: &mut tests::WsClient, drop_id: i64, available: i64) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, socket.next()).await {
-        let Message::Text(text) = message else {
-            continue;
-        };
-        let frame: Value = serde_json::from_str(&text).unwrap_or_default();
-        if frame["event"] == "stock_update"
-            && frame["data"]["dropId"] == drop_id
-            && frame["data"]["availableStock"] == available
-        {
-            return true;
-        }
-    }
-    false
 }

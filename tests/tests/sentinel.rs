@@ -14,18 +14,16 @@ use std::{
 
 use common::{Smtp, SmtpServer, link_token};
 use entity::accounts::Role;
-use futures::StreamExt;
 use reqwest::StatusCode;
 use sea_orm::{
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, EntityTrait, QueryFilter,
 };
 use serde_json::{Value, json};
 use tests::{
-    TestUser, free_port, fresh_postgres_database, mint_user,
-    process::{Process, wait_ready},
+    TestUser, fresh_postgres_database, mint_user,
+    process::{Process, two_apis_two_workers},
     sentinel::{MASTER_NAME, SentinelGroup},
 };
-use tokio_tungstenite::tungstenite::Message;
 
 const JWT_SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
 const TTL_SECS: i64 = 3;
@@ -72,28 +70,14 @@ impl Store {
             ("RECONCILE_INTERVAL_SECS", RECONCILE_SECS.to_string()),
             ("DEMO_DATA", "false".to_owned()),
         ]);
-        let mut processes = Vec::new();
-        let mut apis = Vec::new();
-        for (i, name) in ["api", "api", "worker", "worker"].into_iter().enumerate() {
-            let mut env = env.clone();
-            let port = free_port();
-            env.insert("PORT", port.to_string());
-            let log = logs.path().join(format!("{name}-{i}.log"));
-            processes.push(Process::start_logging_to(name, &env, &log));
-            if name == "api" {
-                apis.push(format!("http://127.0.0.1:{port}"));
-            }
-        }
-        for base in &apis {
-            wait_ready(base).await;
-        }
+        let (processes, apis) = two_apis_two_workers(&env, logs.path()).await;
         let mut direct = ConnectOptions::new(database.url());
         direct.max_connections(2).sqlx_logging(false);
         let db = Database::connect(direct).await.expect("test connects");
         let jwt = api::auth::Jwt::new(JWT_SECRET, Duration::from_secs(3600));
         let admin = mint_user(&db, &jwt, "ops", Role::Admin).await;
         Self {
-            apis: apis.try_into().expect("two apis"),
+            apis,
             processes,
             db,
             admin,
@@ -306,7 +290,7 @@ async fn when_the_redis_primary_dies_every_process_follows_the_promoted_replica(
         assert_eq!(store.reserve(api, drop_id).await, StatusCode::CREATED);
         for (i, socket) in sockets.iter_mut().enumerate() {
             assert!(
-                wait_for_stock(socket, drop_id, available).await,
+                tests::wait_for_stock(socket, drop_id, available, Duration::from_secs(5)).await,
                 "the socket on api {i} missed a change made through api {api} after the failover\n{}",
                 store.logs()
             );
@@ -345,22 +329,4 @@ async fn when_the_redis_primary_dies_every_process_follows_the_promoted_replica(
         "a process gave up: {exits:?}\n{}",
         store.logs()
     );
-}
-
-/// Reads frames until a `stock_update` of the drop shows `available` units, or gives up.
-async fn wait_for_stock(socket: &mut tests::WsClient, drop_id: i64, available: i64) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, socket.next()).await {
-        let Message::Text(text) = message else {
-            continue;
-        };
-        let frame: Value = serde_json::from_str(&text).unwrap_or_default();
-        if frame["event"] == "stock_update"
-            && frame["data"]["dropId"] == drop_id
-            && frame["data"]["availableStock"] == available
-        {
-            return true;
-        }
-    }
-    false
 }

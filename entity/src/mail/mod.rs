@@ -102,16 +102,10 @@ pub async fn queue_offer(
     offer: &OfferPayload,
     now: DateTime<Utc>,
 ) -> Result<i64> {
-    let addressee = Addressee {
-        recipient: recipient.to_owned(),
-        subscription_id: None,
-    };
+    let addressee = Addressee::person(recipient.to_owned());
     let dedupe_key = format!("offer:{}", offer.reservation_id);
     let row = ledger_row(MessageKind::HoldOffer, addressee, dedupe_key, offer, now)?;
-    Ok(email_messages::Entity::insert(row)
-        .exec_with_returning(txn)
-        .await?
-        .id)
+    write_one(txn, row).await
 }
 
 /// Writes an account's verification email, in the transaction that created the account (or
@@ -125,10 +119,7 @@ pub async fn queue_verification(
     recipient: &str,
     now: DateTime<Utc>,
 ) -> Result<i64> {
-    let addressee = Addressee {
-        recipient: recipient.to_owned(),
-        subscription_id: None,
-    };
+    let addressee = Addressee::person(recipient.to_owned());
     let dedupe_key = format!(
         "verify:{user_id}:{}",
         now.timestamp_nanos_opt().unwrap_or_default()
@@ -141,10 +132,7 @@ pub async fn queue_verification(
         &payload,
         now,
     )?;
-    Ok(email_messages::Entity::insert(row)
-        .exec_with_returning(txn)
-        .await?
-        .id)
+    write_one(txn, row).await
 }
 
 /// Writes the emails telling a draw's entrants who did not win their place on the waitlist,
@@ -162,10 +150,7 @@ pub async fn queue_waitlisted(
         let rows = chunk
             .iter()
             .map(|(recipient, content)| {
-                let addressee = Addressee {
-                    recipient: recipient.clone(),
-                    subscription_id: None,
-                };
+                let addressee = Addressee::person(recipient.clone());
                 let dedupe_key = format!("draw:{}:{recipient}", content.drop_id);
                 ledger_row(
                     MessageKind::DrawWaitlisted,
@@ -211,10 +196,7 @@ pub async fn queue_confirmation(
         &payload,
         now,
     )?;
-    Ok(email_messages::Entity::insert(row)
-        .exec_with_returning(txn)
-        .await?
-        .id)
+    write_one(txn, row).await
 }
 
 pub(crate) fn new_row(
@@ -235,6 +217,24 @@ pub(crate) fn new_row(
 struct Addressee {
     recipient: String,
     subscription_id: Option<i64>,
+}
+
+impl Addressee {
+    /// An address that is nobody's subscription: an account's, or a draw entrant's.
+    fn person(recipient: String) -> Self {
+        Self {
+            recipient,
+            subscription_id: None,
+        }
+    }
+}
+
+/// Inserts one ledger row; its id.
+async fn write_one(txn: &impl ConnectionTrait, row: email_messages::ActiveModel) -> Result<i64> {
+    Ok(email_messages::Entity::insert(row)
+        .exec_with_returning(txn)
+        .await?
+        .id)
 }
 
 /// A queued ledger row, not yet tried.
