@@ -142,21 +142,20 @@ async fn check_admin(req: &Request, bearer: Bearer) -> poem::Result<CurrentUser>
     Ok(user)
 }
 
-/// Which sessions were revoked, held in memory so that authenticating a request needs no
-/// database round trip. Kept current two ways: `session_ended` events on the bus (every
-/// instance hears a logout at once) and [`sync_sessions`], which reads the revocations of the
-/// last few seconds from the database every [`SESSION_SYNC_EVERY`] — so a process that
+/// Which sessions ended, held in memory so that authenticating a request needs no database
+/// round trip. Kept current two ways: `session_ended` events on the bus (every instance hears
+/// a logout at once) and [`Authenticator::sync_sessions`], which reads the sessions ended in
+/// the last few seconds from the database every [`SESSION_SYNC_EVERY`] — so a process that
 /// missed events (a Redis blip, a restart) still learns of every revocation within a second.
 ///
-/// Revocations are one way a session ends; deletion (of the session, or of its account, which
-/// takes its sessions with it) is the other, and leaves no row to read back. So the view
-/// also knows which sessions exist: one this process has not met is looked up once (a token
-/// for a deleted account is refused from its first request), and every
-/// [`SESSION_CHECK_EVERY`] the sessions met within a token's lifetime are checked to
-/// still exist, so a deletion is refused within seconds without a query per request.
+/// A session ends when it is revoked, or when it is deleted while live (on its own, or with
+/// its account, by an operator or a script): a trigger then leaves a tombstone that the same
+/// read finds, so a deletion is refused everywhere within a second too, with no query per
+/// session. A write in that second for a deleted account fails its foreign key, which answers
+/// 401.
 ///
 /// An access token never outlives its session (see [`Jwt::issue`]), and one of a session
-/// revoked longer than a token's lifetime ago has expired anyway. While the view is not
+/// ended longer than a token's lifetime ago has expired anyway. While the view is not
 /// current (before the first read, or when the database has not answered for
 /// [`SESSION_VIEW_STALE`]) each request asks the database.
 pub struct SessionView {
@@ -165,20 +164,15 @@ pub struct SessionView {
 
 #[derive(Default)]
 struct ViewState {
-    /// Revoked sessions, with when we learned of it (pruned after a token's lifetime).
+    /// Ended sessions, with when we learned of it (pruned after a token's lifetime).
     revoked: HashMap<i64, Instant>,
-    /// Sessions known to exist, with when they were last used here (pruned after a token's
-    /// lifetime unused: the next use looks the session up again).
-    known: HashMap<i64, Instant>,
     synced_at: Option<Instant>,
 }
 
 pub const SESSION_SYNC_EVERY: Duration = Duration::from_millis(500);
-/// How often the sessions in use are checked to still exist (deleted with their account).
-pub const SESSION_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// A view not refreshed for this long is not trusted.
 pub const SESSION_VIEW_STALE: Duration = Duration::from_secs(5);
-/// Revocations are read back this far each time: a revocation committed late, or stamped by
+/// Ended sessions are read back this far each time: a revocation committed late, or stamped by
 /// an instance whose clock is behind, is still seen.
 const SESSION_SYNC_OVERLAP: Duration = Duration::from_secs(10);
 
@@ -189,7 +183,7 @@ impl SessionView {
         }
     }
 
-    /// `Some(true)` if revoked, `None` when the view cannot be trusted.
+    /// `Some(true)` if ended, `None` when the view cannot be trusted.
     pub fn is_revoked(&self, session_id: i64) -> Option<bool> {
         let view = self.lock();
         let current = view
@@ -200,42 +194,15 @@ impl SessionView {
 
     /// The session ended (heard on the bus, or done here).
     pub fn end(&self, session_id: i64) {
-        let mut view = self.lock();
-        view.known.remove(&session_id);
-        view.revoked.insert(session_id, Instant::now());
+        self.lock().revoked.insert(session_id, Instant::now());
     }
 
-    /// The session exists (started here, or looked up): its requests need no lookup.
-    pub fn met(&self, session_id: i64) {
-        self.lock().known.insert(session_id, Instant::now());
-    }
-
-    /// Whether the session is known to exist; counts as a use.
-    fn knows(&self, session_id: i64) -> bool {
-        match self.lock().known.get_mut(&session_id) {
-            Some(used) => {
-                *used = Instant::now();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The sessions met within `within`, forgetting the rest.
-    fn in_use(&self, within: Duration) -> Vec<i64> {
-        let now = Instant::now();
-        let mut view = self.lock();
-        view.known
-            .retain(|_, used| now.duration_since(*used) < within);
-        view.known.keys().copied().collect()
-    }
-
-    fn synced(&self, revoked: Vec<i64>, forget_after: Duration) {
+    fn synced(&self, ended: Vec<i64>, forget_after: Duration) {
         let now = Instant::now();
         let mut view = self.lock();
         view.revoked
             .retain(|_, at| now.duration_since(*at) < forget_after);
-        for session_id in revoked {
+        for session_id in ended {
             view.revoked.entry(session_id).or_insert(now);
         }
         view.synced_at = Some(now);
@@ -316,7 +283,7 @@ pub struct Authenticator(Arc<AuthParts>);
 
 pub struct AuthParts {
     pub jwt: Jwt,
-    /// Revoked sessions, so authenticating needs no database round trip.
+    /// Ended sessions, so authenticating needs no database round trip.
     pub sessions: SessionView,
     /// Sessions waiting to be looked up in the database.
     lookups: Lookups,
@@ -343,7 +310,7 @@ impl Authenticator {
     }
 
     /// Turns an access token into the caller: a valid signature and claims (checked here), of
-    /// a session not revoked (from [`crate::auth::SessionView`], without a database round
+    /// a session not ended (from [`crate::auth::SessionView`], without a database round
     /// trip while the view is current).
     ///
     /// # Errors
@@ -357,20 +324,14 @@ impl Authenticator {
             .sub
             .parse()
             .map_err(|_| ApiError::unauthorized("invalid access token"))?;
-        let revoked = match self.sessions.is_revoked(claims.sid) {
-            Some(false) if self.sessions.knows(claims.sid) => false,
-            Some(true) => true,
-            // Not met yet: it may have been deleted with its account.
-            Some(false) => {
-                self.metrics.session_first_lookups.fetch_add(1, Relaxed);
-                self.look_up(claims.sid).await?
-            }
+        let ended = match self.sessions.is_revoked(claims.sid) {
+            Some(ended) => ended,
             None => {
                 self.metrics.session_lookups.fetch_add(1, Relaxed);
                 self.look_up(claims.sid).await?
             }
         };
-        if revoked {
+        if ended {
             return Err(ApiError::unauthorized(
                 "this session has ended; sign in again",
             ));
@@ -382,8 +343,8 @@ impl Authenticator {
         })
     }
 
-    /// Whether the session is over (revoked, expired or gone), from the database; a live one
-    /// is met. Asked together with every other session waiting to be looked up (see
+    /// Whether the session is over (revoked, expired or gone), from the database. Asked
+    /// together with every other session waiting to be looked up (see
     /// [`Lookups`]).
     async fn look_up(&self, session_id: i64) -> Result<bool, ApiError> {
         let (reply, answer) = oneshot::channel();
@@ -408,11 +369,7 @@ impl Authenticator {
                 Ok(live) => {
                     let live: HashSet<i64> = live.into_iter().collect();
                     for (session_id, reply) in batch {
-                        let is_live = live.contains(&session_id);
-                        if is_live {
-                            self.sessions.met(session_id);
-                        }
-                        let _ = reply.send(Ok(is_live));
+                        let _ = reply.send(Ok(live.contains(&session_id)));
                     }
                 }
                 Err(error) => {
@@ -428,22 +385,6 @@ impl Authenticator {
         }
     }
 
-    /// Ends, in the view, the sessions in use that no longer exist.
-    async fn check_sessions_exist(&self, token_life: Duration) -> Result<(), entity::Error> {
-        let in_use = self.sessions.in_use(token_life);
-        for ids in in_use.chunks(1000) {
-            let existing: std::collections::HashSet<i64> =
-                entity::accounts::existing_sessions(&self.db, ids)
-                    .await?
-                    .into_iter()
-                    .collect();
-            for gone in ids.iter().filter(|id| !existing.contains(id)) {
-                self.sessions.end(*gone);
-            }
-        }
-        Ok(())
-    }
-
     /// Keeps the session view current from the database until the process stops.
     pub async fn sync_sessions(&self) {
         // Tokens of a session revoked before this can no longer be valid.
@@ -453,19 +394,12 @@ impl Authenticator {
         let mut tick = tokio::time::interval(SESSION_SYNC_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
-        let mut checked = Instant::now();
         loop {
             tick.tick().await;
-            if checked.elapsed() >= SESSION_CHECK_EVERY {
-                checked = Instant::now();
-                if let Err(error) = self.check_sessions_exist(token_life).await {
-                    tracing::debug!(error = %entity::error::chain(&error), "cannot check sessions exist");
-                }
-            }
             let started = Utc::now();
-            match entity::accounts::revoked_since(&self.db, since).await {
-                Ok(revoked) => {
-                    self.sessions.synced(revoked, token_life);
+            match entity::accounts::ended_since(&self.db, since).await {
+                Ok(ended) => {
+                    self.sessions.synced(ended, token_life);
                     since = started - overlap;
                     if std::mem::take(&mut failing) {
                         tracing::info!("session view current again");
@@ -473,7 +407,7 @@ impl Authenticator {
                 }
                 Err(error) if !failing => {
                     failing = true;
-                    tracing::warn!(error = %entity::error::chain(&error), "cannot read revoked sessions; checking each request against the database");
+                    tracing::warn!(error = %entity::error::chain(&error), "cannot read ended sessions; checking each request against the database");
                 }
                 Err(_) => {}
             }

@@ -105,9 +105,6 @@ pub struct Metrics {
     /// Requests whose session was checked in the database (the revocation view was not
     /// current).
     pub session_lookups: AtomicU64,
-    /// Sessions looked up at their first request to this process (they may have been deleted
-    /// with their account); once per session, not per request.
-    pub session_first_lookups: AtomicU64,
     /// Queries those lookups took (sessions waiting together are asked about in one).
     pub session_lookup_queries: AtomicU64,
     pub websocket_clients: AtomicI64,
@@ -182,7 +179,7 @@ impl Metrics {
     }
 
     /// The families with one unlabelled sample: name, help, type, value.
-    fn single_valued(&self) -> [Family<i64>; 10] {
+    fn single_valued(&self) -> [Family<i64>; 9] {
         [
             (
                 "honeydrop_reserve_batches_total",
@@ -219,12 +216,6 @@ impl Metrics {
                 "Requests authenticated by a database query because the session view was not current.",
                 "counter",
                 total(&self.session_lookups),
-            ),
-            (
-                "honeydrop_session_first_lookups_total",
-                "Sessions looked up at their first request to this process (once per session).",
-                "counter",
-                total(&self.session_first_lookups),
             ),
             (
                 "honeydrop_session_lookup_queries_total",

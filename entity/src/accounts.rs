@@ -15,7 +15,7 @@ use crate::{
     EmailAddress, Error,
     db::{begin_write, insert_unique},
     error::Result,
-    models::{sessions, spent_refresh_tokens, users},
+    models::{ended_sessions, sessions, spent_refresh_tokens, users},
     tokens,
 };
 
@@ -453,36 +453,29 @@ pub async fn revoke(db: &impl ConnectionTrait, session_id: i64, now: DateTime<Ut
     Ok(())
 }
 
-/// Sessions revoked after `since`: what an api instance's view of revoked sessions learns
-/// from the database (by the index on `revoked_at`).
+/// Sessions that ended after `since`, revoked or deleted while live (a trigger leaves a
+/// tombstone in `ended_sessions` for those): what an api instance's view of ended sessions
+/// learns from the database, each by its index on when it ended.
 ///
 /// # Errors
 /// Database failure.
-pub async fn revoked_since(db: &impl ConnectionTrait, since: DateTime<Utc>) -> Result<Vec<i64>> {
-    Ok(sessions::Entity::find()
+pub async fn ended_since(db: &impl ConnectionTrait, since: DateTime<Utc>) -> Result<Vec<i64>> {
+    let mut ended: Vec<i64> = sessions::Entity::find()
         .select_only()
         .column(sessions::Column::Id)
         .filter(sessions::Column::RevokedAt.gt(since))
         .into_tuple()
         .all(db)
-        .await?)
-}
-
-/// Which of `ids` are sessions that still exist (a session goes with its account).
-///
-/// # Errors
-/// Database failure.
-pub async fn existing_sessions(db: &impl ConnectionTrait, ids: &[i64]) -> Result<Vec<i64>> {
-    if db.get_database_backend() == DbBackend::Postgres {
-        return session_ids_where(db, "id = ANY($1::text::bigint[])", ids, None).await;
-    }
-    Ok(sessions::Entity::find()
+        .await?;
+    let deleted: Vec<i64> = ended_sessions::Entity::find()
         .select_only()
-        .column(sessions::Column::Id)
-        .filter(sessions::Column::Id.is_in(ids.iter().copied()))
+        .column(ended_sessions::Column::SessionId)
+        .filter(ended_sessions::Column::EndedAt.gt(since))
         .into_tuple()
         .all(db)
-        .await?)
+        .await?;
+    ended.extend(deleted);
+    Ok(ended)
 }
 
 /// On Postgres, the sessions among `ids` that meet `condition` (`$1` is the ids, `$2` the

@@ -17,6 +17,7 @@ mod m20261126_000007_restock_waves;
 mod m20261207_000001_operations;
 mod m20261207_000002_mail_quotas;
 mod m20261207_000003_fair_drops;
+mod m20261207_000004_ended_sessions;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000001_operations::Migration),
             Box::new(m20261207_000002_mail_quotas::Migration),
             Box::new(m20261207_000003_fair_drops::Migration),
+            Box::new(m20261207_000004_ended_sessions::Migration),
         ]
     }
 }

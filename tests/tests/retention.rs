@@ -13,7 +13,8 @@ use entity::{
     catalog::{ProductFields, ProductName, ProductPatch, Slug, SubscriptionStatus},
     idempotency::IdempotencyKey,
     models::{
-        email_messages, idempotency_keys, reservations, sessions, subscriptions, webhook_deliveries,
+        email_messages, ended_sessions, idempotency_keys, reservations, sessions, subscriptions,
+        webhook_deliveries,
     },
 };
 use sea_orm::{
@@ -148,6 +149,59 @@ async fn sessions_go_thirty_days_after_they_ended_and_live_ones_stay(backend: Ba
             .await
             .unwrap(),
         [live]
+    );
+}
+
+/// A session deleted before its lifetime is over leaves a tombstone that the api's view of
+/// ended sessions reads (a revoked one too, so a view that missed the revocation still
+/// learns of it); an expired one leaves none, and tombstones go once their session would
+/// have expired.
+async fn a_session_deleted_before_it_expired_leaves_a_tombstone_and_an_expired_one_none(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let user = app.customer("deleted").await.id;
+    let now = Utc::now();
+    let live = session(&app, user, Duration::days(1), now).await;
+    let revoked = session(&app, user, Duration::days(1), now).await;
+    entity::accounts::revoke(&app.db, revoked, now)
+        .await
+        .unwrap();
+    let expired = session(&app, user, Duration::hours(1), now - Duration::hours(2)).await;
+    let stale = ended_sessions::ActiveModel {
+        session_id: Set(i64::MAX),
+        ended_at: Set(now - Duration::days(2)),
+        expires_at: Set(now - Duration::days(1)),
+    };
+    ended_sessions::Entity::insert(stale)
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let since = now - Duration::minutes(1);
+    let ended_before = entity::accounts::ended_since(&app.db, since).await.unwrap();
+    assert_eq!(ended_before, [revoked], "only the revocation so far");
+
+    sessions::Entity::delete_many()
+        .filter(sessions::Column::Id.is_in([live, revoked, expired]))
+        .exec(&app.db)
+        .await
+        .unwrap();
+
+    let mut ended = entity::accounts::ended_since(&app.db, since).await.unwrap();
+    ended.sort_unstable();
+    assert_eq!(ended, [live, revoked], "from their tombstones");
+    let mut tombstones: Vec<i64> = ended_sessions::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.session_id)
+        .collect();
+    tombstones.sort_unstable();
+    assert_eq!(
+        tombstones,
+        [live, revoked],
+        "none for the expired session; the stale tombstone was cleared"
     );
 }
 
@@ -506,6 +560,7 @@ both_backends!(
     mail_quotas_go_once_their_day_is_over,
     idempotency_keys_go_a_day_after_they_were_made,
     sessions_go_thirty_days_after_they_ended_and_live_ones_stay,
+    a_session_deleted_before_it_expired_leaves_a_tombstone_and_an_expired_one_none,
     webhook_deliveries_go_after_ninety_days,
     settled_confirmations_go_after_ninety_days_and_queued_ones_stay,
     old_alerts_go_only_once_a_newer_restock_means_they_cannot_be_sent_again,

@@ -209,7 +209,6 @@ impl AuthApi {
                 session,
                 refresh_token,
             } => {
-                self.state.auth.sessions.met(session.id);
                 let user = accounts::find_user(&self.state.db, session.user_id)
                     .await?
                     .ok_or_else(|| ApiError::unauthorized("this account no longer exists"))?;
@@ -263,7 +262,6 @@ async fn sign_in(state: &AppState, user: users::Model) -> ApiResult<AuthResponse
     let lifetime = state.settings.auth.refresh_token_ttl;
     let (session, refresh_token) =
         accounts::start_session(&state.db, user.id, lifetime, Utc::now()).await?;
-    state.auth.sessions.met(session.id);
     tokens(state, user, &session, refresh_token)
 }
 

@@ -4,6 +4,7 @@
 pub mod draw_entries;
 pub mod drops;
 pub mod email_messages;
+pub mod ended_sessions;
 pub mod idempotency_keys;
 pub mod mail_quotas;
 pub mod ops_audit;
