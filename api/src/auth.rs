@@ -19,7 +19,7 @@ use entity::{
     models::sessions,
 };
 
-use crate::{error::ApiError, metrics::Metrics};
+use crate::{http::error::ApiError, metrics::Metrics};
 
 const ISSUER: &str = "honeydrop";
 const AUDIENCE: &str = "honeydrop-api";

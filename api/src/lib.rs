@@ -1,40 +1,27 @@
-//! The api tier: routes, auth, the WebSocket hub and Socket.IO endpoint, and startup.
+//! The api tier. Each folder is one kind of thing:
+//!
+//! - [`routes`]: the HTTP API, one file per resource; each handler is one domain call.
+//! - [`reserve`]: the hot path of a drop — reserves batched into one statement per drop.
+//! - [`cache`]: what reads are served from (stock, listings, a drop's rules).
+//! - [`live`]: events to browsers — the bus relay, `/ws`, Socket.IO and their contract.
+//! - [`abuse`]: rate limits, proof-of-work challenges, a drop's per-address share.
+//! - [`http`]: the listener and what every request passes through (CORS, errors, limits,
+//!   checked text, idempotency, the OpenAPI fix-ups, the storefront's files).
+//! - [`dev`]: the embedded store's helpers (the outbox, the demo data).
+//!
+//! Beside them: [`auth`] (tokens and the view of ended sessions), [`state`] (what handlers
+//! share), [`startup`] (building it all) and [`metrics`].
 
-pub mod allow;
-pub mod asyncapi;
+pub mod abuse;
 pub mod auth;
-pub mod challenge;
-pub mod client;
-pub mod contentful;
-pub mod cors;
-pub mod demand;
-pub mod demo;
-pub mod drop_rules;
-pub mod error;
-pub mod fairness;
-pub mod frame;
-pub mod html_headers;
-pub mod http_service;
-pub mod idempotent;
-pub mod json_keys;
-pub mod limiter;
-pub mod listing_cache;
-pub mod live_gate;
+pub mod cache;
+pub mod dev;
+pub mod http;
+pub mod live;
 pub mod metrics;
-pub mod outbox;
-pub mod product_listing;
-pub mod relay;
-pub mod rendered;
-pub mod reserve_batch;
+pub mod reserve;
 pub mod routes;
-pub mod serve;
-pub mod socketio;
-pub mod spec;
 pub mod startup;
 pub mod state;
-pub mod stock_cache;
-pub mod storefront;
-pub mod text;
-pub mod ws;
 
 pub use startup::Application;

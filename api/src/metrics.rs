@@ -203,13 +203,13 @@ impl Metrics {
                 "honeydrop_overloaded_total",
                 "Requests answered 503 overloaded (no database connection in time, too many clients).",
                 "counter",
-                total(&crate::error::OVERLOADED),
+                total(&crate::http::error::OVERLOADED),
             ),
             (
                 "honeydrop_database_unavailable_total",
                 "Requests answered 503 database_unavailable (the connection broke or Postgres was restarting).",
                 "counter",
-                total(&crate::error::DATABASE_UNAVAILABLE),
+                total(&crate::http::error::DATABASE_UNAVAILABLE),
             ),
             (
                 "honeydrop_session_lookups_total",

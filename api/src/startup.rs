@@ -13,8 +13,8 @@ use tracing::Instrument;
 use worker::{Infra, Settings, runtime};
 
 use crate::{
-    allow, asyncapi, error, html_headers, json_keys, routes, serve, socketio, spec,
-    state::AppState, storefront, ws,
+    http::allow, http::error, http::html_headers, http::json_keys, http::serve, http::spec,
+    http::storefront, live::asyncapi, live::socketio, live::ws, routes, state::AppState,
 };
 
 const DESCRIPTION: &str = include_str!("../API.md");
@@ -34,7 +34,7 @@ impl Application {
     /// A backend is unreachable, a migration fails, or the address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let infra = Infra::connect(&settings).await?;
-        crate::demo::seed_if_empty(&settings, &infra).await?;
+        crate::dev::demo::seed_if_empty(&settings, &infra).await?;
         ensure_admin(&settings, &infra).await?;
         let address = std::net::SocketAddr::new(settings.http.host, settings.http.port);
         let listener = tokio::net::TcpListener::bind(address)
@@ -93,7 +93,7 @@ impl Application {
                 shutdown.clone(),
             ))
         });
-        let relay = tokio::spawn(crate::relay::run(state.clone()));
+        let relay = tokio::spawn(crate::live::relay::run(state.clone()));
         let sessions = tokio::spawn({
             let auth = state.auth.clone();
             async move { auth.sync_sessions().await }
@@ -111,7 +111,7 @@ impl Application {
         let at_shutdown = state.clone();
         let routes = serve::Routes {
             socketio: socketio::endpoint(&state),
-            cors: crate::cors::layer(&settings.http.cors_allowed_origins),
+            cors: crate::http::cors::layer(&settings.http.cors_allowed_origins),
             app: app(state).boxed(),
         };
         let limits = serve::Limits::from(&settings.http);

@@ -5,9 +5,9 @@ use std::{ops::Deref, sync::Arc};
 use worker::{Effects, Infra, Settings, bus::EventBus, queue::Queue};
 
 use crate::{
+    abuse::limiter::Limiter,
     auth::{Authenticator, Jwt, PasswordPool},
-    limiter::Limiter,
-    stock_cache::StockCaches,
+    cache::stock::StockCaches,
 };
 
 #[derive(Clone)]
@@ -30,20 +30,20 @@ pub struct Inner {
     pub passwords: PasswordPool,
     pub limiter: Limiter,
     /// What each drop asks of its buyers (a verified email, a solved challenge).
-    pub drop_rules: crate::drop_rules::DropRules,
+    pub drop_rules: crate::cache::drop_rules::DropRules,
     /// Accounts known to have verified their email.
-    pub verified: crate::drop_rules::VerifiedAccounts,
+    pub verified: crate::cache::drop_rules::VerifiedAccounts,
     /// Concurrent reserves of one drop, combined into one statement.
-    pub reserves: crate::reserve_batch::ReserveBatcher,
+    pub reserves: crate::reserve::batch::ReserveBatcher,
     /// The sold-out cache and the drop listing, told of every stock change at once.
     pub caches: Arc<StockCaches>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Reserve requests per drop, added to the drops' rows every second.
-    pub reserve_attempts: crate::demand::ReserveAttempts,
+    pub reserve_attempts: crate::reserve::demand::ReserveAttempts,
     /// Every browser-facing event, serialised once for all sockets.
-    pub frames: tokio::sync::broadcast::Sender<Arc<crate::frame::Frame>>,
+    pub frames: tokio::sync::broadcast::Sender<Arc<crate::live::frame::Frame>>,
     /// Room for live sockets (`/ws` and Socket.IO together), per process and per address.
-    pub live: Arc<crate::live_gate::LiveGate>,
+    pub live: Arc<crate::live::gate::LiveGate>,
     /// Set when the process begins to shut down: sockets say goodbye (close 1001) so their
     /// clients reconnect to another instance at once.
     pub closing: tokio::sync::watch::Sender<bool>,
@@ -76,7 +76,7 @@ impl AppState {
         let caches = Arc::new(StockCaches::default());
         let effects = Effects::of(&infra).observed_by(caches.clone());
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        let reserves = crate::reserve_batch::ReserveBatcher::new(
+        let reserves = crate::reserve::batch::ReserveBatcher::new(
             holds_db.clone(),
             settings.drops.reservation_ttl,
             effects.clone(),
@@ -94,15 +94,15 @@ impl AppState {
                 metrics.clone(),
             ),
             limiter: Limiter::new(infra.redis.clone(), prefix),
-            drop_rules: crate::drop_rules::DropRules::default(),
-            verified: crate::drop_rules::VerifiedAccounts::default(),
+            drop_rules: crate::cache::drop_rules::DropRules::default(),
+            verified: crate::cache::drop_rules::VerifiedAccounts::default(),
             reserves,
             passwords: PasswordPool::new()?,
             metrics,
-            reserve_attempts: crate::demand::ReserveAttempts::default(),
-            frames: tokio::sync::broadcast::channel(crate::frame::FRAME_BACKLOG).0,
+            reserve_attempts: crate::reserve::demand::ReserveAttempts::default(),
+            frames: tokio::sync::broadcast::channel(crate::live::frame::FRAME_BACKLOG).0,
             closing: tokio::sync::watch::channel(false).0,
-            live: crate::live_gate::LiveGate::new(settings.live.clone()),
+            live: crate::live::gate::LiveGate::new(settings.live.clone()),
             effects,
             caches,
             db: infra.db,

@@ -371,7 +371,7 @@ async fn verification_link(app: &TestApp, email: &str) -> String {
     tests::eventually(Duration::from_secs(15), || {
         let dir = dir.clone();
         async move {
-            api::outbox::latest(&dir, 100)
+            api::dev::outbox::latest(&dir, 100)
                 .ok()?
                 .into_iter()
                 .find(|m| m.to.contains(email) && m.subject.contains("Verify"))?

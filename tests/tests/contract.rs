@@ -134,7 +134,7 @@ async fn schemas_in_both_documents_are_one_definition() {
     for name in shared {
         assert_eq!(
             events[name],
-            api::asyncapi::json_schema(openapi["components"]["schemas"][name].clone()),
+            api::live::asyncapi::json_schema(openapi["components"]["schemas"][name].clone()),
             "{name} differs between the documents"
         );
     }

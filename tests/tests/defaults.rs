@@ -121,7 +121,7 @@ async fn demo_store(backend: Backend) {
     assert_eq!(notify.status, StatusCode::ACCEPTED, "{:?}", notify.body);
 
     let saved = std::fs::read_to_string(
-        std::path::Path::new(&app.vars["DATA_DIR"]).join(api::demo::PASSWORD_FILE),
+        std::path::Path::new(&app.vars["DATA_DIR"]).join(api::dev::demo::PASSWORD_FILE),
     )
     .expect("the admin password is kept");
     let password = saved.lines().nth(1).expect("email, then password");
@@ -129,7 +129,7 @@ async fn demo_store(backend: Backend) {
         .post(
             "/api/auth/login",
             None,
-            json!({"email": api::demo::ADMIN_EMAIL, "password": password}),
+            json!({"email": api::dev::demo::ADMIN_EMAIL, "password": password}),
         )
         .await;
     assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);

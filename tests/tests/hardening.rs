@@ -269,7 +269,7 @@ async fn a_webhook_whose_topic_is_not_signed_is_refused(backend: Backend) {
                 "Content-Type",
                 "application/vnd.contentful.management.v1+json",
             )];
-            let (signature, signed) = api::contentful::sign(
+            let (signature, signed) = api::http::contentful::sign(
                 common::SECRET,
                 "POST",
                 "/api/webhooks/contentful",

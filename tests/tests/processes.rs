@@ -260,11 +260,11 @@ async fn a_first_embedded_start_seeds_a_demo_store_once_and_prints_its_admin() {
         .find(|l| l.contains("admin sign-in"))
         .unwrap_or_else(|| panic!("no admin line in the log: {log}"));
     let password = line
-        .split(&format!("{} / ", api::demo::ADMIN_EMAIL))
+        .split(&format!("{} / ", api::dev::demo::ADMIN_EMAIL))
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .expect("the password follows the address");
-    let file = dir.path().join(api::demo::PASSWORD_FILE);
+    let file = dir.path().join(api::dev::demo::PASSWORD_FILE);
     let mode = std::os::unix::fs::PermissionsExt::mode(&file.metadata().unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the password file is the owner's only");
     let secret = dir.path().join("jwt_access_secret");
@@ -276,7 +276,7 @@ async fn a_first_embedded_start_seeds_a_demo_store_once_and_prints_its_admin() {
     wait_ready(&base).await;
     let login = client
         .post(format!("{base}/api/auth/login"))
-        .json(&json!({"email": api::demo::ADMIN_EMAIL, "password": password}))
+        .json(&json!({"email": api::dev::demo::ADMIN_EMAIL, "password": password}))
         .send()
         .await
         .unwrap();
@@ -330,7 +330,7 @@ async fn distributed_mode_seeds_no_demo_unless_asked() {
         .expect("the test's own keys are removed");
 
     assert_eq!(drops, json!([]), "nothing seeded");
-    assert!(!dir.path().join(api::demo::PASSWORD_FILE).exists());
+    assert!(!dir.path().join(api::dev::demo::PASSWORD_FILE).exists());
 }
 
 /// README starts the development SMTP sink with `&`: a background job's stdin is at its end

@@ -496,7 +496,7 @@ async fn a_client_that_stops_polling_holds_back_nobody_and_is_dropped(backend: B
     );
 
     // More changes than the stuck socket's buffer holds, one at a time.
-    let changes = api::socketio::SOCKET_BUFFER + 100;
+    let changes = api::live::socketio::SOCKET_BUFFER + 100;
     let patch = format!("/api/admin/drops/{drop_id}");
     for _ in 0..changes {
         let answer = app

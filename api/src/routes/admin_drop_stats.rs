@@ -5,7 +5,7 @@ use entity::drops::stats::{self, DropStats};
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 
 use super::ApiTags;
-use crate::{auth::AdminAuth, error::ApiResult, state::AppState};
+use crate::{auth::AdminAuth, http::error::ApiResult, state::AppState};
 
 pub struct AdminDropStatsApi {
     pub state: AppState,

@@ -8,9 +8,9 @@ use super::{
 };
 use crate::{
     auth::AdminAuth,
-    error::ApiResult,
+    http::error::ApiResult,
+    http::text::{CurrencyCode, Description, Name},
     state::AppState,
-    text::{CurrencyCode, Description, Name},
 };
 
 pub struct AdminDropsApi {

@@ -6,7 +6,7 @@ use entity::product_stats::{self, DeliveryCounts, ProductStats, RestockAlerts, S
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 
 use super::ApiTags;
-use crate::{auth::AdminAuth, error::ApiResult, state::AppState};
+use crate::{auth::AdminAuth, http::error::ApiResult, state::AppState};
 
 pub struct AdminProductStatsApi {
     pub state: AppState,

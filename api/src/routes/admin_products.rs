@@ -7,10 +7,10 @@ use poem_openapi::{
 use super::ApiTags;
 use crate::{
     auth::AdminAuth,
-    error::{ApiError, ApiResult},
-    product_listing::Product,
+    cache::catalog::Product,
+    http::error::{ApiError, ApiResult},
+    http::text::{CurrencyCode, Description, Name, SlugText, Text},
     state::AppState,
-    text::{CurrencyCode, Description, Name, SlugText, Text},
 };
 
 pub struct AdminProductsApi {

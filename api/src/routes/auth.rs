@@ -10,13 +10,13 @@ use sea_orm::ActiveEnum;
 
 use super::ApiTags;
 use crate::{
+    abuse::challenge,
+    abuse::fairness,
     auth::BearerAuth,
-    challenge,
-    client::limit_key_of,
-    error::{ApiError, ApiResult, ErrorCode},
-    fairness,
+    http::client::limit_key_of,
+    http::error::{ApiError, ApiResult, ErrorCode},
+    http::text::{Email, Text},
     state::AppState,
-    text::{Email, Text},
 };
 
 pub struct AuthApi {

@@ -2,8 +2,8 @@ use poem_openapi::{OpenApi, payload::Json};
 
 use super::ApiTags;
 use crate::{
-    challenge::{self, Challenge},
-    error::ApiResult,
+    abuse::challenge::{self, Challenge},
+    http::error::ApiResult,
     state::AppState,
 };
 

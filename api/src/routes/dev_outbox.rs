@@ -14,8 +14,8 @@ use worker::{
 use super::ApiTags;
 use crate::{
     auth::AdminAuth,
-    error::{ApiError, ApiResult, ErrorCode},
-    outbox::{self, OutboxMessage},
+    dev::outbox::{self, OutboxMessage},
+    http::error::{ApiError, ApiResult, ErrorCode},
     state::AppState,
 };
 

@@ -6,9 +6,9 @@ use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
 use super::ApiTags;
 use crate::{
+    abuse::fairness::{self, Taking},
     auth::BearerAuth,
-    error::ApiResult,
-    fairness::{self, Taking},
+    http::error::ApiResult,
     state::AppState,
 };
 

@@ -14,10 +14,10 @@ use sea_orm::ActiveEnum;
 
 use super::ApiTags;
 use crate::{
+    abuse::fairness::{self, Taking},
     auth::BearerAuth,
-    error::ApiResult,
-    fairness::{self, Taking},
-    idempotent,
+    http::error::ApiResult,
+    http::idempotent,
     state::AppState,
 };
 

@@ -7,7 +7,7 @@ use sea_orm::ConnectionTrait;
 
 use super::ApiTags;
 use crate::{
-    error::{ApiError, ApiResult},
+    http::error::{ApiError, ApiResult},
     state::AppState,
 };
 

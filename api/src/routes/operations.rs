@@ -21,7 +21,7 @@ use worker::{
 use super::ApiTags;
 use crate::{
     auth::AdminAuth,
-    error::{ApiError, ApiResult, ErrorCode},
+    http::error::{ApiError, ApiResult, ErrorCode},
     state::AppState,
 };
 

@@ -9,12 +9,12 @@ use poem_openapi::{
 
 use super::ApiTags;
 use crate::{
-    client::limit_key_of,
-    error::{ApiError, ApiResult, ErrorCode},
-    product_listing::{Catalog, Product},
-    rendered::RenderedJson,
+    cache::catalog::{Catalog, Product},
+    cache::rendered::RenderedJson,
+    http::client::limit_key_of,
+    http::error::{ApiError, ApiResult, ErrorCode},
+    http::text::Email,
     state::AppState,
-    text::Email,
 };
 
 pub struct ProductsApi {

@@ -6,7 +6,7 @@ use super::{
     ApiTags,
     drops::{Purchase, Reservation},
 };
-use crate::{auth::BearerAuth, error::ApiResult, state::AppState};
+use crate::{auth::BearerAuth, http::error::ApiResult, state::AppState};
 
 pub struct ReservationsApi {
     pub state: AppState,

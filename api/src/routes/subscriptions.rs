@@ -7,7 +7,7 @@ use poem_openapi::{
 };
 
 use super::ApiTags;
-use crate::{error::ApiResult, state::AppState};
+use crate::{http::error::ApiResult, state::AppState};
 
 pub struct SubscriptionsApi {
     pub state: AppState,

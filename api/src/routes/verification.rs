@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     auth::BearerAuth,
-    error::{ApiError, ApiResult, ErrorCode},
+    http::error::{ApiError, ApiResult, ErrorCode},
     state::AppState,
 };
 

@@ -7,9 +7,9 @@ use sea_orm::ActiveEnum;
 
 use super::ApiTags;
 use crate::{
+    abuse::fairness::{self, Taking},
     auth::BearerAuth,
-    error::ApiResult,
-    fairness::{self, Taking},
+    http::error::ApiResult,
     state::AppState,
 };
 

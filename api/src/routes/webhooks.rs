@@ -7,8 +7,8 @@ use sea_orm::ActiveEnum;
 
 use super::ApiTags;
 use crate::{
-    contentful,
-    error::{ApiError, ApiResult, ErrorCode},
+    http::contentful,
+    http::error::{ApiError, ApiResult, ErrorCode},
     state::AppState,
 };
 

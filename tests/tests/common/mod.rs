@@ -247,7 +247,7 @@ impl Store {
                 delivery.idempotency_key.as_str(),
             ),
         ];
-        let (signature, signed_headers) = api::contentful::sign(
+        let (signature, signed_headers) = api::http::contentful::sign(
             &delivery.secret,
             "POST",
             path,

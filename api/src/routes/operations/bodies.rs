@@ -11,7 +11,7 @@ use sea_orm::EntityTrait;
 use worker::ops::{self, QueueName, QueueSummary, Store, WorkerState};
 
 use super::State;
-use crate::{error::ApiResult, state::AppState};
+use crate::{http::error::ApiResult, state::AppState};
 
 /// Every queue at one instant.
 #[derive(Object)]

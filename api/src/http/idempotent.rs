@@ -8,7 +8,7 @@ use poem::http::StatusCode;
 use poem_openapi::types::{ParseFromJSON, ToJSON};
 
 use crate::{
-    error::{ApiError, ApiResult, ErrorBody, ErrorCode},
+    http::error::{ApiError, ApiResult, ErrorBody, ErrorCode},
     state::AppState,
 };
 

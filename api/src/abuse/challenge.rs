@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use worker::settings::AbuseSettings;
 
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::http::error::{ApiError, ApiResult, ErrorCode};
 
 /// The longest `X-Altcha` accepted.
 pub const MAX_SOLUTION_CHARS: usize = 4096;

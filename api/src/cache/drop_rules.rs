@@ -13,7 +13,7 @@ use std::{
 
 use sea_orm::{EntityTrait, QuerySelect};
 
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::http::error::{ApiError, ApiResult, ErrorCode};
 
 /// How long a drop's rules are served from memory.
 pub const RULES_FRESH_FOR: Duration = Duration::from_secs(2);

@@ -27,7 +27,7 @@ macro_rules! asset {
         Asset {
             name: $name,
             content_type: $content_type,
-            body: include_bytes!(concat!("../static/", $name)),
+            body: include_bytes!(concat!("../../static/", $name)),
         }
     };
 }

@@ -4,7 +4,7 @@
 use entity::catalog::{self, ProductView};
 use poem_openapi::Object;
 
-use crate::rendered::RenderedJson;
+use crate::cache::rendered::RenderedJson;
 
 /// The catalog listing as `GET /api/products` answers it, rendered once per load for each of
 /// its three filters.

@@ -1,5 +1,5 @@
 //! Every HTML answer says what it may load and who may frame it: the storefront and `/ops`
-//! set their own policy ([`crate::storefront`]); Swagger UI at `/docs` and the confirm and
+//! set their own policy ([`crate::http::storefront`]); Swagger UI at `/docs` and the confirm and
 //! unsubscribe pages get theirs here, with `X-Content-Type-Options: nosniff`, a
 //! `Referrer-Policy` (their URLs carry tokens) and `X-Frame-Options` for browsers that
 //! predate `frame-ancestors`.

@@ -11,7 +11,7 @@ use poem_openapi::{
 };
 
 /// How poem-openapi words a field its validators refuse ("... verification failed ..."), and
-/// how [`crate::text::Checked`] words its own refusals, so both answer `validation_failed`.
+/// how [`crate::http::text::Checked`] words its own refusals, so both answer `validation_failed`.
 pub const REFUSED_FIELD: &str = "verification failed";
 
 /// Every error code the API can answer with.

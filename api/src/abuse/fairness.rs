@@ -1,15 +1,15 @@
 //! Fair against bots: what a drop asks of its buyers (a verified email, a solved challenge),
 //! checked before a hold, a waitlist place or a draw entry, and how many of those one
 //! address may take of it. The rules themselves are kept in memory by
-//! [`crate::drop_rules`].
+//! [`crate::cache::drop_rules`].
 
 use std::time::Duration;
 
 use poem::Request;
 
 use crate::{
-    client::limit_key_of,
-    error::{ApiError, ApiResult, ErrorCode},
+    http::client::limit_key_of,
+    http::error::{ApiError, ApiResult, ErrorCode},
     state::AppState,
 };
 
@@ -120,7 +120,8 @@ pub async fn admit<'a>(
             state.verified.require(&state.db, user_id).await?;
         }
         if rules.require_challenge && matches!(taking, Taking::Hold) {
-            crate::challenge::spend(&state.settings.abuse, &state.db, challenge_solution).await?;
+            crate::abuse::challenge::spend(&state.settings.abuse, &state.db, challenge_solution)
+                .await?;
         }
     }
     AddressSlot::take(state, req, taking, drop_id).await

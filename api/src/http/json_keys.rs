@@ -8,7 +8,7 @@ use std::{collections::HashSet, fmt, sync::Arc};
 use poem::{Endpoint, IntoResponse, Request, Response, http::StatusCode};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::error::{ApiError, ErrorCode};
+use crate::http::error::{ApiError, ErrorCode};
 
 /// Runs before the handler on every request whose body is declared JSON.
 pub async fn refuse_duplicate_keys<E: Endpoint>(

@@ -16,7 +16,7 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use chrono::{DateTime, Utc};
 use worker::events::StockUpdate;
 
-use crate::listing_cache::ListingCache;
+use crate::cache::listing::ListingCache;
 
 const MAX_AGE: Duration = Duration::from_secs(1);
 
@@ -115,7 +115,7 @@ pub struct StockCaches {
     pub sold_out: SoldOutCache,
     pub listing: ListingCache<Vec<entity::drops::DropView>>,
     /// `GET /api/products`, rendered.
-    pub products: ListingCache<crate::product_listing::Catalog>,
+    pub products: ListingCache<crate::cache::catalog::Catalog>,
     /// The `snapshot` every new socket is sent: a thousand sockets opening at once cost one
     /// read, not a thousand.
     pub snapshot: ListingCache<worker::events::Snapshot>,

@@ -23,8 +23,8 @@ use poem::http::StatusCode;
 use worker::settings::LiveSettings;
 
 use crate::{
-    client::limit_key,
-    error::{ApiError, ErrorCode},
+    http::client::limit_key,
+    http::error::{ApiError, ErrorCode},
 };
 
 /// The handshake-rate window.

@@ -1,8 +1,8 @@
 //! The AsyncAPI 3.0 document of the live events, `/ws` and Socket.IO, served at
 //! `/asyncapi.json`.
 //!
-//! Its schemas are the very types that go on the wire (`worker::events`, [`crate::ws`],
-//! [`crate::socketio`]), described by poem-openapi's registry — the one `/openapi.json` is
+//! Its schemas are the very types that go on the wire (`worker::events`, [`crate::live::ws`],
+//! [`crate::live::socketio`]), described by poem-openapi's registry — the one `/openapi.json` is
 //! built with — so a type in both documents (`ErrorBody`, `ErrorCode`) has one definition under
 //! one name. OpenAPI 3.0's `nullable` becomes JSON Schema's `"null"` type, the only difference.
 //! Every message's examples are values of those types serialised as the sockets serialise
@@ -21,13 +21,13 @@ use worker::events::{
 };
 
 use crate::{
-    error::{ErrorBody, ErrorCode},
-    frame::Frame,
-    socketio::{Handshake, SubscribeRefused},
-    ws::{Authenticate, Subscribe},
+    http::error::{ErrorBody, ErrorCode},
+    live::frame::Frame,
+    live::socketio::{Handshake, SubscribeRefused},
+    live::ws::{Authenticate, Subscribe},
 };
 
-const DESCRIPTION: &str = include_str!("../ASYNCAPI.md");
+const DESCRIPTION: &str = include_str!("../../ASYNCAPI.md");
 
 /// One kind of message: its event name on the wire, its key in the document, the schema of its
 /// `data`, and examples of that `data` as the server writes (or reads) it.
@@ -611,16 +611,16 @@ mod tests {
             for frame in frames {
                 let text = frame.to_string();
                 assert!(
-                    serde_json::from_str::<crate::ws::ClientFrame>(&text).is_ok(),
+                    serde_json::from_str::<crate::live::ws::ClientFrame>(&text).is_ok(),
                     "{key}: {text}"
                 );
             }
         }
         for data in examples("subscribe") {
-            assert!(serde_json::from_value::<crate::ws::Subscribe>(data).is_ok());
+            assert!(serde_json::from_value::<crate::live::ws::Subscribe>(data).is_ok());
         }
         for data in examples("connect") {
-            assert!(serde_json::from_value::<crate::socketio::Handshake>(data).is_ok());
+            assert!(serde_json::from_value::<crate::live::socketio::Handshake>(data).is_ok());
         }
     }
 
@@ -696,7 +696,11 @@ mod tests {
                 .filter_map(|(_, m)| m["$ref"].as_str()?.rsplit('/').next())
                 .map(|key| document["components"]["messages"][key]["name"].clone())
                 .collect();
-            for frame in samples.iter().cloned().filter_map(crate::frame::Frame::new) {
+            for frame in samples
+                .iter()
+                .cloned()
+                .filter_map(crate::live::frame::Frame::new)
+            {
                 assert!(
                     names.contains(&json!(frame.name())),
                     "{} is not documented on {channel}",

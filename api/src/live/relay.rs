@@ -15,7 +15,7 @@ use worker::{
     events::{Event, StockUpdate},
 };
 
-use crate::{frame::Frame, state::AppState};
+use crate::{live::frame::Frame, state::AppState};
 
 pub const HEAL_EVERY: Duration = Duration::from_secs(2);
 

@@ -49,7 +49,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::{Layer, ServiceExt};
 use tower_http::cors::CorsLayer;
 
-use crate::http_service::Body;
+use crate::http::service::Body;
 
 /// How long a connection may take over a request's headers and how long it may idle, and how
 /// many may be open at once (`HTTP_HEADER_READ_TIMEOUT_SECS`, `HTTP_KEEP_ALIVE_SECS`,
@@ -87,13 +87,13 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
-use crate::socketio::SocketIoEndpoint;
+use crate::live::socketio::SocketIoEndpoint;
 
 /// Where requests go.
 pub struct Routes {
     pub app: BoxEndpoint<'static, poem::Response>,
     pub socketio: SocketIoEndpoint,
-    /// One CORS policy for both (see [`crate::cors`]).
+    /// One CORS policy for both (see [`crate::http::cors`]).
     pub cors: CorsLayer,
 }
 

@@ -22,7 +22,7 @@ use poem_openapi::{
 };
 use serde_json::Value;
 
-use crate::error::REFUSED_FIELD;
+use crate::http::error::REFUSED_FIELD;
 
 /// What a [`Checked`] text field allows: the document's constraints and the domain's check
 /// (the same rule, so a body the document allows is never refused for its text).

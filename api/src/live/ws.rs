@@ -31,7 +31,7 @@ use worker::events::{
     Authenticated, Event, Pong, ProductState, ServerFrame, Snapshot, StockUpdate, Subscribed,
 };
 
-use crate::{auth::CurrentUser, error::ApiError, frame::Frame, state::AppState};
+use crate::{auth::CurrentUser, http::error::ApiError, live::frame::Frame, state::AppState};
 
 const PING_EVERY: Duration = Duration::from_secs(25);
 /// A socket that says nothing (not even a pong) for this long is closed.
@@ -89,7 +89,7 @@ pub async fn upgrade(
     Data(state): Data<&AppState>,
 ) -> poem::Result<impl IntoResponse> {
     // Counted with Socket.IO's sessions; held until the socket closes.
-    let slot = state.live.admit(crate::client::client_ip(req))?;
+    let slot = state.live.admit(crate::http::client::client_ip(req))?;
     let viewer = match query.token {
         Some(token) => Some(state.auth.authenticate(&token).await?),
         None => None,
@@ -365,7 +365,7 @@ where
 }
 
 /// The current state, from the cache every change invalidates (see
-/// [`crate::stock_cache::StockCaches`]): sockets opening together share one read. The
+/// [`crate::cache::stock::StockCaches`]): sockets opening together share one read. The
 /// socket subscribed to the broadcast first, and the relay invalidates before it
 /// broadcasts, so a change is in the snapshot or reaches the socket as an event.
 pub(crate) async fn snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
