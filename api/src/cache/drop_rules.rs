@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sea_orm::{EntityTrait, QuerySelect};
+use sea_orm::{DbErr, EntityTrait, QuerySelect};
 
 use crate::http::error::{ApiError, ApiResult, ErrorCode};
 
@@ -35,16 +35,17 @@ pub struct DropRules(Mutex<HashMap<i64, Arc<Reading>>>);
 struct Reading {
     started: Instant,
     /// The drop's rules; `None` for an unknown drop, which is never served from memory (a
-    /// drop created a moment later must not be taken without its rules).
-    rules: tokio::sync::OnceCell<Option<Rules>>,
+    /// drop created a moment later must not be taken without its rules). A failed read is
+    /// the answer of everyone who waited for it, so a caller waits for one read at most,
+    /// never for a chain of them each meeting the database down; the next caller reads anew.
+    rules: tokio::sync::OnceCell<Result<Option<Rules>, DbErr>>,
 }
 
 impl Reading {
     fn serves(&self) -> bool {
         match self.rules.get() {
-            Some(Some(_)) => self.started.elapsed() < RULES_FRESH_FOR,
-            Some(None) => false,
-            // Being read (or a read that failed, which the next caller tries again).
+            Some(Ok(Some(_))) => self.started.elapsed() < RULES_FRESH_FOR,
+            Some(Ok(None) | Err(_)) => false,
             None => true,
         }
     }
@@ -77,8 +78,10 @@ impl DropRules {
                 }
             }
         };
-        let rules = reading.rules.get_or_try_init(|| read_rules(db, drop_id));
-        Ok(*rules.await?)
+        let read = reading.rules.get_or_init(|| read_rules(db, drop_id)).await;
+        read.as_ref()
+            .copied()
+            .map_err(|error| entity::db::same_failure(error).into())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Reading>>> {
@@ -88,7 +91,7 @@ impl DropRules {
     }
 }
 
-async fn read_rules(db: &entity::db::Db, drop_id: i64) -> Result<Option<Rules>, entity::Error> {
+async fn read_rules(db: &entity::db::Db, drop_id: i64) -> Result<Option<Rules>, DbErr> {
     use entity::models::drops;
     let row: Option<(bool, bool)> = drops::Entity::find_by_id(drop_id)
         .select_only()
