@@ -5,12 +5,13 @@
 //! - [`cache`]: what reads are served from (stock, listings, a drop's rules).
 //! - [`live`]: events to browsers — the bus relay, `/ws`, Socket.IO and their contract.
 //! - [`abuse`]: rate limits, proof-of-work challenges, a drop's per-address share.
-//! - [`http`]: the listener and what every request passes through (CORS, errors, limits,
-//!   checked text, idempotency, the OpenAPI fix-ups, the storefront's files).
+//! - [`http`]: what every request passes through (CORS, errors, checked text,
+//!   idempotency, the OpenAPI fix-ups, the storefront's files).
 //! - [`dev`]: the embedded store's helpers (the outbox, the demo data).
 //!
-//! Beside them: [`auth`] (tokens and the view of ended sessions), [`state`] (what handlers
-//! share), [`startup`] (building it all) and [`metrics`].
+//! Beside them: [`serve`] (the listener: poem and Socket.IO on one port), [`auth`] (tokens
+//! and the view of ended sessions), [`state`] (what handlers share), [`startup`] (building
+//! it all) and [`metrics`].
 
 pub mod abuse;
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod live;
 pub mod metrics;
 pub mod reserve;
 pub mod routes;
+pub mod serve;
 pub mod startup;
 pub mod state;
 

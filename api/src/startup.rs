@@ -13,8 +13,10 @@ use tracing::Instrument;
 use worker::{Infra, Settings, runtime};
 
 use crate::{
-    http::allow, http::error, http::html_headers, http::json_keys, http::serve, http::spec,
-    http::storefront, live::asyncapi, live::socketio, live::ws, routes, state::AppState,
+    http::{allow, error, html_headers, json_keys, spec, storefront},
+    live::{asyncapi, socketio, ws},
+    routes, serve,
+    state::AppState,
 };
 
 const DESCRIPTION: &str = include_str!("../API.md");

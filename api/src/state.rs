@@ -41,9 +41,9 @@ pub struct Inner {
     /// Reserve requests per drop, added to the drops' rows every second.
     pub reserve_attempts: crate::reserve::demand::ReserveAttempts,
     /// Every browser-facing event, serialised once for all sockets.
-    pub frames: tokio::sync::broadcast::Sender<Arc<crate::live::frame::Frame>>,
+    pub frames: tokio::sync::broadcast::Sender<Arc<crate::cache::frames::Frame>>,
     /// Room for live sockets (`/ws` and Socket.IO together), per process and per address.
-    pub live: Arc<crate::live::gate::LiveGate>,
+    pub live: Arc<crate::abuse::live_gate::LiveGate>,
     /// Set when the process begins to shut down: sockets say goodbye (close 1001) so their
     /// clients reconnect to another instance at once.
     pub closing: tokio::sync::watch::Sender<bool>,
@@ -57,6 +57,17 @@ impl Deref for AppState {
 }
 
 impl AppState {
+    /// What the fairness checks read (a drop's rules, the per-address limits).
+    pub fn admission(&self) -> crate::abuse::fairness::Admission<'_> {
+        crate::abuse::fairness::Admission {
+            abuse: &self.settings.abuse,
+            db: &self.db,
+            limiter: &self.limiter,
+            rules: &self.drop_rules,
+            verified: &self.verified,
+        }
+    }
+
     /// # Errors
     /// argon2 failed to initialise.
     pub async fn new(settings: Settings, infra: Infra) -> Result<Self, entity::Error> {
@@ -100,9 +111,9 @@ impl AppState {
             passwords: PasswordPool::new()?,
             metrics,
             reserve_attempts: crate::reserve::demand::ReserveAttempts::default(),
-            frames: tokio::sync::broadcast::channel(crate::live::frame::FRAME_BACKLOG).0,
+            frames: tokio::sync::broadcast::channel(crate::cache::frames::FRAME_BACKLOG).0,
             closing: tokio::sync::watch::channel(false).0,
-            live: crate::live::gate::LiveGate::new(settings.live.clone()),
+            live: crate::abuse::live_gate::LiveGate::new(settings.live.clone()),
             effects,
             caches,
             db: infra.db,

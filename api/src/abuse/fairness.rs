@@ -7,11 +7,26 @@ use std::time::Duration;
 
 use poem::Request;
 
+use worker::settings::AbuseSettings;
+
 use crate::{
-    http::client::limit_key_of,
-    http::error::{ApiError, ApiResult, ErrorCode},
-    state::AppState,
+    abuse::limiter::Limiter,
+    cache::drop_rules::{DropRules, VerifiedAccounts},
+    http::{
+        client::limit_key_of,
+        error::{ApiError, ApiResult, ErrorCode},
+    },
 };
+
+/// What the checks read, borrowed from the app's state (`AppState::admission`).
+#[derive(Clone, Copy)]
+pub struct Admission<'a> {
+    pub abuse: &'a AbuseSettings,
+    pub db: &'a entity::db::Db,
+    pub limiter: &'a Limiter,
+    pub rules: &'a DropRules,
+    pub verified: &'a VerifiedAccounts,
+}
 
 /// What a buyer does to a drop, each counted per address on its own.
 #[derive(Clone, Copy, Debug)]
@@ -35,7 +50,7 @@ impl Taking {
 /// (atomically, so a burst from one address cannot slip past the cap) and given back when the
 /// action did not happen.
 pub struct AddressSlot<'a> {
-    state: &'a AppState,
+    limiter: &'a Limiter,
     key: String,
 }
 
@@ -43,19 +58,19 @@ impl<'a> AddressSlot<'a> {
     /// # Errors
     /// 429 `address_limit_reached` when the address has taken its share.
     pub async fn take(
-        state: &'a AppState,
+        admission: Admission<'a>,
         req: &Request,
         taking: Taking,
         drop_id: i64,
     ) -> ApiResult<Self> {
-        let abuse = &state.settings.abuse;
+        let Admission { abuse, limiter, .. } = admission;
         let key = format!(
             "drop-address:{}:{drop_id}:{}",
             taking.key(),
             limit_key_of(req)
         );
-        let window = state.limiter.hit(&key, abuse.drop_address_window).await;
-        let slot = Self { state, key };
+        let window = limiter.hit(&key, abuse.drop_address_window).await;
+        let slot = Self { limiter, key };
         if window.count > abuse.holds_per_drop_per_address {
             slot.give_back().await;
             return Err(ApiError::too_many(
@@ -77,7 +92,7 @@ impl<'a> AddressSlot<'a> {
 
     /// The action did not happen: the slot is free again.
     pub async fn give_back(self) {
-        self.state.limiter.unhit(&self.key).await;
+        self.limiter.unhit(&self.key).await;
     }
 }
 
@@ -85,10 +100,10 @@ impl<'a> AddressSlot<'a> {
 ///
 /// # Errors
 /// 429 `too_many_requests` past it.
-pub async fn limit_signups(state: &AppState, req: &Request) -> ApiResult<()> {
+pub async fn limit_signups(admission: Admission<'_>, req: &Request) -> ApiResult<()> {
     let key = format!("signup-address:{}", limit_key_of(req));
-    let window = state.limiter.hit(&key, Duration::from_secs(3600)).await;
-    if window.count > state.settings.abuse.signups_per_address_per_hour {
+    let window = admission.limiter.hit(&key, Duration::from_secs(3600)).await;
+    if window.count > admission.abuse.signups_per_address_per_hour {
         return Err(ApiError::too_many(
             ErrorCode::TooManyRequests,
             "too many accounts made from this address; try again later",
@@ -108,21 +123,27 @@ pub async fn limit_signups(state: &AppState, req: &Request) -> ApiResult<()> {
 /// # Errors
 /// As above, or database failure.
 pub async fn admit<'a>(
-    state: &'a AppState,
+    admission: Admission<'a>,
     req: &Request,
     user_id: i64,
     drop_id: i64,
     taking: Taking,
     challenge_solution: Option<&str>,
 ) -> ApiResult<AddressSlot<'a>> {
-    if let Some(rules) = state.drop_rules.of(&state.db, drop_id).await? {
+    let Admission {
+        abuse,
+        db,
+        rules,
+        verified,
+        ..
+    } = admission;
+    if let Some(rules) = rules.of(db, drop_id).await? {
         if rules.require_verified {
-            state.verified.require(&state.db, user_id).await?;
+            verified.require(db, user_id).await?;
         }
         if rules.require_challenge && matches!(taking, Taking::Hold) {
-            crate::abuse::challenge::spend(&state.settings.abuse, &state.db, challenge_solution)
-                .await?;
+            crate::abuse::challenge::spend(abuse, db, challenge_solution).await?;
         }
     }
-    AddressSlot::take(state, req, taking, drop_id).await
+    AddressSlot::take(admission, req, taking, drop_id).await
 }

@@ -7,10 +7,7 @@ use entity::idempotency::{self, Begin, IdempotencyKey};
 use poem::http::StatusCode;
 use poem_openapi::types::{ParseFromJSON, ToJSON};
 
-use crate::{
-    http::error::{ApiError, ApiResult, ErrorBody, ErrorCode},
-    state::AppState,
-};
+use crate::http::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 
 /// Runs `operation` once per `(user, key)`: a retry with the same key gets the stored answer
 /// (its `T` on success, or the same error), the same key for another `request` gets 422, and
@@ -20,7 +17,7 @@ use crate::{
 /// # Errors
 /// Whatever `operation` answers, or the refusals above.
 pub async fn once<T, F, Fut>(
-    state: &AppState,
+    db: &entity::db::Db,
     user_id: i64,
     key: Option<&str>,
     request: &str,
@@ -35,7 +32,7 @@ where
         return operation().await;
     };
     let key = IdempotencyKey::parse(raw).map_err(ApiError::bad_request)?;
-    match idempotency::begin(&state.db, user_id, &key, request, Utc::now()).await? {
+    match idempotency::begin(db, user_id, &key, request, Utc::now()).await? {
         Begin::Proceed => {}
         Begin::Replay { status, body } => return replay(status, &body),
         Begin::Mismatch => {
@@ -63,9 +60,9 @@ where
     };
     match stored {
         Some((status, body)) => {
-            idempotency::complete(&state.db, user_id, &key, status, body).await?;
+            idempotency::complete(db, user_id, &key, status, body).await?;
         }
-        None => idempotency::abandon(&state.db, user_id, &key).await?,
+        None => idempotency::abandon(db, user_id, &key).await?,
     }
     outcome
 }

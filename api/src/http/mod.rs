@@ -1,4 +1,4 @@
-//! The listener and what every request passes through: CORS, errors and their codes, body
+//! What every request passes through: CORS, errors and their codes, body
 //! and connection limits, checked text, idempotency keys, the OpenAPI document's fix-ups,
 //! Contentful's request verification, and the storefront's files.
 
@@ -10,7 +10,6 @@ pub mod error;
 pub mod html_headers;
 pub mod idempotent;
 pub mod json_keys;
-pub mod serve;
 pub mod service;
 pub mod spec;
 pub mod storefront;

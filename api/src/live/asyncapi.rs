@@ -21,8 +21,8 @@ use worker::events::{
 };
 
 use crate::{
+    cache::frames::Frame,
     http::error::{ErrorBody, ErrorCode},
-    live::frame::Frame,
     live::socketio::{Handshake, SubscribeRefused},
     live::ws::{Authenticate, Subscribe},
 };
@@ -699,7 +699,7 @@ mod tests {
             for frame in samples
                 .iter()
                 .cloned()
-                .filter_map(crate::live::frame::Frame::new)
+                .filter_map(crate::cache::frames::Frame::new)
             {
                 assert!(
                     names.contains(&json!(frame.name())),

@@ -15,7 +15,7 @@ use worker::{
     events::{Event, StockUpdate},
 };
 
-use crate::{live::frame::Frame, state::AppState};
+use crate::{cache::frames::Frame, state::AppState};
 
 pub const HEAL_EVERY: Duration = Duration::from_secs(2);
 

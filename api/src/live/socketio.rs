@@ -10,10 +10,10 @@
 //!
 //! A slow client only delays itself: socketioxide holds at most [`SOCKET_BUFFER`] packets
 //! per socket. While that is full the socket's task waits instead of reading the broadcast
-//! (a socket that falls [`FRAME_BACKLOG`](crate::live::frame::FRAME_BACKLOG) events behind is sent a fresh `snapshot`), and
+//! (a socket that falls [`FRAME_BACKLOG`](crate::cache::frames::FRAME_BACKLOG) events behind is sent a fresh `snapshot`), and
 //! the session is closed when its next heartbeat ping (every 25 s) finds the buffer still
 //! full or goes unanswered for 20 s. A WebSocket whose peer stops reading is cut off by the
-//! listener ([`crate::http::serve::ClientIo`]).
+//! listener (`ClientIo` in `serve.rs`).
 
 use std::{collections::HashSet, sync::Arc, sync::atomic::Ordering::Relaxed, time::Duration};
 
@@ -40,9 +40,9 @@ use worker::events::{FrameError, Subscribed};
 
 use crate::{
     auth::CurrentUser,
+    cache::frames::Frame,
     http::error::{ErrorBody, ErrorCode},
     http::service::{Body, HttpService},
-    live::frame::Frame,
     live::ws::{self, Subscribe},
     state::AppState,
 };
@@ -53,7 +53,7 @@ pub const SOCKET_BUFFER: usize = 64;
 /// Largest long-polling body a client may post (it only ever sends `subscribe`).
 const MAX_CLIENT_PAYLOAD: u64 = 16 * 1024;
 /// A session that has not joined the namespace this long after its handshake is closed (its
-/// [`crate::live::gate::Slot`] with it). socket.io-client joins at once.
+/// [`crate::abuse::live_gate::Slot`] with it). socket.io-client joins at once.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a socket whose buffer is full is offered its next packet.
 const FULL_RETRY: Duration = Duration::from_millis(25);
@@ -334,8 +334,8 @@ pub struct SocketIoEndpoint {
     pub path: String,
     pub service: HttpService,
     pub io: SocketIo,
-    /// Admits each new session (see [`crate::live::gate`]).
-    pub gate: Arc<crate::live::gate::LiveGate>,
+    /// Admits each new session (see [`crate::abuse::live_gate`]).
+    pub gate: Arc<crate::abuse::live_gate::LiveGate>,
     /// Whom the operator trusts to name the client (`TRUSTED_PROXIES`).
     pub abuse: worker::settings::AbuseSettings,
 }

@@ -31,7 +31,7 @@ use worker::events::{
     Authenticated, Event, Pong, ProductState, ServerFrame, Snapshot, StockUpdate, Subscribed,
 };
 
-use crate::{auth::CurrentUser, http::error::ApiError, live::frame::Frame, state::AppState};
+use crate::{auth::CurrentUser, cache::frames::Frame, http::error::ApiError, state::AppState};
 
 const PING_EVERY: Duration = Duration::from_secs(25);
 /// A socket that says nothing (not even a pong) for this long is closed.

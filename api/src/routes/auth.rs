@@ -144,7 +144,7 @@ impl AuthApi {
             Some(name) => DisplayName::parse(name).map_err(ApiError::bad_request)?,
             None => DisplayName::neutral(),
         };
-        fairness::limit_signups(&self.state, req).await?;
+        fairness::limit_signups(self.state.admission(), req).await?;
         if self.state.settings.abuse.altcha_on_signup {
             challenge::spend(
                 &self.state.settings.abuse,

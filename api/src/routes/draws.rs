@@ -114,7 +114,7 @@ impl DrawsApi {
     ) -> ApiResult<Entered> {
         let user_id = auth.0.user_id;
         let slot = fairness::admit(
-            &self.state,
+            self.state.admission(),
             req,
             user_id,
             drop_id.0,

@@ -319,7 +319,7 @@ impl DropsApi {
         let user_id = auth.0.user_id;
         let taking = Taking::Hold;
         let slot = fairness::admit(
-            &self.state,
+            self.state.admission(),
             req,
             user_id,
             drop_id,
@@ -358,7 +358,7 @@ impl DropsApi {
         let user_id = auth.0.user_id;
         let request = format!("POST /api/drops/{}/purchase", reservation_id.0);
         let purchase = idempotent::once(
-            &self.state,
+            &self.state.db,
             user_id,
             idempotency_key.as_deref(),
             &request,

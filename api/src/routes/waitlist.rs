@@ -86,7 +86,7 @@ impl WaitlistApi {
     ) -> ApiResult<Joined> {
         let user_id = auth.0.user_id;
         let slot = fairness::admit(
-            &self.state,
+            self.state.admission(),
             req,
             user_id,
             drop_id.0,
