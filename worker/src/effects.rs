@@ -18,7 +18,7 @@ use entity::{
 };
 
 use crate::{
-    jobs::payloads::{DrawWinners, ExpireReservation, NotifyRestock},
+    platform::payloads::{DrawWinners, ExpireReservation, NotifyRestock},
     platform::{
         bus::EventBus,
         events::{

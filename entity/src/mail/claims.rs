@@ -12,10 +12,12 @@ use sea_orm::{
 
 use super::{Content, MessageKind, MessageStatus};
 use crate::{
-    catalog::SubscriptionStatus,
     db::begin_write,
     error::Result,
-    models::{email_messages, subscriptions},
+    models::{
+        email_messages,
+        subscriptions::{self, SubscriptionStatus},
+    },
     tokens::{self, LinkKey},
 };
 

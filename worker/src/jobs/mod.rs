@@ -1,5 +1,5 @@
-//! Jobs: the payloads in one file (the queues' wire contract), each handler in a file of its
-//! own. A payload carries only ids — the row is the truth, and the handler re-reads it — and
+//! Jobs: each handler in a file of its own; what each carries (the queues' wire contract)
+//! is in [`payloads`], on the ground floor, so whoever enqueues needs nothing of this. A payload carries only ids — the row is the truth, and the handler re-reads it — and
 //! every handler is safe to run twice.
 //!
 //! Adding a job: its payload in [`payloads`] (implementing [`Payload`]), a new file with its
@@ -15,12 +15,11 @@ use crate::{effects::Effects, mailer::Mailer, platform::settings::Settings};
 mod draw_winners;
 mod expire_reservation;
 mod notify_restock;
-pub mod payloads;
 mod ping;
 
+pub use crate::platform::payloads::{self, DrawWinners, ExpireReservation, NotifyRestock, Ping};
 pub use draw_winners::draw;
 pub use notify_restock::fan_out;
-pub use payloads::{DrawWinners, ExpireReservation, NotifyRestock, Ping};
 
 /// Every job the workers run.
 pub fn register_all<R: Registry>(workers: R) -> R {
@@ -62,9 +61,9 @@ pub struct Deps {
     /// Unique per process (name-host-pid-random), as apalis requires.
     pub worker_name: String,
     /// This process's jobs and sends, counted for the console and `/metrics`.
-    pub activity: crate::ops::activity::Activity,
+    pub activity: crate::process::activity::Activity,
     /// What the operators want of this process: paused queues, quiet.
-    pub controls: crate::ops::controls::Controls,
+    pub controls: crate::process::controls::Controls,
 }
 
 /// Logs an error with its cause chain (apalis logs only the top message) and hands it back.

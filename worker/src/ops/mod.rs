@@ -3,8 +3,6 @@
 //! processes' reports. The api serves it (`/api/admin/ops`, `/ops`); workers obey it
 //! (`heartbeat`) and expose it (`metrics`).
 
-pub mod activity;
-pub mod controls;
 pub mod heartbeat;
 pub mod metrics;
 pub mod queues;
@@ -17,8 +15,10 @@ use entity::{
     ops::{ItemState, mail_queue},
 };
 
-pub use activity::Activity;
-pub use controls::{ControlState, Controls, until_held, until_taking};
+pub use crate::process::{
+    activity::{self, Activity},
+    controls::{self, ControlState, Controls, until_held, until_taking},
+};
 pub use queues::{InspectError, Item, Page, Store};
 
 use crate::{
