@@ -1,15 +1,13 @@
 //! Reads back the development outbox: without `SMTP_URL`, the worker writes every email as
 //! `DATA_DIR/outbox/message-<id>.eml` (a complete RFC 5322 message). This turns the latest
 //! ones into what a person wants to see: date, recipient, subject, the plain-text body and
-//! its links. It understands the MIME our mailer writes (multipart, quoted-printable,
-//! base64, RFC 2047 headers), not every message in the world.
+//! its links.
 
 use std::{
     io,
     path::{Path, PathBuf},
 };
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 
 /// One email as the outbox holds it.
@@ -69,227 +67,48 @@ fn message_id(path: &Path) -> Option<i64> {
         .ok()
 }
 
-/// Parses one message; what cannot be understood is left empty rather than refused.
+/// Parses one message (with `mail-parser`: MIME parts, quoted-printable, base64, RFC 2047
+/// headers); what cannot be understood is left empty rather than refused.
 pub fn parse(id: i64, raw: &[u8]) -> OutboxMessage {
-    let text = String::from_utf8_lossy(raw);
-    let entity = Entity::parse(&text);
-    let header = |name: &str| entity.header(name).map(decode_words).unwrap_or_default();
-    let date = entity
-        .header("date")
-        .and_then(|d| DateTime::parse_from_rfc2822(d.trim()).ok())
-        .map(|d| d.with_timezone(&Utc));
-    let text = entity.plain_text(0).unwrap_or_default();
+    let Some(message) = mail_parser::MessageParser::default().parse(raw) else {
+        return OutboxMessage {
+            id,
+            date: None,
+            from: String::new(),
+            to: String::new(),
+            subject: String::new(),
+            text: String::new(),
+            links: Vec::new(),
+        };
+    };
+    let text = message
+        .body_text(0)
+        .map(|text| text.replace("\r\n", "\n"))
+        .unwrap_or_default();
     OutboxMessage {
         id,
-        date,
-        from: header("from"),
-        to: header("to"),
-        subject: header("subject"),
+        date: message
+            .date()
+            .and_then(|date| DateTime::from_timestamp(date.to_timestamp(), 0)),
+        from: addressee(message.from()),
+        to: addressee(message.to()),
+        subject: message.subject().unwrap_or_default().to_owned(),
         links: links(&text),
         text,
     }
 }
 
-/// A MIME entity: unfolded headers and the raw body.
-struct Entity<'a> {
-    headers: Vec<(String, String)>,
-    body: &'a str,
-}
-
-impl<'a> Entity<'a> {
-    fn parse(raw: &'a str) -> Self {
-        let (head, body) = split_head(raw);
-        let mut headers: Vec<(String, String)> = Vec::new();
-        for line in head.lines() {
-            let line = line.trim_end_matches('\r');
-            if line.starts_with([' ', '\t']) {
-                if let Some((_, value)) = headers.last_mut() {
-                    value.push(' ');
-                    value.push_str(line.trim());
-                }
-            } else if let Some((name, value)) = line.split_once(':') {
-                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-            }
-        }
-        Self { headers, body }
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The media type, lower-cased, and the value of its `boundary` parameter.
-    fn content_type(&self) -> (String, Option<String>) {
-        let value = self.header("content-type").unwrap_or("text/plain");
-        let mut parts = value.split(';');
-        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-        let boundary = parts.find_map(|p| {
-            let (name, value) = p.split_once('=')?;
-            name.trim()
-                .eq_ignore_ascii_case("boundary")
-                .then(|| value.trim().trim_matches('"').to_owned())
-        });
-        (media, boundary)
-    }
-
-    /// The first `text/plain` body, decoded, searching nested multiparts.
-    fn plain_text(&self, depth: u8) -> Option<String> {
-        let (media, boundary) = self.content_type();
-        if media.starts_with("multipart/") {
-            let boundary = boundary?;
-            if depth > 4 {
-                return None;
-            }
-            return parts(self.body, &boundary)
-                .into_iter()
-                .find_map(|part| Entity::parse(part).plain_text(depth + 1));
-        }
-        (media == "text/plain").then(|| self.decoded_body())
-    }
-
-    fn decoded_body(&self) -> String {
-        let encoding = self
-            .header("content-transfer-encoding")
-            .unwrap_or("7bit")
-            .trim()
-            .to_ascii_lowercase();
-        let bytes = match encoding.as_str() {
-            "quoted-printable" => quoted_printable(self.body),
-            "base64" => {
-                let compact: String = self.body.split_whitespace().collect();
-                base64::engine::general_purpose::STANDARD
-                    .decode(compact)
-                    .unwrap_or_default()
-            }
-            _ => self.body.as_bytes().to_vec(),
-        };
-        String::from_utf8_lossy(&bytes)
-            .replace("\r\n", "\n")
-            .trim_end()
-            .to_owned()
-    }
-}
-
-/// Header block and body, split at the first empty line.
-fn split_head(raw: &str) -> (&str, &str) {
-    let crlf = raw.find("\r\n\r\n").map(|i| (i, 4));
-    let lf = raw.find("\n\n").map(|i| (i, 2));
-    let split = match (crlf, lf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
+/// `Name <address>` (or the bare address) of a header's first addressee.
+fn addressee(header: Option<&mail_parser::Address<'_>>) -> String {
+    let Some(first) = header.and_then(mail_parser::Address::first) else {
+        return String::new();
     };
-    match split {
-        Some((at, len)) => (&raw[..at], &raw[at + len..]),
-        None => (raw, ""),
+    match (first.name(), first.address()) {
+        (Some(name), Some(address)) => format!("{name} <{address}>"),
+        (None, Some(address)) => address.to_owned(),
+        (Some(name), None) => name.to_owned(),
+        (None, None) => String::new(),
     }
-}
-
-/// The parts of a multipart body, between its `--boundary` delimiter lines.
-fn parts<'a>(body: &'a str, boundary: &str) -> Vec<&'a str> {
-    let delimiter = format!("--{boundary}");
-    let mut found = Vec::new();
-    let mut sections = body.split(delimiter.as_str());
-    // Before the first delimiter is the preamble.
-    sections.next();
-    for section in sections {
-        if section.starts_with("--") {
-            break;
-        }
-        let section = section
-            .strip_prefix("\r\n")
-            .or_else(|| section.strip_prefix('\n'))
-            .unwrap_or(section);
-        let section = section
-            .strip_suffix("\r\n")
-            .or_else(|| section.strip_suffix('\n'))
-            .unwrap_or(section);
-        found.push(section);
-    }
-    found
-}
-
-/// RFC 2045 quoted-printable: `=XX` bytes and `=` soft line breaks.
-fn quoted_printable(body: &str) -> Vec<u8> {
-    let bytes = body.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'=' if bytes.get(i + 1) == Some(&b'\r') && bytes.get(i + 2) == Some(&b'\n') => i += 3,
-            b'=' if bytes.get(i + 1) == Some(&b'\n') => i += 2,
-            b'=' => match bytes.get(i + 1..i + 3).and_then(hex_byte) {
-                Some(b) => {
-                    out.push(b);
-                    i += 3;
-                }
-                None => {
-                    out.push(b'=');
-                    i += 1;
-                }
-            },
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-fn hex_byte(pair: &[u8]) -> Option<u8> {
-    let text = std::str::from_utf8(pair).ok()?;
-    u8::from_str_radix(text, 16).ok()
-}
-
-/// Decodes RFC 2047 encoded words (`=?utf-8?b?...?=`, `=?utf-8?q?...?=`); whitespace between
-/// two encoded words is dropped, as the RFC says.
-fn decode_words(value: &str) -> String {
-    let mut out = String::new();
-    let mut rest = value;
-    let mut last_was_word = false;
-    while let Some(start) = rest.find("=?") {
-        let (before, from) = rest.split_at(start);
-        let word = encoded_word(from);
-        match word {
-            Some((decoded, len)) => {
-                if !(last_was_word && before.trim().is_empty()) {
-                    out.push_str(before);
-                }
-                out.push_str(&decoded);
-                rest = &from[len..];
-                last_was_word = true;
-            }
-            None => {
-                out.push_str(before);
-                out.push_str("=?");
-                rest = &from[2..];
-                last_was_word = false;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// One encoded word at the start of `text`: its decoded text and its length.
-fn encoded_word(text: &str) -> Option<(String, usize)> {
-    let inner = text.strip_prefix("=?")?;
-    let (_charset, inner) = inner.split_once('?')?;
-    let (encoding, inner) = inner.split_once('?')?;
-    let end = inner.find("?=")?;
-    let payload = &inner[..end];
-    let bytes = match encoding {
-        "b" | "B" => base64::engine::general_purpose::STANDARD
-            .decode(payload)
-            .ok()?,
-        "q" | "Q" => quoted_printable(&payload.replace('_', " ")),
-        _ => return None,
-    };
-    let len = text.len() - inner.len() + end + 2;
-    Some((String::from_utf8_lossy(&bytes).into_owned(), len))
 }
 
 /// `http://` and `https://` links in plain text.
@@ -400,20 +219,34 @@ mod tests {
     }
 
     #[test]
-    fn quoted_printable_soft_breaks_join_a_long_link() {
-        let body = "Open https://shop.example.com/api/subscriptions/confirm?token=3D=\r\nabc=\r\ndef now=\r\n";
+    fn encoded_headers_and_quoted_printable_soft_breaks_decode() {
+        let raw = "From: Honeydrop <shop@example.com>\r\n\
+                   To: ann@example.com\r\n\
+                   Subject: =?utf-8?b?SG9uZXk=?= =?utf-8?q?_is_back?= today\r\n\
+                   Date: Mon, 07 Dec 2026 22:00:00 +0000\r\n\
+                   MIME-Version: 1.0\r\n\
+                   Content-Type: text/plain; charset=utf-8\r\n\
+                   Content-Transfer-Encoding: quoted-printable\r\n\r\n\
+                   Open https://shop.example.com/api/subscriptions/confirm?token=3D=\r\n\
+                   abc=\r\ndef now.\r\n";
+        let message = parse(7, raw.as_bytes());
+        assert_eq!(message.subject, "Honey is back today");
+        assert_eq!(message.from, "Honeydrop <shop@example.com>");
+        assert_eq!(message.to, "ann@example.com");
         assert_eq!(
-            String::from_utf8_lossy(&quoted_printable(body)),
-            "Open https://shop.example.com/api/subscriptions/confirm?token=abcdef now"
+            message.date.map(|d| d.to_rfc3339()),
+            Some("2026-12-07T22:00:00+00:00".to_owned())
+        );
+        assert_eq!(
+            message.links,
+            ["https://shop.example.com/api/subscriptions/confirm?token=abcdef"]
         );
     }
 
     #[test]
-    fn encoded_words_decode_and_plain_text_is_kept() {
-        assert_eq!(
-            decode_words("=?utf-8?b?SG9uZXk=?= =?utf-8?q?_is_back?= today"),
-            "Honey is back today"
-        );
-        assert_eq!(decode_words("plain =? text"), "plain =? text");
+    fn what_is_not_a_message_is_left_empty() {
+        let message = parse(3, b"\xff\xfe not mail");
+        assert_eq!(message.id, 3);
+        assert!(message.links.is_empty());
     }
 }
