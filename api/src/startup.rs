@@ -8,9 +8,9 @@ use poem::{
     middleware::Compression,
 };
 use poem_openapi::{ContactObject, LicenseObject, OpenApiService};
-use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
-use worker::{Infra, Settings, runtime};
+use worker::{Infra, Settings, platform::shutdown::Shutdown, runtime};
 
 use crate::{
     http::{allow, error, html_headers, json_keys, spec, storefront},
@@ -86,29 +86,41 @@ impl Application {
             "Honeydrop is listening on {base}; Swagger UI at {base}/docs"
         );
 
-        let (stop, shutdown) = watch::channel(false);
+        // One way to stop: `state.closing` fires with the signal (sockets say goodbye, the
+        // listener stops accepting); once the listener is done, `stop` ends the background
+        // tasks and the embedded worker, and each is waited for.
+        let stop = Shutdown::new();
+        let background = TaskTracker::new();
         let embedded_worker = settings.worker.embed.then(|| {
             tokio::spawn(runtime::run(
                 settings.clone(),
                 infra.clone(),
                 runtime::unique_name("api-worker"),
-                shutdown.clone(),
+                stop.clone(),
             ))
         });
-        let relay = tokio::spawn(crate::live::relay::run(state.clone()));
-        let sessions = tokio::spawn({
-            let auth = state.auth.clone();
-            async move { auth.sync_sessions().await }
-        });
-        let demand = tokio::spawn({
-            let state = state.clone();
-            async move { state.reserve_attempts.flush_periodically(&state.db).await }
-        });
+        background.spawn(
+            stop.clone()
+                .run_until_cancelled_owned(crate::live::relay::run(state.clone())),
+        );
+        let auth = state.auth.clone();
+        background.spawn(
+            stop.clone()
+                .run_until_cancelled_owned(async move { auth.sync_sessions().await }),
+        );
+        let flusher = state.clone();
+        background.spawn(stop.clone().run_until_cancelled_owned(async move {
+            flusher
+                .reserve_attempts
+                .flush_periodically(&flusher.db)
+                .await;
+        }));
+        background.close();
 
-        let sockets = state.clone();
+        let closing = state.closing.clone();
         let signal = async move {
             signal.await;
-            let _ = sockets.closing.send(true);
+            closing.cancel();
         };
         let at_shutdown = state.clone();
         let routes = serve::Routes {
@@ -120,10 +132,8 @@ impl Application {
         let grace = std::time::Duration::from_secs(15);
         let served = serve::serve(listener, routes, limits, signal, grace).await;
         wait_for_sockets_to_close(&at_shutdown).await;
-        let _ = stop.send(true);
-        relay.abort();
-        sessions.abort();
-        demand.abort();
+        stop.cancel();
+        background.wait().await;
         at_shutdown.reserve_attempts.flush(&at_shutdown.db).await;
         if let Some(worker) = embedded_worker {
             worker.await??;

@@ -44,9 +44,9 @@ pub struct Inner {
     pub frames: tokio::sync::broadcast::Sender<Arc<crate::cache::frames::Frame>>,
     /// Room for live sockets (`/ws` and Socket.IO together), per process and per address.
     pub live: Arc<crate::abuse::live_gate::LiveGate>,
-    /// Set when the process begins to shut down: sockets say goodbye (close 1001) so their
+    /// Fires when the process begins to shut down: sockets say goodbye (close 1001) so their
     /// clients reconnect to another instance at once.
-    pub closing: tokio::sync::watch::Sender<bool>,
+    pub closing: worker::platform::shutdown::Shutdown,
 }
 
 impl Deref for AppState {
@@ -112,7 +112,7 @@ impl AppState {
             metrics,
             reserve_attempts: crate::reserve::demand::ReserveAttempts::default(),
             frames: tokio::sync::broadcast::channel(crate::cache::frames::FRAME_BACKLOG).0,
-            closing: tokio::sync::watch::channel(false).0,
+            closing: worker::platform::shutdown::Shutdown::new(),
             live: crate::abuse::live_gate::LiveGate::new(settings.live.clone()),
             effects,
             caches,

@@ -13,9 +13,9 @@ use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use worker::{Infra, Settings, runtime};
+use worker::{Infra, Settings, platform::shutdown::Shutdown, runtime};
 
 pub mod process;
 pub mod sentinel;
@@ -78,7 +78,7 @@ pub struct TestApp {
     pub vars: HashMap<String, String>,
     /// The separate worker runtime started with a distributed app.
     pub worker: Option<TestWorker>,
-    stop: watch::Sender<bool>,
+    stop: Shutdown,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
     /// Dropped with the app: the Postgres database and the Redis keys it made.
@@ -88,14 +88,14 @@ pub struct TestApp {
 /// A separately started worker runtime (distributed mode), stoppable on its own.
 pub struct TestWorker {
     pub name: String,
-    stop: watch::Sender<bool>,
+    stop: Shutdown,
     handle: JoinHandle<anyhow::Result<()>>,
 }
 
 impl TestWorker {
     /// Stops it gracefully and waits.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(15), self.handle).await;
     }
 }
@@ -194,7 +194,7 @@ type Instance = (
     String,
     u16,
     AppState,
-    watch::Sender<bool>,
+    Shutdown,
     JoinHandle<anyhow::Result<()>>,
 );
 
@@ -203,10 +203,8 @@ async fn start_instance(vars: &HashMap<String, String>) -> Instance {
     let app = Application::build(settings).await.expect("app starts");
     let port = app.port();
     let state = app.state().clone();
-    let (stop, mut stopped) = watch::channel(false);
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    }));
+    let stop = Shutdown::new();
+    let server = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
     (
         format!("http://127.0.0.1:{port}"),
         port,
@@ -617,8 +615,8 @@ impl TestApp {
         let settings = Settings::from_vars(self.vars.clone()).expect("settings");
         let infra = Infra::connect(&settings).await.expect("worker connects");
         let name = runtime::unique_name("test-worker");
-        let (stop, shutdown) = watch::channel(false);
-        let handle = tokio::spawn(runtime::run(settings, infra, name.clone(), shutdown));
+        let stop = Shutdown::new();
+        let handle = tokio::spawn(runtime::run(settings, infra, name.clone(), stop.clone()));
         TestWorker { name, stop, handle }
     }
 
@@ -629,7 +627,7 @@ impl TestApp {
             address,
             port,
             state,
-            _stop: stop,
+            _stop: stop.drop_guard(),
             _server: server,
         }
     }
@@ -641,7 +639,7 @@ impl TestApp {
 
     /// Stops the app gracefully and waits for it.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         match self.server.take() {
             Some(server) => server.await?,
             None => Ok(()),
@@ -656,11 +654,11 @@ impl Drop for TestApp {
         if self._leftovers.is_none() {
             return;
         }
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> =
             self.server.take().into_iter().collect();
         if let Some(worker) = self.worker.take() {
-            let _ = worker.stop.send(true);
+            worker.stop.cancel();
             tasks.push(worker.handle);
         }
         let wait = || {
@@ -727,7 +725,8 @@ pub struct SecondInstance {
     pub address: String,
     pub port: u16,
     pub state: AppState,
-    _stop: watch::Sender<bool>,
+    /// Stops the instance when dropped.
+    _stop: tokio_util::sync::DropGuard,
     _server: JoinHandle<anyhow::Result<()>>,
 }
 

@@ -1,5 +1,4 @@
-use tokio::sync::watch;
-use worker::{Infra, Settings, runtime, telemetry};
+use worker::{Infra, Settings, platform::shutdown::Shutdown, runtime, telemetry};
 
 /// The `worker` binary: run as many as you like beside the api (distributed mode).
 #[tokio::main]
@@ -13,10 +12,11 @@ async fn main() -> anyhow::Result<()> {
     }
     settings.require_mail_transport()?;
     let infra = Infra::connect(&settings).await?;
-    let (stop, shutdown) = watch::channel(false);
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
     tokio::spawn(async move {
         telemetry::signal().await;
-        let _ = stop.send(true);
+        stop.cancel();
     });
     runtime::run(settings, infra, runtime::unique_name("worker"), shutdown).await
 }

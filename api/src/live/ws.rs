@@ -160,13 +160,10 @@ async fn serve(socket: WebSocketStream, state: AppState, viewer: Option<CurrentU
 }
 
 async fn connected(socket: WebSocketStream, state: &AppState, viewer: Option<CurrentUser>) {
-    // Subscribe before reading the snapshot, so nothing falls between the two; and to the
-    // shutdown before anything else, so a socket opened as it begins still says goodbye.
-    let mut closing = state.closing.subscribe();
-    if *closing.borrow() {
-        // Already shutting down: the goodbye below goes out at once.
-        closing.mark_changed();
-    }
+    // Subscribe before reading the snapshot, so nothing falls between the two. A socket
+    // opened as the shutdown begins still says goodbye: `closing` fires at once then.
+    let closing = state.closing.clone().cancelled_owned();
+    tokio::pin!(closing);
     let mut frames = state.frames.subscribe();
     let (mut sink, mut stream) = socket.split();
     let mut client = Client::new(viewer);
@@ -178,7 +175,7 @@ async fn connected(socket: WebSocketStream, state: &AppState, viewer: Option<Cur
     let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = closing.changed() => {
+            () = &mut closing => {
                 say_goodbye(&mut sink, &mut stream).await;
                 return;
             }

@@ -303,7 +303,7 @@ async fn record_sent(deps: &Deps, sent: &[i64], shutdown: &Shutdown) {
                     other_failures += 1;
                 }
                 let error = entity::error::chain(&error);
-                if *shutdown.borrow() || other_failures >= RECORD_TRIES {
+                if shutdown.is_cancelled() || other_failures >= RECORD_TRIES {
                     tracing::error!(%error, count = sent.len(), "sent emails not recorded; they go out again after their lease");
                     return;
                 }

@@ -100,7 +100,7 @@ pub async fn run(
     }
     let _ = mail.await;
     let _ = heartbeat.await;
-    periodic.abort();
+    let _ = periodic.await;
     tracing::info!(worker = %name, "worker stopped");
     Ok(())
 }
@@ -152,7 +152,7 @@ async fn supervise<J: Job>(deps: Arc<Deps>, shutdown: Shutdown) {
         };
         // A stopped monitor finishes the jobs it holds (up to its shutdown timeout).
         let outcome = monitor::<J>(&deps, restarts).run_with_signal(signal).await;
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return;
         }
         if !controls.borrow().takes(J::QUEUE) {
