@@ -202,3 +202,50 @@ async fn every_body_the_document_allows_fits_under_the_default_body_limit() {
     }
     assert!(checked >= 8, "only {checked} JSON bodies found");
 }
+
+/// Every field with a fixed set of values is an enum in the document, so a client knows the
+/// values and a server typo cannot reach the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_sets_list_their_values() {
+    let app = spawn_app(Backend::Embedded).await;
+    let spec = app.get("/openapi.json", None).await.body;
+    let schemas = &spec["components"]["schemas"];
+    let values = |object: &str, field: &str| -> Vec<String> {
+        let property = &schemas[object]["properties"][field];
+        let schema = match property["$ref"].as_str() {
+            Some(reference) => &schemas[reference.trim_start_matches("#/components/schemas/")],
+            None => property,
+        };
+        let listed = schema["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{object}.{field} is not an enum: {property}"));
+        listed
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        values("Drop", "status"),
+        ["live", "upcoming", "entries_open"]
+    );
+    assert_eq!(
+        values("Reservation", "status"),
+        ["active", "purchased", "expired", "released"]
+    );
+    assert_eq!(values("WaitlistPlace", "status"), ["waiting", "offered"]);
+    assert_eq!(values("User", "role"), ["customer", "admin"]);
+    assert_eq!(values("AuthResponse", "tokenType"), ["Bearer"]);
+    assert_eq!(
+        values("DeliveryResult", "outcome"),
+        [
+            "applied",
+            "hidden",
+            "stale",
+            "duplicate",
+            "ignored",
+            "rejected"
+        ]
+    );
+    assert_eq!(values("Readiness", "status"), ["ok", "unavailable"]);
+    assert_eq!(values("Readiness", "mode"), ["embedded", "distributed"]);
+}

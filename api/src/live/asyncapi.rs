@@ -224,7 +224,7 @@ fn broadcast() -> Vec<Message> {
             "A client frame could not be honoured, or the snapshot could not be read",
         )
         .example(data_of_reply(&ServerFrame::error(
-            "service_unavailable",
+            worker::events::FrameErrorCode::ServiceUnavailable,
             "cannot read current stock; reconnect shortly",
         ))),
     ]

@@ -282,7 +282,7 @@ async fn emit_snapshot(socket: &SocketRef, state: &AppState) -> Result<(), Disco
         Err(e) => {
             tracing::warn!(error = %e.message, "cannot build socket.io snapshot");
             let error = FrameError {
-                code: "service_unavailable".to_owned(),
+                code: worker::events::FrameErrorCode::ServiceUnavailable,
                 message: "cannot read current stock; reconnect shortly".to_owned(),
             };
             return emit_value(socket, "error", &error).await;

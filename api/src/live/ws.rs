@@ -28,7 +28,8 @@ use poem_openapi::Object;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use worker::events::{
-    Authenticated, Event, Pong, ProductState, ServerFrame, Snapshot, StockUpdate, Subscribed,
+    Authenticated, Event, FrameErrorCode, Pong, ProductState, ServerFrame, Snapshot, StockUpdate,
+    Subscribed,
 };
 
 use crate::{auth::CurrentUser, cache::frames::Frame, http::error::ApiError, state::AppState};
@@ -255,7 +256,12 @@ where
 async fn handle_frame(text: &str, client: &mut Client, state: &AppState) -> ServerFrame {
     let frame = match serde_json::from_str::<ClientFrame>(text) {
         Ok(frame) => frame,
-        Err(e) => return ServerFrame::error("bad_request", format!("unreadable frame: {e}")),
+        Err(e) => {
+            return ServerFrame::error(
+                FrameErrorCode::BadRequest,
+                format!("unreadable frame: {e}"),
+            );
+        }
     };
     match frame {
         ClientFrame::Subscribe(Subscribe { drops }) => {
@@ -273,7 +279,7 @@ async fn handle_frame(text: &str, client: &mut Client, state: &AppState) -> Serv
                 client.viewer = Some(user);
                 ServerFrame::Authenticated(Authenticated { user_id })
             }
-            Err(e) => ServerFrame::error("unauthorized", e.message),
+            Err(e) => ServerFrame::error(FrameErrorCode::Unauthorized, e.message),
         },
         ClientFrame::Ping(_) => ServerFrame::Pong(Pong {}),
     }
@@ -296,7 +302,7 @@ where
         Err(e) => {
             tracing::warn!(error = %e.message, "cannot build websocket snapshot");
             ServerFrame::error(
-                "service_unavailable",
+                FrameErrorCode::ServiceUnavailable,
                 "cannot read current stock; reconnect shortly",
             )
         }

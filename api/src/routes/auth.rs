@@ -6,7 +6,6 @@ use entity::{
 };
 use poem::Request;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Header, payload::Json};
-use sea_orm::ActiveEnum;
 
 use super::ApiTags;
 use crate::{
@@ -56,6 +55,22 @@ struct RefreshRequest {
     refresh_token: Text,
 }
 
+wire_enum! {
+    /// What an account may do.
+    AccountRole from entity::accounts::Role {
+        /// Buys.
+        Customer,
+        /// Runs the store (the admin routes and the operations console).
+        Admin,
+    }
+}
+
+/// Always `Bearer`.
+#[derive(poem_openapi::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenType {
+    Bearer,
+}
+
 /// An account as its owner sees it.
 #[derive(Object)]
 #[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
@@ -63,8 +78,7 @@ pub struct User {
     id: i64,
     email: String,
     display_name: String,
-    /// `customer` or `admin`.
-    role: String,
+    role: AccountRole,
     /// Whether the account followed the link of its verification email. Some drops take
     /// only verified buyers (`requireVerified`); `POST /api/auth/verification` sends the
     /// email again.
@@ -79,7 +93,7 @@ impl From<users::Model> for User {
             id: u.id,
             email: u.email,
             display_name: u.display_name,
-            role: u.role.to_value(),
+            role: u.role.into(),
             email_verified: u.email_verified_at.is_some(),
             email_verified_at: u.email_verified_at,
         }
@@ -94,8 +108,7 @@ struct AuthResponse {
     access_token: String,
     /// Exchange at `/api/auth/refresh` for a new pair; single use.
     refresh_token: String,
-    /// Always `Bearer`.
-    token_type: String,
+    token_type: TokenType,
     /// Seconds until the access token expires.
     expires_in: u64,
 }
@@ -276,7 +289,7 @@ fn tokens(
         user: user.into(),
         access_token,
         refresh_token,
-        token_type: "Bearer".into(),
+        token_type: TokenType::Bearer,
         // A token never outlives its session (see `Jwt::issue`).
         expires_in: u64::try_from((session.expires_at - Utc::now()).num_seconds())
             .unwrap_or(0)

@@ -10,7 +10,6 @@ use poem_openapi::{
     param::{Header, Path},
     payload::Json,
 };
-use sea_orm::ActiveEnum;
 
 use super::ApiTags;
 use crate::{
@@ -118,15 +117,39 @@ impl From<drop_rows::Model> for DropFields {
     }
 }
 
+/// Whether a drop can be taken now.
+#[derive(poem_openapi::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum DropStatus {
+    /// Reservable now.
+    Live,
+    /// Opens within 24 hours.
+    Upcoming,
+    /// A draw taking entries: enter with `POST /api/drops/{dropId}/entries`.
+    EntriesOpen,
+}
+
+wire_enum! {
+    /// Where a hold stands.
+    HoldStatus from entity::models::reservations::ReservationStatus {
+        /// Running: buy before `expiresAt`.
+        Active,
+        /// Bought.
+        Purchased,
+        /// Its time ran out; the unit went back on sale.
+        Expired,
+        /// Let go before its time (an admin closed the drop, or it was handed on).
+        Released,
+    }
+}
+
 /// A drop as buyers see it.
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
 pub struct Drop {
     #[oai(flatten)]
     drop: DropFields,
-    /// `live` (reservable now), `upcoming` (opens within 24 hours), or `entries_open` (a draw
-    /// taking entries: enter with `POST /api/drops/{dropId}/entries`).
-    status: String,
+    status: DropStatus,
     /// Holds that are running now.
     active_reservations: Vec<Holder>,
     /// The last 10 purchases, newest first.
@@ -152,12 +175,12 @@ impl Drop {
     pub fn from_view(view: DropView, now: DateTime<Utc>) -> Self {
         let drawing = view.drop.mode == drop_rows::DropMode::Draw && view.drop.drawn_at.is_none();
         let status = match (drops::is_open(&view.drop, now), drawing) {
-            (false, _) => "upcoming",
-            (true, true) => "entries_open",
-            (true, false) => "live",
+            (false, _) => DropStatus::Upcoming,
+            (true, true) => DropStatus::EntriesOpen,
+            (true, false) => DropStatus::Live,
         };
         Self {
-            status: status.into(),
+            status,
             drop: view.drop.into(),
             active_reservations: view
                 .active_reservations
@@ -186,8 +209,7 @@ impl Drop {
 pub struct Reservation {
     id: i64,
     drop_id: i64,
-    /// `active`, `purchased`, `expired` or `released`.
-    status: String,
+    status: HoldStatus,
     /// Buy before this instant; at it, the unit goes back on sale.
     expires_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
@@ -203,7 +225,7 @@ impl From<reservations::Model> for Reservation {
         Self {
             id: r.id,
             drop_id: r.drop_id,
-            status: r.status.to_value(),
+            status: r.status.into(),
             expires_at: r.expires_at,
             created_at: r.created_at,
             price_cents: r.price_cents,

@@ -15,19 +15,35 @@ pub struct HealthApi {
     pub state: AppState,
 }
 
+/// Whether a check passed.
+#[derive(poem_openapi::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+enum CheckStatus {
+    Ok,
+    Unavailable,
+}
+
+/// How the store runs (see README, "Two ways to run").
+#[derive(poem_openapi::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+enum RunMode {
+    /// One process, SQLite, no Redis.
+    Embedded,
+    /// Api and worker processes on Postgres and Redis.
+    Distributed,
+}
+
 #[derive(Object)]
 struct Health {
-    /// `ok` when the check passed.
-    status: String,
+    /// `ok`: the process answers.
+    status: CheckStatus,
 }
 
 #[derive(Object)]
 #[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 struct Readiness {
-    /// `ok` or `unavailable`.
-    status: String,
-    /// `embedded` or `distributed`.
-    mode: String,
+    status: CheckStatus,
+    mode: RunMode,
     /// `ok` or the reason the database check failed.
     database: String,
     /// `ok`, the reason the Redis check failed, or absent in embedded mode.
@@ -52,7 +68,7 @@ impl HealthApi {
     #[oai(path = "/healthz", method = "get", operation_id = "checkHealth")]
     async fn healthz(&self) -> Json<Health> {
         Json(Health {
-            status: "ok".into(),
+            status: CheckStatus::Ok,
         })
     }
 
@@ -101,8 +117,12 @@ impl HealthApi {
         let (database, redis) = tokio::join!(ping_database(&self.state.db), redis);
         let ready = database == "ok" && redis.as_deref().is_none_or(|r| r == "ok");
         let body = Readiness {
-            status: if ready { "ok" } else { "unavailable" }.into(),
-            mode: mode_name(self.state.settings.mode()).into(),
+            status: if ready {
+                CheckStatus::Ok
+            } else {
+                CheckStatus::Unavailable
+            },
+            mode: run_mode(self.state.settings.mode()),
             database,
             redis,
         };
@@ -138,9 +158,9 @@ async fn ping_redis(mut conn: redis::aio::ConnectionManager) -> String {
     }
 }
 
-fn mode_name(mode: worker::settings::Mode) -> &'static str {
+fn run_mode(mode: worker::settings::Mode) -> RunMode {
     match mode {
-        worker::settings::Mode::Embedded => "embedded",
-        worker::settings::Mode::Distributed => "distributed",
+        worker::settings::Mode::Embedded => RunMode::Embedded,
+        worker::settings::Mode::Distributed => RunMode::Distributed,
     }
 }

@@ -6,6 +6,31 @@ use poem_openapi::Tags;
 
 use crate::state::AppState;
 
+/// A closed set of values on the wire: a poem-openapi `Enum` (so the OpenAPI document lists
+/// its values and a typo does not compile) mirroring the domain enum of the same variants,
+/// with the conversion from it. The domain enums stay free of HTTP concerns.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident from $domain:path {
+        $($(#[$variant_meta:meta])* $variant:ident),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(poem_openapi::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+        #[oai(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant),+
+        }
+
+        impl From<$domain> for $name {
+            fn from(value: $domain) -> Self {
+                use $domain as Domain;
+                match value {
+                    $(Domain::$variant => Self::$variant),+
+                }
+            }
+        }
+    };
+}
+
 pub mod admin_drop_stats;
 pub mod admin_drops;
 pub mod admin_product_stats;

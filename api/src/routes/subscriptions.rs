@@ -30,8 +30,14 @@ enum ConfirmPage {
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
 struct Unsubscribed {
-    /// Always `unsubscribed`.
-    status: String,
+    status: UnsubscribedStatus,
+}
+
+/// Always `unsubscribed`.
+#[derive(poem_openapi::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+enum UnsubscribedStatus {
+    Unsubscribed,
 }
 
 #[derive(ApiResponse)]
@@ -120,7 +126,7 @@ impl SubscriptionsApi {
     ) -> ApiResult<UnsubscribeResponse> {
         catalog::unsubscribe(&self.state.db, &token.0).await?;
         Ok(UnsubscribeResponse::Unsubscribed(Json(Unsubscribed {
-            status: "unsubscribed".into(),
+            status: UnsubscribedStatus::Unsubscribed,
         })))
     }
 

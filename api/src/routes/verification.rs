@@ -22,8 +22,14 @@ const RESEND_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Object)]
 struct VerificationSent {
-    /// Always `sent`.
-    status: String,
+    status: SentStatus,
+}
+
+/// Always `sent`.
+#[derive(poem_openapi::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+enum SentStatus {
+    Sent,
 }
 
 #[derive(ApiResponse)]
@@ -80,7 +86,7 @@ impl VerificationApi {
         };
         self.state.effects.emails_queued(&[message_id]).await;
         Ok(Resent::Accepted(Json(VerificationSent {
-            status: "sent".into(),
+            status: SentStatus::Sent,
         })))
     }
 

@@ -3,7 +3,6 @@
 use chrono::Utc;
 use entity::drops::waitlist::{self, Place};
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
-use sea_orm::ActiveEnum;
 
 use super::ApiTags;
 use crate::{
@@ -17,15 +16,23 @@ pub struct WaitlistApi {
     pub state: AppState,
 }
 
+wire_enum! {
+    /// Where a waitlist place stands.
+    WaitlistStatus from entity::models::waitlist_entries::WaitStatus {
+        /// In line.
+        Waiting,
+        /// A unit came back and is held for you (`reservationId`), to buy with
+        /// `POST /api/drops/{reservationId}/purchase` before it expires.
+        Offered,
+    }
+}
+
 /// Your place on a drop's waitlist.
 #[derive(Object)]
 #[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct WaitlistPlace {
     drop_id: i64,
-    /// `waiting` in line, or `offered`: a unit came back and is held for you
-    /// (`reservationId`), to buy with `POST /api/drops/{reservationId}/purchase` before it
-    /// expires.
-    status: String,
+    status: WaitlistStatus,
     /// 1 when you are next; absent once offered.
     position: Option<u64>,
     /// Buyers waiting for the drop.
@@ -38,7 +45,7 @@ impl From<Place> for WaitlistPlace {
     fn from(p: Place) -> Self {
         Self {
             drop_id: p.drop_id,
-            status: p.status.to_value(),
+            status: p.status.into(),
             position: p.position,
             length: p.length,
             reservation_id: p.reservation_id,

@@ -16,15 +16,29 @@ pub struct WebhooksApi {
     pub state: AppState,
 }
 
+wire_enum! {
+    /// What a verified delivery did.
+    Outcome from entity::catalog::DeliveryOutcome {
+        /// A product was created or updated.
+        Applied,
+        /// A product was taken off the store.
+        Hidden,
+        /// An older `sys.version` than the one applied.
+        Stale,
+        /// An idempotency key seen before.
+        Duplicate,
+        /// A topic or content type we do not act on.
+        Ignored,
+        /// Can never be applied as sent; `detail` says why.
+        Rejected,
+    }
+}
+
 /// What a delivery did.
 #[derive(Object)]
 #[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 struct DeliveryResult {
-    /// `applied` (product created or updated), `hidden` (taken off the store), `stale` (an
-    /// older `sys.version` than the one applied), `duplicate` (idempotency key seen before),
-    /// `ignored` (a topic or content type we do not act on) or `rejected` (can never be
-    /// applied as sent; `detail` says why).
-    outcome: String,
+    outcome: Outcome,
     detail: Option<String>,
     /// The product the delivery changed, if any.
     product_id: Option<i64>,
@@ -76,13 +90,12 @@ impl WebhooksApi {
             &self.state.settings.contentful.locale,
         );
         let result = catalog::apply_cms(&self.state.db, delivery, Utc::now()).await?;
-        let outcome = result.outcome.to_value();
-        tracing::info!(%outcome, detail = ?result.detail, "contentful delivery");
+        tracing::info!(outcome = %result.outcome.to_value(), detail = ?result.detail, "contentful delivery");
         if let Some(change) = &result.change {
             self.state.effects.product_changed(change).await;
         }
         Ok(DeliveryResponse::Ok(Json(DeliveryResult {
-            outcome,
+            outcome: result.outcome.into(),
             detail: result.detail,
             product_id: result.change.map(|c| c.product.id),
         })))

@@ -6,7 +6,7 @@
 //! serde gives them: the api builds the AsyncAPI document (`/asyncapi.json`) from these very
 //! types, so the document cannot drift from the wire.
 
-use poem_openapi::Object;
+use poem_openapi::{Enum, Object};
 use serde::{Deserialize, Serialize};
 
 /// Every frame on `/ws` is one of these, serialised as `{"event": ..., "data": {...}}`.
@@ -207,9 +207,9 @@ pub enum ServerFrame {
 }
 
 impl ServerFrame {
-    pub fn error(code: &str, message: impl Into<String>) -> Self {
+    pub fn error(code: FrameErrorCode, message: impl Into<String>) -> Self {
         Self::Error(FrameError {
-            code: code.to_owned(),
+            code,
             message: message.into(),
         })
     }
@@ -238,10 +238,21 @@ pub struct Pong {}
 /// A client frame that could not be honoured, or a snapshot that could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Object)]
 pub struct FrameError {
-    /// An `ErrorCode` of the REST API: `bad_request` (unreadable frame), `unauthorized` (a
-    /// bad token in `auth`) or `service_unavailable` (try again shortly).
-    pub code: String,
+    pub code: FrameErrorCode,
     pub message: String,
+}
+
+/// Why a frame could not be honoured: the REST API's `ErrorCode` of the same name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Enum)]
+#[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+pub enum FrameErrorCode {
+    /// An unreadable frame.
+    BadRequest,
+    /// A bad token in `auth`.
+    Unauthorized,
+    /// The current state cannot be read: try again shortly.
+    ServiceUnavailable,
 }
 
 /// The current state: every active drop's stock and every product's, on connect and
@@ -477,7 +488,7 @@ mod tests {
             name_of(&ServerFrame::Subscribed(Subscribed { drops: None })),
             name_of(&ServerFrame::Authenticated(Authenticated { user_id: 1 })),
             name_of(&ServerFrame::Pong(Pong {})),
-            name_of(&ServerFrame::error("bad_request", "x")),
+            name_of(&ServerFrame::error(FrameErrorCode::BadRequest, "x")),
         ];
         let documented: Vec<&str> = EVENT_DOCS
             .iter()
