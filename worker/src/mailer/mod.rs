@@ -1,23 +1,12 @@
-//! Writing and sending email: templates rendered with minijinja into multipart text + HTML,
-//! sent over SMTP (a pooled lettre transport) or written to an outbox directory, under a
-//! process-wide send-rate cap.
+//! Writing and sending email, one concern per file: [`templates`] (what an email says:
+//! minijinja text + HTML), [`transport`] (how it leaves: SMTP or the outbox), [`rate`] (the
+//! process-wide send-rate cap), and here the [`Mailer`] that holds them and the retry
+//! backoff.
 
-use std::{
-    path::PathBuf,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
-use entity::mail::{Content, MessageKind, OfferPayload, Outgoing, Payload, WaitlistedPayload};
-use lettre::{
-    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-    message::{
-        Mailbox, MessageBuilder, MultiPart,
-        header::{HeaderName, HeaderValue},
-    },
-    transport::smtp::PoolConfig,
-};
-use minijinja::{Environment, Value, context};
+use lettre::{AsyncSmtpTransport, Tokio1Executor, message::Mailbox, transport::smtp::PoolConfig};
+use minijinja::Environment;
 
 use crate::platform::settings::{Mode, Settings};
 
@@ -46,18 +35,13 @@ pub enum SendError {
 }
 
 mod direct;
+mod rate;
+mod templates;
+mod transport;
 mod verification;
 
-enum Transport {
-    /// A plain `smtp://host:port`: our own `TCP_NODELAY` connections (see [`direct`]).
-    Direct(direct::Direct),
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    /// One `.eml` file (the full RFC 5322 message) per email.
-    Outbox(PathBuf),
-    /// The same files in distributed mode (`MAIL_TRANSPORT=outbox`): they sit on one
-    /// worker's disk and reach nobody, so each is recorded as failed, never as sent.
-    UndeliveredOutbox(PathBuf),
-}
+use rate::RateLimiter;
+use transport::{Transport, pool_size};
 
 pub struct Mailer {
     transport: Transport,
@@ -84,52 +68,6 @@ impl std::fmt::Debug for Mailer {
             .finish_non_exhaustive()
     }
 }
-
-const TEMPLATES: [(&str, &str); 10] = [
-    (
-        "verify_email.txt",
-        include_str!("../../templates/verify_email.txt"),
-    ),
-    (
-        "verify_email.html",
-        include_str!("../../templates/verify_email.html"),
-    ),
-    (
-        "confirmation.txt",
-        include_str!("../../templates/confirmation.txt"),
-    ),
-    (
-        "confirmation.html",
-        include_str!("../../templates/confirmation.html"),
-    ),
-    (
-        "restock_alert.txt",
-        include_str!("../../templates/restock_alert.txt"),
-    ),
-    (
-        "restock_alert.html",
-        include_str!("../../templates/restock_alert.html"),
-    ),
-    (
-        "hold_offer.txt",
-        include_str!("../../templates/hold_offer.txt"),
-    ),
-    (
-        "hold_offer.html",
-        include_str!("../../templates/hold_offer.html"),
-    ),
-    (
-        "draw_waitlisted.txt",
-        include_str!("../../templates/draw_waitlisted.txt"),
-    ),
-    (
-        "draw_waitlisted.html",
-        include_str!("../../templates/draw_waitlisted.html"),
-    ),
-];
-
-const LIST_UNSUBSCRIBE: HeaderName = HeaderName::new_from_ascii_str("List-Unsubscribe");
-const LIST_UNSUBSCRIBE_POST: HeaderName = HeaderName::new_from_ascii_str("List-Unsubscribe-Post");
 
 impl Mailer {
     /// SMTP when `SMTP_URL` is set (must run inside a Tokio runtime: the pool starts there),
@@ -160,10 +98,7 @@ impl Mailer {
             }
             None => Transport::Outbox(mail.outbox_dir.clone()),
         };
-        let mut templates = Environment::new();
-        for (name, source) in TEMPLATES {
-            templates.add_template(name, source)?;
-        }
+        let templates = templates::load()?;
         Ok(Self {
             transport,
             from,
@@ -176,152 +111,6 @@ impl Mailer {
                 .unwrap_or(chrono::Duration::days(7)),
         })
     }
-
-    /// Renders a claimed ledger row into a complete message.
-    ///
-    /// # Errors
-    /// `Permanent`: the address or a template is unusable, so retrying cannot help.
-    pub fn compose(&self, outgoing: &Outgoing) -> Result<Message, SendError> {
-        let permanent = |e: &dyn std::fmt::Display| SendError::Permanent(e.to_string());
-        let to: Mailbox = outgoing.recipient.parse().map_err(|e| permanent(&e))?;
-        let builder = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .message_id(None);
-        let (builder, template, ctx) = match &outgoing.payload {
-            Content::Product(product) => self.about_product(builder, outgoing, product)?,
-            Content::Offer(offer) => self.offer(builder, offer),
-            Content::Waitlisted(place) => self.waitlisted(builder, place),
-            Content::Verification(account) => {
-                self.verification(builder, &outgoing.recipient, account)
-            }
-        };
-        let render = |suffix: &str| {
-            self.templates
-                .get_template(&format!("{template}.{suffix}"))
-                .and_then(|t| t.render(&ctx))
-                .map_err(|e| permanent(&e))
-        };
-        builder
-            .multipart(MultiPart::alternative_plain_html(
-                render("txt")?,
-                render("html")?,
-            ))
-            .map_err(|e| permanent(&e))
-    }
-
-    /// A confirmation or a restock alert: links to the product and to unsubscribe.
-    fn about_product(
-        &self,
-        builder: MessageBuilder,
-        outgoing: &Outgoing,
-        product: &Payload,
-    ) -> Result<(MessageBuilder, &'static str, Value), SendError> {
-        let base = &self.base_url;
-        // Links are built from the configured base URL, a slug ([a-z0-9-]) and a URL-safe
-        // token: nothing to escape, and escaping `/` would only make them unreadable.
-        let link = Value::from_safe_string;
-        let Some(unsubscribe_token) = &outgoing.unsubscribe_token else {
-            return Err(SendError::Permanent(
-                "a product email without an unsubscribe token".into(),
-            ));
-        };
-        let product_url = link(format!("{base}/api/products/{}", product.product_slug));
-        let unsubscribe_url =
-            format!("{base}/api/subscriptions/unsubscribe?token={unsubscribe_token}");
-        Ok(match outgoing.kind {
-            MessageKind::SubscriptionConfirmation => {
-                let Some(token) = &outgoing.confirm_token else {
-                    return Err(SendError::Permanent(
-                        "a confirmation without a token".into(),
-                    ));
-                };
-                let confirm_url = format!("{base}/api/subscriptions/confirm?token={token}");
-                (
-                    builder.subject(format!(
-                        "Confirm: tell me when {} is back",
-                        product.product_name
-                    )),
-                    "confirmation",
-                    context! {
-                        product_name => product.product_name,
-                        product_url => product_url,
-                        confirm_url => link(confirm_url),
-                        unsubscribe_url => link(unsubscribe_url),
-                    },
-                )
-            }
-            MessageKind::HoldOffer
-            | MessageKind::DrawWaitlisted
-            | MessageKind::AccountVerification => {
-                return Err(SendError::Permanent(
-                    "a drop's email written with a product's content".into(),
-                ));
-            }
-            MessageKind::RestockAlert => (
-                builder
-                    .subject(format!("{} is back in stock", product.product_name))
-                    // RFC 8058 one-click unsubscribe: mail clients POST to this URL.
-                    .raw_header(HeaderValue::new(
-                        LIST_UNSUBSCRIBE,
-                        format!("<{unsubscribe_url}>"),
-                    ))
-                    .raw_header(HeaderValue::new(
-                        LIST_UNSUBSCRIBE_POST,
-                        "List-Unsubscribe=One-Click".to_owned(),
-                    )),
-                "restock_alert",
-                context! {
-                    product_name => product.product_name,
-                    product_url => product_url,
-                    unsubscribe_url => link(unsubscribe_url),
-                },
-            ),
-        })
-    }
-
-    /// A waitlist offer: the drop, the deadline, and a link to the storefront.
-    fn offer(
-        &self,
-        builder: MessageBuilder,
-        offer: &OfferPayload,
-    ) -> (MessageBuilder, &'static str, Value) {
-        let storefront_url =
-            Value::from_safe_string(format!("{}/#drop-{}", self.base_url, offer.drop_id));
-        (
-            builder.subject(format!("{} is held for you", offer.drop_name)),
-            "hold_offer",
-            context! {
-                drop_name => offer.drop_name,
-                expires_at => offer.expires_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                storefront_url => storefront_url,
-                won_draw => offer.won_draw,
-            },
-        )
-    }
-
-    /// A draw not won: the entrant's place on the waitlist, and a link to the storefront.
-    fn waitlisted(
-        &self,
-        builder: MessageBuilder,
-        place: &WaitlistedPayload,
-    ) -> (MessageBuilder, &'static str, Value) {
-        let storefront_url =
-            Value::from_safe_string(format!("{}/#drop-{}", self.base_url, place.drop_id));
-        (
-            builder.subject(format!(
-                "The {} draw: you are number {} on the waitlist",
-                place.drop_name, place.position
-            )),
-            "draw_waitlisted",
-            context! {
-                drop_name => place.drop_name,
-                position => place.position,
-                storefront_url => storefront_url,
-            },
-        )
-    }
-
     /// Waits until the send-rate cap allows at least one more send, and takes up to `wanted`
     /// turns; returns how many it took. Called before rows are claimed, so a claim's lease
     /// covers the send alone, whatever the rate.
@@ -333,132 +122,6 @@ impl Mailer {
     pub fn give_back_turns(&self, unused: usize) {
         self.limiter.give_back(unused);
     }
-
-    /// Sends one message, giving up after the send timeout (half the claim's lease).
-    ///
-    /// # Errors
-    /// `Transient` for what may work later (4xx, network, no answer in time), `Permanent`
-    /// for a 5xx rejection.
-    pub async fn send(&self, message_id: i64, message: Message) -> Result<(), SendError> {
-        let sending = async {
-            match &self.transport {
-                Transport::Smtp(smtp) => match smtp.send(message).await {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
-                    Err(e) => Err(SendError::Transient(e.to_string())),
-                },
-                Transport::Direct(direct) => direct.send(&message).await,
-                Transport::Outbox(dir) => write_outbox(dir, message_id, &message.formatted())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| SendError::Transient(format!("cannot write the outbox: {e}"))),
-                Transport::UndeliveredOutbox(dir) => {
-                    let path = write_outbox(dir, message_id, &message.formatted())
-                        .await
-                        .map_err(|e| {
-                            SendError::Transient(format!("cannot write the outbox: {e}"))
-                        })?;
-                    Err(SendError::Permanent(format!(
-                        "not delivered: written to {} on this worker's disk (MAIL_TRANSPORT=outbox)",
-                        path.display()
-                    )))
-                }
-            }
-        };
-        tokio::time::timeout(self.send_timeout, sending)
-            .await
-            .unwrap_or_else(|_| {
-                Err(SendError::Transient(format!(
-                    "no answer within {} ms",
-                    self.send_timeout.as_millis()
-                )))
-            })
-    }
-}
-
-/// Writes `message-<id>.eml` atomically (temp file, then rename), so a reader never sees half
-/// a message; owner-only (0600, in a 0700 directory): the links in it are credentials.
-async fn write_outbox(
-    dir: &std::path::Path,
-    message_id: i64,
-    raw: &[u8],
-) -> std::io::Result<PathBuf> {
-    use tokio::io::AsyncWriteExt;
-    let mut builder = tokio::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    builder.mode(0o700);
-    builder.create(dir).await?;
-    let path = dir.join(format!("message-{message_id:08}.eml"));
-    let tmp = dir.join(format!(".message-{message_id:08}.eml.tmp"));
-    let mut options = tokio::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options.open(&tmp).await?;
-    file.write_all(raw).await?;
-    file.flush().await?;
-    drop(file);
-    tokio::fs::rename(&tmp, &path).await?;
-    Ok(path)
-}
-
-/// A token bucket shared by every send of the process: at most `rate` a second, with bursts
-/// of up to one second's worth.
-struct RateLimiter {
-    rate: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl RateLimiter {
-    fn new(per_sec: u32) -> Self {
-        let rate = f64::from(per_sec.max(1));
-        Self {
-            rate,
-            state: Mutex::new((rate, Instant::now())),
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, (f64, Instant)> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Waits for at least one token, then takes up to `wanted` of those there are.
-    async fn acquire_up_to(&self, wanted: usize) -> usize {
-        let wanted = wanted.max(1);
-        loop {
-            let wait = {
-                let mut state = self.state();
-                let (tokens, last) = *state;
-                let now = Instant::now();
-                let tokens =
-                    (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
-                if tokens >= 1.0 {
-                    // Whole tokens (at most `rate`), never more than wanted.
-                    let taken = (tokens.floor() as usize).min(wanted);
-                    let left = tokens - taken as f64;
-                    *state = (left, now);
-                    return taken;
-                }
-                *state = (tokens, now);
-                Duration::from_secs_f64((1.0 - tokens) / self.rate)
-            };
-            tokio::time::sleep(wait).await;
-        }
-    }
-
-    fn give_back(&self, unused: usize) {
-        let mut state = self.state();
-        let tokens = (state.0 + unused as f64).min(self.rate);
-        state.0 = tokens;
-    }
-}
-
-/// lettre's pool size: at least one connection, at most what its `u32` holds.
-fn pool_size(connections: usize) -> u32 {
-    u32::try_from(connections.max(1)).unwrap_or(u32::MAX)
 }
 
 /// Exponential backoff: `base`, `2·base`, `4·base`, ... capped at one hour.
