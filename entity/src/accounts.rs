@@ -66,12 +66,10 @@ pub struct DisplayName(String);
 impl DisplayName {
     /// # Errors
     /// Empty, too long, or containing control or invisible formatting characters.
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, crate::error::Violation> {
         let name = crate::text::single_line("displayName", raw, 64)?;
         if name.chars().any(is_invisible) {
-            return Err(
-                "displayName must not contain bidi-override or zero-width characters".into(),
-            );
+            return Err(crate::error::Violation::InvisibleCharacters("displayName"));
         }
         Ok(Self(name))
     }

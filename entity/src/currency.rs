@@ -7,10 +7,10 @@ impl Currency {
     ///
     /// # Errors
     /// Not three letters.
-    pub fn parse(raw: Option<&str>) -> Result<Self, String> {
+    pub fn parse(raw: Option<&str>) -> Result<Self, crate::error::Violation> {
         let code = raw.unwrap_or("USD").trim().to_ascii_uppercase();
         if code.len() != 3 || !code.chars().all(|c| c.is_ascii_alphabetic()) {
-            return Err("currency must be a three-letter ISO 4217 code".into());
+            return Err(crate::error::Violation::Currency);
         }
         Ok(Self(code))
     }

@@ -51,9 +51,9 @@ pub enum Error {
     /// The signed-in account (or its session) was deleted after its token was issued.
     #[error("this account no longer exists; sign in again")]
     AccountGone,
-    /// The request broke a rule of the domain (400 `validation_failed`, with this message).
+    /// The request broke a rule of the domain (400 `validation_failed`, with its message).
     #[error("{0}")]
-    Invalid(String),
+    Invalid(#[from] Violation),
     /// Our own machinery failed (hashing a password, serialising a payload): not the
     /// request's fault, so never a 4xx.
     #[error("{0}")]
@@ -63,6 +63,59 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A rule of the domain that input broke: each names the field (as the API spells it) and
+/// reads as the message a client is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("{0} must not be blank")]
+    Blank(&'static str),
+    #[error("{field} must be at most {max} characters")]
+    TooLong { field: &'static str, max: usize },
+    #[error("{0} must not contain control characters")]
+    ControlCharacters(&'static str),
+    #[error("{0} must not contain control characters other than tabs and line breaks")]
+    ControlCharactersBesideLineBreaks(&'static str),
+    #[error("{0} must not contain bidi-override or zero-width characters")]
+    InvisibleCharacters(&'static str),
+    #[error("{0} must be between the years {EARLIEST_YEAR} and {LATEST_YEAR}", EARLIEST_YEAR = crate::text::EARLIEST_YEAR, LATEST_YEAR = crate::text::LATEST_YEAR)]
+    YearOutOfRange(&'static str),
+    #[error("{0} must be an https: URL (http: only for localhost)")]
+    NotAWebUrl(&'static str),
+    #[error("currency must be a three-letter ISO 4217 code")]
+    Currency,
+    #[error("{field} must be {min} to {max}")]
+    OutOfRange {
+        field: &'static str,
+        min: i64,
+        max: i64,
+    },
+    #[error("{0} must not be negative")]
+    Negative(&'static str),
+    #[error("addStock must be positive and total stock at most {max}")]
+    StockToAdd { max: i64 },
+    #[error("{later} must be after {earlier}")]
+    NotAfter {
+        later: &'static str,
+        earlier: &'static str,
+    },
+    #[error("{0} must be in the future")]
+    NotInTheFuture(&'static str),
+    #[error("entriesCloseAt is for draw drops: set mode to \"draw\" or leave it out")]
+    EntriesCloseOnFirstCome,
+    #[error("a draw drop needs entriesCloseAt")]
+    DrawWithoutEntriesClose,
+    #[error("entriesCloseAt is for draw drops")]
+    NotADraw,
+    #[error("the draw is done: its entries are closed for good")]
+    DrawDone,
+}
+
+impl From<Violation> for String {
+    fn from(violation: Violation) -> Self {
+        violation.to_string()
+    }
+}
 
 /// An error and every cause under it, `outer: inner: root`, for one log line.
 pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -7,6 +7,8 @@
 
 use chrono::{DateTime, Datelike, Utc};
 
+use crate::error::Violation;
+
 /// The instants a drop (or anything else scheduled) may use.
 pub const EARLIEST_YEAR: i32 = 2000;
 pub const LATEST_YEAR: i32 = 9999;
@@ -15,17 +17,20 @@ pub const LATEST_YEAR: i32 = 9999;
 /// characters at all (no NUL, ESC, CR or LF).
 ///
 /// # Errors
-/// A message naming `field` and the rule it broke.
-pub fn single_line(field: &str, raw: &str, max_chars: usize) -> Result<String, String> {
+/// The rule it broke, naming `field`.
+pub fn single_line(field: &'static str, raw: &str, max_chars: usize) -> Result<String, Violation> {
     let text = raw.trim();
     if text.is_empty() {
-        return Err(format!("{field} must not be blank"));
+        return Err(Violation::Blank(field));
     }
     if text.chars().count() > max_chars {
-        return Err(format!("{field} must be at most {max_chars} characters"));
+        return Err(Violation::TooLong {
+            field,
+            max: max_chars,
+        });
     }
     if text.chars().any(char::is_control) {
-        return Err(format!("{field} must not contain control characters"));
+        return Err(Violation::ControlCharacters(field));
     }
     Ok(text.to_owned())
 }
@@ -34,18 +39,19 @@ pub fn single_line(field: &str, raw: &str, max_chars: usize) -> Result<String, S
 /// the only control characters allowed.
 ///
 /// # Errors
-/// A message naming `field` and the rule it broke.
-pub fn multi_line(field: &str, raw: &str, max_chars: usize) -> Result<String, String> {
+/// The rule it broke, naming `field`.
+pub fn multi_line(field: &'static str, raw: &str, max_chars: usize) -> Result<String, Violation> {
     if raw.chars().count() > max_chars {
-        return Err(format!("{field} must be at most {max_chars} characters"));
+        return Err(Violation::TooLong {
+            field,
+            max: max_chars,
+        });
     }
     if raw
         .chars()
         .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
     {
-        return Err(format!(
-            "{field} must not contain control characters other than tabs and line breaks"
-        ));
+        return Err(Violation::ControlCharactersBesideLineBreaks(field));
     }
     Ok(raw.to_owned())
 }
@@ -58,14 +64,12 @@ pub fn has_control(raw: &str) -> bool {
 /// An instant between the start of year 2000 and the end of year 9999.
 ///
 /// # Errors
-/// A message naming `field` and the range.
-pub fn instant(field: &str, at: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+/// [`Violation::YearOutOfRange`], naming `field`.
+pub fn instant(field: &'static str, at: DateTime<Utc>) -> Result<DateTime<Utc>, Violation> {
     if (EARLIEST_YEAR..=LATEST_YEAR).contains(&at.year()) {
         Ok(at)
     } else {
-        Err(format!(
-            "{field} must be between the years {EARLIEST_YEAR} and {LATEST_YEAR}"
-        ))
+        Err(Violation::YearOutOfRange(field))
     }
 }
 
@@ -76,11 +80,11 @@ pub fn instant(field: &str, at: DateTime<Utc>) -> Result<DateTime<Utc>, String> 
 /// `^(https://[A-Za-z0-9.-]+|http://(localhost|127\.0\.0\.1|\[::1\]))(:[0-9]{1,5})?([/?#][^\x00-\x20\x7f-\x9f]*)?$`.
 ///
 /// # Errors
-/// A message naming `field`.
-pub fn web_url(field: &str, raw: &str) -> Result<String, String> {
-    let refused = || format!("{field} must be an https: URL (http: only for localhost)");
+/// [`Violation::NotAWebUrl`] or [`Violation::TooLong`], naming `field`.
+pub fn web_url(field: &'static str, raw: &str) -> Result<String, Violation> {
+    let refused = || Violation::NotAWebUrl(field);
     if raw.chars().count() > 2000 {
-        return Err(format!("{field} must be at most 2000 characters"));
+        return Err(Violation::TooLong { field, max: 2000 });
     }
     let after_host = if let Some(rest) = raw.strip_prefix("https://") {
         let host_len = rest

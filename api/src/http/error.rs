@@ -450,9 +450,9 @@ mod tests {
         assert_eq!(ours.code, ErrorCode::InternalError);
         assert!(!ours.message.contains("oom"), "the cause stays in the log");
 
-        let theirs = ApiError::from(entity::Error::Invalid(
-            "priceCents must not be negative".into(),
-        ));
+        let theirs = ApiError::from(entity::Error::Invalid(entity::error::Violation::Negative(
+            "priceCents",
+        )));
         assert_eq!(theirs.status, StatusCode::BAD_REQUEST);
         assert_eq!(theirs.code, ErrorCode::ValidationFailed);
         assert_eq!(theirs.message, "priceCents must not be negative");

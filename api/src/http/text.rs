@@ -62,7 +62,7 @@ impl Rule for NameRule {
     );
     type Value = ProductName;
     fn check(raw: &str) -> Result<ProductName, String> {
-        ProductName::parse(raw)
+        Ok(ProductName::parse(raw)?)
     }
 }
 
@@ -75,7 +75,7 @@ impl Rule for DescriptionRule {
     const PATTERN: Option<&'static str> = Some(r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$");
     type Value = String;
     fn check(raw: &str) -> Result<String, String> {
-        entity::text::multi_line("description", raw, 5_000)
+        Ok(entity::text::multi_line("description", raw, 5_000)?)
     }
 }
 
@@ -112,7 +112,7 @@ impl Rule for CurrencyRule {
         if raw.len() != 3 {
             return Err("currency must be a three-letter ISO 4217 code".into());
         }
-        Currency::parse(Some(raw))
+        Ok(Currency::parse(Some(raw))?)
     }
 }
 

@@ -16,6 +16,7 @@ use chrono::Duration;
 
 pub use crate::models::subscriptions::SubscriptionStatus;
 use crate::{
+    error::Violation,
     models::{products as product_rows, restock_events},
     text,
 };
@@ -100,7 +101,7 @@ pub struct ProductName(String);
 impl ProductName {
     /// # Errors
     /// The name is blank, too long, or holds control characters.
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Violation> {
         text::single_line("name", raw, 200).map(Self)
     }
 
@@ -124,7 +125,7 @@ pub const MAX_DESCRIPTION: usize = 20_000;
 ///
 /// # Errors
 /// Too long, or holding control characters other than tabs and line breaks.
-pub fn parse_description(raw: &str) -> Result<String, String> {
+pub fn parse_description(raw: &str) -> Result<String, Violation> {
     text::multi_line("description", raw, MAX_DESCRIPTION)
 }
 
@@ -132,7 +133,7 @@ pub fn parse_description(raw: &str) -> Result<String, String> {
 ///
 /// # Errors
 /// Any other scheme (`javascript:`, `data:`), or no host.
-pub fn parse_image_url(raw: &str) -> Result<String, String> {
+pub fn parse_image_url(raw: &str) -> Result<String, Violation> {
     text::web_url("imageUrl", raw)
 }
 

@@ -13,6 +13,7 @@ use crate::{
     currency::Currency,
     db::begin_write,
     error::Result,
+    error::Violation,
     models::drops::{self, DropMode},
     text,
 };
@@ -95,13 +96,18 @@ impl NewDrop {
         let starts_at = input.starts_at.unwrap_or(now);
         check_window(starts_at, input.ends_at)?;
         if !(0..=MAX_STOCK).contains(&input.total_stock) {
-            return Err(invalid(format!("totalStock must be 0 to {MAX_STOCK}")));
+            return Err(Violation::OutOfRange {
+                field: "totalStock",
+                min: 0,
+                max: i64::from(MAX_STOCK),
+            }
+            .into());
         }
         Ok(Self {
             name: parse_name(&input.name)?,
             description: parse_description(input.description.as_deref().unwrap_or_default())?,
             price_cents: parse_price(input.price_cents)?,
-            currency: Currency::parse(input.currency.as_deref()).map_err(Error::Invalid)?,
+            currency: Currency::parse(input.currency.as_deref())?,
             total_stock: input.total_stock,
             starts_at,
             ends_at: input.ends_at,
@@ -122,15 +128,13 @@ fn parse_sale(input: &DropInput, starts_at: DateTime<Utc>, now: DateTime<Utc>) -
         input.entries_close_at,
     ) {
         (DropMode::FirstCome, None) => Ok(Sale::FirstCome),
-        (DropMode::FirstCome, Some(_)) => Err(invalid(
-            "entriesCloseAt is for draw drops: set mode to \"draw\" or leave it out",
-        )),
-        (DropMode::Draw, None) => Err(invalid("a draw drop needs entriesCloseAt")),
+        (DropMode::FirstCome, Some(_)) => Err(Violation::EntriesCloseOnFirstCome.into()),
+        (DropMode::Draw, None) => Err(Violation::DrawWithoutEntriesClose.into()),
         (DropMode::Draw, Some(close)) => {
-            text::instant("entriesCloseAt", close).map_err(Error::Invalid)?;
+            text::instant("entriesCloseAt", close)?;
             check_draw_window(starts_at, close, input.ends_at)?;
             if close <= now {
-                return Err(invalid("entriesCloseAt must be in the future"));
+                return Err(Violation::NotInTheFuture("entriesCloseAt").into());
             }
             let (seed, seed_hash) = super::draw::new_seed();
             Ok(Sale::Draw {
@@ -145,11 +149,12 @@ fn parse_sale(input: &DropInput, starts_at: DateTime<Utc>, now: DateTime<Utc>) -
 fn parse_offer_ttl(input: &DropInput) -> Result<Option<i32>> {
     let draw_default = (input.mode == Some(DropMode::Draw)).then_some(DRAW_OFFER_TTL_SECS);
     match input.offer_ttl_secs.or(draw_default) {
-        Some(secs) if !OFFER_TTL_SECS.contains(&secs) => Err(invalid(format!(
-            "offerTtlSeconds must be {} to {}",
-            OFFER_TTL_SECS.start(),
-            OFFER_TTL_SECS.end()
-        ))),
+        Some(secs) if !OFFER_TTL_SECS.contains(&secs) => Err(Violation::OutOfRange {
+            field: "offerTtlSeconds",
+            min: i64::from(*OFFER_TTL_SECS.start()),
+            max: i64::from(*OFFER_TTL_SECS.end()),
+        }
+        .into()),
         ttl => Ok(ttl),
     }
 }
@@ -161,10 +166,18 @@ fn check_draw_window(
     ends_at: Option<DateTime<Utc>>,
 ) -> Result<()> {
     if entries_close_at <= starts_at {
-        return Err(invalid("entriesCloseAt must be after startsAt"));
+        return Err(Violation::NotAfter {
+            later: "entriesCloseAt",
+            earlier: "startsAt",
+        }
+        .into());
     }
     if ends_at.is_some_and(|end| end <= entries_close_at) {
-        return Err(invalid("endsAt must be after entriesCloseAt"));
+        return Err(Violation::NotAfter {
+            later: "endsAt",
+            earlier: "entriesCloseAt",
+        }
+        .into());
     }
     Ok(())
 }
@@ -188,54 +201,59 @@ pub struct DropPatch {
     pub require_challenge: Option<bool>,
 }
 
-fn invalid(message: impl Into<String>) -> Error {
-    Error::Invalid(message.into())
-}
-
 fn parse_name(raw: &str) -> Result<String> {
-    text::single_line("name", raw, MAX_NAME).map_err(Error::Invalid)
+    Ok(text::single_line("name", raw, MAX_NAME)?)
 }
 
 fn parse_description(raw: &str) -> Result<String> {
-    text::multi_line("description", raw, MAX_DESCRIPTION).map_err(Error::Invalid)
+    Ok(text::multi_line("description", raw, MAX_DESCRIPTION)?)
 }
 
 fn parse_price(cents: i64) -> Result<i64> {
     if cents < 0 {
-        return Err(invalid("priceCents must not be negative"));
+        return Err(Violation::Negative("priceCents").into());
     }
     Ok(cents)
 }
 
 fn parse_max_per_user(limit: i32) -> Result<i32> {
     if !(1..=1000).contains(&limit) {
-        return Err(invalid("maxPerUser must be 1 to 1000"));
+        return Err(Violation::OutOfRange {
+            field: "maxPerUser",
+            min: 1,
+            max: 1000,
+        }
+        .into());
     }
     Ok(limit)
 }
 
 fn check_window(starts_at: DateTime<Utc>, ends_at: Option<DateTime<Utc>>) -> Result<()> {
-    text::instant("startsAt", starts_at).map_err(Error::Invalid)?;
+    text::instant("startsAt", starts_at)?;
     if let Some(end) = ends_at {
-        text::instant("endsAt", end).map_err(Error::Invalid)?;
+        text::instant("endsAt", end)?;
     }
     if ends_at.is_some_and(|end| end <= starts_at) {
-        return Err(invalid("endsAt must be after startsAt"));
+        return Err(Violation::NotAfter {
+            later: "endsAt",
+            earlier: "startsAt",
+        }
+        .into());
     }
     Ok(())
 }
 
 /// A draw's entries may be closed at another time until it is drawn, never in the past.
 fn check_new_close(current: &drops::Model, close: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
-    text::instant("entriesCloseAt", close).map_err(Error::Invalid)?;
+    text::instant("entriesCloseAt", close)?;
     if current.mode != DropMode::Draw {
-        return Err(invalid("entriesCloseAt is for draw drops"));
+        return Err(Violation::NotADraw.into());
     }
     if current.drawn_at.is_some() {
-        return Err(invalid("the draw is done: its entries are closed for good"));
+        return Err(Violation::DrawDone.into());
     }
     if close <= now {
-        return Err(invalid("entriesCloseAt must be in the future"));
+        return Err(Violation::NotInTheFuture("entriesCloseAt").into());
     }
     Ok(())
 }
@@ -343,9 +361,10 @@ fn check_patch(current: &drops::Model, patch: &DropPatch, now: DateTime<Utc>) ->
     if let Some(add) = patch.add_stock
         && (add < 1 || current.total_stock.saturating_add(add) > MAX_STOCK)
     {
-        return Err(invalid(format!(
-            "addStock must be positive and total stock at most {MAX_STOCK}"
-        )));
+        return Err(Violation::StockToAdd {
+            max: i64::from(MAX_STOCK),
+        }
+        .into());
     }
     Ok(())
 }
