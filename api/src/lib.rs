@@ -11,7 +11,7 @@
 //!
 //! Beside them: [`serve`] (the listener: poem and Socket.IO on one port), [`auth`] (tokens
 //! and the view of ended sessions), [`state`] (what handlers share), [`startup`] (building
-//! it all) and [`metrics`].
+//! it all), [`settings`] (the api's own, beside the shared ones) and [`metrics`].
 
 pub mod abuse;
 pub mod auth;
@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod reserve;
 pub mod routes;
 pub mod serve;
+pub mod settings;
 pub mod startup;
 pub mod state;
 

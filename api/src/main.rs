@@ -1,5 +1,6 @@
 use api::Application;
-use worker::{Settings, telemetry};
+use api::settings::Settings;
+use worker::telemetry;
 
 /// The `api` binary (`cargo run`): the whole store in embedded mode, or the api tier in
 /// distributed mode.

@@ -68,8 +68,8 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-impl From<&worker::settings::HttpSettings> for Limits {
-    fn from(http: &worker::settings::HttpSettings) -> Self {
+impl From<&crate::settings::ListenerSettings> for Limits {
+    fn from(http: &crate::settings::ListenerSettings) -> Self {
         Self {
             header_read: http.header_read_timeout,
             keep_alive: http.keep_alive,

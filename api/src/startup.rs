@@ -10,12 +10,13 @@ use poem::{
 use poem_openapi::{ContactObject, LicenseObject, OpenApiService};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
-use worker::{Infra, Settings, platform::shutdown::Shutdown, runtime};
+use worker::{Infra, platform::shutdown::Shutdown, runtime};
 
 use crate::{
     http::{allow, error, html_headers, json_keys, spec, storefront},
     live::{asyncapi, socketio, ws},
     routes, serve,
+    settings::Settings,
     state::AppState,
 };
 
@@ -82,7 +83,7 @@ impl Application {
         tracing::info!(
             mode = ?settings.mode(),
             swagger_ui = %format!("{base}/docs"),
-            socket_io = %format!("{base}{}/", settings.http.socket_io_path),
+            socket_io = %format!("{base}{}/", settings.listener.socket_io_path),
             "Honeydrop is listening on {base}; Swagger UI at {base}/docs"
         );
 
@@ -93,7 +94,7 @@ impl Application {
         let background = TaskTracker::new();
         let embedded_worker = settings.worker.embed.then(|| {
             tokio::spawn(runtime::run(
-                settings.clone(),
+                settings.shared.clone(),
                 infra.clone(),
                 runtime::unique_name("api-worker"),
                 stop.clone(),
@@ -125,10 +126,10 @@ impl Application {
         let at_shutdown = state.clone();
         let routes = serve::Routes {
             socketio: socketio::endpoint(&state),
-            cors: crate::http::cors::layer(&settings.http.cors_allowed_origins),
+            cors: crate::http::cors::layer(&settings.listener.cors_allowed_origins),
             app: app(state).boxed(),
         };
-        let limits = serve::Limits::from(&settings.http);
+        let limits = serve::Limits::from(&settings.listener);
         let grace = std::time::Duration::from_secs(15);
         let served = serve::serve(listener, routes, limits, signal, grace).await;
         wait_for_sockets_to_close(&at_shutdown).await;
@@ -167,7 +168,7 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
     let document = spec::finish(&api.spec());
     let events = asyncapi::document(
         env!("CARGO_PKG_VERSION"),
-        &state.settings.http.socket_io_path,
+        &state.settings.listener.socket_io_path,
     )
     .to_string();
     let allowed = Arc::new(allow::AllowedMethods::from_spec(
@@ -179,7 +180,7 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
             ("/static/{name}", &["GET"]),
         ],
     ));
-    let max_body = state.settings.http.max_body_bytes;
+    let max_body = state.settings.listener.max_body_bytes;
     Route::new()
         .nest("/", storefront::with_index(api))
         // Swagger UI is one 1.8 MB page: about 0.5 MB compressed.
@@ -208,7 +209,7 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
 /// The API's description in Swagger UI: `API.md` with this server's own durations and the
 /// live events' table (generated from [`worker::events::EVENT_DOCS`], as README's is).
 pub fn description(settings: &Settings) -> String {
-    let leeway = match settings.auth.jwt_leeway.as_secs() {
+    let leeway = match settings.sessions.jwt_leeway.as_secs() {
         0 => "refused once expired".to_owned(),
         secs => format!("accepted up to {secs} s past expiry, `JWT_LEEWAY_SECS`"),
     };
@@ -217,7 +218,7 @@ pub fn description(settings: &Settings) -> String {
         .replace("{reservation_ttl}", &span(hold))
         .replace(
             "{access_token_ttl}",
-            &span(settings.auth.access_token_ttl.as_secs()),
+            &span(settings.sessions.access_token_ttl.as_secs()),
         )
         .replace("{jwt_leeway}", &leeway)
         .replace("{events}", &worker::events::events_table())
@@ -328,7 +329,7 @@ async fn limit_body<E: Endpoint>(
 }
 
 async fn ensure_admin(settings: &Settings, infra: &Infra) -> anyhow::Result<()> {
-    let Some(admin) = &settings.auth.admin else {
+    let Some(admin) = &settings.sessions.admin else {
         return Ok(());
     };
     let email = entity::EmailAddress::parse(&admin.email)

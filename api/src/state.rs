@@ -2,7 +2,9 @@
 
 use std::{ops::Deref, sync::Arc};
 
-use worker::{Effects, Infra, Settings, bus::EventBus, queue::Queue};
+use worker::{Effects, Infra, bus::EventBus, queue::Queue};
+
+use crate::settings::Settings;
 
 use crate::{
     abuse::limiter::Limiter,
@@ -98,9 +100,9 @@ impl AppState {
             auth: Authenticator::new(
                 Jwt::new(
                     settings.auth.jwt_access_secret.expose(),
-                    settings.auth.access_token_ttl,
+                    settings.sessions.access_token_ttl,
                 )
-                .with_leeway(settings.auth.jwt_leeway),
+                .with_leeway(settings.sessions.jwt_leeway),
                 infra.db.clone(),
                 metrics.clone(),
             ),

@@ -199,7 +199,7 @@ type Instance = (
 );
 
 async fn start_instance(vars: &HashMap<String, String>) -> Instance {
-    let settings = Settings::from_vars(vars.clone()).expect("test settings");
+    let settings = api::settings::Settings::from_vars(vars.clone()).expect("test settings");
     let app = Application::build(settings).await.expect("app starts");
     let port = app.port();
     let state = app.state().clone();

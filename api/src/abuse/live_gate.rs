@@ -19,8 +19,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::settings::LiveSettings;
 use poem::http::StatusCode;
-use worker::settings::LiveSettings;
 
 use crate::{
     http::client::limit_key,

@@ -12,7 +12,9 @@ use entity::{
     models::{drops as drop_rows, products, users},
 };
 use sea_orm::{EntityTrait, PaginatorTrait};
-use worker::{Infra, Settings};
+use worker::Infra;
+
+use crate::settings::Settings;
 
 /// The generated admin's address.
 pub const ADMIN_EMAIL: &str = "admin@honeydrop.local";
@@ -29,7 +31,7 @@ pub async fn seed_if_empty(settings: &Settings, infra: &Infra) -> anyhow::Result
         return Ok(());
     }
     let now = Utc::now();
-    let admin = match &settings.auth.admin {
+    let admin = match &settings.sessions.admin {
         // ADMIN_EMAIL/ADMIN_PASSWORD are set: that account is the store's admin.
         Some(_) => None,
         None => match create_admin(settings, &infra.db).await? {

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::settings::AllowedOrigins;
 use hyper::header::HeaderValue;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
-use worker::settings::AllowedOrigins;
 
 /// Allowed origins get their origin echoed back, any method and header, no credentials, and
 /// a preflight cached for a day. Others get no `Access-Control-Allow-*` headers, so the

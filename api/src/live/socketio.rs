@@ -62,7 +62,7 @@ const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 /// Builds the Socket.IO server for this instance.
 pub fn endpoint(state: &AppState) -> SocketIoEndpoint {
-    let path = state.settings.http.socket_io_path.clone();
+    let path = state.settings.listener.socket_io_path.clone();
     let (service, io) = SocketIo::builder()
         .req_path(path.clone())
         .max_buffer_size(SOCKET_BUFFER)

@@ -272,7 +272,7 @@ async fn ended_by_reuse(state: &AppState, session_id: i64) -> ApiError {
 }
 
 async fn sign_in(state: &AppState, user: users::Model) -> ApiResult<AuthResponse> {
-    let lifetime = state.settings.auth.refresh_token_ttl;
+    let lifetime = state.settings.sessions.refresh_token_ttl;
     let (session, refresh_token) =
         accounts::start_session(&state.db, user.id, lifetime, Utc::now()).await?;
     tokens(state, user, &session, refresh_token)
@@ -306,7 +306,7 @@ async fn limit_ip(state: &AppState, req: &Request) -> ApiResult<()> {
             std::time::Duration::from_secs(60),
         )
         .await;
-    if window.count > state.settings.auth.rate_limit_per_minute {
+    if window.count > state.settings.sessions.rate_limit_per_minute {
         return Err(ApiError::too_many(
             ErrorCode::TooManyRequests,
             "too many requests from this address; slow down",
@@ -354,7 +354,7 @@ impl<'a> Lockout<'a> {
     /// Counts this attempt; 429 `account_locked` when it is one too many from this address,
     /// 429 `too_many_requests` while the account is slowed down.
     async fn admit(&self) -> ApiResult<()> {
-        let auth = &self.state.settings.auth;
+        let auth = &self.state.settings.sessions;
         let limiter = &self.state.limiter;
         let from_here = limiter.hit(&self.address_key, auth.login_lockout).await;
         if from_here.count > auth.login_max_failures {

@@ -8,14 +8,14 @@ use rand::RngCore;
 use super::{Secret, SettingsError};
 
 /// Whole seconds as read from a variable, for the domain's `chrono` arithmetic.
-pub(super) fn chrono_secs(value: Duration) -> chrono::Duration {
+pub fn chrono_secs(value: Duration) -> chrono::Duration {
     chrono::Duration::from_std(value).unwrap_or(chrono::Duration::MAX)
 }
 
-pub(super) struct Vars(pub(super) HashMap<String, String>);
+pub struct Vars(pub HashMap<String, String>);
 
 /// `true`/`false`/`1`/`0`.
-pub(super) struct Flag(pub(super) bool);
+pub struct Flag(pub bool);
 
 impl FromStr for Flag {
     type Err = String;
@@ -30,11 +30,11 @@ impl FromStr for Flag {
 
 impl Vars {
     /// A variable set to an empty string counts as unset, as platforms often do.
-    pub(super) fn get(&self, name: &str) -> Option<&str> {
+    pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
-    pub(super) fn parse<T: FromStr>(&self, name: &'static str) -> Result<Option<T>, SettingsError>
+    pub fn parse<T: FromStr>(&self, name: &'static str) -> Result<Option<T>, SettingsError>
     where
         T::Err: fmt::Display,
     {
@@ -46,7 +46,7 @@ impl Vars {
             .transpose()
     }
 
-    pub(super) fn positive<T>(&self, name: &'static str, default: T) -> Result<T, SettingsError>
+    pub fn positive<T>(&self, name: &'static str, default: T) -> Result<T, SettingsError>
     where
         T: FromStr + PartialOrd + Default,
         T::Err: fmt::Display,
@@ -58,7 +58,7 @@ impl Vars {
         Ok(value)
     }
 
-    pub(super) fn secs(
+    pub fn secs(
         &self,
         name: &'static str,
         default: u64,
@@ -72,7 +72,7 @@ impl Vars {
     }
 
     /// A whole number of `unit`s, from 1 up to about a century; `None` when unset.
-    pub(super) fn span(
+    pub fn span(
         &self,
         name: &'static str,
         unit: chrono::Duration,
@@ -87,17 +87,13 @@ impl Vars {
         }
     }
 
-    pub(super) fn millis(
-        &self,
-        name: &'static str,
-        default: u64,
-    ) -> Result<Duration, SettingsError> {
+    pub fn millis(&self, name: &'static str, default: u64) -> Result<Duration, SettingsError> {
         let value: u64 = self.positive(name, default)?;
         Ok(Duration::from_millis(value))
     }
 }
 
-pub(super) fn invalid(name: &'static str, reason: impl Into<String>) -> SettingsError {
+pub fn invalid(name: &'static str, reason: impl Into<String>) -> SettingsError {
     SettingsError::Invalid {
         name,
         reason: reason.into(),
@@ -105,7 +101,7 @@ pub(super) fn invalid(name: &'static str, reason: impl Into<String>) -> Settings
 }
 
 /// `/socket.io/` and `/socket.io` name the same place; a client's `path` option adds the slash.
-pub(super) fn socket_io_path(raw: &str) -> Result<String, SettingsError> {
+pub fn socket_io_path(raw: &str) -> Result<String, SettingsError> {
     let path = raw.trim_end_matches('/');
     let well_formed = raw.starts_with('/')
         && !path.is_empty()

@@ -1,20 +1,20 @@
-//! One typed settings struct, read once from the environment (and an optional `.env`).
-//!
-//! It lives in `worker` because both binaries need it and `worker` cannot depend on `api`.
+//! What both tiers read from the environment (and an optional `.env`), as one typed struct.
+//! The api's own settings (its listener, sessions, the Contentful webhook, live sockets) are
+//! the api crate's (`api::settings`), read with the same [`env`] parser.
 
 use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, time::Duration};
 
 mod abuse;
 mod anonymous;
 mod database;
-mod env;
+pub mod env;
 mod read;
 mod redis_target;
 
 pub use abuse::{AbuseSettings, Cidr};
-pub use anonymous::{LiveSettings, NotifyMeSettings};
+pub use anonymous::NotifyMeSettings;
 
-use env::{Flag, Vars, chrono_secs, generated_secret, invalid, socket_io_path};
+use env::{Flag, Vars, chrono_secs, generated_secret, invalid};
 pub use env::{create_private_dir, write_private};
 
 /// A value that must never reach a log line.
@@ -102,13 +102,10 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub drops: DropSettings,
     pub mail: MailSettings,
-    pub contentful: ContentfulSettings,
     pub worker: WorkerSettings,
     pub retention: RetentionSettings,
     /// Limits on "notify me" (mail-bombing).
     pub notify_me: NotifyMeSettings,
-    /// Limits on live sockets (`/ws` and Socket.IO).
-    pub live: LiveSettings,
     /// Client addresses behind proxies, per-address limits, the proof-of-work challenge.
     pub abuse: AbuseSettings,
     /// SQLite file, generated secrets, outbox.
@@ -119,75 +116,20 @@ pub struct Settings {
     pub demo_data: bool,
 }
 
+/// Where the store is served, as every process needs it: the address (the api listens on
+/// it, a worker's `/metrics` binds its host), the base of every link in an email, and who
+/// may read `/metrics`.
 #[derive(Clone, Debug)]
 pub struct HttpSettings {
     pub host: IpAddr,
     pub port: u16,
-    /// Larger request bodies are refused with 413. The default holds every body the OpenAPI
-    /// document allows, even with each character sent as a JSON `\u` escape.
-    pub max_body_bytes: usize,
     /// Used in links in emails.
     pub public_base_url: String,
-    /// Where Socket.IO is served (`SOCKET_IO_PATH`), without a trailing slash: `/socket.io`.
-    pub socket_io_path: String,
-    /// A request's headers must arrive within this, counted from its first byte (or from the
-    /// connection's opening), however slowly they trickle in.
-    pub header_read_timeout: Duration,
-    /// A connection idle between requests is closed after this long.
-    pub keep_alive: Duration,
-    /// Open connections per process; more are closed as soon as they are accepted.
-    pub max_connections: usize,
     /// When set, `/metrics` requires `Authorization: Bearer <token>`.
     pub metrics_token: Option<Secret>,
     /// Without a token, whether `/metrics` is open to anyone: only in embedded mode (one
     /// machine); in distributed mode it is closed until `METRICS_TOKEN` is set.
     pub metrics_public: bool,
-    /// Which browser origins may read the API's answers (CORS), REST and Socket.IO alike.
-    pub cors_allowed_origins: AllowedOrigins,
-}
-
-/// `CORS_ALLOWED_ORIGINS`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AllowedOrigins {
-    /// Any origin (`*`; the default in embedded mode).
-    Any,
-    /// Only these exact origins (`https://shop.example.com`); empty: no cross-origin reads
-    /// (the default in distributed mode).
-    Only(Vec<String>),
-}
-
-impl AllowedOrigins {
-    fn read(env: &Vars, mode: Mode) -> Result<Self, SettingsError> {
-        const NAME: &str = "CORS_ALLOWED_ORIGINS";
-        let Some(raw) = env.get(NAME) else {
-            return Ok(match mode {
-                Mode::Embedded => Self::Any,
-                Mode::Distributed => Self::Only(Vec::new()),
-            });
-        };
-        if raw == "*" {
-            return Ok(Self::Any);
-        }
-        let mut origins = Vec::new();
-        for origin in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-            let scheme_ok = origin.starts_with("http://") || origin.starts_with("https://");
-            let host = origin.split_once("://").map_or("", |(_, rest)| rest);
-            if !scheme_ok
-                || host.is_empty()
-                || host.contains('/')
-                || !origin.bytes().all(|b| b.is_ascii_graphic())
-            {
-                return Err(invalid(
-                    NAME,
-                    format!(
-                        "{origin:?} is not an origin; expected `*` or a comma list like https://shop.example.com,http://localhost:5173"
-                    ),
-                ));
-            }
-            origins.push(origin.to_owned());
-        }
-        Ok(Self::Only(origins))
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -226,26 +168,11 @@ pub struct SentinelSettings {
     pub master_name: String,
 }
 
+/// The secret both tiers derive their keys from: the api signs access tokens with it, and
+/// the mail pump its links. Session lifetimes and sign-in limits are the api's own.
 #[derive(Clone, Debug)]
 pub struct AuthSettings {
     pub jwt_access_secret: Secret,
-    pub access_token_ttl: Duration,
-    /// How long past its expiry an access token is still accepted (`JWT_LEEWAY_SECS`),
-    /// for clocks that disagree between instances.
-    pub jwt_leeway: Duration,
-    /// Absolute lifetime of a session (its refresh-token family).
-    pub refresh_token_ttl: chrono::Duration,
-    pub login_max_failures: u32,
-    pub login_lockout: Duration,
-    pub rate_limit_per_minute: u32,
-    /// When set, this admin account exists after start.
-    pub admin: Option<AdminAccount>,
-}
-
-#[derive(Clone, Debug)]
-pub struct AdminAccount {
-    pub email: String,
-    pub password: Secret,
 }
 
 #[derive(Clone, Debug)]
@@ -296,15 +223,6 @@ pub struct MailSettings {
     pub poll_interval: Duration,
     /// How a restock's alerts are paced: waves of stock × factor, an interval apart.
     pub restock_waves: entity::catalog::waves::Waves,
-}
-
-#[derive(Clone, Debug)]
-pub struct ContentfulSettings {
-    /// `None`: the webhook refuses everything (503 `webhook_disabled`).
-    pub webhook_secret: Option<Secret>,
-    pub locale: String,
-    /// Maximum age of a signed request, in milliseconds.
-    pub webhook_ttl_ms: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -384,7 +302,6 @@ impl Settings {
                 sweep_interval: env.millis("SWEEP_INTERVAL_MS", 1_000)?,
             },
             mail: MailSettings::read(&env, mode, &data_dir)?,
-            contentful: ContentfulSettings::read(&env)?,
             worker: WorkerSettings {
                 embed: mode == Mode::Embedded
                     || env.parse::<Flag>("EMBED_WORKER")?.is_some_and(|f| f.0),
@@ -395,7 +312,6 @@ impl Settings {
             },
             retention: RetentionSettings::read(&env)?,
             notify_me: NotifyMeSettings::read(&env)?,
-            live: LiveSettings::read(&env)?,
             http,
             redis,
             data_dir,
@@ -454,12 +370,7 @@ impl HttpSettings {
         Ok(Self {
             host,
             port,
-            max_body_bytes: env.positive("MAX_BODY_BYTES", 128 * 1024)?,
             public_base_url,
-            socket_io_path: socket_io_path(env.get("SOCKET_IO_PATH").unwrap_or("/socket.io/"))?,
-            header_read_timeout: env.secs("HTTP_HEADER_READ_TIMEOUT_SECS", 10, 1)?,
-            keep_alive: env.secs("HTTP_KEEP_ALIVE_SECS", 60, 1)?,
-            max_connections: env.positive("HTTP_MAX_CONNECTIONS", 10_000)?,
             metrics_token: match env.get("METRICS_TOKEN") {
                 Some(token) if token.len() < 16 => {
                     return Err(invalid("METRICS_TOKEN", "must be at least 16 characters"));
@@ -467,7 +378,6 @@ impl HttpSettings {
                 token => token.map(Secret::new),
             },
             metrics_public: mode == Mode::Embedded,
-            cors_allowed_origins: AllowedOrigins::read(env, mode)?,
         })
     }
 
@@ -494,38 +404,7 @@ impl AuthSettings {
                 });
             }
         };
-        let admin = match (env.get("ADMIN_EMAIL"), env.get("ADMIN_PASSWORD")) {
-            (Some(email), Some(password)) => Some(AdminAccount {
-                email: email.to_owned(),
-                password: Secret::new(password),
-            }),
-            (None, None) => None,
-            _ => {
-                return Err(invalid(
-                    "ADMIN_PASSWORD",
-                    "ADMIN_EMAIL and ADMIN_PASSWORD must be set together",
-                ));
-            }
-        };
-        Ok(Self {
-            jwt_access_secret,
-            access_token_ttl: env.secs("ACCESS_TOKEN_TTL_SECS", 15 * 60, 1)?,
-            jwt_leeway: match env.secs("JWT_LEEWAY_SECS", 0, 0)? {
-                leeway if leeway > Duration::from_secs(60) => {
-                    return Err(invalid("JWT_LEEWAY_SECS", "must be at most 60"));
-                }
-                leeway => leeway,
-            },
-            refresh_token_ttl: chrono_secs(env.secs(
-                "REFRESH_TOKEN_TTL_SECS",
-                30 * 24 * 3600,
-                60,
-            )?),
-            login_max_failures: env.positive("LOGIN_MAX_FAILURES", 5)?,
-            login_lockout: env.secs("LOGIN_LOCKOUT_SECS", 15 * 60, 1)?,
-            rate_limit_per_minute: env.positive("AUTH_RATE_LIMIT_PER_MINUTE", 120)?,
-            admin,
-        })
+        Ok(Self { jwt_access_secret })
     }
 }
 
@@ -539,69 +418,6 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
-    }
-
-    #[test]
-    fn the_socket_io_path_is_kept_without_its_trailing_slash() {
-        let with = |path: &str| {
-            let mut vars = vars(&[
-                ("DATABASE_URL", "sqlite::memory:"),
-                ("JWT_ACCESS_SECRET", &"k".repeat(32)),
-            ]);
-            vars.insert("SOCKET_IO_PATH".into(), path.into());
-            Settings::from_vars(vars).map(|s| s.http.socket_io_path)
-        };
-        assert_eq!(with("").ok().as_deref(), Some("/socket.io"));
-        assert_eq!(with("/api/socket").ok().as_deref(), Some("/api/socket"));
-        assert_eq!(with("/api/socket/").ok().as_deref(), Some("/api/socket"));
-        for bad in ["/", "socket.io", "/a b", "/x?y", "//"] {
-            let err = with(bad).err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(err.starts_with("SOCKET_IO_PATH is invalid"), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn cors_allows_any_origin_embedded_and_none_distributed_unless_listed() {
-        let with = |pairs: &[(&str, &str)]| {
-            let mut all = vars(&[
-                ("DATABASE_URL", "sqlite::memory:"),
-                ("JWT_ACCESS_SECRET", &"k".repeat(32)),
-            ]);
-            all.extend(vars(pairs));
-            Settings::from_vars(all).map(|s| s.http.cors_allowed_origins)
-        };
-        let redis = ("REDIS_URL", "redis://127.0.0.1:6379");
-        let postgres = ("DATABASE_URL", "postgres://x@localhost/db");
-        assert_eq!(with(&[]).ok(), Some(AllowedOrigins::Any));
-        assert_eq!(
-            with(&[redis, postgres]).ok(),
-            Some(AllowedOrigins::Only(Vec::new()))
-        );
-        assert_eq!(
-            with(&[redis, postgres, ("CORS_ALLOWED_ORIGINS", "*")]).ok(),
-            Some(AllowedOrigins::Any)
-        );
-        assert_eq!(
-            with(&[(
-                "CORS_ALLOWED_ORIGINS",
-                "https://shop.example.com, http://localhost:5173"
-            )])
-            .ok(),
-            Some(AllowedOrigins::Only(vec![
-                "https://shop.example.com".into(),
-                "http://localhost:5173".into()
-            ]))
-        );
-        for bad in ["shop.example.com", "https://shop.example.com/", "https://"] {
-            let err = with(&[("CORS_ALLOWED_ORIGINS", bad)])
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(
-                err.starts_with("CORS_ALLOWED_ORIGINS is invalid"),
-                "{bad}: {err}"
-            );
-        }
     }
 
     #[test]
@@ -768,7 +584,7 @@ mod tests {
     }
 
     #[test]
-    fn the_demo_is_on_by_default_embedded_only_and_the_leeway_is_bounded() {
+    fn the_demo_is_on_by_default_embedded_only() {
         let embedded = |extra: &[(&str, &str)]| {
             let mut all = vars(&[
                 ("DATABASE_URL", "sqlite::memory:"),
@@ -787,13 +603,6 @@ mod tests {
         );
         let err = error_of(embedded(&[("DEMO_DATA", "maybe")]));
         assert!(err.starts_with("DEMO_DATA is invalid"), "{err}");
-
-        let auth = embedded(&[]).expect("defaults").auth;
-        assert_eq!(auth.jwt_leeway, Duration::ZERO);
-        let auth = embedded(&[("JWT_LEEWAY_SECS", "5")]).expect("5 s").auth;
-        assert_eq!(auth.jwt_leeway, Duration::from_secs(5));
-        let err = error_of(embedded(&[("JWT_LEEWAY_SECS", "61")]));
-        assert!(err.starts_with("JWT_LEEWAY_SECS is invalid"), "{err}");
     }
 
     #[test]

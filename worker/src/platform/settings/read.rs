@@ -1,8 +1,7 @@
 //! How the mail, retention and Contentful groups are read from the environment.
 
 use super::{
-    ContentfulSettings, MailSettings, MailTransport, Mode, RetentionSettings, Secret,
-    SettingsError,
+    MailSettings, MailTransport, Mode, RetentionSettings, Secret, SettingsError,
     env::{Vars, chrono_secs, invalid},
 };
 
@@ -83,26 +82,6 @@ impl RetentionSettings {
                 .unwrap_or(day * 90),
             emails: env.span("RETENTION_EMAILS_DAYS", day)?.unwrap_or(day * 90),
             holds: env.span("RETENTION_HOLDS_DAYS", day)?,
-        })
-    }
-}
-
-impl ContentfulSettings {
-    pub(super) fn read(env: &Vars) -> Result<Self, SettingsError> {
-        let webhook_secret = env.get("CONTENTFUL_WEBHOOK_SECRET").map(Secret::new);
-        if let Some(secret) = &webhook_secret
-            && secret.expose().len() < 32
-        {
-            return Err(invalid(
-                "CONTENTFUL_WEBHOOK_SECRET",
-                "must be at least 32 characters (Contentful issues 64)",
-            ));
-        }
-        let ttl = env.secs("CONTENTFUL_WEBHOOK_TTL_SECS", 30, 1)?;
-        Ok(Self {
-            webhook_secret,
-            locale: env.get("CONTENTFUL_LOCALE").unwrap_or("en-US").to_owned(),
-            webhook_ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
         })
     }
 }
