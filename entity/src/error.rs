@@ -78,8 +78,12 @@ pub enum Violation {
     ControlCharactersBesideLineBreaks(&'static str),
     #[error("{0} must not contain bidi-override or zero-width characters")]
     InvisibleCharacters(&'static str),
-    #[error("{0} must be between the years {EARLIEST_YEAR} and {LATEST_YEAR}", EARLIEST_YEAR = crate::text::EARLIEST_YEAR, LATEST_YEAR = crate::text::LATEST_YEAR)]
-    YearOutOfRange(&'static str),
+    #[error("{field} must be between the years {earliest} and {latest}")]
+    YearOutOfRange {
+        field: &'static str,
+        earliest: i32,
+        latest: i32,
+    },
     #[error("{0} must be an https: URL (http: only for localhost)")]
     NotAWebUrl(&'static str),
     #[error("currency must be a three-letter ISO 4217 code")]

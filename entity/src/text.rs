@@ -64,12 +64,16 @@ pub fn has_control(raw: &str) -> bool {
 /// An instant between the start of year 2000 and the end of year 9999.
 ///
 /// # Errors
-/// [`Violation::YearOutOfRange`], naming `field`.
+/// [`Violation::YearOutOfRange`], naming `field` and the range.
 pub fn instant(field: &'static str, at: DateTime<Utc>) -> Result<DateTime<Utc>, Violation> {
     if (EARLIEST_YEAR..=LATEST_YEAR).contains(&at.year()) {
         Ok(at)
     } else {
-        Err(Violation::YearOutOfRange(field))
+        Err(Violation::YearOutOfRange {
+            field,
+            earliest: EARLIEST_YEAR,
+            latest: LATEST_YEAR,
+        })
     }
 }
 
