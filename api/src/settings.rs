@@ -252,42 +252,42 @@ impl LiveSettings {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
+    /// Settings of an embedded store with `extra` on top (a later pair wins).
+    fn settings(extra: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let secret = "k".repeat(32);
+        let base = [
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("JWT_ACCESS_SECRET", &secret),
+        ];
+        let vars = base
             .iter()
+            .chain(extra)
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+            .collect();
+        Settings::from_vars(vars)
+    }
+
+    fn error_of(settings: Result<Settings, SettingsError>) -> String {
+        settings.err().map(|e| e.to_string()).unwrap_or_default()
     }
 
     #[test]
     fn the_socket_io_path_is_kept_without_its_trailing_slash() {
-        let with = |path: &str| {
-            let mut vars = vars(&[
-                ("DATABASE_URL", "sqlite::memory:"),
-                ("JWT_ACCESS_SECRET", &"k".repeat(32)),
-            ]);
-            vars.insert("SOCKET_IO_PATH".into(), path.into());
-            Settings::from_vars(vars).map(|s| s.listener.socket_io_path)
-        };
+        let with =
+            |path: &str| settings(&[("SOCKET_IO_PATH", path)]).map(|s| s.listener.socket_io_path);
         assert_eq!(with("").ok().as_deref(), Some("/socket.io"));
         assert_eq!(with("/api/socket").ok().as_deref(), Some("/api/socket"));
         assert_eq!(with("/api/socket/").ok().as_deref(), Some("/api/socket"));
         for bad in ["/", "socket.io", "/a b", "/x?y", "//"] {
-            let err = with(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            let err = error_of(settings(&[("SOCKET_IO_PATH", bad)]));
             assert!(err.starts_with("SOCKET_IO_PATH is invalid"), "{bad}: {err}");
         }
     }
 
     #[test]
     fn cors_allows_any_origin_embedded_and_none_distributed_unless_listed() {
-        let with = |pairs: &[(&str, &str)]| {
-            let mut all = vars(&[
-                ("DATABASE_URL", "sqlite::memory:"),
-                ("JWT_ACCESS_SECRET", &"k".repeat(32)),
-            ]);
-            all.extend(vars(pairs));
-            Settings::from_vars(all).map(|s| s.listener.cors_allowed_origins)
-        };
+        let with =
+            |pairs: &[(&str, &str)]| settings(pairs).map(|s| s.listener.cors_allowed_origins);
         let redis = ("REDIS_URL", "redis://127.0.0.1:6379");
         let postgres = ("DATABASE_URL", "postgres://x@localhost/db");
         assert_eq!(with(&[]).ok(), Some(AllowedOrigins::Any));
@@ -311,10 +311,7 @@ mod tests {
             ]))
         );
         for bad in ["shop.example.com", "https://shop.example.com/", "https://"] {
-            let err = with(&[("CORS_ALLOWED_ORIGINS", bad)])
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let err = error_of(settings(&[("CORS_ALLOWED_ORIGINS", bad)]));
             assert!(
                 err.starts_with("CORS_ALLOWED_ORIGINS is invalid"),
                 "{bad}: {err}"
@@ -324,22 +321,12 @@ mod tests {
 
     #[test]
     fn the_leeway_is_none_by_default_and_at_most_a_minute() {
-        let embedded = |extra: &[(&str, &str)]| {
-            let mut all = vars(&[
-                ("DATABASE_URL", "sqlite::memory:"),
-                ("JWT_ACCESS_SECRET", &"k".repeat(32)),
-            ]);
-            all.extend(vars(extra));
-            Settings::from_vars(all)
-        };
-        let sessions = embedded(&[]).expect("defaults").sessions;
+        let leeway = |secs: &str| settings(&[("JWT_LEEWAY_SECS", secs)]);
+        let sessions = settings(&[]).expect("defaults").sessions;
         assert_eq!(sessions.jwt_leeway, Duration::ZERO);
-        let sessions = embedded(&[("JWT_LEEWAY_SECS", "5")]).expect("5 s").sessions;
+        let sessions = leeway("5").expect("5 s").sessions;
         assert_eq!(sessions.jwt_leeway, Duration::from_secs(5));
-        let err = embedded(&[("JWT_LEEWAY_SECS", "61")])
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = error_of(leeway("61"));
         assert!(err.starts_with("JWT_LEEWAY_SECS is invalid"), "{err}");
     }
 }
