@@ -8,7 +8,7 @@ use std::{collections::HashMap, ops::Deref, time::Duration};
 
 use worker::settings::{
     Mode, Secret, SettingsError,
-    env::{Vars, chrono_secs, invalid, socket_io_path},
+    env::{Vars, chrono_secs, invalid},
 };
 
 /// Everything the api process reads from its environment.
@@ -132,6 +132,26 @@ impl AllowedOrigins {
         }
         Ok(Self::Only(origins))
     }
+}
+
+/// `/socket.io/` and `/socket.io` name the same place; a client's `path` option adds the slash.
+fn socket_io_path(raw: &str) -> Result<String, SettingsError> {
+    let path = raw.trim_end_matches('/');
+    let well_formed = raw.starts_with('/')
+        && !path.is_empty()
+        && !path.contains("//")
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-._~".contains(c));
+    if !well_formed {
+        return Err(invalid(
+            "SOCKET_IO_PATH",
+            format!(
+                "{raw:?}: expected a path such as /socket.io/ (letters, digits, - . _ ~ and /)"
+            ),
+        ));
+    }
+    Ok(path.to_owned())
 }
 
 /// Sessions and sign-in: token lifetimes, the leeway for clocks, the sign-in limits and the

@@ -100,26 +100,6 @@ pub fn invalid(name: &'static str, reason: impl Into<String>) -> SettingsError {
     }
 }
 
-/// `/socket.io/` and `/socket.io` name the same place; a client's `path` option adds the slash.
-pub fn socket_io_path(raw: &str) -> Result<String, SettingsError> {
-    let path = raw.trim_end_matches('/');
-    let well_formed = raw.starts_with('/')
-        && !path.is_empty()
-        && !path.contains("//")
-        && path
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/-._~".contains(c));
-    if !well_formed {
-        return Err(invalid(
-            "SOCKET_IO_PATH",
-            format!(
-                "{raw:?}: expected a path such as /socket.io/ (letters, digits, - . _ ~ and /)"
-            ),
-        ));
-    }
-    Ok(path.to_owned())
-}
-
 pub(super) fn ensure_dir(dir: &std::path::Path) -> Result<(), SettingsError> {
     create_private_dir(dir).map_err(|source| SettingsError::Io {
         path: dir.display().to_string(),
