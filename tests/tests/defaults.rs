@@ -415,9 +415,15 @@ fn every_setting_is_in_the_grouped_table_and_the_checklist_says_why() {
         include_str!("../../worker/src/platform/settings/env.rs"),
         include_str!("../../worker/src/platform/settings/read.rs"),
         include_str!("../../worker/src/platform/settings/abuse.rs"),
+        include_str!("../../worker/src/platform/settings/anonymous.rs"),
+        include_str!("../../worker/src/platform/settings/database.rs"),
+        include_str!("../../worker/src/platform/settings/redis_target.rs"),
+        // The api's own settings, read beside the shared ones.
+        include_str!("../../api/src/settings.rs"),
     ]
     .concat();
-    let table = section("Configuration");
+    // The limits on what anyone may do without an account are listed under Security.
+    let table = [section("Configuration"), section("Security")].concat();
     let mut names: Vec<&str> = settings
         .split('"')
         .skip(1)
